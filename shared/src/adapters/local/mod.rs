@@ -1,0 +1,7 @@
+//! The embedded adapters: SQLite in WAL mode (durable, the local runtime's default) and
+//! in-memory (unit tests).
+
+pub mod memory;
+pub mod sqlite;
+
+pub use sqlite::{JobKind, LeasedJob, SqliteStore};

@@ -1,0 +1,3 @@
+//! Implementations of the [`crate::ports`]: `local` (embedded SQLite and in-memory).
+
+pub mod local;

@@ -1,0 +1,542 @@
+//! Application services: what the entry points (HTTP, queue, stream, saga) call. Written
+//! once over the ports, so the local runtime and the Lambdas run the same code.
+
+pub mod compensation;
+mod worker;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use tracing::{info, instrument, warn};
+
+use crate::domain::{
+    self, fold, fold_until, Event, EventRecord, FoldError, RunKey, RunState, RunStatus,
+};
+use crate::engine::breaker::{BreakerConfig, BreakerState};
+use crate::engine::{self, Effect, RetryPolicy};
+use crate::planner::{PlanError, Planner};
+use crate::ports::{
+    BreakerStore, Clock, EventStore, IdempotencyRecord, IdempotencyStore, ListQuery, Outbox, Page,
+    RunViewStore, StoreError, Todo, TodoStore,
+};
+use crate::tools::Registry;
+
+pub use compensation::{CompensateError, CompensationPlan};
+pub use worker::JobResult;
+
+/// Longest prompt accepted, in characters.
+pub const MAX_PROMPT_CHARS: usize = 4_000;
+/// Longest idempotency key accepted.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+/// Default and largest page of `GET /runs`.
+pub const DEFAULT_PAGE: usize = 20;
+pub const MAX_PAGE: usize = 100;
+/// How often an append is retried after losing an optimistic-concurrency race.
+const MAX_CONFLICTS: usize = 64;
+
+/// Engine settings, from [`crate::config::Config`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Settings {
+    pub retry: RetryPolicy,
+    /// Retry policy of each compensation.
+    pub compensation_retry: RetryPolicy,
+    /// Longest a tool call may take before the attempt counts as failed (transient).
+    pub step_timeout_ms: u64,
+    /// How long past the timeout a claim is held before another worker may take over.
+    pub lease_margin_ms: u64,
+    pub breaker: BreakerConfig,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            retry: RetryPolicy::default(),
+            compensation_retry: RetryPolicy::default(),
+            step_timeout_ms: 30_000,
+            lease_margin_ms: 5_000,
+            breaker: BreakerConfig::default(),
+        }
+    }
+}
+
+impl Settings {
+    pub fn lease_ms(&self) -> u64 {
+        self.step_timeout_ms + self.lease_margin_ms
+    }
+}
+
+/// Everything that can go wrong serving a request, mapped to HTTP at the edge.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AppError {
+    /// The request is well-formed but unacceptable (422).
+    #[error("{message}")]
+    Invalid { code: &'static str, message: String },
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with the resource's state (409).
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl AppError {
+    fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        AppError::Invalid {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Who asked, for logs and events.
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext {
+    pub tenant: String,
+    pub correlation_id: String,
+}
+
+/// The answer to `POST /runs`.
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub run: RunState,
+    /// The idempotency key named an existing run, which is returned instead.
+    pub replayed: bool,
+}
+
+/// A tool of the catalog with its breaker state.
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolView {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub input_schema: Value,
+    pub breaker: BreakerState,
+}
+
+/// The ports and settings the services run over.
+pub struct App {
+    pub events: Arc<dyn EventStore>,
+    pub views: Arc<dyn RunViewStore>,
+    pub todos: Arc<dyn TodoStore>,
+    pub idempotency: Arc<dyn IdempotencyStore>,
+    pub breakers: Arc<dyn BreakerStore>,
+    pub registry: Registry,
+    pub planner: Arc<dyn Planner>,
+    pub clock: Arc<dyn Clock>,
+    pub settings: Settings,
+}
+
+/// A stable fingerprint of a request body (FNV-1a, 64 bits), so an idempotency key reused
+/// for a different request is refused. Not a security boundary.
+fn fingerprint(s: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+fn fold_error(e: FoldError) -> AppError {
+    AppError::Store(StoreError::Corrupt(e.to_string()))
+}
+
+impl App {
+    fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// Append `events` to the run whose state is `state`, with the outbox (view and
+    /// effects) they imply. Returns the new state.
+    pub(crate) async fn commit(
+        &self,
+        state: &RunState,
+        events: Vec<Event>,
+    ) -> Result<RunState, StoreError> {
+        let records = engine::records(state, self.now(), events);
+        let mut after = state.clone();
+        for rec in &records {
+            after
+                .apply(rec)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        }
+        let effects = engine::react(&after, &records, &self.registry);
+        let key = RunKey::new(&state.tenant, &state.run_id);
+        self.events
+            .append(
+                &key,
+                &records,
+                Outbox {
+                    view: &after,
+                    effects: &effects,
+                },
+            )
+            .await?;
+        for rec in &records {
+            info!(
+                run_id = %state.run_id,
+                step_id = rec.event.step_id().unwrap_or_default(),
+                seq = rec.seq,
+                event = rec.event.type_name(),
+                correlation_id = %state.correlation_id,
+                "event appended"
+            );
+        }
+        Ok(after)
+    }
+
+    /// Load and fold a run; `None` if it does not exist.
+    pub async fn load(
+        &self,
+        key: &RunKey,
+    ) -> Result<Option<(RunState, Vec<EventRecord>)>, AppError> {
+        let events = self.events.load(key).await?;
+        if events.is_empty() {
+            return Ok(None);
+        }
+        let state = fold(&key.run_id, &events).map_err(fold_error)?;
+        Ok(Some((state, events)))
+    }
+
+    /// `POST /runs`: plan the prompt and record the run.
+    #[instrument(skip(self, prompt), fields(tenant = %ctx.tenant, correlation_id = %ctx.correlation_id))]
+    pub async fn create_run(
+        &self,
+        ctx: &RequestContext,
+        prompt: &str,
+        idempotency_key: Option<&str>,
+    ) -> Result<Created, AppError> {
+        let prompt = prompt.trim();
+        if prompt.is_empty() {
+            return Err(AppError::invalid(
+                "prompt_empty",
+                "prompt must not be empty",
+            ));
+        }
+        let chars = prompt.chars().count();
+        if chars > MAX_PROMPT_CHARS {
+            return Err(AppError::invalid(
+                "prompt_too_long",
+                format!("prompt is {chars} characters; the limit is {MAX_PROMPT_CHARS}"),
+            ));
+        }
+        let mut run_id = domain::new_run_id();
+        if let Some(key) = idempotency_key {
+            let valid = !key.is_empty()
+                && key.len() <= MAX_IDEMPOTENCY_KEY_LEN
+                && key.chars().all(|c| c.is_ascii_graphic());
+            if !valid {
+                return Err(AppError::invalid(
+                    "invalid_idempotency_key",
+                    format!("Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"),
+                ));
+            }
+            let record = IdempotencyRecord {
+                run_id: run_id.clone(),
+                request_hash: fingerprint(prompt),
+            };
+            let bound = self
+                .idempotency
+                .claim(&ctx.tenant, key, &record, self.now())
+                .await?;
+            if bound.request_hash != record.request_hash {
+                return Err(AppError::invalid(
+                    "idempotency_key_reused",
+                    "this Idempotency-Key was already used for a different request",
+                ));
+            }
+            if bound.run_id != run_id {
+                let existing = RunKey::new(&ctx.tenant, &bound.run_id);
+                if let Some((run, _)) = self.load(&existing).await? {
+                    return Ok(Created {
+                        run,
+                        replayed: true,
+                    });
+                }
+                // The key was bound but the run never written (a crash in between):
+                // create it now under the bound id.
+                run_id = bound.run_id;
+            }
+        }
+        let planned = self.planner.plan(prompt, &self.registry).await?;
+        let key = RunKey::new(&ctx.tenant, &run_id);
+        let created = Event::RunCreated {
+            tenant: ctx.tenant.clone(),
+            prompt: prompt.to_owned(),
+            correlation_id: ctx.correlation_id.clone(),
+            idempotency_key: idempotency_key.map(str::to_owned),
+        };
+        let first = EventRecord::new(1, self.now(), created);
+        let state = fold(&run_id, std::slice::from_ref(&first)).map_err(fold_error)?;
+        let plan = Event::PlanGenerated {
+            planner: planned.info,
+            plan: planned.plan,
+        };
+        let mut records = vec![first];
+        records.extend(engine::records(&state, self.now(), vec![plan]));
+        let after = fold(&run_id, &records).map_err(fold_error)?;
+        let effects = engine::react(&after, &records, &self.registry);
+        match self
+            .events
+            .append(
+                &key,
+                &records,
+                Outbox {
+                    view: &after,
+                    effects: &effects,
+                },
+            )
+            .await
+        {
+            Ok(()) => {}
+            Err(StoreError::Conflict(_)) if idempotency_key.is_some() => {
+                // A concurrent request with the same key created it first.
+                if let Some((run, _)) = self.load(&key).await? {
+                    return Ok(Created {
+                        run,
+                        replayed: true,
+                    });
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        info!(run_id = %run_id, steps = after.steps.len(), planner = after.planner.as_ref().map(|p| p.name.as_str()).unwrap_or_default(), "run created");
+        Ok(Created {
+            run: after,
+            replayed: false,
+        })
+    }
+
+    /// `GET /runs/{id}`: the read model, or the fold of the log if the projection has not
+    /// caught up yet (read-your-writes right after creation).
+    pub async fn get_run(&self, key: &RunKey) -> Result<RunState, AppError> {
+        if let Some(view) = self.views.get(key).await? {
+            return Ok(view);
+        }
+        self.load(key)
+            .await?
+            .map(|(s, _)| s)
+            .ok_or_else(|| AppError::NotFound(format!("run {} not found", key.run_id)))
+    }
+
+    /// `GET /runs/{id}?at=`: the state as of `at`.
+    pub async fn get_run_at(&self, key: &RunKey, at: DateTime<Utc>) -> Result<RunState, AppError> {
+        let events = self.events.load(key).await?;
+        if events.is_empty() {
+            return Err(AppError::NotFound(format!("run {} not found", key.run_id)));
+        }
+        match fold_until(&key.run_id, &events, at) {
+            Ok(s) => Ok(s),
+            Err(FoldError::Empty) => Err(AppError::NotFound(format!(
+                "run {} did not exist yet at {}",
+                key.run_id,
+                at.to_rfc3339()
+            ))),
+            Err(e) => Err(fold_error(e)),
+        }
+    }
+
+    /// `GET /runs/{id}/events`.
+    pub async fn run_events(&self, key: &RunKey) -> Result<Vec<EventRecord>, AppError> {
+        let events = self.events.load(key).await?;
+        if events.is_empty() {
+            return Err(AppError::NotFound(format!("run {} not found", key.run_id)));
+        }
+        Ok(events)
+    }
+
+    /// `GET /runs`: newest first.
+    pub async fn list_runs(
+        &self,
+        tenant: &str,
+        status: Option<&str>,
+        limit: Option<usize>,
+        cursor: Option<String>,
+    ) -> Result<Page<RunState>, AppError> {
+        let status = match status {
+            None => None,
+            Some(s) => Some(RunStatus::parse(s).ok_or_else(|| {
+                let names: Vec<&str> = RunStatus::ALL.iter().map(|s| s.as_str()).collect();
+                AppError::invalid(
+                    "invalid_status",
+                    format!("status must be one of {}", names.join(", ")),
+                )
+            })?),
+        };
+        let limit = limit.unwrap_or(DEFAULT_PAGE);
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(AppError::invalid(
+                "invalid_limit",
+                format!("limit must be from 1 to {MAX_PAGE}"),
+            ));
+        }
+        let page = self
+            .views
+            .list(
+                tenant,
+                &ListQuery {
+                    status,
+                    limit,
+                    cursor,
+                },
+            )
+            .await
+            .map_err(|e| match e {
+                StoreError::Invalid(m) => AppError::invalid("invalid_cursor", m),
+                other => AppError::Store(other),
+            })?;
+        Ok(page)
+    }
+
+    /// `POST /runs/{id}/cancel`: stop scheduling, let running steps finish, compensate
+    /// what completed; the run ends `cancelled`.
+    #[instrument(skip(self), fields(run_id = %key.run_id))]
+    pub async fn cancel_run(
+        &self,
+        key: &RunKey,
+        reason: Option<String>,
+    ) -> Result<RunState, AppError> {
+        for _ in 0..MAX_CONFLICTS {
+            let Some((state, _)) = self.load(key).await? else {
+                return Err(AppError::NotFound(format!("run {} not found", key.run_id)));
+            };
+            if state.cancel_requested {
+                return Ok(state);
+            }
+            if state.status.is_finished() {
+                return Err(AppError::Conflict {
+                    code: "run_finished",
+                    message: format!(
+                        "run {} is already {} and cannot be cancelled",
+                        key.run_id,
+                        state.status.as_str()
+                    ),
+                });
+            }
+            match self
+                .commit(
+                    &state,
+                    vec![Event::CancelRequested {
+                        reason: reason.clone(),
+                    }],
+                )
+                .await
+            {
+                Ok(after) => {
+                    info!("cancel requested");
+                    return Ok(after);
+                }
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(AppError::Store(StoreError::Unavailable(
+            "too much contention on this run".into(),
+        )))
+    }
+
+    /// `GET /todos`.
+    pub async fn list_todos(&self, tenant: &str) -> Result<Vec<Todo>, AppError> {
+        Ok(self.todos.list(tenant).await?)
+    }
+
+    /// `GET /tools`: the catalog with each tool's breaker state.
+    pub async fn tools(&self) -> Result<Vec<ToolView>, AppError> {
+        let mut out = Vec::new();
+        for info in self.registry.catalog() {
+            out.push(ToolView {
+                name: info.name,
+                description: info.description,
+                input_schema: info.input_schema,
+                breaker: self.breaker_state(info.name).await?.0,
+            });
+        }
+        Ok(out)
+    }
+
+    /// `GET /health`: whether the store answers, and the planner's state.
+    pub async fn health(&self) -> (bool, Value) {
+        let store_ok = self
+            .views
+            .list(
+                crate::domain::DEFAULT_TENANT,
+                &ListQuery {
+                    limit: 1,
+                    ..Default::default()
+                },
+            )
+            .await
+            .is_ok();
+        let planner = match self.planner.degraded() {
+            None => serde_json::json!({"name": self.planner.name(), "status": "ok"}),
+            Some(reason) => {
+                serde_json::json!({"name": self.planner.name(), "status": "degraded", "reason": reason})
+            }
+        };
+        let status = if !store_ok {
+            "unavailable"
+        } else if self.planner.degraded().is_some() {
+            "degraded"
+        } else {
+            "ok"
+        };
+        let body = serde_json::json!({
+            "status": status,
+            "version": env!("CARGO_PKG_VERSION"),
+            "store": if store_ok { "ok" } else { "unavailable" },
+            "planner": planner,
+        });
+        (store_ok, body)
+    }
+
+    pub(crate) async fn breaker_state(
+        &self,
+        tool: &str,
+    ) -> Result<(BreakerState, u64), StoreError> {
+        match self.breakers.get(tool).await? {
+            None => Ok((BreakerState::default(), 0)),
+            Some(stored) => match serde_json::from_value(stored.state) {
+                Ok(state) => Ok((state, stored.version)),
+                Err(e) => {
+                    warn!(tool, error = %e, "unreadable breaker state; treating as closed");
+                    Ok((BreakerState::default(), stored.version))
+                }
+            },
+        }
+    }
+
+    /// Project new events (from the DynamoDB Stream) into the read model and return the
+    /// reaction to them. Idempotent: replays of old events change nothing in the view and
+    /// produce effects that workers ignore.
+    pub async fn project(
+        &self,
+        key: &RunKey,
+        new: &[EventRecord],
+    ) -> Result<Vec<Effect>, AppError> {
+        let Some(upto) = new.iter().map(|r| r.seq).max() else {
+            return Ok(Vec::new());
+        };
+        let events = self.events.load(key).await?;
+        let known: Vec<EventRecord> = events.into_iter().filter(|e| e.seq <= upto).collect();
+        if known.len() < upto as usize {
+            return Err(AppError::Store(StoreError::Unavailable(format!(
+                "{key}: event {upto} is not readable yet"
+            ))));
+        }
+        let state = fold(&key.run_id, &known).map_err(fold_error)?;
+        self.views.put(&state).await?;
+        let new: Vec<EventRecord> = known
+            .iter()
+            .filter(|e| new.iter().any(|n| n.seq == e.seq))
+            .cloned()
+            .collect();
+        Ok(engine::react(&state, &new, &self.registry))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,241 @@
+//! The events of a run. Past tense, each with a type name (`type`) and a schema version.
+//!
+//! Events are immutable once written; new fields are added as `Option`/defaulted so old
+//! events keep deserialising, and a breaking change bumps [`EventRecord::version`].
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::plan::Plan;
+
+/// Current schema version written for every event type.
+pub const EVENT_VERSION: u32 = 1;
+
+/// One stored event: its position in the run's log, when it happened and what happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub seq: u64,
+    pub at: DateTime<Utc>,
+    #[serde(default = "default_version")]
+    pub version: u32,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+fn default_version() -> u32 {
+    EVENT_VERSION
+}
+
+impl EventRecord {
+    pub fn new(seq: u64, at: DateTime<Utc>, event: Event) -> Self {
+        Self {
+            seq,
+            at,
+            version: EVENT_VERSION,
+            event,
+        }
+    }
+
+    /// Number a batch of new events consecutively after `last_seq`.
+    pub fn batch(last_seq: u64, at: DateTime<Utc>, events: Vec<Event>) -> Vec<EventRecord> {
+        events
+            .into_iter()
+            .zip(last_seq + 1..)
+            .map(|(event, seq)| EventRecord::new(seq, at, event))
+            .collect()
+    }
+}
+
+/// Whether a failure is worth retrying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// May succeed if tried again (timeouts, throttling, an unavailable dependency).
+    Transient,
+    /// Will fail the same way every time (bad input, a missing todo).
+    Permanent,
+}
+
+/// Which planner made a plan, and why a fallback happened if one did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct PlannerInfo {
+    /// `pattern`, `llm` or `bedrock`.
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Set when the configured planner failed and another one planned instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_reason: Option<String>,
+    /// The planner that was asked first, when it is not the one that planned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+/// Cost of one planning call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Usage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+    #[serde(default)]
+    pub latency_ms: u64,
+}
+
+/// Everything that can happen to a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum Event {
+    RunCreated {
+        tenant: String,
+        prompt: String,
+        correlation_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        idempotency_key: Option<String>,
+    },
+    PlanGenerated {
+        planner: PlannerInfo,
+        plan: Plan,
+    },
+    /// A worker claimed an attempt of a step; it holds it until `lease_ms` after `at`.
+    StepStarted {
+        step_id: String,
+        attempt: u32,
+        lease_ms: u64,
+    },
+    StepCompleted {
+        step_id: String,
+        attempt: u32,
+        output: Value,
+        duration_ms: u64,
+    },
+    /// One attempt failed. `retry_in_ms` is the backoff chosen before the next attempt, or
+    /// `None` when no attempt follows (permanent error or attempts exhausted).
+    StepAttemptFailed {
+        step_id: String,
+        attempt: u32,
+        error: String,
+        kind: ErrorKind,
+        duration_ms: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_in_ms: Option<u64>,
+    },
+    StepFailed {
+        step_id: String,
+        attempt: u32,
+        error: String,
+    },
+    RunCompleted {
+        result: Value,
+    },
+    RunFailed {
+        error: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step_id: Option<String>,
+    },
+    /// The user asked to cancel: nothing new is scheduled from here on.
+    CancelRequested {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Compensation of the listed steps began, in this order.
+    CompensationStarted {
+        steps: Vec<String>,
+    },
+    StepCompensated {
+        step_id: String,
+        #[serde(default)]
+        attempts: u32,
+    },
+    StepCompensationFailed {
+        step_id: String,
+        error: String,
+        #[serde(default)]
+        attempts: u32,
+    },
+    /// Every compensation succeeded (or there was nothing to undo after a cancel).
+    RunCompensated {},
+    RunCompensationFailed {
+        step_id: String,
+        error: String,
+    },
+    /// The run was cancelled and everything it did was undone.
+    RunCancelled {},
+}
+
+impl Event {
+    /// The event's type name, as stored and as served by the API.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Event::RunCreated { .. } => "RunCreated",
+            Event::PlanGenerated { .. } => "PlanGenerated",
+            Event::StepStarted { .. } => "StepStarted",
+            Event::StepCompleted { .. } => "StepCompleted",
+            Event::StepAttemptFailed { .. } => "StepAttemptFailed",
+            Event::StepFailed { .. } => "StepFailed",
+            Event::RunCompleted { .. } => "RunCompleted",
+            Event::RunFailed { .. } => "RunFailed",
+            Event::CancelRequested { .. } => "CancelRequested",
+            Event::CompensationStarted { .. } => "CompensationStarted",
+            Event::StepCompensated { .. } => "StepCompensated",
+            Event::StepCompensationFailed { .. } => "StepCompensationFailed",
+            Event::RunCompensated {} => "RunCompensated",
+            Event::RunCompensationFailed { .. } => "RunCompensationFailed",
+            Event::RunCancelled {} => "RunCancelled",
+        }
+    }
+
+    /// The step an event is about, if any (for logs).
+    pub fn step_id(&self) -> Option<&str> {
+        match self {
+            Event::StepStarted { step_id, .. }
+            | Event::StepCompleted { step_id, .. }
+            | Event::StepAttemptFailed { step_id, .. }
+            | Event::StepFailed { step_id, .. }
+            | Event::StepCompensated { step_id, .. }
+            | Event::StepCompensationFailed { step_id, .. } => Some(step_id),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_an_event_record_when_serialised_then_it_has_seq_type_at_and_data() {
+        let at = DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z")
+            .map(|t| t.with_timezone(&Utc))
+            .expect("valid time");
+        let rec = EventRecord::new(
+            3,
+            at,
+            Event::RunFailed {
+                error: "boom".into(),
+                step_id: None,
+            },
+        );
+        let json = serde_json::to_value(&rec).expect("serialises");
+        assert_eq!(json["seq"], 3);
+        assert_eq!(json["type"], "RunFailed");
+        assert_eq!(json["version"], 1);
+        assert_eq!(json["data"]["error"], "boom");
+        assert_eq!(json["at"], "2026-01-02T03:04:05Z");
+        let back: EventRecord = serde_json::from_value(json).expect("deserialises");
+        assert_eq!(back, rec);
+    }
+
+    #[test]
+    fn given_unit_like_events_when_round_tripped_then_they_survive() {
+        for event in [Event::RunCompensated {}, Event::RunCancelled {}] {
+            let json = serde_json::to_string(&event).expect("serialises");
+            let back: Event = serde_json::from_str(&json).expect("deserialises");
+            assert_eq!(back, event);
+            assert_eq!(back.type_name(), event.type_name());
+        }
+    }
+}

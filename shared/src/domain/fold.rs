@@ -1,0 +1,590 @@
+//! Current state = fold(events). One pure function used by the projection, by
+//! time-travel reads (`?at=`), by the engine and by replay in tests.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::event::{Event, EventRecord, PlannerInfo};
+use super::plan::Plan;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    Compensating,
+    Compensated,
+    CompensationFailed,
+    Cancelled,
+}
+
+impl RunStatus {
+    pub const ALL: [RunStatus; 8] = [
+        RunStatus::Pending,
+        RunStatus::Running,
+        RunStatus::Completed,
+        RunStatus::Failed,
+        RunStatus::Compensating,
+        RunStatus::Compensated,
+        RunStatus::CompensationFailed,
+        RunStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Pending => "pending",
+            RunStatus::Running => "running",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Compensating => "compensating",
+            RunStatus::Compensated => "compensated",
+            RunStatus::CompensationFailed => "compensation_failed",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RunStatus> {
+        RunStatus::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// No step will run any more (compensation may still follow a failure).
+    pub fn is_finished(self) -> bool {
+        !matches!(self, RunStatus::Pending | RunStatus::Running)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    Skipped,
+    Compensated,
+    CompensationFailed,
+}
+
+/// The state of one step of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepState {
+    pub id: String,
+    pub tool: String,
+    pub status: StepStatus,
+    /// Attempts started so far.
+    pub attempts: u32,
+    pub output: Option<Value>,
+    pub error: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// While running: when the current attempt's claim expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_until: Option<DateTime<Utc>>,
+    /// While waiting to retry: when the next attempt is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compensation_error: Option<String>,
+}
+
+/// The state of a run, as served by the API and kept in the runs view.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    pub run_id: String,
+    pub tenant: String,
+    pub prompt: String,
+    pub status: RunStatus,
+    pub correlation_id: String,
+    pub planner: Option<PlannerInfo>,
+    pub plan: Plan,
+    pub steps: Vec<StepState>,
+    pub result: Option<Value>,
+    pub error: Option<String>,
+    #[serde(default)]
+    pub cancel_requested: bool,
+    /// Step ids in the order they completed (the saga undoes them in reverse).
+    #[serde(default)]
+    pub completion_order: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Sequence number of the last event folded in.
+    pub last_seq: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FoldError {
+    #[error("no events")]
+    Empty,
+    #[error("the first event is {0}, not RunCreated")]
+    NotCreated(&'static str),
+    #[error("event {got} follows {last}: the log has a gap or is out of order")]
+    OutOfOrder { last: u64, got: u64 },
+}
+
+/// Fold a run's whole log into its state.
+pub fn fold(run_id: &str, events: &[EventRecord]) -> Result<RunState, FoldError> {
+    let (first, rest) = events.split_first().ok_or(FoldError::Empty)?;
+    let mut state = RunState::created(run_id, first)?;
+    for rec in rest {
+        state.apply(rec)?;
+    }
+    Ok(state)
+}
+
+/// The state as of `at`: the fold of the events that happened at or before it.
+pub fn fold_until(
+    run_id: &str,
+    events: &[EventRecord],
+    at: DateTime<Utc>,
+) -> Result<RunState, FoldError> {
+    let n = events.iter().take_while(|e| e.at <= at).count();
+    fold(run_id, &events[..n])
+}
+
+impl RunState {
+    fn created(run_id: &str, rec: &EventRecord) -> Result<RunState, FoldError> {
+        let Event::RunCreated {
+            tenant,
+            prompt,
+            correlation_id,
+            ..
+        } = &rec.event
+        else {
+            return Err(FoldError::NotCreated(rec.event.type_name()));
+        };
+        Ok(RunState {
+            run_id: run_id.to_owned(),
+            tenant: tenant.clone(),
+            prompt: prompt.clone(),
+            status: RunStatus::Pending,
+            correlation_id: correlation_id.clone(),
+            planner: None,
+            plan: Plan::default(),
+            steps: Vec::new(),
+            result: None,
+            error: None,
+            cancel_requested: false,
+            completion_order: Vec::new(),
+            created_at: rec.at,
+            updated_at: rec.at,
+            started_at: None,
+            finished_at: None,
+            last_seq: rec.seq,
+        })
+    }
+
+    pub fn step(&self, id: &str) -> Option<&StepState> {
+        self.steps.iter().find(|s| s.id == id)
+    }
+
+    fn step_mut(&mut self, id: &str) -> Option<&mut StepState> {
+        self.steps.iter_mut().find(|s| s.id == id)
+    }
+
+    /// Apply one event. Events must arrive in sequence order.
+    pub fn apply(&mut self, rec: &EventRecord) -> Result<(), FoldError> {
+        if rec.seq != self.last_seq + 1 {
+            return Err(FoldError::OutOfOrder {
+                last: self.last_seq,
+                got: rec.seq,
+            });
+        }
+        self.last_seq = rec.seq;
+        self.updated_at = rec.at;
+        let at = rec.at;
+        match &rec.event {
+            Event::RunCreated { .. } => {}
+            Event::PlanGenerated { planner, plan } => {
+                self.planner = Some(planner.clone());
+                self.plan = plan.clone();
+                self.steps = plan
+                    .steps
+                    .iter()
+                    .map(|s| StepState {
+                        id: s.id.clone(),
+                        tool: s.tool.clone(),
+                        status: StepStatus::Pending,
+                        attempts: 0,
+                        output: None,
+                        error: None,
+                        started_at: None,
+                        finished_at: None,
+                        lease_until: None,
+                        next_attempt_at: None,
+                        compensation_error: None,
+                    })
+                    .collect();
+            }
+            Event::StepStarted {
+                step_id,
+                attempt,
+                lease_ms,
+            } => {
+                if self.status == RunStatus::Pending {
+                    self.status = RunStatus::Running;
+                    self.started_at = Some(at);
+                }
+                if let Some(step) = self.step_mut(step_id) {
+                    step.status = StepStatus::Running;
+                    step.attempts = *attempt;
+                    step.started_at.get_or_insert(at);
+                    step.lease_until = Some(at + millis(*lease_ms));
+                    step.next_attempt_at = None;
+                }
+            }
+            Event::StepCompleted {
+                step_id, output, ..
+            } => {
+                if let Some(step) = self.step_mut(step_id) {
+                    step.status = StepStatus::Completed;
+                    step.output = Some(output.clone());
+                    step.error = None;
+                    step.finished_at = Some(at);
+                    step.lease_until = None;
+                }
+                self.completion_order.push(step_id.clone());
+            }
+            Event::StepAttemptFailed {
+                step_id,
+                error,
+                retry_in_ms,
+                ..
+            } => {
+                if let Some(step) = self.step_mut(step_id) {
+                    step.error = Some(error.clone());
+                    step.lease_until = None;
+                    if let Some(delay) = retry_in_ms {
+                        step.status = StepStatus::Pending;
+                        step.next_attempt_at = Some(at + millis(*delay));
+                    }
+                }
+            }
+            Event::StepFailed { step_id, error, .. } => {
+                if let Some(step) = self.step_mut(step_id) {
+                    step.status = StepStatus::Failed;
+                    step.error = Some(error.clone());
+                    step.finished_at = Some(at);
+                    step.lease_until = None;
+                    step.next_attempt_at = None;
+                }
+            }
+            Event::RunCompleted { result } => {
+                self.status = RunStatus::Completed;
+                self.result = Some(result.clone());
+                self.finished_at = Some(at);
+            }
+            Event::RunFailed { error, .. } => {
+                self.status = RunStatus::Failed;
+                self.error = Some(error.clone());
+                self.finished_at = Some(at);
+                self.skip_pending();
+            }
+            Event::CancelRequested { .. } => {
+                self.cancel_requested = true;
+                self.skip_pending();
+            }
+            Event::CompensationStarted { .. } => {
+                self.status = RunStatus::Compensating;
+                self.finished_at = None;
+            }
+            Event::StepCompensated { step_id, .. } => {
+                if let Some(step) = self.step_mut(step_id) {
+                    step.status = StepStatus::Compensated;
+                }
+            }
+            Event::StepCompensationFailed { step_id, error, .. } => {
+                if let Some(step) = self.step_mut(step_id) {
+                    step.status = StepStatus::CompensationFailed;
+                    step.compensation_error = Some(error.clone());
+                }
+            }
+            Event::RunCompensated {} => {
+                self.status = if self.cancel_requested {
+                    RunStatus::Cancelled
+                } else {
+                    RunStatus::Compensated
+                };
+                self.finished_at = Some(at);
+            }
+            Event::RunCompensationFailed { step_id, error } => {
+                self.status = RunStatus::CompensationFailed;
+                let msg = format!("compensation of step {step_id} failed: {error}");
+                self.error = Some(match self.error.take() {
+                    Some(e) => format!("{e}; {msg}"),
+                    None => msg,
+                });
+                self.finished_at = Some(at);
+            }
+            Event::RunCancelled {} => {
+                self.status = RunStatus::Cancelled;
+                self.finished_at = Some(at);
+                self.skip_pending();
+            }
+        }
+        Ok(())
+    }
+
+    fn skip_pending(&mut self) {
+        for step in &mut self.steps {
+            if step.status == StepStatus::Pending {
+                step.status = StepStatus::Skipped;
+                step.next_attempt_at = None;
+            }
+        }
+    }
+
+    /// Outputs of completed steps, by id (for reference substitution).
+    pub fn outputs(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.steps
+            .iter()
+            .filter_map(|s| s.output.as_ref().map(|o| (s.id.as_str(), o)))
+    }
+}
+
+fn millis(ms: u64) -> Duration {
+    Duration::milliseconds(i64::try_from(ms).unwrap_or(i64::MAX / 2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::plan::PlanStep;
+    use serde_json::json;
+
+    fn t(s: u32) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + i64::from(s), 0).expect("valid")
+    }
+
+    fn log(events: Vec<Event>) -> Vec<EventRecord> {
+        events
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| EventRecord::new(i as u64 + 1, t(i as u32), e))
+            .collect()
+    }
+
+    fn created() -> Event {
+        Event::RunCreated {
+            tenant: "default".into(),
+            prompt: "calculate 1+1 and add todo x".into(),
+            correlation_id: "c-1".into(),
+            idempotency_key: None,
+        }
+    }
+
+    fn planned() -> Event {
+        Event::PlanGenerated {
+            planner: PlannerInfo {
+                name: "pattern".into(),
+                ..Default::default()
+            },
+            plan: Plan {
+                steps: vec![
+                    PlanStep {
+                        id: "s1".into(),
+                        tool: "calculator".into(),
+                        input: json!({"expression": "1+1"}),
+                        depends_on: vec![],
+                    },
+                    PlanStep {
+                        id: "s2".into(),
+                        tool: "todo".into(),
+                        input: json!({"action": "add", "title": "x"}),
+                        depends_on: vec![],
+                    },
+                ],
+            },
+        }
+    }
+
+    #[test]
+    fn given_created_and_planned_when_folded_then_run_is_pending_with_pending_steps() {
+        let state = fold("r1", &log(vec![created(), planned()])).expect("folds");
+        assert_eq!(state.status, RunStatus::Pending);
+        assert_eq!(state.steps.len(), 2);
+        assert!(state.steps.iter().all(|s| s.status == StepStatus::Pending));
+        assert_eq!(state.last_seq, 2);
+        assert_eq!(
+            state.planner.as_ref().map(|p| p.name.as_str()),
+            Some("pattern")
+        );
+    }
+
+    #[test]
+    fn given_a_full_successful_log_when_folded_then_run_is_completed_with_result() {
+        let state = fold(
+            "r1",
+            &log(vec![
+                created(),
+                planned(),
+                Event::StepStarted {
+                    step_id: "s1".into(),
+                    attempt: 1,
+                    lease_ms: 1000,
+                },
+                Event::StepStarted {
+                    step_id: "s2".into(),
+                    attempt: 1,
+                    lease_ms: 1000,
+                },
+                Event::StepCompleted {
+                    step_id: "s2".into(),
+                    attempt: 1,
+                    output: json!({"id": 1}),
+                    duration_ms: 3,
+                },
+                Event::StepCompleted {
+                    step_id: "s1".into(),
+                    attempt: 1,
+                    output: json!(2),
+                    duration_ms: 1,
+                },
+                Event::RunCompleted {
+                    result: json!({"id": 1}),
+                },
+            ]),
+        )
+        .expect("folds");
+        assert_eq!(state.status, RunStatus::Completed);
+        assert_eq!(state.result, Some(json!({"id": 1})));
+        assert_eq!(
+            state.completion_order,
+            vec!["s2".to_string(), "s1".to_string()]
+        );
+        assert_eq!(state.started_at, Some(t(2)));
+        assert_eq!(state.finished_at, Some(t(6)));
+        assert!(state
+            .steps
+            .iter()
+            .all(|s| s.status == StepStatus::Completed));
+    }
+
+    #[test]
+    fn given_a_retry_when_folded_then_step_is_pending_until_next_attempt() {
+        let state = fold(
+            "r1",
+            &log(vec![
+                created(),
+                planned(),
+                Event::StepStarted {
+                    step_id: "s1".into(),
+                    attempt: 1,
+                    lease_ms: 1000,
+                },
+                Event::StepAttemptFailed {
+                    step_id: "s1".into(),
+                    attempt: 1,
+                    error: "flaky".into(),
+                    kind: crate::domain::ErrorKind::Transient,
+                    duration_ms: 5,
+                    retry_in_ms: Some(2000),
+                },
+            ]),
+        )
+        .expect("folds");
+        let s1 = state.step("s1").expect("s1");
+        assert_eq!(s1.status, StepStatus::Pending);
+        assert_eq!(s1.attempts, 1);
+        assert_eq!(s1.error.as_deref(), Some("flaky"));
+        assert_eq!(s1.next_attempt_at, Some(t(3) + Duration::seconds(2)));
+        assert_eq!(state.status, RunStatus::Running);
+    }
+
+    #[test]
+    fn given_a_failed_step_when_run_fails_then_pending_steps_are_skipped() {
+        let state = fold(
+            "r1",
+            &log(vec![
+                created(),
+                planned(),
+                Event::StepStarted {
+                    step_id: "s1".into(),
+                    attempt: 1,
+                    lease_ms: 1000,
+                },
+                Event::StepFailed {
+                    step_id: "s1".into(),
+                    attempt: 1,
+                    error: "division by zero".into(),
+                },
+                Event::RunFailed {
+                    error: "step s1 failed: division by zero".into(),
+                    step_id: Some("s1".into()),
+                },
+            ]),
+        )
+        .expect("folds");
+        assert_eq!(state.status, RunStatus::Failed);
+        assert_eq!(state.step("s1").map(|s| s.status), Some(StepStatus::Failed));
+        assert_eq!(
+            state.step("s2").map(|s| s.status),
+            Some(StepStatus::Skipped)
+        );
+    }
+
+    #[test]
+    fn given_a_cancel_when_compensated_then_run_is_cancelled() {
+        let state = fold(
+            "r1",
+            &log(vec![
+                created(),
+                planned(),
+                Event::CancelRequested { reason: None },
+                Event::CompensationStarted { steps: vec![] },
+                Event::RunCompensated {},
+            ]),
+        )
+        .expect("folds");
+        assert_eq!(state.status, RunStatus::Cancelled);
+    }
+
+    #[test]
+    fn given_a_log_when_folded_until_a_time_then_later_events_are_ignored() {
+        let events = log(vec![
+            created(),
+            planned(),
+            Event::StepStarted {
+                step_id: "s1".into(),
+                attempt: 1,
+                lease_ms: 1000,
+            },
+        ]);
+        let before = fold_until("r1", &events, t(1)).expect("folds");
+        assert_eq!(before.status, RunStatus::Pending);
+        assert_eq!(before.last_seq, 2);
+        assert_eq!(
+            fold_until("r1", &events, t(0) - Duration::seconds(1)),
+            Err(FoldError::Empty)
+        );
+    }
+
+    #[test]
+    fn given_a_gap_when_folded_then_it_is_an_error() {
+        let mut events = log(vec![created(), planned()]);
+        events[1].seq = 5;
+        assert_eq!(
+            fold("r1", &events),
+            Err(FoldError::OutOfOrder { last: 1, got: 5 })
+        );
+        assert_eq!(fold("r1", &[]), Err(FoldError::Empty));
+        let not_created = log(vec![planned()]);
+        assert_eq!(
+            fold("r1", &not_created),
+            Err(FoldError::NotCreated("PlanGenerated"))
+        );
+    }
+
+    #[test]
+    fn given_status_names_when_parsed_then_round_trip() {
+        for st in RunStatus::ALL {
+            assert_eq!(RunStatus::parse(st.as_str()), Some(st));
+            assert_eq!(serde_json::to_value(st).expect("ser"), json!(st.as_str()));
+        }
+        assert_eq!(RunStatus::parse("nope"), None);
+    }
+}

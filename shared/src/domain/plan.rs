@@ -1,0 +1,32 @@
+//! A plan: the DAG of tool steps a prompt was turned into.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A DAG of tool calls. Steps are listed in prompt order; edges are `depends_on`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Plan {
+    pub steps: Vec<PlanStep>,
+}
+
+/// One tool call of a plan. String values in `input` may reference the output of a step it
+/// depends on with `{{<step id>}}` (see [`crate::engine::refs`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanStep {
+    pub id: String,
+    pub tool: String,
+    pub input: Value,
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+}
+
+impl Plan {
+    pub fn step(&self, id: &str) -> Option<&PlanStep> {
+        self.steps.iter().find(|s| s.id == id)
+    }
+
+    /// The step whose output is the run's result: the last step of the plan.
+    pub fn result_step(&self) -> Option<&PlanStep> {
+        self.steps.last()
+    }
+}

@@ -1,0 +1,386 @@
+//! Pure decisions over run state: what is ready, what a claim or an outcome means, what
+//! must happen because of new events. The same functions drive the local runtime (whose
+//! store writes the effects to an outbox in the event's transaction) and the cloud (whose
+//! stream reactor computes the same effects from the DynamoDB Stream).
+
+pub mod breaker;
+pub mod dag;
+pub mod refs;
+pub mod retry;
+pub mod saga;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::domain::{ErrorKind, Event, EventRecord, RunKey, RunState, RunStatus, StepStatus};
+use crate::ports::StepJob;
+use crate::tools::{Registry, ToolError};
+
+pub use retry::RetryPolicy;
+
+/// Something that must happen because of new events.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "effect", rename_all = "snake_case")]
+pub enum Effect {
+    /// Run this step attempt, not before `delay_ms` from now.
+    Dispatch { job: StepJob, delay_ms: u64 },
+    /// Undo the run's completed steps (the saga).
+    Compensate { key: RunKey, correlation_id: String },
+}
+
+/// Steps that may start now: pending, never tried, every dependency completed, in a run
+/// that is still going and not being cancelled.
+pub fn ready_steps(state: &RunState) -> Vec<&str> {
+    if state.status.is_finished() || state.cancel_requested {
+        return Vec::new();
+    }
+    state
+        .plan
+        .steps
+        .iter()
+        .filter(|p| {
+            state
+                .step(&p.id)
+                .is_some_and(|s| s.status == StepStatus::Pending && s.attempts == 0)
+                && p.depends_on
+                    .iter()
+                    .all(|d| state.step(d).map(|s| s.status) == Some(StepStatus::Completed))
+        })
+        .map(|p| p.id.as_str())
+        .collect()
+}
+
+fn job(state: &RunState, step_id: &str, attempt: u32) -> StepJob {
+    StepJob {
+        tenant: state.tenant.clone(),
+        run_id: state.run_id.clone(),
+        step_id: step_id.to_owned(),
+        attempt,
+        correlation_id: state.correlation_id.clone(),
+    }
+}
+
+/// Whether the saga must run now: the run failed, or a cancel was requested and nothing is
+/// running any more.
+fn needs_compensation(state: &RunState) -> bool {
+    let idle = !state.steps.iter().any(|s| s.status == StepStatus::Running);
+    match state.status {
+        RunStatus::Failed => true,
+        RunStatus::Pending | RunStatus::Running => state.cancel_requested && idle,
+        _ => false,
+    }
+}
+
+/// The reaction to `new` events, given the state after them. Deterministic, so computing
+/// it twice (a replayed stream batch) yields the same effects, which are idempotent.
+pub fn react(state: &RunState, new: &[EventRecord], registry: &Registry) -> Vec<Effect> {
+    let mut effects = Vec::new();
+    let mut push = |e: Effect| {
+        if !effects.contains(&e) {
+            effects.push(e);
+        }
+    };
+    for rec in new {
+        match &rec.event {
+            Event::PlanGenerated { .. } => {
+                for id in ready_steps(state) {
+                    push(Effect::Dispatch {
+                        job: job(state, id, 1),
+                        delay_ms: 0,
+                    });
+                }
+            }
+            Event::StepCompleted { step_id, .. } => {
+                for id in ready_steps(state) {
+                    let unlocked = state
+                        .plan
+                        .step(id)
+                        .is_some_and(|p| p.depends_on.iter().any(|d| d == step_id));
+                    if unlocked {
+                        push(Effect::Dispatch {
+                            job: job(state, id, 1),
+                            delay_ms: 0,
+                        });
+                    }
+                }
+            }
+            Event::StepAttemptFailed {
+                step_id,
+                attempt,
+                retry_in_ms: Some(delay),
+                ..
+            } => {
+                let still_waiting = state
+                    .step(step_id)
+                    .is_some_and(|s| s.status == StepStatus::Pending && s.attempts == *attempt);
+                if still_waiting && !state.status.is_finished() && !state.cancel_requested {
+                    push(Effect::Dispatch {
+                        job: job(state, step_id, attempt + 1),
+                        delay_ms: *delay,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    let triggers_saga = new.iter().any(|r| {
+        matches!(
+            r.event,
+            Event::RunFailed { .. }
+                | Event::CancelRequested { .. }
+                | Event::StepCompleted { .. }
+                | Event::StepFailed { .. }
+                | Event::StepAttemptFailed { .. }
+        )
+    });
+    if triggers_saga && needs_compensation(state) {
+        let wants = state.cancel_requested || !saga::compensation_order(state, registry).is_empty();
+        if wants {
+            push(Effect::Compensate {
+                key: RunKey::new(&state.tenant, &state.run_id),
+                correlation_id: state.correlation_id.clone(),
+            });
+        }
+    }
+    effects
+}
+
+/// What a worker holding a job should do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// Append these events (ending with `StepStarted` for `attempt`), then run the tool.
+    Start { attempt: u32, events: Vec<Event> },
+    /// Append these events (the lost attempt was the last one); nothing to run.
+    Record(Vec<Event>),
+    /// Nothing to do: the job is a duplicate or stale. Acknowledge it.
+    Skip(String),
+    /// Not yet (a retry is not due, or another worker holds the step): try again then.
+    Later(DateTime<Utc>),
+}
+
+/// Decide whether the job for `step_id` may run now. A worker claims an attempt by
+/// appending `StepStarted` at the next sequence number, so two workers can never both
+/// claim the same attempt; an attempt whose lease expired is recorded as lost and retried.
+pub fn claim(
+    state: &RunState,
+    step_id: &str,
+    job_attempt: u32,
+    now: DateTime<Utc>,
+    policy: &RetryPolicy,
+    lease_ms: u64,
+) -> Claim {
+    if state.status.is_finished() {
+        return Claim::Skip(format!("run is {}", state.status.as_str()));
+    }
+    if state.cancel_requested {
+        return Claim::Skip("run is being cancelled".into());
+    }
+    let Some(step) = state.step(step_id) else {
+        return Claim::Skip(format!("run has no step {step_id}"));
+    };
+    let start = |attempt: u32, mut events: Vec<Event>| {
+        events.push(Event::StepStarted {
+            step_id: step_id.to_owned(),
+            attempt,
+            lease_ms,
+        });
+        Claim::Start { attempt, events }
+    };
+    match step.status {
+        StepStatus::Pending => {
+            if job_attempt <= step.attempts {
+                return Claim::Skip(format!("attempt {job_attempt} already ran"));
+            }
+            let deps_done = state.plan.step(step_id).is_some_and(|p| {
+                p.depends_on
+                    .iter()
+                    .all(|d| state.step(d).map(|s| s.status) == Some(StepStatus::Completed))
+            });
+            if !deps_done {
+                return Claim::Skip("dependencies have not completed".into());
+            }
+            match step.next_attempt_at {
+                Some(due) if due > now => Claim::Later(due),
+                _ => start(step.attempts + 1, Vec::new()),
+            }
+        }
+        StepStatus::Running => match step.lease_until {
+            Some(until) if until > now => Claim::Later(until),
+            _ => {
+                let lost = step.attempts;
+                let error = format!(
+                    "attempt {lost} was lost: its worker stopped before finishing (lease expired)"
+                );
+                if policy.allows_retry(lost) {
+                    let failed = Event::StepAttemptFailed {
+                        step_id: step_id.to_owned(),
+                        attempt: lost,
+                        error,
+                        kind: ErrorKind::Transient,
+                        duration_ms: 0,
+                        retry_in_ms: Some(0),
+                    };
+                    start(lost + 1, vec![failed])
+                } else {
+                    let events = give_up(state, step_id, lost, error, ErrorKind::Transient, 0);
+                    Claim::Record(events)
+                }
+            }
+        },
+        other => Claim::Skip(format!("step is already {}", step_status_name(other))),
+    }
+}
+
+fn step_status_name(s: StepStatus) -> &'static str {
+    match s {
+        StepStatus::Pending => "pending",
+        StepStatus::Running => "running",
+        StepStatus::Completed => "completed",
+        StepStatus::Failed => "failed",
+        StepStatus::Skipped => "skipped",
+        StepStatus::Compensated => "compensated",
+        StepStatus::CompensationFailed => "compensation_failed",
+    }
+}
+
+/// Why an outcome was not recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stale(pub String);
+
+/// The events recording the outcome of attempt `attempt` of `step_id`, followed by the
+/// run's conclusion if this outcome ends it. `sample` in `[0, 1)` picks the jitter.
+/// `Err(Stale)` if the attempt is no longer the step's current one (someone took over).
+pub fn outcome(
+    state: &RunState,
+    step_id: &str,
+    attempt: u32,
+    result: Result<Value, ToolError>,
+    duration_ms: u64,
+    policy: &RetryPolicy,
+    sample: f64,
+) -> Result<Vec<Event>, Stale> {
+    let current = state
+        .step(step_id)
+        .is_some_and(|s| s.status == StepStatus::Running && s.attempts == attempt);
+    if !current {
+        return Err(Stale(format!(
+            "attempt {attempt} of step {step_id} is no longer current"
+        )));
+    }
+    let step_id_owned = step_id.to_owned();
+    let events = match result {
+        Ok(output) => {
+            let mut events = vec![Event::StepCompleted {
+                step_id: step_id_owned,
+                attempt,
+                output,
+                duration_ms,
+            }];
+            events.extend(conclude(&simulate(state, &events)));
+            events
+        }
+        Err(err) => {
+            let retry = err.kind == ErrorKind::Transient
+                && policy.allows_retry(attempt)
+                && !state.cancel_requested;
+            if retry {
+                vec![Event::StepAttemptFailed {
+                    step_id: step_id_owned,
+                    attempt,
+                    error: err.message,
+                    kind: err.kind,
+                    duration_ms,
+                    retry_in_ms: Some(policy.delay_ms(attempt, sample)),
+                }]
+            } else {
+                give_up(state, step_id, attempt, err.message, err.kind, duration_ms)
+            }
+        }
+    };
+    Ok(events)
+}
+
+/// The last attempt failed: record it, fail the step and conclude the run.
+fn give_up(
+    state: &RunState,
+    step_id: &str,
+    attempt: u32,
+    error: String,
+    kind: ErrorKind,
+    duration_ms: u64,
+) -> Vec<Event> {
+    let mut events = vec![
+        Event::StepAttemptFailed {
+            step_id: step_id.to_owned(),
+            attempt,
+            error: error.clone(),
+            kind,
+            duration_ms,
+            retry_in_ms: None,
+        },
+        Event::StepFailed {
+            step_id: step_id.to_owned(),
+            attempt,
+            error,
+        },
+    ];
+    events.extend(conclude(&simulate(state, &events)));
+    events
+}
+
+/// The events that end a run whose steps are all settled: `RunCompleted` with the last
+/// step's output when every step completed, `RunFailed` when one failed (unless a cancel
+/// is under way, which ends the run its own way).
+pub fn conclude(state: &RunState) -> Vec<Event> {
+    if state.status.is_finished() || state.steps.is_empty() {
+        return Vec::new();
+    }
+    if let Some(failed) = state.steps.iter().find(|s| s.status == StepStatus::Failed) {
+        if state.cancel_requested {
+            return Vec::new();
+        }
+        return vec![Event::RunFailed {
+            error: format!(
+                "step {} ({}) failed: {}",
+                failed.id,
+                failed.tool,
+                failed.error.as_deref().unwrap_or("unknown error")
+            ),
+            step_id: Some(failed.id.clone()),
+        }];
+    }
+    if state
+        .steps
+        .iter()
+        .all(|s| s.status == StepStatus::Completed)
+    {
+        let result = state
+            .plan
+            .result_step()
+            .and_then(|p| state.step(&p.id))
+            .and_then(|s| s.output.clone())
+            .unwrap_or(Value::Null);
+        return vec![Event::RunCompleted { result }];
+    }
+    Vec::new()
+}
+
+/// `state` with `events` applied (numbered after its last event), for looking ahead.
+pub fn simulate(state: &RunState, events: &[Event]) -> RunState {
+    let mut next = state.clone();
+    let at = state.updated_at;
+    for rec in EventRecord::batch(state.last_seq, at, events.to_vec()) {
+        // Numbered consecutively from last_seq, so apply cannot fail.
+        let _ = next.apply(&rec);
+    }
+    next
+}
+
+/// Number `events` after the state's last event, at `now`.
+pub fn records(state: &RunState, now: DateTime<Utc>, events: Vec<Event>) -> Vec<EventRecord> {
+    EventRecord::batch(state.last_seq, now, events)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,317 @@
+//! The HTTP API: one axum [`Router`] served by the local runtime (`axum::serve`) and by the
+//! API Lambdas (`lambda_http::run`). Handlers translate requests into [`App`] calls and
+//! errors into `{"error": {"code", "message"}}`; no business rules live here.
+
+mod error;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::DateTime;
+use serde_json::{json, Value};
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::app::{App, RequestContext};
+use crate::domain::{RunKey, DEFAULT_TENANT};
+
+pub use error::ApiError;
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The OpenAPI 3.1 document of this API (`infra/openapi.json`), served at `/openapi.json`.
+pub const OPENAPI: &str = include_str!("../../../infra/openapi.json");
+
+/// Every route the router serves, as (method, OpenAPI path). Kept beside the router so a
+/// test can hold the two and the OpenAPI document in agreement.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("post", "/runs"),
+    ("get", "/runs"),
+    ("get", "/runs/{id}"),
+    ("get", "/runs/{id}/events"),
+    ("post", "/runs/{id}/cancel"),
+    ("get", "/todos"),
+    ("get", "/tools"),
+    ("get", "/health"),
+    ("get", "/openapi.json"),
+];
+
+type Shared = Arc<App>;
+
+/// Build the router over an [`App`].
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/runs", post(create_run).get(list_runs))
+        .route("/runs/{id}", get(get_run))
+        .route("/runs/{id}/events", get(run_events))
+        .route("/runs/{id}/cancel", post(cancel_run))
+        .route("/todos", get(list_todos))
+        .route("/tools", get(list_tools))
+        .route("/health", get(health))
+        .route("/openapi.json", get(openapi))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(CatchPanicLayer::custom(error::panic_response))
+        .with_state(app)
+}
+
+/// The tenant of a request: one default tenant until authentication arrives.
+fn tenant(_headers: &HeaderMap) -> String {
+    DEFAULT_TENANT.to_owned()
+}
+
+fn correlation_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-correlation-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+fn with_correlation(mut resp: Response, id: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(id) {
+        resp.headers_mut().insert("x-correlation-id", v);
+    }
+    resp
+}
+
+fn run_key(headers: &HeaderMap, id: &str) -> Result<RunKey, ApiError> {
+    let valid = !id.is_empty()
+        && id.len() <= 64
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if !valid {
+        return Err(ApiError::not_found(format!(
+            "run {} not found",
+            truncate(id)
+        )));
+    }
+    Ok(RunKey::new(tenant(headers), id))
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+fn path_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    path.map(|Path(id)| id)
+        .map_err(|_| ApiError::not_found("no such run"))
+}
+
+fn query_of(
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<HashMap<String, String>, ApiError> {
+    query.map(|Query(q)| q).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_query",
+            format!("the query string is malformed: {}", e.body_text()),
+        )
+    })
+}
+
+/// Parse the `POST /runs` body by hand so every mistake gets a precise message.
+fn prompt_of(body: &[u8]) -> Result<String, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::bad_request(
+            "missing_body",
+            "request body must be a JSON object like {\"prompt\": \"calculate 2+3\"}",
+        ));
+    }
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(
+            "malformed_json",
+            format!("request body is not valid JSON: {e}"),
+        )
+    })?;
+    let Value::Object(mut obj) = value else {
+        return Err(ApiError::unprocessable(
+            "invalid_body",
+            "request body must be a JSON object like {\"prompt\": \"calculate 2+3\"}",
+        ));
+    };
+    if let Some(field) = obj.keys().find(|k| k.as_str() != "prompt") {
+        return Err(ApiError::unprocessable(
+            "unknown_field",
+            format!(
+                "unknown field '{}': the only field is 'prompt'",
+                truncate(field)
+            ),
+        ));
+    }
+    match obj.remove("prompt") {
+        None => Err(ApiError::unprocessable(
+            "prompt_required",
+            "field 'prompt' is required",
+        )),
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(ApiError::unprocessable(
+            "invalid_prompt",
+            "field 'prompt' must be a string",
+        )),
+    }
+}
+
+async fn create_run(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let ctx = RequestContext {
+        tenant: tenant(&headers),
+        correlation_id: correlation_id(&headers),
+    };
+    let body = body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("request body is larger than {MAX_BODY_BYTES} bytes"),
+            )
+        } else {
+            ApiError::bad_request("unreadable_body", r.body_text())
+        }
+    })?;
+    let prompt = prompt_of(&body)?;
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => Some(v.to_str().map_err(|_| {
+            ApiError::unprocessable(
+                "invalid_idempotency_key",
+                "Idempotency-Key must be visible ASCII",
+            )
+        })?),
+    };
+    let created = app.create_run(&ctx, &prompt, key).await?;
+    let mut resp = (StatusCode::CREATED, Json(&created.run)).into_response();
+    if let Ok(loc) = HeaderValue::from_str(&format!("/runs/{}", created.run.run_id)) {
+        resp.headers_mut().insert("location", loc);
+    }
+    if created.replayed {
+        resp.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(with_correlation(resp, &ctx.correlation_id))
+}
+
+async fn get_run(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let key = run_key(&headers, &path_id(path)?)?;
+    let q = query_of(query)?;
+    let run = match q.get("at") {
+        None => app.get_run(&key).await?,
+        Some(at) => {
+            let at = DateTime::parse_from_rfc3339(at.trim()).map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_at",
+                    format!(
+                        "at={} is not an RFC 3339 time like 2026-01-02T03:04:05Z",
+                        truncate(at)
+                    ),
+                )
+            })?;
+            app.get_run_at(&key, at.to_utc()).await?
+        }
+    };
+    Ok(Json(run).into_response())
+}
+
+async fn run_events(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let key = run_key(&headers, &path_id(path)?)?;
+    let events = app.run_events(&key).await?;
+    Ok(Json(json!({"run_id": key.run_id, "events": events})).into_response())
+}
+
+async fn list_runs(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = query_of(query)?;
+    let limit = match q.get("limit") {
+        None => None,
+        Some(l) => Some(l.trim().parse::<usize>().map_err(|_| {
+            ApiError::bad_request(
+                "invalid_limit",
+                format!("limit={} is not a number", truncate(l)),
+            )
+        })?),
+    };
+    let page = app
+        .list_runs(
+            &tenant(&headers),
+            q.get("status").map(String::as_str),
+            limit,
+            q.get("cursor").cloned(),
+        )
+        .await?;
+    Ok(Json(json!({"runs": page.items, "next_cursor": page.next_cursor})).into_response())
+}
+
+async fn cancel_run(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let key = run_key(&headers, &path_id(path)?)?;
+    let run = app.cancel_run(&key, None).await?;
+    Ok((StatusCode::ACCEPTED, Json(run)).into_response())
+}
+
+async fn list_todos(State(app): State<Shared>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let todos = app.list_todos(&tenant(&headers)).await?;
+    Ok(Json(json!({"todos": todos})).into_response())
+}
+
+async fn list_tools(State(app): State<Shared>) -> Result<Response, ApiError> {
+    let tools = app.tools().await?;
+    Ok(Json(json!({"tools": tools})).into_response())
+}
+
+async fn health(State(app): State<Shared>) -> Response {
+    let (status, body) = app.health().await;
+    (status_code(status), Json(body)).into_response()
+}
+
+fn status_code(ok: bool) -> StatusCode {
+    if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+async fn openapi() -> Response {
+    ([("content-type", "application/json")], OPENAPI).into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route; see GET /openapi.json")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route; see GET /openapi.json",
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,229 @@
+//! The I/O the engine needs, one small trait per capability. Each has an embedded adapter
+//! (`adapters::local`) and an AWS adapter (`adapters::aws`), held to one contract suite.
+//! Adapters map provider errors into [`StoreError`], so no SDK type leaks upward.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::domain::{EventRecord, RunKey, RunState, RunStatus};
+use crate::engine::Effect;
+
+/// What can go wrong talking to a store or queue.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StoreError {
+    /// An optimistic-concurrency check failed: someone else wrote first.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The backend is unreachable, throttling or timing out: worth retrying.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data could not be decoded.
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What follows from an append, handed to the store with it. An embedded store writes it
+/// in the same transaction as the events (the outbox: jobs can never be lost between
+/// "state changed" and "reaction sent"); the DynamoDB store ignores it, because there the
+/// table's stream is the outbox and the stream reactor recomputes the same reaction.
+#[derive(Debug, Clone, Copy)]
+pub struct Outbox<'a> {
+    /// The run's state after the events.
+    pub view: &'a RunState,
+    /// [`crate::engine::react`] of the events.
+    pub effects: &'a [Effect],
+}
+
+/// The append-only event log, with optimistic concurrency per run.
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Append `events` (numbered consecutively after the run's current last sequence
+    /// number) atomically. If any of their sequence numbers exists already, nothing is
+    /// written and the result is [`StoreError::Conflict`].
+    async fn append(
+        &self,
+        key: &RunKey,
+        events: &[EventRecord],
+        outbox: Outbox<'_>,
+    ) -> StoreResult<()>;
+
+    /// The run's whole log, in sequence order (empty if the run does not exist).
+    async fn load(&self, key: &RunKey) -> StoreResult<Vec<EventRecord>>;
+}
+
+/// Which runs to list.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ListQuery {
+    pub status: Option<RunStatus>,
+    pub limit: usize,
+    /// Opaque, from a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// The CQRS read model: one view per run, kept by projecting the event log.
+#[async_trait]
+pub trait RunViewStore: Send + Sync {
+    async fn get(&self, key: &RunKey) -> StoreResult<Option<RunState>>;
+
+    /// Newest first.
+    async fn list(&self, tenant: &str, query: &ListQuery) -> StoreResult<Page<RunState>>;
+
+    /// Store `state` unless the stored view is already at or past `state.last_seq`.
+    /// Returns whether it was written (so replays of old events are no-ops).
+    async fn put(&self, state: &RunState) -> StoreResult<bool>;
+}
+
+/// A unit of work for a step worker: one attempt of one step of one run.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StepJob {
+    pub tenant: String,
+    pub run_id: String,
+    pub step_id: String,
+    pub attempt: u32,
+    pub correlation_id: String,
+}
+
+impl StepJob {
+    pub fn key(&self) -> RunKey {
+        RunKey::new(&self.tenant, &self.run_id)
+    }
+}
+
+/// Sends step jobs to workers (SQS in the cloud, the outbox table locally).
+#[async_trait]
+pub trait StepDispatcher: Send + Sync {
+    /// Deliver every job at least once, not before `delay_ms` from now.
+    async fn dispatch(&self, jobs: &[(StepJob, u64)]) -> StoreResult<()>;
+}
+
+/// A todo item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Todo {
+    pub id: u64,
+    pub title: String,
+    pub done: bool,
+    pub created_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// A change to a tenant's todos.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum TodoChange {
+    Add {
+        title: String,
+    },
+    Complete {
+        id: u64,
+    },
+    Reopen {
+        id: u64,
+    },
+    Delete {
+        id: u64,
+    },
+    /// Put back a deleted todo exactly as it was (the compensation of a delete).
+    Restore {
+        todo: Todo,
+    },
+}
+
+/// Errors of todo operations that the tool reports to the user.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TodoError {
+    #[error("todo {0} not found")]
+    NotFound(u64),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Durable todos, per tenant. Every change carries an effect key (the run and step that
+/// makes it): applying a change again with the same key returns the first result and
+/// changes nothing, so a step retried after a crash cannot add a todo twice.
+#[async_trait]
+pub trait TodoStore: Send + Sync {
+    /// Apply `change` once per `effect_key`; returns the todo as it is after the change
+    /// (the deleted todo for a delete).
+    async fn apply(
+        &self,
+        tenant: &str,
+        effect_key: &str,
+        change: &TodoChange,
+        now: DateTime<Utc>,
+    ) -> Result<Todo, TodoError>;
+
+    /// The result of the change already applied under `effect_key`, if any.
+    async fn recorded(&self, tenant: &str, effect_key: &str) -> StoreResult<Option<Todo>>;
+
+    async fn get(&self, tenant: &str, id: u64) -> StoreResult<Option<Todo>>;
+
+    /// All of a tenant's todos, by id.
+    async fn list(&self, tenant: &str) -> StoreResult<Vec<Todo>>;
+}
+
+/// What an idempotency key is bound to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    pub run_id: String,
+    /// Fingerprint of the request body, so a key reused for another request is refused.
+    pub request_hash: String,
+}
+
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync {
+    /// Bind `key` to `record` unless it is bound already; returns the binding in force.
+    async fn claim(
+        &self,
+        tenant: &str,
+        key: &str,
+        record: &IdempotencyRecord,
+        now: DateTime<Utc>,
+    ) -> StoreResult<IdempotencyRecord>;
+}
+
+/// A stored circuit-breaker state, with a version for compare-and-set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredBreaker {
+    pub state: Value,
+    pub version: u64,
+}
+
+/// Shared circuit-breaker state per tool, updated with compare-and-set.
+#[async_trait]
+pub trait BreakerStore: Send + Sync {
+    async fn get(&self, tool: &str) -> StoreResult<Option<StoredBreaker>>;
+
+    /// Write `state` as version `expected + 1` if the stored version is `expected`
+    /// (0 = absent); otherwise [`StoreError::Conflict`].
+    async fn put(&self, tool: &str, expected: u64, state: &Value) -> StoreResult<()>;
+}
+
+/// Source of time, so the domain can be tested with a fake clock.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}

@@ -1,0 +1,178 @@
+//! Tools: what a step can call. Every tool implements [`Tool`] (name, JSON schema,
+//! execute, compensate); adding one is a file here plus a line in [`Registry::new`].
+
+pub mod calculator;
+pub mod expr;
+pub mod faults;
+pub mod schema;
+pub mod todo;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::domain::ErrorKind;
+use crate::ports::TodoStore;
+
+pub use faults::{FaultRule, Faults};
+
+/// Who is calling a tool: the run and step, so side effects can be keyed by them.
+#[derive(Debug, Clone)]
+pub struct ToolContext {
+    pub tenant: String,
+    pub run_id: String,
+    pub step_id: String,
+    pub attempt: u32,
+    pub now: DateTime<Utc>,
+}
+
+impl ToolContext {
+    /// The key a side effect of this step is recorded under.
+    pub fn effect_key(&self) -> String {
+        format!("{}/{}", self.run_id, self.step_id)
+    }
+
+    /// The key the compensation of this step is recorded under.
+    pub fn compensation_key(&self) -> String {
+        format!("{}/{}/undo", self.run_id, self.step_id)
+    }
+}
+
+/// A tool failure, classified so the engine knows whether to retry.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct ToolError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl ToolError {
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::Permanent,
+            message: message.into(),
+        }
+    }
+
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::Transient,
+            message: message.into(),
+        }
+    }
+}
+
+/// What shared state a call touches, so steps on the same store keep prompt order when
+/// one of them writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Access {
+    pub resource: &'static str,
+    pub writes: bool,
+}
+
+#[async_trait]
+pub trait Tool: Send + Sync {
+    fn name(&self) -> &'static str;
+
+    fn description(&self) -> &'static str;
+
+    /// JSON Schema of the input (a subset: see [`schema`]).
+    fn input_schema(&self) -> Value;
+
+    /// Check an input before it is planned. References (`{{s1}}`) are accepted wherever a
+    /// value is expected; they are checked again after substitution, at run time.
+    fn validate(&self, input: &Value) -> Result<(), String> {
+        schema::validate(&self.input_schema(), input)
+    }
+
+    /// The store this call touches, if any.
+    fn access(&self, input: &Value) -> Option<Access>;
+
+    /// The name of the action that undoes this call, or `None` if there is nothing to undo.
+    fn compensation(&self, input: &Value) -> Option<&'static str>;
+
+    async fn execute(&self, ctx: &ToolContext, input: &Value) -> Result<Value, ToolError>;
+
+    /// Undo a completed call, given its input and output. Must be idempotent.
+    async fn compensate(
+        &self,
+        ctx: &ToolContext,
+        input: &Value,
+        output: &Value,
+    ) -> Result<(), ToolError>;
+}
+
+/// One entry of the catalog served by `GET /tools`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolInfo {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub input_schema: Value,
+}
+
+/// The tools a runtime offers, by name.
+#[derive(Clone)]
+pub struct Registry {
+    tools: BTreeMap<&'static str, Arc<dyn Tool>>,
+}
+
+impl Registry {
+    /// The standard catalog: `calculator` and `todo`.
+    pub fn new(todos: Arc<dyn TodoStore>) -> Self {
+        Self::from_tools(vec![
+            Arc::new(calculator::Calculator),
+            Arc::new(todo::TodoTool::new(todos)),
+        ])
+    }
+
+    pub fn from_tools(tools: Vec<Arc<dyn Tool>>) -> Self {
+        Self {
+            tools: tools.into_iter().map(|t| (t.name(), t)).collect(),
+        }
+    }
+
+    /// Wrap every tool that a fault rule names (see [`faults`]).
+    pub fn with_faults(self, faults: &Faults) -> Self {
+        if faults.is_empty() {
+            return self;
+        }
+        Self {
+            tools: self
+                .tools
+                .into_iter()
+                .map(|(name, tool)| (name, faults.wrap(tool)))
+                .collect(),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Tool>> {
+        self.tools.get(name)
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.tools.keys().copied().collect()
+    }
+
+    pub fn catalog(&self) -> Vec<ToolInfo> {
+        self.tools
+            .values()
+            .map(|t| ToolInfo {
+                name: t.name(),
+                description: t.description(),
+                input_schema: t.input_schema(),
+            })
+            .collect()
+    }
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("tools", &self.names())
+            .finish()
+    }
+}

@@ -147,6 +147,7 @@ impl Config {
             )?,
             lease_margin_ms: d.settings.lease_margin_ms,
             breaker,
+            void_leases_before: None,
         };
         let log_format = match v.get("CRANE_LOG_FORMAT").map(str::trim) {
             None | Some("text") => LogFormat::Text,

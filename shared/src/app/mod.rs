@@ -47,6 +47,8 @@ pub struct Settings {
     /// How long past the timeout a claim is held before another worker may take over.
     pub lease_margin_ms: u64,
     pub breaker: BreakerConfig,
+    /// Claims taken before this instant are void (set by the local runtime at start-up).
+    pub void_leases_before: Option<DateTime<Utc>>,
 }
 
 impl Default for Settings {
@@ -57,6 +59,7 @@ impl Default for Settings {
             step_timeout_ms: 30_000,
             lease_margin_ms: 5_000,
             breaker: BreakerConfig::default(),
+            void_leases_before: None,
         }
     }
 }
@@ -404,7 +407,7 @@ impl App {
             let Some((state, _)) = self.load(key).await? else {
                 return Err(AppError::NotFound(format!("run {} not found", key.run_id)));
             };
-            if state.cancel_requested {
+            if state.cancel_requested && !state.status.is_finished() {
                 return Ok(state);
             }
             if state.status.is_finished() {

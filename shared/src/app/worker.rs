@@ -51,6 +51,7 @@ impl App {
                 self.now(),
                 &self.settings.retry,
                 lease_ms,
+                self.settings.void_leases_before,
             );
             match decision {
                 Claim::Skip(reason) => {

@@ -80,7 +80,9 @@ pub struct StepState {
     pub error: Option<String>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
-    /// While running: when the current attempt's claim expires.
+    /// While running: when the current attempt started and when its claim expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_started_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_until: Option<DateTime<Utc>>,
     /// While waiting to retry: when the next attempt is due.
@@ -214,6 +216,7 @@ impl RunState {
                         error: None,
                         started_at: None,
                         finished_at: None,
+                        attempt_started_at: None,
                         lease_until: None,
                         next_attempt_at: None,
                         compensation_error: None,
@@ -233,6 +236,7 @@ impl RunState {
                     step.status = StepStatus::Running;
                     step.attempts = *attempt;
                     step.started_at.get_or_insert(at);
+                    step.attempt_started_at = Some(at);
                     step.lease_until = Some(at + millis(*lease_ms));
                     step.next_attempt_at = None;
                 }

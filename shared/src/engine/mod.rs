@@ -162,6 +162,8 @@ pub enum Claim {
 /// Decide whether the job for `step_id` may run now. A worker claims an attempt by
 /// appending `StepStarted` at the next sequence number, so two workers can never both
 /// claim the same attempt; an attempt whose lease expired is recorded as lost and retried.
+/// Leases taken before `void_before` count as expired: a restarted local runtime knows no
+/// worker of its previous life is still running, so it resumes those steps at once.
 pub fn claim(
     state: &RunState,
     step_id: &str,
@@ -169,6 +171,7 @@ pub fn claim(
     now: DateTime<Utc>,
     policy: &RetryPolicy,
     lease_ms: u64,
+    void_before: Option<DateTime<Utc>>,
 ) -> Claim {
     if state.status.is_finished() {
         return Claim::Skip(format!("run is {}", state.status.as_str()));
@@ -206,7 +209,12 @@ pub fn claim(
             }
         }
         StepStatus::Running => match step.lease_until {
-            Some(until) if until > now => Claim::Later(until),
+            Some(until)
+                if until > now
+                    && !matches!((void_before, step.attempt_started_at), (Some(v), Some(s)) if s < v) =>
+            {
+                Claim::Later(until)
+            }
             _ => {
                 let lost = step.attempts;
                 let error = format!(

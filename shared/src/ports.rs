@@ -227,3 +227,11 @@ impl Clock for SystemClock {
         Utc::now()
     }
 }
+
+/// Starts the compensation saga of a run (a Step Functions execution named after the run
+/// in the cloud, so it starts at most once).
+#[async_trait]
+pub trait SagaStarter: Send + Sync {
+    /// Start the saga for `key`; starting one that already exists is not an error.
+    async fn start(&self, key: &RunKey, correlation_id: &str) -> StoreResult<()>;
+}

@@ -1,0 +1,181 @@
+//! Helpers for end-to-end tests of the local runtime: start `crane-local` in process on
+//! `127.0.0.1:0` over a fresh database, and drive it over HTTP.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crane::config::Config;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A fresh database path under the system temp dir.
+pub fn temp_db() -> PathBuf {
+    std::env::temp_dir().join(format!("crane-test-{}.db", uuid::Uuid::new_v4()))
+}
+
+/// Logs go to stderr only when `TEST_LOG` is set.
+pub fn init_logs() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        crane::telemetry::init(crane::config::LogFormat::Text);
+    }
+}
+
+/// A running local runtime.
+pub struct LocalServer {
+    pub base: String,
+    pub db: PathBuf,
+    pub http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Test defaults: fast retries so failures settle in milliseconds.
+pub fn test_config() -> Config {
+    let mut c = Config::default();
+    c.db = temp_db();
+    c.settings.retry.base_ms = 20;
+    c.settings.compensation_retry.base_ms = 20;
+    c
+}
+
+impl LocalServer {
+    pub async fn start(config: Config) -> LocalServer {
+        init_logs();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+        let addr = listener.local_addr().expect("local addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        let db = config.db.clone();
+        let task = tokio::spawn(crane_local::run(listener, config, async move {
+            let _ = rx.await;
+        }));
+        let server = LocalServer {
+            base: format!("http://{addr}"),
+            db,
+            http: reqwest::Client::new(),
+            stop: Some(tx),
+            task: Some(task),
+        };
+        server.wait_healthy().await;
+        server
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> LocalServer {
+        let mut c = test_config();
+        tweak(&mut c);
+        LocalServer::start(c).await
+    }
+
+    async fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(r) = self.http.get(format!("{}/health", self.base)).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("crane-local did not become healthy at {}", self.base);
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.http.get(self.url(path)).send().await.expect("GET");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .expect("POST");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `POST /runs`; panics unless it is created.
+    pub async fn create_run(&self, prompt: &str) -> Value {
+        let (status, body) = self
+            .post("/runs", serde_json::json!({"prompt": prompt}))
+            .await;
+        assert_eq!(status, 201, "POST /runs {prompt:?} -> {body}");
+        body
+    }
+
+    /// Poll `GET /runs/{id}` until `done(run)` holds, or panic after `within`.
+    pub async fn wait_until(
+        &self,
+        run_id: &str,
+        within: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + within;
+        let mut last = Value::Null;
+        while Instant::now() < deadline {
+            let (status, run) = self.get(&format!("/runs/{run_id}")).await;
+            if status == 200 && done(&run) {
+                return run;
+            }
+            last = run;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("run {run_id} did not reach the expected state in {within:?}; last seen: {last:#}");
+    }
+
+    /// Wait until the run reaches one of the statuses where nothing more happens.
+    pub async fn wait_settled(&self, run_id: &str) -> Value {
+        self.wait_until(run_id, Duration::from_secs(30), |r| {
+            matches!(
+                r["status"].as_str(),
+                Some("completed" | "failed" | "compensated" | "compensation_failed" | "cancelled")
+            )
+        })
+        .await
+    }
+
+    /// Run a prompt to its end.
+    pub async fn run_prompt(&self, prompt: &str) -> Value {
+        let created = self.create_run(prompt).await;
+        let id = created["run_id"].as_str().expect("run_id").to_owned();
+        self.wait_settled(&id).await
+    }
+
+    pub async fn todos(&self) -> Vec<Value> {
+        let (_, body) = self.get("/todos").await;
+        body["todos"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Graceful shutdown; waits for the server task.
+    pub async fn stop(mut self) {
+        self.shutdown().await;
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            match tokio::time::timeout(Duration::from_secs(15), task).await {
+                Ok(Ok(Ok(()))) => {}
+                other => panic!("crane-local did not stop cleanly: {other:?}"),
+            }
+        }
+    }
+}
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! `kill -9` of the `crane-local` process under load, then a restart on the same database:
+//! every accepted run completes, no todo is lost and none is doubled.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const RUNS: usize = 40;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn spawn(db: &std::path::Path, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_crane-local"))
+        .args(["--addr", &format!("127.0.0.1:{port}"), "--db"])
+        .arg(db)
+        .env(
+            "CRANE_FAULTS",
+            "todo.add=delay:300ms,calculator=delay:300ms",
+        )
+        .env("CRANE_RETRY_BASE_MS", "50")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(if std::env::var_os("TEST_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .spawn()
+        .expect("start crane-local")
+}
+
+async fn wait_healthy(http: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(r) = http.get(format!("{base}/health")).send().await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("crane-local at {base} did not become healthy");
+}
+
+#[tokio::test]
+async fn given_runs_in_flight_when_the_process_is_killed_and_restarted_then_every_accepted_run_completes_exactly_once(
+) {
+    let db = std::env::temp_dir().join(format!("crane-kill-{}.db", uuid::Uuid::new_v4()));
+    let http = reqwest::Client::new();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = spawn(&db, port);
+    wait_healthy(&http, &base).await;
+
+    // Submit every run concurrently; remember the ones accepted.
+    let posts = (0..RUNS).map(|i| {
+        let http = http.clone();
+        let url = format!("{base}/runs");
+        async move {
+            let prompt = format!("add a todo to pack box {i} then calculate {i}*2");
+            let r = http
+                .post(url)
+                .json(&json!({"prompt": prompt}))
+                .send()
+                .await
+                .ok()?;
+            (r.status().as_u16() == 201).then_some(())?;
+            let body: Value = r.json().await.ok()?;
+            Some((body["run_id"].as_str()?.to_owned(), format!("pack box {i}")))
+        }
+    });
+    let accepted: HashMap<String, String> = futures::future::join_all(posts)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(
+        accepted.len(),
+        RUNS,
+        "every run is accepted before the kill"
+    );
+
+    // Let work get under way, then kill -9 in the middle of it: no run can finish in
+    // under 600 ms (two 300 ms steps in sequence).
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = spawn(&db, port);
+    wait_healthy(&http, &base).await;
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut unfinished: Vec<String> = accepted.keys().cloned().collect();
+    while !unfinished.is_empty() && Instant::now() < deadline {
+        let mut still = Vec::new();
+        for id in unfinished {
+            let run: Value = http
+                .get(format!("{base}/runs/{id}"))
+                .send()
+                .await
+                .expect("GET")
+                .json()
+                .await
+                .expect("json");
+            match run["status"].as_str() {
+                Some("completed") => {}
+                Some("pending" | "running") => still.push(id),
+                other => panic!("run {id} ended {other:?}: {run:#}"),
+            }
+        }
+        unfinished = still;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        unfinished.is_empty(),
+        "runs never completed after the restart: {unfinished:?}"
+    );
+
+    // Steps that were running at the kill were resumed as a new attempt.
+    let mut resumed = 0;
+    for id in accepted.keys() {
+        let run: Value = http
+            .get(format!("{base}/runs/{id}"))
+            .send()
+            .await
+            .expect("GET")
+            .json()
+            .await
+            .expect("json");
+        resumed += run["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .filter(|s| s["attempts"].as_u64() > Some(1))
+            .count();
+    }
+    assert!(
+        resumed > 0,
+        "the kill should have interrupted running steps"
+    );
+
+    let todos: Value = http
+        .get(format!("{base}/todos"))
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("json");
+    let mut titles: Vec<String> = todos["todos"]
+        .as_array()
+        .expect("todos")
+        .iter()
+        .filter_map(|t| t["title"].as_str().map(str::to_owned))
+        .collect();
+    titles.sort();
+    let mut expected: Vec<String> = accepted.values().cloned().collect();
+    expected.sort();
+    assert_eq!(titles, expected, "no todo lost, none doubled");
+
+    let _ = child.kill();
+    let _ = child.wait();
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+}

@@ -1,0 +1,198 @@
+//! `crane-bench`: drive a Crane runtime over HTTP and report runs accepted per second,
+//! runs completed per second and the latency from POST to `completed`.
+//!
+//! By default it starts `crane-local` in this process on 127.0.0.1:0 over a fresh
+//! database (release build recommended); `--url` measures a server that is already up.
+//!
+//! ```text
+//! cargo run --release -p crane-local --bin crane-bench -- --runs 1000 --concurrency 32
+//! ```
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use chrono::{DateTime, Utc};
+use clap::Parser;
+use crane::config::Config;
+use serde_json::{json, Value};
+
+const SEED: &str =
+    "calculate 2+3 and calculate 10*5 and list todos then add a todo with the result";
+
+#[derive(Debug, Parser)]
+#[command(name = "crane-bench")]
+struct Args {
+    /// Runs to submit.
+    #[arg(long, default_value_t = 1000)]
+    runs: usize,
+    /// POSTs in flight at once.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// The prompt of every run.
+    #[arg(long, default_value = SEED)]
+    prompt: String,
+    /// Measure this server instead of starting one in process.
+    #[arg(long)]
+    url: Option<String>,
+    /// Give up waiting for completion after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout_secs: u64,
+}
+
+struct Submitted {
+    run_id: String,
+    sent_at: DateTime<Utc>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.runs == 0 || args.concurrency == 0 {
+        bail!("--runs and --concurrency must be at least 1");
+    }
+    let (base, _server) = match &args.url {
+        Some(url) => (url.trim_end_matches('/').to_owned(), None),
+        None => {
+            let db = std::env::temp_dir().join(format!("crane-bench-{}.db", uuid::Uuid::new_v4()));
+            let mut config = Config::from_env().context("reading configuration")?;
+            config.db = db;
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let addr = listener.local_addr()?;
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(crane_local::run(listener, config, async move {
+                let _ = rx.await;
+            }));
+            (format!("http://{addr}"), Some((tx, task)))
+        }
+    };
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .build()?;
+    wait_healthy(&http, &base).await?;
+
+    // Phase 1: submit every run, `concurrency` POSTs in flight.
+    let started = Instant::now();
+    let mut submitted: Vec<Submitted> = Vec::with_capacity(args.runs);
+    let mut rejected = 0usize;
+    let mut in_flight = tokio::task::JoinSet::new();
+    let mut next = 0usize;
+    while next < args.runs || !in_flight.is_empty() {
+        while next < args.runs && in_flight.len() < args.concurrency {
+            let (http, url, prompt) = (http.clone(), format!("{base}/runs"), args.prompt.clone());
+            in_flight.spawn(async move {
+                let sent_at = Utc::now();
+                let r = http
+                    .post(url)
+                    .json(&json!({"prompt": prompt}))
+                    .send()
+                    .await
+                    .ok()?;
+                if r.status().as_u16() != 201 {
+                    return None;
+                }
+                let body: Value = r.json().await.ok()?;
+                Some(Submitted {
+                    run_id: body["run_id"].as_str()?.to_owned(),
+                    sent_at,
+                })
+            });
+            next += 1;
+        }
+        match in_flight.join_next().await {
+            Some(Ok(Some(s))) => submitted.push(s),
+            Some(_) => rejected += 1,
+            None => {}
+        }
+    }
+    let accept_secs = started.elapsed().as_secs_f64();
+
+    // Phase 2: wait for every accepted run to finish; read its finish time.
+    let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
+    let mut latencies_ms = Vec::with_capacity(submitted.len());
+    let mut last_finish: Option<DateTime<Utc>> = None;
+    let mut not_completed = 0usize;
+    let first_sent = submitted.iter().map(|s| s.sent_at).min();
+    for s in &submitted {
+        let run = loop {
+            let run: Value = http
+                .get(format!("{base}/runs/{}", s.run_id))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let status = run["status"].as_str().unwrap_or_default();
+            if !matches!(status, "pending" | "running") {
+                break run;
+            }
+            if Instant::now() > deadline {
+                bail!("timed out waiting for run {} ({status})", s.run_id);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        if run["status"] != "completed" {
+            not_completed += 1;
+            continue;
+        }
+        let finished: DateTime<Utc> = run["finished_at"]
+            .as_str()
+            .and_then(|t| t.parse().ok())
+            .context("finished_at")?;
+        latencies_ms.push((finished - s.sent_at).num_microseconds().unwrap_or(0) as f64 / 1000.0);
+        last_finish = last_finish.max(Some(finished));
+    }
+    latencies_ms.sort_by(|a, b| a.total_cmp(b));
+    let complete_secs = match (first_sent, last_finish) {
+        (Some(a), Some(b)) => (b - a).num_microseconds().unwrap_or(1) as f64 / 1e6,
+        _ => f64::NAN,
+    };
+    let pct = |p: f64| -> f64 {
+        if latencies_ms.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((p / 100.0) * (latencies_ms.len() - 1) as f64).round() as usize;
+        latencies_ms[i.min(latencies_ms.len() - 1)]
+    };
+    println!(
+        "crane-bench: {} runs of {:?}, {} in flight, against {}",
+        args.runs, args.prompt, args.concurrency, base
+    );
+    println!(
+        "  accepted:   {} ({} rejected) in {:.2} s = {:.1} runs/s",
+        submitted.len(),
+        rejected,
+        accept_secs,
+        submitted.len() as f64 / accept_secs
+    );
+    println!(
+        "  completed:  {} ({} ended otherwise) in {:.2} s = {:.1} runs/s",
+        latencies_ms.len(),
+        not_completed,
+        complete_secs,
+        latencies_ms.len() as f64 / complete_secs
+    );
+    println!(
+        "  POST -> completed latency: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        pct(50.0),
+        pct(90.0),
+        pct(99.0),
+        pct(100.0)
+    );
+    if let Some((tx, task)) = _server {
+        let _ = tx.send(());
+        let _ = task.await;
+    }
+    Ok(())
+}
+
+async fn wait_healthy(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(r) = http.get(format!("{base}/health")).send().await {
+            if r.status().is_success() {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("{base} did not become healthy")
+}

@@ -1,1 +1,5 @@
+//! Shared helpers of Crane's integration and end-to-end tests.
 
+pub mod aws;
+pub mod contract;
+pub mod local;

@@ -21,15 +21,30 @@ impl Planner for Fixed {
     fn name(&self) -> &'static str {
         "fixed"
     }
-    async fn plan(&self, _prompt: &str, registry: &Registry) -> Result<planner::Planned, PlanError> {
+    async fn plan(
+        &self,
+        _prompt: &str,
+        registry: &Registry,
+    ) -> Result<planner::Planned, PlanError> {
         let mut plan = self.0.clone();
         planner::validate(&mut plan, registry)?;
-        Ok(Planned { plan, info: PlannerInfo { name: "fixed".into(), ..Default::default() } })
+        Ok(Planned {
+            plan,
+            info: PlannerInfo {
+                name: "fixed".into(),
+                ..Default::default()
+            },
+        })
     }
 }
 
 fn step(id: &str, tool: &str, input: Value, deps: &[&str]) -> PlanStep {
-    PlanStep { id: id.into(), tool: tool.into(), input, depends_on: deps.iter().map(|d| d.to_string()).collect() }
+    PlanStep {
+        id: id.into(),
+        tool: tool.into(),
+        input,
+        depends_on: deps.iter().map(|d| d.to_string()).collect(),
+    }
 }
 
 struct Harness {
@@ -41,10 +56,19 @@ struct Harness {
 fn harness(steps: Vec<PlanStep>, faults: &str) -> Harness {
     let store = Arc::new(MemoryStore::default());
     let todos = Arc::new(MemoryTodos::default());
-    let registry = Registry::new(todos.clone()).with_faults(&Faults::parse(faults).expect("faults"));
+    let registry =
+        Registry::new(todos.clone()).with_faults(&Faults::parse(faults).expect("faults"));
     let settings = Settings {
-        retry: RetryPolicy { base_ms: 0, jitter: 0.0, ..RetryPolicy::default() },
-        compensation_retry: RetryPolicy { base_ms: 0, jitter: 0.0, ..RetryPolicy::default() },
+        retry: RetryPolicy {
+            base_ms: 0,
+            jitter: 0.0,
+            ..RetryPolicy::default()
+        },
+        compensation_retry: RetryPolicy {
+            base_ms: 0,
+            jitter: 0.0,
+            ..RetryPolicy::default()
+        },
         ..Settings::default()
     };
     let app = App {
@@ -62,7 +86,10 @@ fn harness(steps: Vec<PlanStep>, faults: &str) -> Harness {
 }
 
 fn ctx() -> RequestContext {
-    RequestContext { tenant: "default".into(), correlation_id: "corr-1".into() }
+    RequestContext {
+        tenant: "default".into(),
+        correlation_id: "corr-1".into(),
+    }
 }
 
 impl Harness {
@@ -94,9 +121,16 @@ impl Harness {
     }
 
     async fn run(&self, copies: usize) -> RunState {
-        let created = self.app.create_run(&ctx(), "test", None).await.expect("created");
+        let created = self
+            .app
+            .create_run(&ctx(), "test", None)
+            .await
+            .expect("created");
         self.drain(copies).await;
-        self.app.get_run(&RunKey::new("default", &created.run.run_id)).await.expect("run")
+        self.app
+            .get_run(&RunKey::new("default", &created.run.run_id))
+            .await
+            .expect("run")
     }
 }
 
@@ -105,7 +139,12 @@ fn seed_dag() -> Vec<PlanStep> {
         step("s1", "calculator", json!({"expression": "2+3"}), &[]),
         step("s2", "calculator", json!({"expression": "10*5"}), &[]),
         step("s3", "todo", json!({"action": "list"}), &[]),
-        step("s4", "todo", json!({"action": "add", "title": "{{s2}}"}), &["s1", "s2", "s3"]),
+        step(
+            "s4",
+            "todo",
+            json!({"action": "add", "title": "{{s2}}"}),
+            &["s1", "s2", "s3"],
+        ),
     ]
 }
 
@@ -114,15 +153,24 @@ async fn given_the_seed_dag_when_run_then_it_completes_with_the_last_steps_outpu
     let h = harness(seed_dag(), "");
     let run = h.run(1).await;
     assert_eq!(run.status, RunStatus::Completed);
-    assert_eq!(run.result.as_ref().and_then(|r| r.get("title")), Some(&json!("50")));
-    assert!(run.steps.iter().all(|s| s.status == StepStatus::Completed && s.attempts == 1));
+    assert_eq!(
+        run.result.as_ref().and_then(|r| r.get("title")),
+        Some(&json!("50"))
+    );
+    assert!(run
+        .steps
+        .iter()
+        .all(|s| s.status == StepStatus::Completed && s.attempts == 1));
     assert_eq!(h.todos.list("default").await.expect("list").len(), 1);
 }
 
 #[tokio::test]
 async fn given_the_seed_dag_when_created_then_only_independent_steps_are_dispatched() {
     let h = harness(seed_dag(), "");
-    h.app.create_run(&ctx(), "test", None).await.expect("created");
+    h.app
+        .create_run(&ctx(), "test", None)
+        .await
+        .expect("created");
     let mut dispatched: Vec<String> = h
         .take_effects()
         .into_iter()
@@ -141,37 +189,68 @@ async fn given_every_job_delivered_three_times_when_run_then_outcome_equals_a_si
     let run = h.run(3).await;
     assert_eq!(run.status, RunStatus::Completed);
     assert!(run.steps.iter().all(|s| s.attempts == 1), "{:?}", run.steps);
-    assert_eq!(h.todos.list("default").await.expect("list").len(), 1, "no todo doubled");
-    let events = h.app.run_events(&RunKey::new("default", &run.run_id)).await.expect("events");
-    let completions = events.iter().filter(|e| e.event.type_name() == "StepCompleted").count();
+    assert_eq!(
+        h.todos.list("default").await.expect("list").len(),
+        1,
+        "no todo doubled"
+    );
+    let events = h
+        .app
+        .run_events(&RunKey::new("default", &run.run_id))
+        .await
+        .expect("events");
+    let completions = events
+        .iter()
+        .filter(|e| e.event.type_name() == "StepCompleted")
+        .count();
     assert_eq!(completions, 4);
 }
 
 #[tokio::test]
 async fn given_a_flaky_tool_when_run_then_it_succeeds_after_retries_with_attempts_recorded() {
-    let h = harness(vec![step("s1", "calculator", json!({"expression": "6*7"}), &[])], "calculator=flaky:2");
+    let h = harness(
+        vec![step("s1", "calculator", json!({"expression": "6*7"}), &[])],
+        "calculator=flaky:2",
+    );
     let run = h.run(1).await;
     assert_eq!(run.status, RunStatus::Completed);
     assert_eq!(run.result, Some(json!(42)));
     assert_eq!(run.steps[0].attempts, 3);
-    let events = h.app.run_events(&RunKey::new("default", &run.run_id)).await.expect("events");
-    let failed: Vec<_> = events.iter().filter(|e| e.event.type_name() == "StepAttemptFailed").collect();
+    let events = h
+        .app
+        .run_events(&RunKey::new("default", &run.run_id))
+        .await
+        .expect("events");
+    let failed: Vec<_> = events
+        .iter()
+        .filter(|e| e.event.type_name() == "StepAttemptFailed")
+        .collect();
     assert_eq!(failed.len(), 2);
 }
 
 #[tokio::test]
 async fn given_a_permanent_error_when_run_then_it_is_not_retried_and_the_run_fails() {
-    let h = harness(vec![step("s1", "calculator", json!({"expression": "1/0"}), &[])], "");
+    let h = harness(
+        vec![step("s1", "calculator", json!({"expression": "1/0"}), &[])],
+        "",
+    );
     let run = h.run(1).await;
     assert_eq!(run.status, RunStatus::Failed);
     assert_eq!(run.steps[0].attempts, 1);
     assert_eq!(run.steps[0].error.as_deref(), Some("division by zero"));
-    assert!(run.error.as_deref().unwrap_or_default().contains("division by zero"));
+    assert!(run
+        .error
+        .as_deref()
+        .unwrap_or_default()
+        .contains("division by zero"));
 }
 
 #[tokio::test]
 async fn given_retries_exhausted_when_run_then_the_step_fails_after_all_attempts() {
-    let h = harness(vec![step("s1", "calculator", json!({"expression": "1"}), &[])], "calculator=fail");
+    let h = harness(
+        vec![step("s1", "calculator", json!({"expression": "1"}), &[])],
+        "calculator=fail",
+    );
     let run = h.run(1).await;
     assert_eq!(run.status, RunStatus::Failed);
     assert_eq!(run.steps[0].attempts, 4, "one try and three retries");
@@ -183,14 +262,26 @@ async fn given_a_failure_after_two_adds_when_run_then_both_adds_are_compensated(
         vec![
             step("s1", "todo", json!({"action": "add", "title": "a"}), &[]),
             step("s2", "todo", json!({"action": "add", "title": "b"}), &[]),
-            step("s3", "calculator", json!({"expression": "1/0"}), &["s1", "s2"]),
+            step(
+                "s3",
+                "calculator",
+                json!({"expression": "1/0"}),
+                &["s1", "s2"],
+            ),
         ],
         "",
     );
     let run = h.run(1).await;
     assert_eq!(run.status, RunStatus::Compensated);
-    assert!(h.todos.list("default").await.expect("list").is_empty(), "no todo left behind");
-    let events = h.app.run_events(&RunKey::new("default", &run.run_id)).await.expect("events");
+    assert!(
+        h.todos.list("default").await.expect("list").is_empty(),
+        "no todo left behind"
+    );
+    let events = h
+        .app
+        .run_events(&RunKey::new("default", &run.run_id))
+        .await
+        .expect("events");
     let undone: Vec<&str> = events
         .iter()
         .filter_map(|e| match &e.event {
@@ -216,7 +307,8 @@ async fn given_a_compensation_that_keeps_failing_when_run_then_status_is_compens
 }
 
 #[tokio::test]
-async fn given_a_running_run_when_cancelled_then_completed_steps_are_compensated_and_it_ends_cancelled() {
+async fn given_a_running_run_when_cancelled_then_completed_steps_are_compensated_and_it_ends_cancelled(
+) {
     let h = harness(
         vec![
             step("s1", "todo", json!({"action": "add", "title": "a"}), &[]),
@@ -224,7 +316,11 @@ async fn given_a_running_run_when_cancelled_then_completed_steps_are_compensated
         ],
         "",
     );
-    let created = h.app.create_run(&ctx(), "test", None).await.expect("created");
+    let created = h
+        .app
+        .create_run(&ctx(), "test", None)
+        .await
+        .expect("created");
     let key = RunKey::new("default", &created.run.run_id);
     // Run s1 only.
     for effect in h.take_effects() {
@@ -246,22 +342,53 @@ async fn given_a_running_run_when_cancelled_then_completed_steps_are_compensated
 #[tokio::test]
 async fn given_an_idempotency_key_when_posted_twice_then_the_same_run_is_returned() {
     let h = harness(seed_dag(), "");
-    let a = h.app.create_run(&ctx(), "p", Some("key-1")).await.expect("a");
-    let b = h.app.create_run(&ctx(), "p", Some("key-1")).await.expect("b");
+    let a = h
+        .app
+        .create_run(&ctx(), "p", Some("key-1"))
+        .await
+        .expect("a");
+    let b = h
+        .app
+        .create_run(&ctx(), "p", Some("key-1"))
+        .await
+        .expect("b");
     assert_eq!(a.run.run_id, b.run.run_id);
     assert!(!a.replayed && b.replayed);
-    let other = h.app.create_run(&ctx(), "different", Some("key-1")).await.expect_err("reused");
-    assert!(matches!(other, AppError::Invalid { code: "idempotency_key_reused", .. }));
+    let other = h
+        .app
+        .create_run(&ctx(), "different", Some("key-1"))
+        .await
+        .expect_err("reused");
+    assert!(matches!(
+        other,
+        AppError::Invalid {
+            code: "idempotency_key_reused",
+            ..
+        }
+    ));
 }
 
 #[tokio::test]
 async fn given_a_breaker_threshold_when_a_tool_keeps_failing_then_it_opens_and_fails_fast() {
-    let mut h = harness(vec![step("s1", "calculator", json!({"expression": "1"}), &[])], "calculator=fail");
-    h.app.settings.breaker = crate::engine::breaker::BreakerConfig { failure_threshold: 2, open_ms: 60_000, half_open_successes: 1 };
+    let mut h = harness(
+        vec![step("s1", "calculator", json!({"expression": "1"}), &[])],
+        "calculator=fail",
+    );
+    h.app.settings.breaker = crate::engine::breaker::BreakerConfig {
+        failure_threshold: 2,
+        open_ms: 60_000,
+        half_open_successes: 1,
+    };
     let run = h.run(1).await;
     assert_eq!(run.status, RunStatus::Failed);
-    assert_eq!(run.steps[0].error.as_deref(), Some("calculator temporarily unavailable"));
+    assert_eq!(
+        run.steps[0].error.as_deref(),
+        Some("calculator temporarily unavailable")
+    );
     let tools = h.app.tools().await.expect("tools");
-    let calc = tools.iter().find(|t| t.name == "calculator").expect("calculator");
+    let calc = tools
+        .iter()
+        .find(|t| t.name == "calculator")
+        .expect("calculator");
     assert_eq!(calc.breaker.name(), "open");
 }

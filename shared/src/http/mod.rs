@@ -60,7 +60,21 @@ pub fn router(app: Arc<App>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(CatchPanicLayer::custom(error::panic_response))
+        .layer(axum::middleware::from_fn(correlate))
         .with_state(app)
+}
+
+/// The correlation id of a request (from `X-Correlation-Id`, or generated).
+#[derive(Debug, Clone)]
+struct CorrelationId(String);
+
+/// Give every request a correlation id and echo it on every response, errors included.
+async fn correlate(mut req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let id = correlation_id(req.headers());
+    req.extensions_mut().insert(CorrelationId(id.clone()));
+    let span = tracing::info_span!("request", correlation_id = %id, method = %req.method(), path = %req.uri().path());
+    let resp = tracing::Instrument::instrument(next.run(req), span).await;
+    with_correlation(resp, &id)
 }
 
 /// The tenant of a request: one default tenant until authentication arrives.
@@ -163,11 +177,16 @@ fn prompt_of(body: &[u8]) -> Result<String, ApiError> {
 async fn create_run(
     State(app): State<Shared>,
     headers: HeaderMap,
+    correlation: Option<axum::Extension<CorrelationId>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let correlation_id = match correlation {
+        Some(axum::Extension(CorrelationId(id))) => id,
+        None => correlation_id(&headers),
+    };
     let ctx = RequestContext {
         tenant: tenant(&headers),
-        correlation_id: correlation_id(&headers),
+        correlation_id,
     };
     let body = body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -199,7 +218,7 @@ async fn create_run(
         resp.headers_mut()
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
-    Ok(with_correlation(resp, &ctx.correlation_id))
+    Ok(resp)
 }
 
 async fn get_run(
@@ -213,7 +232,8 @@ async fn get_run(
     let run = match q.get("at") {
         None => app.get_run(&key).await?,
         Some(at) => {
-            let at = DateTime::parse_from_rfc3339(at.trim()).map_err(|_| {
+            // A literal '+' of an offset arrives as a space unless it was percent-encoded.
+            let at = DateTime::parse_from_rfc3339(&at.trim().replace(' ', "+")).map_err(|_| {
                 ApiError::bad_request(
                     "invalid_at",
                     format!(

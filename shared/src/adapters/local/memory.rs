@@ -176,7 +176,10 @@ impl RunViewStore for MemoryStore {
             Some(c) => runs
                 .iter()
                 .position(|r| &r.run_id == c)
-                .map_or(runs.len(), |p| p + 1),
+                .map(|p| p + 1)
+                .ok_or_else(|| {
+                    StoreError::Invalid("cursor is not one this server issued".into())
+                })?,
             None => 0,
         };
         let items: Vec<RunState> = runs.into_iter().skip(start).take(query.limit).collect();

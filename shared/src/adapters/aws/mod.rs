@@ -1,0 +1,229 @@
+//! The AWS adapters: DynamoDB stores, the SQS step dispatcher and the Step Functions saga
+//! starter, plus table provisioning ([`provision`]) and the stream-record decoder
+//! ([`stream`]).
+//!
+//! Every SDK error is mapped into [`StoreError`] here (a failed condition is
+//! [`StoreError::Conflict`]; throttling, timeouts, 5xx and connection failures are
+//! [`StoreError::Unavailable`]; undecodable items are [`StoreError::Corrupt`]; requests DynamoDB
+//! rejects as malformed are [`StoreError::Invalid`]), so no SDK type leaks through a port.
+//!
+//! Clients are built once per cold start from [`load_sdk_config`] (the standard provider
+//! chain: `AWS_REGION`, credentials, and `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_DYNAMODB`
+//! overrides, which is how developers point them at DynamoDB Local).
+//!
+//! # Tables
+//!
+//! All tables use on-demand billing. [`provision::create_tables`] creates exactly these; the
+//! SAM template declares the same.
+//!
+//! ## events ([`TableNames::events`], `CRANE_EVENTS_TABLE`)
+//! - Key: `pk` (S) = `"{tenant}#{run_id}"` (hash), `seq` (N) (range).
+//! - Attributes: `tenant` (S), `run_id` (S), `type` (S), `at` (S, RFC 3339), `version` (N),
+//!   `data` (M): the [`EventRecord`](crate::domain::EventRecord) written with `serde_dynamo`,
+//!   plus the keys. If the event's data holds a number DynamoDB cannot store exactly
+//!   (magnitude outside 1e-130..1e126, or a float that would read back as an integer),
+//!   `data` is written as a JSON string (S) instead; readers accept both.
+//! - Stream: `NEW_IMAGE`. **The stream is the outbox**: the [`Outbox`](crate::ports::Outbox)
+//!   handed to [`EventStore::append`](crate::ports::EventStore::append) is ignored, because
+//!   the stream reactor recomputes the same effects from the stream records.
+//! - Append: one conditional `PutItem` (`attribute_not_exists(pk)`) for a lone first event
+//!   (seq 1); otherwise one `TransactWriteItems` with a `Put` per event, each conditioned
+//!   on `attribute_not_exists(pk)`, plus, when the first new seq `N` is above 1, a
+//!   `ConditionCheck` that item `N - 1` exists (`attribute_exists(pk)`). A condition can
+//!   only look at its own item, so that check is what refuses a gap: appending seq 5 to a
+//!   log ending at 2 fails instead of succeeding silently. Any failed condition (or a
+//!   transaction conflict with a concurrent writer) is [`StoreError::Conflict`]. At most
+//!   100 items per transaction: 100 events from seq 1, else 99.
+//! - Load: `Query` on `pk`, `ConsistentRead`, paginated, ascending `seq`.
+//!
+//! ## runs (the CQRS view; `CRANE_RUNS_TABLE`)
+//! - Key: `pk` (S) = `"{tenant}#{run_id}"`.
+//! - Attributes: `tenant`, `run_id`, `status`, `created_sk` =
+//!   `"{created_at, RFC 3339 with microseconds and Z}#{run_id}"`, `tenant_status` =
+//!   `"{tenant}#{status}"`, `last_seq` (N), `body` (S, the `RunState` as JSON).
+//! - GSI `by_created`: hash `tenant`, range `created_sk`, projection ALL.
+//! - GSI `by_status`: hash `tenant_status`, range `created_sk`, projection ALL.
+//! - Put: `PutItem` if `attribute_not_exists(pk) OR last_seq < :seq`; a failed condition
+//!   means the stored view is as new or newer, and `put` returns `Ok(false)`.
+//! - List: `Query` on the index (`ScanIndexForward=false`), newest first; the cursor is
+//!   the `LastEvaluatedKey` as JSON, base64url-encoded (a cursor that does not decode, or
+//!   belongs to another tenant or filter, is [`StoreError::Invalid`]).
+//!
+//! ## todos (`CRANE_TODOS_TABLE`)
+//! - Key: `pk` (S) = tenant, `sk` (S):
+//!   - `"todo#{id:020}"`: a todo (`id` (N), `body` (S, JSON)); zero-padded so `sk` order
+//!     is id order;
+//!   - `"counter"`: the tenant's id counter (`last_id` (N), `UpdateItem ADD`);
+//!   - `"effect#{effect_key}"`: the recorded result of the change applied under that key
+//!     (`result` (S, JSON)).
+//! - Apply: if the effect record exists, return it; otherwise one `TransactWriteItems`
+//!   puts the effect record (`attribute_not_exists(pk)`) and makes the change (add: put
+//!   with `attribute_not_exists`, after taking an id from the counter; complete/reopen:
+//!   put with `attribute_exists(pk)`; delete: delete with `attribute_exists(pk)`;
+//!   restore: put). A transaction cancelled because the effect record exists returns that
+//!   record (someone applied it concurrently); one cancelled because the todo is gone is
+//!   `TodoError::NotFound`; one that collided with a concurrent transaction is retried.
+//!   Ids are unique and increasing per tenant; two racing applies of one key can leave an
+//!   unused id behind.
+//!
+//! ## idempotency (`CRANE_IDEMPOTENCY_TABLE`)
+//! - Key: `pk` (S) = `"{tenant}#{key}"`; `run_id`, `request_hash`, `expires_at` (N, epoch
+//!   seconds, the table's TTL attribute: keys expire 24 h after they were claimed).
+//! - Claim: `PutItem` if `attribute_not_exists(pk) OR expires_at < :now` (TTL deletion
+//!   lags, so an expired key can be claimed again at once); otherwise a consistent
+//!   `GetItem` returns the binding in force.
+//!
+//! ## breakers (`CRANE_BREAKERS_TABLE`)
+//! - Key: `tool` (S); `version` (N), `state` (S, JSON). Put is a compare-and-set:
+//!   `attribute_not_exists(tool)` when the expected version is 0, else `version = :expected`.
+//!
+//! # Queue and state machine
+//! - [`SqsDispatcher`] (`CRANE_STEP_QUEUE_URL`, a standard queue): `SendMessageBatch` in
+//!   chunks of 10, body = the [`StepJob`](crate::ports::StepJob) as JSON, `DelaySeconds` =
+//!   the delay rounded up to whole seconds, capped at SQS's maximum of 900 s (a longer
+//!   backoff is shortened to 15 minutes). Entries SQS reports as failed are resent up to 3
+//!   more times, then the dispatch is [`StoreError::Unavailable`].
+//! - [`SfnSagaStarter`] (`CRANE_SAGA_STATE_MACHINE_ARN`): `StartExecution` named after the
+//!   run id with input `{"tenant", "run_id", "correlation_id"}`; `ExecutionAlreadyExists`
+//!   is success, so the saga of a run starts at most once.
+
+mod breakers;
+mod error;
+mod events;
+mod idempotency;
+mod item;
+pub mod provision;
+mod saga;
+mod sqs;
+pub mod stream;
+mod todos;
+mod views;
+
+pub use aws_config;
+pub use aws_sdk_dynamodb;
+pub use aws_sdk_sfn;
+pub use aws_sdk_sqs;
+
+pub use idempotency::KEY_TTL as IDEMPOTENCY_KEY_TTL;
+pub use saga::{saga_input, SfnSagaStarter};
+pub use sqs::{delay_seconds, SqsDispatcher, MAX_DELAY_SECONDS};
+
+use crate::ports::StoreError;
+
+/// Environment variable naming the events table.
+pub const EVENTS_TABLE_VAR: &str = "CRANE_EVENTS_TABLE";
+/// Environment variable naming the runs view table.
+pub const RUNS_TABLE_VAR: &str = "CRANE_RUNS_TABLE";
+/// Environment variable naming the todos table.
+pub const TODOS_TABLE_VAR: &str = "CRANE_TODOS_TABLE";
+/// Environment variable naming the idempotency-keys table.
+pub const IDEMPOTENCY_TABLE_VAR: &str = "CRANE_IDEMPOTENCY_TABLE";
+/// Environment variable naming the circuit-breakers table.
+pub const BREAKERS_TABLE_VAR: &str = "CRANE_BREAKERS_TABLE";
+/// Environment variable holding the step queue's URL.
+pub const STEP_QUEUE_URL_VAR: &str = "CRANE_STEP_QUEUE_URL";
+/// Environment variable holding the saga state machine's ARN.
+pub const SAGA_STATE_MACHINE_ARN_VAR: &str = "CRANE_SAGA_STATE_MACHINE_ARN";
+
+/// A required environment variable is missing or blank.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0} is not set")]
+pub struct MissingEnv(pub &'static str);
+
+fn env_var(name: &'static str) -> Result<String, MissingEnv> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .ok_or(MissingEnv(name))
+}
+
+/// The names of Crane's five DynamoDB tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableNames {
+    pub events: String,
+    pub runs: String,
+    pub todos: String,
+    pub idempotency: String,
+    pub breakers: String,
+}
+
+impl TableNames {
+    /// From `CRANE_EVENTS_TABLE`, `CRANE_RUNS_TABLE`, `CRANE_TODOS_TABLE`,
+    /// `CRANE_IDEMPOTENCY_TABLE` and `CRANE_BREAKERS_TABLE` (all required).
+    pub fn from_env() -> Result<Self, MissingEnv> {
+        Ok(Self {
+            events: env_var(EVENTS_TABLE_VAR)?,
+            runs: env_var(RUNS_TABLE_VAR)?,
+            todos: env_var(TODOS_TABLE_VAR)?,
+            idempotency: env_var(IDEMPOTENCY_TABLE_VAR)?,
+            breakers: env_var(BREAKERS_TABLE_VAR)?,
+        })
+    }
+
+    /// `{prefix}-events`, `{prefix}-runs`, `{prefix}-todos`, `{prefix}-idempotency`,
+    /// `{prefix}-breakers`.
+    pub fn with_prefix(prefix: &str) -> Self {
+        Self {
+            events: format!("{prefix}-events"),
+            runs: format!("{prefix}-runs"),
+            todos: format!("{prefix}-todos"),
+            idempotency: format!("{prefix}-idempotency"),
+            breakers: format!("{prefix}-breakers"),
+        }
+    }
+}
+
+/// The shared AWS configuration from the standard provider chain. Call once per cold start.
+pub async fn load_sdk_config() -> aws_config::SdkConfig {
+    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+}
+
+/// The DynamoDB-backed stores: events, run views, todos, idempotency keys and breakers,
+/// each in its own table (see the [module docs](self)). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct DynamoStore {
+    client: aws_sdk_dynamodb::Client,
+    tables: TableNames,
+}
+
+impl DynamoStore {
+    pub fn new(client: aws_sdk_dynamodb::Client, tables: TableNames) -> Self {
+        Self { client, tables }
+    }
+
+    /// A store over the tables named by the `CRANE_*_TABLE` variables.
+    pub fn from_env(config: &aws_config::SdkConfig) -> Result<Self, MissingEnv> {
+        Ok(Self::new(
+            aws_sdk_dynamodb::Client::new(config),
+            TableNames::from_env()?,
+        ))
+    }
+
+    pub fn tables(&self) -> &TableNames {
+        &self.tables
+    }
+
+    pub fn client(&self) -> &aws_sdk_dynamodb::Client {
+        &self.client
+    }
+}
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_a_prefix_when_naming_tables_then_each_table_gets_its_suffix() {
+        let names = TableNames::with_prefix("crane-dev");
+        assert_eq!(names.events, "crane-dev-events");
+        assert_eq!(names.runs, "crane-dev-runs");
+        assert_eq!(names.todos, "crane-dev-todos");
+        assert_eq!(names.idempotency, "crane-dev-idempotency");
+        assert_eq!(names.breakers, "crane-dev-breakers");
+    }
+}

@@ -1,0 +1,136 @@
+//! [`StepDispatcher`] on an SQS standard queue.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use tracing::instrument;
+
+use super::error::sdk_error;
+use super::{env_var, MissingEnv, STEP_QUEUE_URL_VAR};
+use crate::ports::{StepDispatcher, StepJob, StoreError, StoreResult};
+
+/// `SendMessageBatch` takes at most this many entries.
+const BATCH: usize = 10;
+/// Rounds of resending entries SQS reported as failed, after the first send.
+const RESEND_ROUNDS: u32 = 3;
+/// SQS's longest message delay.
+pub const MAX_DELAY_SECONDS: u64 = 900;
+
+/// `DelaySeconds` for a delay: rounded up to whole seconds, at most 15 minutes (a longer
+/// backoff is shortened to SQS's maximum).
+pub fn delay_seconds(delay_ms: u64) -> i32 {
+    // At most 900, so the conversion cannot fail.
+    i32::try_from(delay_ms.div_ceil(1000).min(MAX_DELAY_SECONDS)).unwrap_or(900)
+}
+
+/// Sends step jobs to the step queue, one message per job (body: the job as JSON).
+#[derive(Debug, Clone)]
+pub struct SqsDispatcher {
+    client: aws_sdk_sqs::Client,
+    queue_url: String,
+}
+
+impl SqsDispatcher {
+    pub fn new(client: aws_sdk_sqs::Client, queue_url: impl Into<String>) -> Self {
+        Self {
+            client,
+            queue_url: queue_url.into(),
+        }
+    }
+
+    /// A dispatcher to the queue at `CRANE_STEP_QUEUE_URL`.
+    pub fn from_env(config: &aws_config::SdkConfig) -> Result<Self, MissingEnv> {
+        Ok(Self::new(
+            aws_sdk_sqs::Client::new(config),
+            env_var(STEP_QUEUE_URL_VAR)?,
+        ))
+    }
+
+    pub fn queue_url(&self) -> &str {
+        &self.queue_url
+    }
+
+    async fn send_chunk(&self, chunk: &[(StepJob, u64)]) -> StoreResult<()> {
+        let mut pending = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, (job, delay_ms))| {
+                let body = serde_json::to_string(job)
+                    .map_err(|e| StoreError::Invalid(format!("step job: {e}")))?;
+                SendMessageBatchRequestEntry::builder()
+                    .id(format!("job{i}"))
+                    .message_body(body)
+                    .delay_seconds(delay_seconds(*delay_ms))
+                    .build()
+                    .map_err(|e| StoreError::Invalid(format!("building an SQS entry: {e}")))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        for round in 0..=RESEND_ROUNDS {
+            if round > 0 {
+                tokio::time::sleep(Duration::from_millis(50 << round)).await;
+            }
+            let out = self
+                .client
+                .send_message_batch()
+                .queue_url(&self.queue_url)
+                .set_entries(Some(pending.clone()))
+                .send()
+                .await
+                .map_err(|e| sdk_error("SendMessageBatch", e))?;
+            if out.failed.is_empty() {
+                return Ok(());
+            }
+            let failed: HashSet<&str> = out.failed.iter().map(|f| f.id()).collect();
+            tracing::warn!(
+                failed = failed.len(),
+                round,
+                code = out.failed.first().map(|f| f.code()),
+                "SQS refused some step jobs; resending them"
+            );
+            pending.retain(|e| failed.contains(e.id()));
+            if round == RESEND_ROUNDS {
+                let codes: Vec<String> = out
+                    .failed
+                    .iter()
+                    .map(|f| format!("{} ({})", f.code(), f.message().unwrap_or_default()))
+                    .collect();
+                return Err(StoreError::Unavailable(format!(
+                    "SQS did not accept {} step jobs after {} attempts: {}",
+                    pending.len(),
+                    RESEND_ROUNDS + 1,
+                    codes.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl StepDispatcher for SqsDispatcher {
+    #[instrument(level = "debug", skip(self, jobs), fields(count = jobs.len()))]
+    async fn dispatch(&self, jobs: &[(StepJob, u64)]) -> StoreResult<()> {
+        for chunk in jobs.chunks(BATCH) {
+            self.send_chunk(chunk).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_delays_when_converted_then_seconds_round_up_and_cap_at_fifteen_minutes() {
+        assert_eq!(delay_seconds(0), 0);
+        assert_eq!(delay_seconds(1), 1);
+        assert_eq!(delay_seconds(1000), 1);
+        assert_eq!(delay_seconds(1001), 2);
+        assert_eq!(delay_seconds(900_000), 900);
+        assert_eq!(delay_seconds(3_600_000), 900);
+        assert_eq!(delay_seconds(u64::MAX), 900);
+    }
+}

@@ -1,0 +1,367 @@
+//! The adapter contract suite (`crane_tests::contract`), run against both backends:
+//! `sqlite::*` on the embedded store, `aws::*` on DynamoDB Local / moto (their endpoints
+//! come from `./scripts/test`; without them the `aws` cases fail, they never skip).
+//! Plus AWS-only checks of the stored item shapes the template and stream reactor rely on.
+
+use anyhow::{Context, Result};
+use crane_tests::aws::init_logs;
+use crane_tests::contract::{self, DispatchProbe, SagaProbe, Stores};
+
+/// One test per case and backend: `<suite>::sqlite::<case>` and `<suite>::aws::<case>`.
+macro_rules! contract_suite {
+    ($suite:ident, sqlite: $local:expr, aws: $aws:expr, port: $port:ident, [$($case:ident),* $(,)?]) => {
+        mod $suite {
+            use super::*;
+
+            mod sqlite {
+                use super::*;
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn $case() -> Result<()> {
+                        init_logs();
+                        let fixture = $local;
+                        contract::$suite::$case(fixture.$port.clone()).await
+                    }
+                )*
+            }
+
+            mod aws {
+                use super::*;
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn $case() -> Result<()> {
+                        init_logs();
+                        let fixture = $aws;
+                        contract::$suite::$case(fixture.$port.clone()).await
+                    }
+                )*
+            }
+        }
+    };
+}
+
+contract_suite!(events, sqlite: Stores::sqlite()?, aws: Stores::dynamodb().await?, port: events, [
+    given_an_empty_log_when_events_are_appended_then_they_load_in_order_and_unchanged,
+    given_an_event_at_a_seq_when_another_is_appended_at_that_seq_then_it_conflicts,
+    given_a_batch_overlapping_the_log_when_appended_then_none_of_it_is_written,
+    given_a_log_at_two_when_seq_five_is_appended_then_the_gap_is_refused,
+    given_sixteen_writers_racing_on_one_run_when_each_retries_on_conflict_then_the_log_has_no_gaps_or_duplicates,
+    given_one_run_id_in_two_tenants_when_loaded_then_each_tenant_sees_its_own_log,
+]);
+
+contract_suite!(views, sqlite: Stores::sqlite()?, aws: Stores::dynamodb().await?, port: views, [
+    given_a_view_when_put_then_get_returns_it,
+    given_a_view_when_an_older_or_equal_one_is_put_then_it_is_ignored,
+    given_many_runs_when_listed_in_pages_then_newest_first_without_duplicates_or_gaps,
+    given_runs_of_several_statuses_when_listed_by_status_then_only_that_status_comes_newest_first,
+    given_a_cursor_the_store_did_not_issue_when_listing_then_it_is_invalid,
+]);
+
+contract_suite!(todos, sqlite: Stores::sqlite()?, aws: Stores::dynamodb().await?, port: todos, [
+    given_a_todo_when_completed_reopened_deleted_and_restored_then_each_change_shows,
+    given_one_effect_key_when_applied_twice_then_there_is_one_todo_and_one_result,
+    given_no_such_todo_when_it_is_changed_then_not_found_and_nothing_is_recorded,
+    given_two_tenants_when_each_adds_todos_then_ids_and_lists_are_separate,
+    given_twelve_todos_when_listed_then_they_come_in_id_order,
+    given_concurrent_adds_with_distinct_keys_when_applied_then_every_todo_gets_its_own_id,
+    given_concurrent_applies_with_one_key_when_they_race_then_exactly_one_todo_is_added,
+]);
+
+contract_suite!(idempotency, sqlite: Stores::sqlite()?, aws: Stores::dynamodb().await?, port: idempotency, [
+    given_a_claimed_key_when_claimed_again_then_the_first_binding_wins,
+    given_racing_claims_of_one_key_when_they_settle_then_all_see_one_binding,
+]);
+
+contract_suite!(breakers, sqlite: Stores::sqlite()?, aws: Stores::dynamodb().await?, port: breakers, [
+    given_versions_when_compare_and_set_then_only_the_expected_version_wins,
+    given_racing_writers_at_one_version_when_they_put_then_exactly_one_wins,
+]);
+
+/// Dispatch cases take the whole probe (dispatcher + inbox).
+macro_rules! dispatch_suite {
+    ($($case:ident),* $(,)?) => {
+        mod dispatch {
+            use super::*;
+
+            mod sqlite {
+                use super::*;
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn $case() -> Result<()> {
+                        init_logs();
+                        contract::dispatch::$case(DispatchProbe::sqlite()?).await
+                    }
+                )*
+            }
+
+            mod aws {
+                use super::*;
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn $case() -> Result<()> {
+                        init_logs();
+                        contract::dispatch::$case(DispatchProbe::sqs().await?).await
+                    }
+                )*
+            }
+        }
+    };
+}
+
+dispatch_suite!(
+    given_25_jobs_some_delayed_when_dispatched_then_all_arrive_and_the_delayed_ones_later,
+    given_no_jobs_when_dispatched_then_nothing_arrives,
+);
+
+/// The saga starter has no embedded counterpart (locally the saga is a job in the outbox).
+mod saga {
+    use super::*;
+
+    mod aws {
+        use super::*;
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn given_a_run_when_its_saga_is_started_twice_then_one_execution_is_named_after_the_run(
+        ) -> Result<()> {
+            init_logs();
+            contract::saga::given_a_run_when_its_saga_is_started_twice_then_one_execution_is_named_after_the_run(
+                SagaProbe::step_functions().await?,
+            )
+            .await
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn given_a_missing_state_machine_when_a_saga_is_started_then_it_is_an_error(
+        ) -> Result<()> {
+            init_logs();
+            contract::saga::given_a_missing_state_machine_when_a_saga_is_started_then_it_is_an_error(
+                SagaProbe::step_functions().await?,
+            )
+            .await
+        }
+    }
+}
+
+/// What the SAM template, the stream reactor and the console rely on beyond the ports.
+mod aws_shapes {
+    use std::collections::HashMap;
+
+    use crane::adapters::aws::aws_sdk_dynamodb::types::{
+        AttributeValue, ProjectionType, StreamViewType, TimeToLiveStatus,
+    };
+    use crane::adapters::aws::{provision, stream, DynamoStore, SqsDispatcher};
+    use crane::domain::{Event, EventRecord, RunKey, RunStatus};
+    use crane::ports::{EventStore, Outbox, RunViewStore, StepDispatcher, StepJob, StoreError};
+    use crane_tests::aws;
+    use crane_tests::contract::{at, unique, views::view};
+
+    use super::*;
+
+    fn s(item: &HashMap<String, AttributeValue>, name: &str) -> String {
+        match item.get(name) {
+            Some(AttributeValue::S(v)) => v.clone(),
+            other => panic!("{name}: expected S, got {other:?}"),
+        }
+    }
+
+    fn n(item: &HashMap<String, AttributeValue>, name: &str) -> String {
+        match item.get(name) {
+            Some(AttributeValue::N(v)) => v.clone(),
+            other => panic!("{name}: expected N, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn given_an_appended_event_when_its_item_is_read_raw_then_it_has_the_documented_shape_and_decodes_as_a_stream_image(
+    ) -> Result<()> {
+        init_logs();
+        let (client, names) = aws::fresh_tables().await?;
+        let store = DynamoStore::new(client.clone(), names.clone());
+        let key = RunKey::new(unique("tenant"), crane::domain::new_run_id());
+        let rec = EventRecord::new(
+            1,
+            at(0, 42),
+            Event::RunCreated {
+                tenant: key.tenant.clone(),
+                prompt: "calculate 2+3".into(),
+                correlation_id: "corr".into(),
+                idempotency_key: Some("idem".into()),
+            },
+        );
+        let view = crane::domain::fold(&key.run_id, std::slice::from_ref(&rec))?;
+        store
+            .append(
+                &key,
+                std::slice::from_ref(&rec),
+                Outbox {
+                    view: &view,
+                    effects: &[],
+                },
+            )
+            .await?;
+
+        let item = client
+            .get_item()
+            .table_name(&names.events)
+            .key(
+                "pk",
+                AttributeValue::S(format!("{}#{}", key.tenant, key.run_id)),
+            )
+            .key("seq", AttributeValue::N("1".into()))
+            .consistent_read(true)
+            .send()
+            .await?
+            .item
+            .context("the event item")?;
+        assert_eq!(s(&item, "tenant"), key.tenant);
+        assert_eq!(s(&item, "run_id"), key.run_id);
+        assert_eq!(s(&item, "type"), "RunCreated");
+        assert_eq!(s(&item, "at"), "2026-01-01T00:00:00.000042Z");
+        assert_eq!(n(&item, "version"), "1");
+        let Some(AttributeValue::M(data)) = item.get("data") else {
+            panic!("data is a map: {item:?}");
+        };
+        assert_eq!(s(data, "prompt"), "calculate 2+3");
+
+        assert_eq!(stream::decode_new_image(item)?, (key, rec));
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn given_a_view_when_its_item_is_read_raw_then_the_index_keys_are_set() -> Result<()> {
+        init_logs();
+        let (client, names) = aws::fresh_tables().await?;
+        let store = DynamoStore::new(client.clone(), names.clone());
+        let tenant = unique("tenant");
+        let v = view(&tenant, "run-1", at(5, 7), RunStatus::Compensating, 4)?;
+        store.put(&v).await?;
+        let item = client
+            .get_item()
+            .table_name(&names.runs)
+            .key("pk", AttributeValue::S(format!("{tenant}#run-1")))
+            .send()
+            .await?
+            .item
+            .context("the view item")?;
+        assert_eq!(s(&item, "status"), "compensating");
+        assert_eq!(s(&item, "tenant_status"), format!("{tenant}#compensating"));
+        assert_eq!(s(&item, "created_sk"), "2026-01-01T00:00:05.000007Z#run-1");
+        assert_eq!(n(&item, "last_seq"), "4");
+        let body: crane::domain::RunState = serde_json::from_str(&s(&item, "body"))?;
+        assert_eq!(body, v);
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn given_provisioned_tables_when_described_then_stream_indexes_and_ttl_are_as_documented(
+    ) -> Result<()> {
+        init_logs();
+        let (client, names) = aws::fresh_tables().await?;
+        // Provisioning again is harmless.
+        provision::create_tables(&client, &names).await?;
+
+        let events = client
+            .describe_table()
+            .table_name(&names.events)
+            .send()
+            .await?
+            .table
+            .context("events")?;
+        let stream = events.stream_specification.context("a stream")?;
+        assert!(stream.stream_enabled);
+        assert_eq!(stream.stream_view_type, Some(StreamViewType::NewImage));
+
+        let runs = client
+            .describe_table()
+            .table_name(&names.runs)
+            .send()
+            .await?
+            .table
+            .context("runs")?;
+        let mut indexes: Vec<(String, Vec<String>, Option<ProjectionType>)> = runs
+            .global_secondary_indexes()
+            .iter()
+            .map(|i| {
+                (
+                    i.index_name().unwrap_or_default().to_owned(),
+                    i.key_schema()
+                        .iter()
+                        .map(|k| k.attribute_name().to_owned())
+                        .collect(),
+                    i.projection().and_then(|p| p.projection_type().cloned()),
+                )
+            })
+            .collect();
+        indexes.sort();
+        assert_eq!(
+            indexes,
+            vec![
+                (
+                    "by_created".into(),
+                    vec!["tenant".into(), "created_sk".into()],
+                    Some(ProjectionType::All)
+                ),
+                (
+                    "by_status".into(),
+                    vec!["tenant_status".into(), "created_sk".into()],
+                    Some(ProjectionType::All)
+                ),
+            ]
+        );
+
+        let ttl = client
+            .describe_time_to_live()
+            .table_name(&names.idempotency)
+            .send()
+            .await?
+            .time_to_live_description
+            .context("ttl")?;
+        assert_eq!(ttl.attribute_name(), Some("expires_at"));
+        assert!(matches!(
+            ttl.time_to_live_status(),
+            Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)
+        ));
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn given_missing_tables_when_the_store_is_used_then_it_is_unavailable() -> Result<()> {
+        init_logs();
+        let store = DynamoStore::new(
+            aws::dynamodb_client()?,
+            crane::adapters::aws::TableNames::with_prefix(&unique("missing")),
+        );
+        let result = store.load(&RunKey::new("t", "r")).await;
+        assert!(
+            matches!(result, Err(StoreError::Unavailable(_))),
+            "{result:?}"
+        );
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn given_a_missing_queue_when_dispatching_then_it_is_unavailable() -> Result<()> {
+        init_logs();
+        let sqs = aws::sqs_client()?;
+        let url = format!(
+            "{}/{}/{}",
+            aws::endpoint(aws::MOTO_ENDPOINT_VAR)?,
+            aws::ACCOUNT,
+            unique("missing")
+        );
+        let dispatcher = SqsDispatcher::new(sqs, url);
+        let job = StepJob {
+            tenant: "t".into(),
+            run_id: "r".into(),
+            step_id: "s".into(),
+            attempt: 1,
+            correlation_id: "c".into(),
+        };
+        let result = dispatcher.dispatch(&[(job, 0)]).await;
+        assert!(
+            matches!(result, Err(StoreError::Unavailable(_))),
+            "{result:?}"
+        );
+        Ok(())
+    }
+}

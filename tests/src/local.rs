@@ -33,11 +33,15 @@ pub struct LocalServer {
 
 /// Test defaults: fast retries so failures settle in milliseconds.
 pub fn test_config() -> Config {
-    let mut c = Config::default();
-    c.db = temp_db();
-    c.settings.retry.base_ms = 20;
-    c.settings.compensation_retry.base_ms = 20;
-    c
+    let defaults = Config::default();
+    let mut settings = defaults.settings;
+    settings.retry.base_ms = 20;
+    settings.compensation_retry.base_ms = 20;
+    Config {
+        db: temp_db(),
+        settings,
+        ..defaults
+    }
 }
 
 impl LocalServer {

@@ -17,6 +17,8 @@
 //! - [`app`]: the application services the entry points call (create run, process a
 //!   step job, react to new events, ...), written once over the ports.
 //! - [`http`]: the axum router served locally and, in the cloud, through `lambda_http`.
+//! - `entrypoints` (feature `aws`): the Lambda handlers: API Gateway requests, SQS step
+//!   batches, DynamoDB Stream batches and saga tasks into `app` calls; EMF metrics.
 //! - [`config`], [`telemetry`]: typed configuration from the environment; logging setup.
 
 pub mod adapters;
@@ -24,6 +26,8 @@ pub mod app;
 pub mod config;
 pub mod domain;
 pub mod engine;
+#[cfg(feature = "aws")]
+pub mod entrypoints;
 pub mod http;
 pub mod planner;
 pub mod ports;

@@ -1,5 +1,7 @@
 //! Shared helpers of Crane's integration and end-to-end tests.
 
 pub mod aws;
+pub mod cloud;
 pub mod contract;
+pub mod events;
 pub mod local;

@@ -1,0 +1,20 @@
+//! `step-worker`: SQS batches of step jobs in, partial batch responses out
+//! (`ReportBatchItemFailures`). Jobs that must wait go back to the queue with a delay.
+
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use crane::config::{Config, LogFormat};
+use crane::entrypoints::{app_from_env, sqs, Function};
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    crane::telemetry::init(LogFormat::Json);
+    let config = Config::from_env()?;
+    let (app, ports) = app_from_env(&config, Function::StepWorker).await?;
+    let (app, ports) = (&app, &ports);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+        let batch = sqs::handle_step_batch(app, ports.dispatcher.as_ref(), event.payload);
+        Ok::<SqsBatchResponse, Error>(batch.await)
+    }))
+    .await
+}

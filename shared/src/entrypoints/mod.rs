@@ -1,0 +1,191 @@
+//! The Lambda entry points: translate an API Gateway request, an SQS batch, a DynamoDB
+//! Stream batch or a saga task into calls of the [`App`], and the results back. No
+//! business rules live here.
+//!
+//! - [`http`]: `create-run` and `get-run` serve [`crate::http::router`] through
+//!   `lambda_http`.
+//! - [`sqs`]: `step-worker` runs step jobs and answers with a partial batch response.
+//! - [`stream`]: `event-reactor` projects the events table's stream into the runs view and
+//!   sends the reactions (step jobs, sagas).
+//! - [`saga`]: `compensate` runs the saga state machine's tasks.
+//! - [`metrics`]: CloudWatch Embedded Metric Format lines.
+//!
+//! [`app_from_env`] wires an [`App`] over the AWS adapters once per cold start;
+//! [`build_app`] does the same from explicit clients and names (tests, tools).
+
+pub mod http;
+pub mod metrics;
+pub mod saga;
+pub mod sqs;
+pub mod stream;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::adapters::aws::{
+    self, DynamoStore, MissingEnv, SfnSagaStarter, SqsDispatcher, TableNames,
+    SAGA_STATE_MACHINE_ARN_VAR, STEP_QUEUE_URL_VAR,
+};
+use crate::app::App;
+use crate::config::{Config, ConfigError};
+use crate::domain::RunKey;
+use crate::planner::PatternPlanner;
+use crate::ports::{SagaStarter, StepDispatcher, StepJob, StoreError, StoreResult, SystemClock};
+use crate::tools::Registry;
+
+/// The ports the App does not hold: where reactions are sent.
+#[derive(Clone)]
+pub struct CloudPorts {
+    pub dispatcher: Arc<dyn StepDispatcher>,
+    pub saga: Arc<dyn SagaStarter>,
+}
+
+/// Which function is starting: it decides which resources must be configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Function {
+    /// `create-run`, `get-run`: tables only.
+    Api,
+    /// `step-worker`: tables and the step queue (to defer jobs).
+    StepWorker,
+    /// `event-reactor`: tables, the step queue and the saga state machine.
+    EventReactor,
+    /// `compensate`: tables only.
+    Compensate,
+}
+
+impl Function {
+    fn needs_queue(self) -> bool {
+        matches!(self, Function::StepWorker | Function::EventReactor)
+    }
+
+    fn needs_saga(self) -> bool {
+        self == Function::EventReactor
+    }
+}
+
+/// Why a function could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("configuration: {0}")]
+    Env(#[from] MissingEnv),
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+}
+
+/// The AWS clients, built once per cold start.
+#[derive(Debug, Clone)]
+pub struct CloudClients {
+    pub dynamodb: aws::aws_sdk_dynamodb::Client,
+    pub sqs: aws::aws_sdk_sqs::Client,
+    pub sfn: aws::aws_sdk_sfn::Client,
+}
+
+impl CloudClients {
+    pub fn new(config: &aws::aws_config::SdkConfig) -> Self {
+        Self {
+            dynamodb: aws::aws_sdk_dynamodb::Client::new(config),
+            sqs: aws::aws_sdk_sqs::Client::new(config),
+            sfn: aws::aws_sdk_sfn::Client::new(config),
+        }
+    }
+}
+
+/// Where everything lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloudNames {
+    pub tables: TableNames,
+    /// `CRANE_STEP_QUEUE_URL`.
+    pub step_queue_url: Option<String>,
+    /// `CRANE_SAGA_STATE_MACHINE_ARN`.
+    pub saga_state_machine_arn: Option<String>,
+}
+
+impl CloudNames {
+    /// From the environment, requiring what `function` uses.
+    pub fn from_env(function: Function) -> Result<Self, MissingEnv> {
+        let var = |name: &'static str, required: bool| {
+            let v = std::env::var(name)
+                .ok()
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty());
+            match v {
+                None if required => Err(MissingEnv(name)),
+                v => Ok(v),
+            }
+        };
+        Ok(Self {
+            tables: TableNames::from_env()?,
+            step_queue_url: var(STEP_QUEUE_URL_VAR, function.needs_queue())?,
+            saga_state_machine_arn: var(SAGA_STATE_MACHINE_ARN_VAR, function.needs_saga())?,
+        })
+    }
+}
+
+/// A port whose resource is not configured on this function: every use fails clearly.
+struct Unconfigured(&'static str);
+
+impl Unconfigured {
+    fn error(&self) -> StoreError {
+        StoreError::Invalid(format!("{} is not set on this function", self.0))
+    }
+}
+
+#[async_trait]
+impl StepDispatcher for Unconfigured {
+    async fn dispatch(&self, _jobs: &[(StepJob, u64)]) -> StoreResult<()> {
+        Err(self.error())
+    }
+}
+
+#[async_trait]
+impl SagaStarter for Unconfigured {
+    async fn start(&self, _key: &RunKey, _correlation_id: &str) -> StoreResult<()> {
+        Err(self.error())
+    }
+}
+
+/// The App and ports over the AWS adapters, from explicit clients and names.
+pub fn build_app(
+    config: &Config,
+    clients: &CloudClients,
+    names: &CloudNames,
+) -> (Arc<App>, CloudPorts) {
+    let store = Arc::new(DynamoStore::new(
+        clients.dynamodb.clone(),
+        names.tables.clone(),
+    ));
+    let registry = Registry::new(store.clone()).with_faults(&config.faults);
+    let app = App {
+        events: store.clone(),
+        views: store.clone(),
+        todos: store.clone(),
+        idempotency: store.clone(),
+        breakers: store,
+        registry,
+        planner: Arc::new(PatternPlanner),
+        clock: Arc::new(SystemClock),
+        settings: config.settings,
+    };
+    let dispatcher: Arc<dyn StepDispatcher> = match &names.step_queue_url {
+        Some(url) => Arc::new(SqsDispatcher::new(clients.sqs.clone(), url.clone())),
+        None => Arc::new(Unconfigured(STEP_QUEUE_URL_VAR)),
+    };
+    let saga: Arc<dyn SagaStarter> = match &names.saga_state_machine_arn {
+        Some(arn) => Arc::new(SfnSagaStarter::new(clients.sfn.clone(), arn.clone())),
+        None => Arc::new(Unconfigured(SAGA_STATE_MACHINE_ARN_VAR)),
+    };
+    (Arc::new(app), CloudPorts { dispatcher, saga })
+}
+
+/// The App and ports of `function`, configured from the environment (the standard AWS
+/// provider chain, the `CRANE_*` table, queue and state machine variables). Call once per
+/// cold start.
+pub async fn app_from_env(
+    config: &Config,
+    function: Function,
+) -> Result<(Arc<App>, CloudPorts), SetupError> {
+    let names = CloudNames::from_env(function)?;
+    let sdk = aws::load_sdk_config().await;
+    Ok(build_app(config, &CloudClients::new(&sdk), &names))
+}

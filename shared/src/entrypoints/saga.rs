@@ -1,0 +1,348 @@
+//! The compensate function: the three tasks the saga state machine (Step Functions) asks
+//! of it, each a call of the application's compensation services.
+//!
+//! Input, tagged by `action`:
+//! - `{"action":"begin","tenant","run_id"}` -> `{"tenant","run_id","steps":[...]}`: the
+//!   steps to undo, in order (empty when there is nothing to do).
+//! - `{"action":"compensate_step","tenant","run_id","step_id","attempt"}` (`attempt` is
+//!   `$$.State.RetryCount`, 0-based) -> `{"step_id","compensated":true}`.
+//! - `{"action":"finish","tenant","run_id","failure"?:{"step_id"?,"error"}}` -> the run's
+//!   final status.
+//!
+//! Errors carry the type the state machine matches: [`TRANSIENT`] (retried) or
+//! [`PERMANENT`] (not). A failed `compensate_step` says which step failed and after how
+//! many attempts (`"s2: <message> (attempt 4)"`) so `finish` can record it from the
+//! `Cause` the state machine catches.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tracing::field::Empty;
+use tracing::{info, instrument, warn};
+
+use crate::app::{App, AppError, CompensateError};
+use crate::domain::{ErrorKind, RunKey};
+use crate::ports::StoreError;
+
+/// Error type of a failure worth retrying.
+pub const TRANSIENT: &str = "Crane.TransientError";
+/// Error type of a failure that will not go away.
+pub const PERMANENT: &str = "Crane.PermanentError";
+
+/// A task of the saga state machine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum SagaTask {
+    Begin {
+        tenant: String,
+        run_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        correlation_id: Option<String>,
+    },
+    CompensateStep {
+        tenant: String,
+        run_id: String,
+        step_id: String,
+        /// Retries so far (`$$.State.RetryCount`): 0 on the first attempt.
+        #[serde(default)]
+        attempt: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        correlation_id: Option<String>,
+    },
+    Finish {
+        tenant: String,
+        run_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        failure: Option<SagaFailure>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        correlation_id: Option<String>,
+    },
+}
+
+/// Why the saga failed, as the state machine's `Catch` recorded it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SagaFailure {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_id: Option<String>,
+    /// The caught `Cause`: the Lambda error document (`{"errorType","errorMessage"}`) as a
+    /// string, or plain text.
+    #[serde(default)]
+    pub error: Value,
+}
+
+/// What `begin` returns: the Map state iterates over `steps`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BeginOutput {
+    pub tenant: String,
+    pub run_id: String,
+    pub steps: Vec<String>,
+}
+
+/// A failed saga task, typed for the state machine's Retry/Catch.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct SagaError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl SagaError {
+    pub fn error_type(&self) -> &'static str {
+        match self.kind {
+            ErrorKind::Transient => TRANSIENT,
+            ErrorKind::Permanent => PERMANENT,
+        }
+    }
+
+    fn app(e: AppError) -> Self {
+        let kind = match &e {
+            AppError::Store(StoreError::Unavailable(_) | StoreError::Conflict(_)) => {
+                ErrorKind::Transient
+            }
+            _ => ErrorKind::Permanent,
+        };
+        Self {
+            kind,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<SagaError> for lambda_runtime::Diagnostic {
+    fn from(e: SagaError) -> Self {
+        lambda_runtime::Diagnostic {
+            error_type: e.error_type().to_owned(),
+            error_message: e.message,
+        }
+    }
+}
+
+/// Decode the state machine's input and run the task. An input that is not a task is a
+/// permanent error (retrying it cannot help).
+pub async fn handle_saga_input(app: &App, input: Value) -> Result<Value, SagaError> {
+    let task: SagaTask = serde_json::from_value(input).map_err(|e| SagaError {
+        kind: ErrorKind::Permanent,
+        message: format!("not a saga task: {e}"),
+    })?;
+    handle_saga_task(app, task).await
+}
+
+/// Run one saga task.
+#[instrument(skip_all, fields(run_id = Empty, step_id = Empty, attempt = Empty, correlation_id = Empty))]
+pub async fn handle_saga_task(app: &App, task: SagaTask) -> Result<Value, SagaError> {
+    let span = tracing::Span::current();
+    match task {
+        SagaTask::Begin {
+            tenant,
+            run_id,
+            correlation_id,
+        } => {
+            record_ids(&span, &run_id, correlation_id.as_deref());
+            let key = RunKey::new(&tenant, &run_id);
+            let plan = app.begin_compensation(&key).await.map_err(SagaError::app)?;
+            let steps = plan.map(|p| p.steps).unwrap_or_default();
+            info!(steps = ?steps, "saga begins");
+            to_value(&BeginOutput {
+                tenant,
+                run_id,
+                steps,
+            })
+        }
+        SagaTask::CompensateStep {
+            tenant,
+            run_id,
+            step_id,
+            attempt,
+            correlation_id,
+        } => {
+            record_ids(&span, &run_id, correlation_id.as_deref());
+            let attempt = attempt.saturating_add(1);
+            span.record("step_id", step_id.as_str());
+            span.record("attempt", attempt);
+            let key = RunKey::new(&tenant, &run_id);
+            match app.compensate_step(&key, &step_id, attempt).await {
+                Ok(()) => Ok(serde_json::json!({"step_id": step_id, "compensated": true})),
+                Err(e) => {
+                    let (kind, message) = match e {
+                        CompensateError::Tool(t) => (t.kind, t.message),
+                        CompensateError::App(a) => {
+                            let s = SagaError::app(a);
+                            (s.kind, s.message)
+                        }
+                    };
+                    warn!(error = %message, kind = ?kind, "compensation attempt failed");
+                    Err(SagaError {
+                        kind,
+                        message: step_failure_message(&step_id, &message, attempt),
+                    })
+                }
+            }
+        }
+        SagaTask::Finish {
+            tenant,
+            run_id,
+            failure,
+            correlation_id,
+        } => {
+            record_ids(&span, &run_id, correlation_id.as_deref());
+            let key = RunKey::new(&tenant, &run_id);
+            let failure = failure.map(|f| parse_failure(&f));
+            let state = app
+                .finish_compensation(&key, failure)
+                .await
+                .map_err(SagaError::app)?;
+            Ok(serde_json::json!({
+                "tenant": tenant,
+                "run_id": run_id,
+                "status": state.status.as_str(),
+            }))
+        }
+    }
+}
+
+fn record_ids(span: &tracing::Span, run_id: &str, correlation_id: Option<&str>) {
+    span.record("run_id", run_id);
+    if let Some(c) = correlation_id {
+        span.record("correlation_id", c);
+    }
+}
+
+fn to_value<T: Serialize>(v: &T) -> Result<Value, SagaError> {
+    serde_json::to_value(v).map_err(|e| SagaError {
+        kind: ErrorKind::Permanent,
+        message: e.to_string(),
+    })
+}
+
+/// `"s2: <message> (attempt 4)"`.
+pub fn step_failure_message(step_id: &str, message: &str, attempt: u32) -> String {
+    format!("{step_id}: {message} (attempt {attempt})")
+}
+
+/// Recover (step id, error, attempts) from what the state machine caught. The `Cause` of a
+/// Lambda error is the JSON error document as a string; its `errorMessage` is what
+/// [`step_failure_message`] wrote. Anything else is kept whole, with `unknown` as step.
+pub fn parse_failure(f: &SagaFailure) -> (String, String, u32) {
+    let raw = match &f.error {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let doc: Option<Value> = serde_json::from_str(&raw)
+        .ok()
+        .or_else(|| f.error.is_object().then(|| f.error.clone()));
+    let message = doc
+        .as_ref()
+        .and_then(|d| d.get("errorMessage"))
+        .and_then(Value::as_str)
+        .map_or(raw.clone(), str::to_owned);
+    let (mut step, mut rest) = match message.split_once(": ") {
+        Some((s, r)) if !s.is_empty() && !s.contains(char::is_whitespace) => {
+            (Some(s.to_owned()), r.to_owned())
+        }
+        _ => (None, message.clone()),
+    };
+    if let Some(explicit) = &f.step_id {
+        if step.as_deref() != Some(explicit.as_str()) {
+            rest = message.clone();
+        }
+        step = Some(explicit.clone());
+    }
+    let mut attempts = 1;
+    if let Some(open) = rest.rfind(" (attempt ") {
+        if let Some(n) = rest[open + " (attempt ".len()..]
+            .strip_suffix(')')
+            .and_then(|n| n.parse::<u32>().ok())
+        {
+            attempts = n;
+            rest.truncate(open);
+        }
+    }
+    let rest = if rest.trim().is_empty() {
+        "compensation failed".to_owned()
+    } else {
+        rest
+    };
+    (step.unwrap_or_else(|| "unknown".to_owned()), rest, attempts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn given_state_machine_inputs_when_decoded_then_each_action_maps_to_its_task() {
+        let begin: SagaTask =
+            serde_json::from_value(json!({"action": "begin", "tenant": "t", "run_id": "r"}))
+                .expect("begin");
+        assert!(matches!(begin, SagaTask::Begin { .. }));
+        let step: SagaTask = serde_json::from_value(json!({
+            "action": "compensate_step", "tenant": "t", "run_id": "r", "step_id": "s2", "attempt": 2
+        }))
+        .expect("compensate_step");
+        assert!(matches!(step, SagaTask::CompensateStep { attempt: 2, .. }));
+        let finish: SagaTask = serde_json::from_value(json!({
+            "action": "finish", "tenant": "t", "run_id": "r", "failure": {"error": "x"}
+        }))
+        .expect("finish");
+        assert!(matches!(
+            finish,
+            SagaTask::Finish {
+                failure: Some(_),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn given_a_lambda_error_cause_when_parsed_then_step_error_and_attempts_come_back() {
+        let msg = step_failure_message("s2", "todo 3 not found", 4);
+        let cause = json!({"errorType": PERMANENT, "errorMessage": msg}).to_string();
+        let parsed = parse_failure(&SagaFailure {
+            step_id: None,
+            error: Value::String(cause),
+        });
+        assert_eq!(parsed, ("s2".into(), "todo 3 not found".into(), 4));
+    }
+
+    #[test]
+    fn given_plain_text_without_a_step_when_parsed_then_it_is_kept_whole() {
+        let parsed = parse_failure(&SagaFailure {
+            step_id: None,
+            error: json!("Lambda timed out after 10.0 seconds"),
+        });
+        assert_eq!(
+            parsed,
+            (
+                "unknown".into(),
+                "Lambda timed out after 10.0 seconds".into(),
+                1
+            )
+        );
+    }
+
+    #[test]
+    fn given_an_explicit_step_id_when_parsed_then_it_wins() {
+        let parsed = parse_failure(&SagaFailure {
+            step_id: Some("s3".into()),
+            error: json!("s3: gone (attempt 2)"),
+        });
+        assert_eq!(parsed, ("s3".into(), "gone".into(), 2));
+    }
+
+    #[test]
+    fn given_errors_when_converted_then_the_diagnostic_type_is_the_one_the_asl_matches() {
+        let d: lambda_runtime::Diagnostic = SagaError {
+            kind: ErrorKind::Transient,
+            message: "s1: busy (attempt 1)".into(),
+        }
+        .into();
+        assert_eq!(d.error_type, TRANSIENT);
+        let d: lambda_runtime::Diagnostic =
+            SagaError::app(AppError::NotFound("run r not found".into())).into();
+        assert_eq!(d.error_type, PERMANENT);
+        let d: lambda_runtime::Diagnostic =
+            SagaError::app(AppError::Store(StoreError::Unavailable("throttled".into()))).into();
+        assert_eq!(d.error_type, TRANSIENT);
+    }
+}

@@ -14,7 +14,6 @@ use chrono::Utc;
 use crane::adapters::local::{JobKind, LeasedJob, SqliteStore};
 use crane::app::{App, JobResult};
 use crane::config::Config;
-use crane::planner::PatternPlanner;
 use crane::ports::SystemClock;
 use crane::tools::Registry;
 use tokio::net::TcpListener;
@@ -31,6 +30,7 @@ const DRAIN: Duration = Duration::from_secs(10);
 
 /// Build the application over the embedded store at `config.db`.
 pub fn build(config: &Config) -> anyhow::Result<(Arc<App>, SqliteStore)> {
+    let planner = crane::planner::select::planner_from_env().context("choosing the planner")?;
     let store = SqliteStore::open(&config.db)
         .with_context(|| format!("opening the database {}", config.db.display()))?;
     let shared = Arc::new(store.clone());
@@ -44,7 +44,7 @@ pub fn build(config: &Config) -> anyhow::Result<(Arc<App>, SqliteStore)> {
         idempotency: shared.clone(),
         breakers: shared,
         registry,
-        planner: Arc::new(PatternPlanner),
+        planner,
         clock: Arc::new(SystemClock),
         settings,
     };

@@ -30,7 +30,7 @@ use crate::adapters::aws::{
 use crate::app::App;
 use crate::config::{Config, ConfigError};
 use crate::domain::RunKey;
-use crate::planner::PatternPlanner;
+use crate::planner::{PatternPlanner, Planner};
 use crate::ports::{SagaStarter, StepDispatcher, StepJob, StoreError, StoreResult, SystemClock};
 use crate::tools::Registry;
 
@@ -44,7 +44,9 @@ pub struct CloudPorts {
 /// Which function is starting: it decides which resources must be configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Function {
-    /// `create-run`, `get-run`: tables only.
+    /// `create-run`: tables, and the planner the environment selects (it plans prompts).
+    CreateRun,
+    /// `get-run`: tables only.
     Api,
     /// `step-worker`: tables and the step queue (to defer jobs).
     StepWorker,
@@ -62,6 +64,12 @@ impl Function {
     fn needs_saga(self) -> bool {
         self == Function::EventReactor
     }
+
+    /// Only create-run plans, so only it builds the configured planner (and may read
+    /// the LLM key, which only its role can).
+    fn plans(self) -> bool {
+        self == Function::CreateRun
+    }
 }
 
 /// Why a function could not start.
@@ -71,6 +79,47 @@ pub enum SetupError {
     Env(#[from] MissingEnv),
     #[error("configuration: {0}")]
     Config(#[from] ConfigError),
+    #[error("planner: {0}")]
+    Planner(#[from] crate::planner::select::SelectError),
+    #[error("reading the LLM API key from {LLM_API_KEY_SECRET_ARN_VAR}: {0}")]
+    Secret(String),
+}
+
+/// The Secrets Manager secret holding the LLM API key (Planner=llm on AWS): the key itself
+/// is never a template parameter or a plain environment variable.
+pub const LLM_API_KEY_SECRET_ARN_VAR: &str = "CRANE_LLM_API_KEY_SECRET_ARN";
+
+/// The planner the environment selects (`crate::planner::select`), with the LLM API key
+/// read once from Secrets Manager when `CRANE_LLM_API_KEY_SECRET_ARN` is set and no key is.
+pub async fn planner_from_env(sdk: &aws_config::SdkConfig) -> Result<Arc<dyn Planner>, SetupError> {
+    let mut vars: std::collections::HashMap<String, String> = std::env::vars().collect();
+    let has_key = vars
+        .get("CRANE_LLM_API_KEY")
+        .is_some_and(|k| !k.trim().is_empty());
+    let secret_arn = vars
+        .get(LLM_API_KEY_SECRET_ARN_VAR)
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty());
+    if let (false, Some(arn)) = (has_key, secret_arn) {
+        let client = aws_sdk_secretsmanager::Client::new(sdk);
+        let secret = client
+            .get_secret_value()
+            .secret_id(&arn)
+            .send()
+            .await
+            .map_err(|e| {
+                SetupError::Secret(
+                    aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string(),
+                )
+            })?;
+        let key = secret
+            .secret_string()
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| SetupError::Secret("the secret has no string value".into()))?;
+        vars.insert("CRANE_LLM_API_KEY".into(), key.to_owned());
+    }
+    Ok(crate::planner::select::planner_from_vars(&vars)?)
 }
 
 /// The AWS clients, built once per cold start.
@@ -145,11 +194,22 @@ impl SagaStarter for Unconfigured {
     }
 }
 
-/// The App and ports over the AWS adapters, from explicit clients and names.
+/// The App and ports over the AWS adapters, from explicit clients and names, planning
+/// with the pattern planner.
 pub fn build_app(
     config: &Config,
     clients: &CloudClients,
     names: &CloudNames,
+) -> (Arc<App>, CloudPorts) {
+    build_app_with(config, clients, names, Arc::new(PatternPlanner))
+}
+
+/// [`build_app`] with the given planner.
+pub fn build_app_with(
+    config: &Config,
+    clients: &CloudClients,
+    names: &CloudNames,
+    planner: Arc<dyn Planner>,
 ) -> (Arc<App>, CloudPorts) {
     let store = Arc::new(DynamoStore::new(
         clients.dynamodb.clone(),
@@ -163,7 +223,7 @@ pub fn build_app(
         idempotency: store.clone(),
         breakers: store,
         registry,
-        planner: Arc::new(PatternPlanner),
+        planner,
         clock: Arc::new(SystemClock),
         settings: config.settings,
     };
@@ -187,5 +247,15 @@ pub async fn app_from_env(
 ) -> Result<(Arc<App>, CloudPorts), SetupError> {
     let names = CloudNames::from_env(function)?;
     let sdk = aws::load_sdk_config().await;
-    Ok(build_app(config, &CloudClients::new(&sdk), &names))
+    let planner = if function.plans() {
+        planner_from_env(&sdk).await?
+    } else {
+        Arc::new(PatternPlanner)
+    };
+    Ok(build_app_with(
+        config,
+        &CloudClients::new(&sdk),
+        &names,
+        planner,
+    ))
 }

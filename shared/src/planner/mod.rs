@@ -5,7 +5,12 @@
 //! and the resource-ordering rule (steps touching the same store keep prompt order when
 //! one of them writes).
 
+#[cfg(feature = "aws")]
+pub mod bedrock;
+pub mod hybrid;
+pub mod llm;
 pub mod pattern;
+pub mod select;
 
 use async_trait::async_trait;
 

@@ -465,8 +465,7 @@ fn number_words(toks: &[Tok]) -> Option<(u64, usize)> {
             .map(|t| (t as u64 + 2) * 10)
     };
     let (mut total, mut current, mut used) = (0u64, 0u64, 0usize);
-    loop {
-        let Some(tok) = toks.get(used) else { break };
+    while let Some(tok) = toks.get(used) {
         if let Some(v) = value_of(tok) {
             current = current.saturating_add(v);
             used += 1;
@@ -656,6 +655,8 @@ enum RefKind {
     Quotient,
     /// "it" / "the todo" in a todo command: the latest todo added or fetched.
     Todo,
+    /// The step just before (a calculation planned for the title of the todo after it).
+    Previous,
 }
 
 impl RefKind {
@@ -666,7 +667,7 @@ impl RefKind {
             RefKind::Product => Some('*'),
             RefKind::Difference => Some('-'),
             RefKind::Quotient => Some('/'),
-            RefKind::Any | RefKind::Todo => None,
+            RefKind::Any | RefKind::Todo | RefKind::Previous => None,
         }
     }
 }
@@ -874,6 +875,9 @@ const TRAIL_FILLERS: &[&str] = &[
     ":",
 ];
 
+/// An intent matcher: the intents a clause (politeness removed) reads as, if any.
+type Matcher = fn(&str, &[Tok]) -> Option<Vec<Intent>>;
+
 /// Read one clause.
 fn parse_clause(src: &str, toks: &[Tok]) -> Parse {
     let trimmed = strip_prefixes(strip_suffixes(toks, TRAIL_FILLERS), LEAD_FILLERS);
@@ -888,7 +892,7 @@ fn parse_clause(src: &str, toks: &[Tok]) -> Parse {
     if let Some(i) = list(toks) {
         return Parse::Intents(vec![i]);
     }
-    let matchers: [fn(&str, &[Tok]) -> Option<Vec<Intent>>; 4] = [complete, delete, get, add];
+    let matchers: [Matcher; 4] = [complete, delete, get, add];
     for m in matchers {
         if let Some(intents) = m(src, toks) {
             return Parse::Intents(intents);
@@ -1027,6 +1031,47 @@ fn title_of(src: &str, toks: &[Tok]) -> Option<Title> {
     clean_title(text(src, toks)).map(Title::Text)
 }
 
+/// The todos a title run asks to add: several quoted titles ("'milk' and 'eggs'"), a
+/// calculation named in words ("the sum of 2 and 3", calculated first and then added), or
+/// one title.
+fn add_intents(src: &str, toks: &[Tok]) -> Option<Vec<Intent>> {
+    if let Some(titles) = quoted_list(src, toks) {
+        return Some(
+            titles
+                .into_iter()
+                .map(|t| Intent::Add(Title::Text(t)))
+                .collect(),
+        );
+    }
+    if let Some(expr) = calculation_title(src, toks) {
+        let previous = RefUse {
+            kind: RefKind::Previous,
+            phrase: text(src, toks).to_owned(),
+        };
+        return Some(vec![
+            Intent::Calculate(expr),
+            Intent::Add(Title::Ref(previous)),
+        ]);
+    }
+    title_of(src, toks).map(|t| vec![Intent::Add(t)])
+}
+
+/// A title that is a calculation in words: "the sum of 2 and 3", "the result of 6*7".
+fn calculation_title(src: &str, toks: &[Tok]) -> Option<Expr> {
+    prefix_len(toks, &["the"])?;
+    let leads = [
+        "the result of",
+        "the answer to",
+        "the answer of",
+        "the value of",
+    ];
+    let expr = match strip_prefix(toks, &leads) {
+        Some(body) => expr_form(src, body).or_else(|| plain_expr(src, body))?,
+        None => expr_form(src, toks)?,
+    };
+    syntax_ok(&expr).then_some(expr)
+}
+
 // ---- list -----------------------------------------------------------------------------
 
 /// Words a "show my todos" request is made of.
@@ -1131,6 +1176,11 @@ const LIST_WORDS: &[&str] = &[
     "one",
     "entries",
     "notes",
+    "today",
+    "tonight",
+    "tomorrow",
+    "this",
+    "week",
 ];
 
 /// Nouns that make a bag of [`LIST_WORDS`] a list request.
@@ -1237,6 +1287,19 @@ const NOT_TITLES: &[&str] = &[
     "those",
     "a",
     "an",
+    "first",
+    "second",
+    "third",
+    "fourth",
+    "fifth",
+    "last",
+    "next",
+    "latest",
+    "newest",
+    "oldest",
+    "other",
+    "top",
+    "bottom",
 ];
 
 /// Which todos a run of tokens names: ids ("todo 3", "todos 1, 2 and 3", "#4"), a title
@@ -1320,6 +1383,10 @@ fn targets(src: &str, toks: &[Tok], naming: Naming) -> Option<Vec<Target>> {
             } else {
                 strip_prefixes(r, &["the", "my"])
             };
+            // "the first todo", "the other task": not a title.
+            if is_exactly(body, NOT_TITLES) {
+                return None;
+            }
             has_noun = true;
         } else {
             // No noun: keep a determiner as part of the title ("the dishes").
@@ -1703,7 +1770,7 @@ const REMINDER_LEADS: &[&str] = &[
 /// "add 'buy bread' to my todos", "add 'milk' and 'eggs' to my list",
 /// "add the result as a todo", "todo: buy eggs".
 fn add(src: &str, toks: &[Tok]) -> Option<Vec<Intent>> {
-    let titled = |t: &[Tok]| title_of(src, t).map(|t| vec![Intent::Add(t)]);
+    let titled = |t: &[Tok]| add_intents(src, t);
 
     // "remind me to call mom"
     if let Some(rest) = strip_prefix(toks, REMINDER_LEADS) {
@@ -1714,7 +1781,7 @@ fn add(src: &str, toks: &[Tok]) -> Option<Vec<Intent>> {
     if let Some(rest) = strip_prefix(toks, ADD_VERBS) {
         let rest = strip_prefixes(rest, ADD_DETS);
         if let Some(rest) = strip_prefix(rest, TODO_NOUNS) {
-            let rest = list_phrase_prefix(rest).unwrap_or(rest);
+            let rest = list_phrase_prefix(rest, true).unwrap_or(rest);
             let rest = strip_prefix(rest, ADD_SEPS).unwrap_or(rest);
             if let Some(i) = titled(rest) {
                 return Some(i);
@@ -1736,20 +1803,12 @@ fn add(src: &str, toks: &[Tok]) -> Option<Vec<Intent>> {
         // "add buy bread to my todo list"
         let preps = ["to", "on", "onto", "in", "into", "under"];
         if let Some(middle) = strip_list_suffix(rest, &preps) {
-            if let Some(titles) = quoted_list(src, middle) {
-                return Some(
-                    titles
-                        .into_iter()
-                        .map(|t| Intent::Add(Title::Text(t)))
-                        .collect(),
-                );
-            }
             if !middle.is_empty() && !is_bare_noun(middle) {
                 return titled(middle);
             }
         }
         // "add to my list: buy milk"
-        if let Some(after) = list_phrase_prefix(rest) {
+        if let Some(after) = list_phrase_prefix(rest, false) {
             let after = strip_prefix(after, &[":", "-", ","]).unwrap_or(after);
             return titled(after);
         }
@@ -1775,10 +1834,15 @@ fn quoted_list(src: &str, toks: &[Tok]) -> Option<Vec<String>> {
         .collect()
 }
 
-/// The tokens after a leading "to|on|in <det> [word] <list noun>" ("to my list").
-fn list_phrase_prefix(toks: &[Tok]) -> Option<&[Tok]> {
+/// The tokens after a leading "to|on|in <det> [word] <list noun>" ("to my list"); the
+/// determiner may be left out when `need_det` is false ("to todo list").
+fn list_phrase_prefix(toks: &[Tok], need_det: bool) -> Option<&[Tok]> {
     let rest = strip_prefix(toks, &["to", "on", "onto", "in", "into"])?;
-    let rest = strip_prefix(rest, LIST_DETS)?;
+    let rest = match strip_prefix(rest, LIST_DETS) {
+        Some(r) => r,
+        None if need_det => return None,
+        None => return strip_prefix(rest, LIST_NOUNS),
+    };
     if let Some(r) = strip_prefix(rest, LIST_NOUNS) {
         return Some(r);
     }
@@ -1944,6 +2008,17 @@ const CALC_LEADS: &[&str] = &[
     "do the math",
     "quickly",
     "=",
+    ":",
+    "i need to know",
+    "i want to know",
+    "i'd like to know",
+    "i would like to know",
+    "do you know",
+    "let me know",
+    "what would",
+    "what will",
+    "what would be",
+    "what will be",
 ];
 
 /// Words after a calculation ("what does 2+3 equal").
@@ -1993,15 +2068,20 @@ fn arithmetic(src: &str, toks: &[Tok]) -> Option<Intent> {
         Some(e) => (e, true),
         None => (plain_expr(src, body)?, false),
     };
-    let check = expr.placeholder();
-    if matches!(
-        expr::evaluate(&check),
-        Err(ExprError::Syntax { .. } | ExprError::Empty)
-    ) {
+    if !syntax_ok(&expr) {
         return None;
     }
-    let (has_binary, _) = shape(&check);
+    let (has_binary, _) = shape(&expr.placeholder());
     (had_lead || explicit || has_binary).then_some(Intent::Calculate(expr))
+}
+
+/// Whether the calculator can parse `expr` (references read as numbers). Arithmetic errors
+/// (division by zero, too long) are left for the tool and `validate()` to report.
+fn syntax_ok(expr: &Expr) -> bool {
+    !matches!(
+        expr::evaluate(&expr.placeholder()),
+        Err(ExprError::Syntax { .. } | ExprError::Empty)
+    )
 }
 
 /// An expression made of numbers, operators (as symbols or words), parentheses and
@@ -2017,6 +2097,20 @@ fn plain_expr(src: &str, toks: &[Tok]) -> Option<Expr> {
         }
         pad = false;
         let rest = toks.get(i..)?;
+        // "2 to the 10th power": the ordinal ending and "power" add nothing.
+        let after_number = i > 0
+            && !tok.spaced
+            && matches!(
+                toks.get(i - 1),
+                Some(Tok {
+                    kind: Kind::Num(_),
+                    ..
+                })
+            );
+        if after_number && ["th", "st", "nd", "rd"].iter().any(|w| is_kw(tok, w)) {
+            i += 1 + usize::from(toks.get(i + 1).is_some_and(|t| is_kw(t, "power")));
+            continue;
+        }
         let wordy = matches!(tok.kind, Kind::Word(_) | Kind::Sym('%'));
         if let Some((kind, n)) = ref_phrase(rest).filter(|_| wordy) {
             let phrase = text(src, rest.get(..n)?).to_owned();
@@ -2353,29 +2447,26 @@ fn shape(s: &str) -> (bool, Option<char>) {
 fn binary_ops(toks: &[Lex]) -> impl Iterator<Item = (usize, i32, char)> + '_ {
     let mut depth = 0i32;
     let mut after_operand = false;
-    toks.iter().enumerate().filter_map(move |(i, t)| {
-        let found = match *t {
-            Lex::Open => {
-                depth += 1;
-                after_operand = false;
-                None
-            }
-            Lex::Close => {
-                depth -= 1;
-                after_operand = true;
-                None
-            }
-            Lex::Operand => {
-                after_operand = true;
-                None
-            }
-            Lex::Op(c) => {
-                let binary = after_operand;
-                after_operand = false;
-                binary.then_some((i, depth, c))
-            }
-        };
-        found
+    toks.iter().enumerate().filter_map(move |(i, t)| match *t {
+        Lex::Open => {
+            depth += 1;
+            after_operand = false;
+            None
+        }
+        Lex::Close => {
+            depth -= 1;
+            after_operand = true;
+            None
+        }
+        Lex::Operand => {
+            after_operand = true;
+            None
+        }
+        Lex::Op(c) => {
+            let binary = after_operand;
+            after_operand = false;
+            binary.then_some((i, depth, c))
+        }
     })
 }
 
@@ -2453,6 +2544,7 @@ fn step_id(i: usize) -> String {
 fn resolve(r: &RefUse, made: &[Made]) -> Result<usize, PlanError> {
     let latest = |f: &dyn Fn(&Made) -> bool| made.iter().rposition(f);
     let found = match r.kind {
+        RefKind::Previous => made.len().checked_sub(1),
         RefKind::Todo => latest(&|m| {
             matches!(
                 m,
@@ -3395,6 +3487,25 @@ mod tests {
                     Ok(()) => prop_assert_eq!(plan, before),
                     Err(e) => prop_assert!(false, "{:?} -> {}", prompt, e),
                 }
+            }
+        }
+    }
+}
+#[cfg(test)]
+mod explore {
+    use super::*;
+    #[test]
+    fn explore() {
+        let prompts = std::fs::read_to_string("/tmp/prompts.txt").unwrap_or_default();
+        for p in prompts.lines() {
+            match PatternPlanner.plan_prompt(p) {
+                Ok(plan) => {
+                    println!("OK  {p}");
+                    for s in plan.steps {
+                        println!("      {} {} {} {:?}", s.id, s.tool, s.input, s.depends_on);
+                    }
+                }
+                Err(e) => println!("ERR {p}\n      {}", e.to_string().split(" I understand").next().unwrap_or("")),
             }
         }
     }

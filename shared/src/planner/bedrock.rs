@@ -1,0 +1,712 @@
+//! The Bedrock planner (feature `aws`): plans with a model on Amazon Bedrock through the
+//! Converse API, with IAM credentials instead of an API key.
+//!
+//! The request carries the same instructions, catalog and examples as the OpenAI-compatible
+//! planner ([`super::llm`]) and forces a tool, `emit_plan`, whose input schema is the plan
+//! schema derived from the registry: the plan arrives as that tool call's input. A model that
+//! answers with text instead is read like a chat answer. Either way the plan passes
+//! [`super::validate`].
+//!
+//! Request building ([`build_converse_request_parts`]), response mapping
+//! ([`plan_from_converse_output`]) and error classification ([`classify_converse_error`],
+//! [`classify_sdk_error`]) are pure, so they are tested without network.
+//!
+//! The SDK's `Document` type (from `aws-smithy-types`) is not re-exported by
+//! `aws-sdk-bedrockruntime` and crane does not depend on `aws-smithy-types` directly, so the
+//! JSON conversions are written against the type's `From` impls (to a document) and its
+//! accessor methods (from one), with the type inferred at the call site.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_sdk_bedrockruntime::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_bedrockruntime::operation::converse::{ConverseError, ConverseOutput};
+use aws_sdk_bedrockruntime::types::{
+    ContentBlock, ConversationRole, ConverseOutput as OutputBlock, InferenceConfiguration, Message,
+    SpecificToolChoice, StopReason, SystemContentBlock, Tool, ToolChoice, ToolConfiguration,
+    ToolInputSchema, ToolSpecification, ToolUseBlock,
+};
+use serde_json::Value;
+use tokio::sync::OnceCell;
+
+use super::hybrid::{ModelFailure, ModelPlanner};
+use super::llm::{self, excerpt, Answer, LlmError};
+use super::{PlanError, Planned, Planner};
+use crate::domain::{Plan, PlannerInfo, Usage};
+use crate::tools::Registry;
+
+/// The tool the model is made to call with the plan as its input.
+pub const PLAN_TOOL: &str = "emit_plan";
+/// Most tokens the model may answer with (a 50-step plan fits).
+pub const MAX_ANSWER_TOKENS: i32 = 4096;
+
+/// Which model, where, and how long to wait.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BedrockConfig {
+    /// A model id or inference profile, e.g. `anthropic.claude-3-haiku-20240307-v1:0`.
+    pub model_id: String,
+    /// Overrides the region of the default AWS configuration.
+    pub region: Option<String>,
+    pub timeout_ms: u64,
+}
+
+/// Plans with a Bedrock model through the Converse API.
+pub struct BedrockPlanner {
+    config: BedrockConfig,
+    client: OnceCell<aws_sdk_bedrockruntime::Client>,
+}
+
+impl std::fmt::Debug for BedrockPlanner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BedrockPlanner")
+            .field("config", &self.config)
+            .field("client_loaded", &self.client.initialized())
+            .finish()
+    }
+}
+
+impl BedrockPlanner {
+    /// The client is built on first use from the default AWS configuration (environment,
+    /// profile, or the Lambda role), so building the planner needs no I/O.
+    pub fn new(config: BedrockConfig) -> Self {
+        Self {
+            config,
+            client: OnceCell::new(),
+        }
+    }
+
+    /// Use a client built by the caller (a shared `SdkConfig`, a test endpoint).
+    pub fn with_client(config: BedrockConfig, client: aws_sdk_bedrockruntime::Client) -> Self {
+        Self {
+            config,
+            client: OnceCell::new_with(Some(client)),
+        }
+    }
+
+    pub fn config(&self) -> &BedrockConfig {
+        &self.config
+    }
+
+    async fn client(&self) -> &aws_sdk_bedrockruntime::Client {
+        self.client
+            .get_or_init(|| async {
+                let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+                if let Some(region) = &self.config.region {
+                    loader = loader.region(aws_config::Region::new(region.clone()));
+                }
+                aws_sdk_bedrockruntime::Client::new(&loader.load().await)
+            })
+            .await
+    }
+
+    async fn call(&self, parts: ConverseRequestParts) -> Result<ConverseOutput, LlmError> {
+        let client = self.client().await;
+        let send = client
+            .converse()
+            .model_id(&self.config.model_id)
+            .set_system(Some(parts.system))
+            .set_messages(Some(parts.messages))
+            .inference_config(parts.inference_config)
+            .tool_config(parts.tool_config)
+            .send();
+        match tokio::time::timeout(Duration::from_millis(self.config.timeout_ms), send).await {
+            Err(_) => Err(LlmError::Timeout(format!(
+                "no answer within {} ms",
+                self.config.timeout_ms
+            ))),
+            Ok(result) => result.map_err(|e| classify_sdk_error(&e)),
+        }
+    }
+}
+
+/// Everything a Converse request needs besides the model id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConverseRequestParts {
+    pub system: Vec<SystemContentBlock>,
+    pub messages: Vec<Message>,
+    pub inference_config: InferenceConfiguration,
+    pub tool_config: ToolConfiguration,
+}
+
+/// The Converse request for `prompt`: the shared system prompt with the examples inlined,
+/// the prompt as the user message, temperature 0, and the forced `emit_plan` tool whose
+/// input schema is the plan schema derived from `registry`.
+pub fn build_converse_request_parts(
+    prompt: &str,
+    registry: &Registry,
+) -> Result<ConverseRequestParts, LlmError> {
+    let build = |e: aws_sdk_bedrockruntime::error::BuildError| {
+        LlmError::Config(format!("cannot build the Converse request: {e}"))
+    };
+    let mut system = llm::system_prompt(registry, Answer::Tool(PLAN_TOOL));
+    let examples = llm::examples(registry);
+    if !examples.is_empty() {
+        system.push_str("\nExamples (request -> plan):\n");
+        for e in examples {
+            system.push_str(&format!("- {:?} -> {}\n", e.prompt, e.plan));
+        }
+    }
+    let message = Message::builder()
+        .role(ConversationRole::User)
+        .content(ContentBlock::Text(prompt.to_owned()))
+        .build()
+        .map_err(build)?;
+    let spec = ToolSpecification::builder()
+        .name(PLAN_TOOL)
+        .description("Submit the plan for the user's request.")
+        .input_schema(ToolInputSchema::Json(json_to_document(&llm::plan_schema(
+            registry, false,
+        ))))
+        .build()
+        .map_err(build)?;
+    let choice = SpecificToolChoice::builder()
+        .name(PLAN_TOOL)
+        .build()
+        .map_err(build)?;
+    let tool_config = ToolConfiguration::builder()
+        .tools(Tool::ToolSpec(spec))
+        .tool_choice(ToolChoice::Tool(choice))
+        .build()
+        .map_err(build)?;
+    Ok(ConverseRequestParts {
+        system: vec![SystemContentBlock::Text(system)],
+        messages: vec![message],
+        inference_config: InferenceConfiguration::builder()
+            .temperature(0.0)
+            .max_tokens(MAX_ANSWER_TOKENS)
+            .build(),
+        tool_config,
+    })
+}
+
+/// The tokens a Converse call used: `(input, output)`.
+pub fn converse_tokens(output: &ConverseOutput) -> (u64, u64) {
+    output.usage().map_or((0, 0), |u| {
+        (
+            u64::try_from(u.input_tokens()).unwrap_or(0),
+            u64::try_from(u.output_tokens()).unwrap_or(0),
+        )
+    })
+}
+
+/// Map a Converse answer to a validated plan: the input of the `emit_plan` call, or else
+/// the JSON in the text.
+pub fn plan_from_converse_output(
+    output: &ConverseOutput,
+    registry: &Registry,
+) -> Result<Plan, LlmError> {
+    let content = match output.output() {
+        Some(OutputBlock::Message(message)) => message.content(),
+        _ => return Err(LlmError::Unparseable("the answer has no message".into())),
+    };
+    let tool_use = content.iter().find_map(|block| match block {
+        ContentBlock::ToolUse(tool_use) if tool_use.name() == PLAN_TOOL => Some(tool_use),
+        _ => None,
+    });
+    if let Some(tool_use) = tool_use {
+        llm::plan_from_value(tool_input_json(tool_use), registry)
+    } else {
+        if output.stop_reason() == &StopReason::MaxTokens {
+            return Err(LlmError::Unparseable(
+                "the answer was cut off at the token limit".into(),
+            ));
+        }
+        let text: String = content
+            .iter()
+            .filter_map(|block| match block {
+                ContentBlock::Text(t) => Some(t.as_str()),
+                _ => None,
+            })
+            .collect();
+        if text.trim().is_empty() {
+            return Err(LlmError::Unparseable(format!(
+                "the model neither called {PLAN_TOOL} nor answered with text (stop reason {})",
+                output.stop_reason().as_str()
+            )));
+        }
+        llm::plan_from_content(&text, registry)
+    }
+}
+
+/// Classify a Converse service error.
+pub fn classify_converse_error(err: &ConverseError) -> LlmError {
+    let detail = excerpt(&format!("{}", DisplayErrorContext(err)));
+    match err {
+        ConverseError::ThrottlingException(_) => LlmError::RateLimited(detail),
+        ConverseError::ModelTimeoutException(_) => LlmError::Timeout(detail),
+        ConverseError::AccessDeniedException(_) => LlmError::Auth(detail),
+        ConverseError::ValidationException(_) | ConverseError::ResourceNotFoundException(_) => {
+            LlmError::Config(detail)
+        }
+        ConverseError::ServiceUnavailableException(_)
+        | ConverseError::InternalServerException(_)
+        | ConverseError::ModelNotReadyException(_)
+        | ConverseError::ModelErrorException(_) => LlmError::Server(detail),
+        other => match other.code() {
+            Some(
+                "UnrecognizedClientException"
+                | "InvalidSignatureException"
+                | "ExpiredTokenException"
+                | "MissingAuthenticationTokenException",
+            ) => LlmError::Auth(detail),
+            Some("ThrottlingException" | "TooManyRequestsException") => {
+                LlmError::RateLimited(detail)
+            }
+            _ => LlmError::Server(detail),
+        },
+    }
+}
+
+/// Classify any failure of a Converse call.
+pub fn classify_sdk_error<R>(err: &SdkError<ConverseError, R>) -> LlmError
+where
+    R: std::fmt::Debug,
+{
+    let detail = || excerpt(&format!("{}", DisplayErrorContext(err)));
+    match err {
+        SdkError::ServiceError(service) => classify_converse_error(service.err()),
+        SdkError::TimeoutError(_) => LlmError::Timeout(detail()),
+        SdkError::DispatchFailure(failure) if failure.is_timeout() => LlmError::Timeout(detail()),
+        // Missing credentials or region surface while the request is built or signed.
+        SdkError::DispatchFailure(failure) if failure.is_user() => LlmError::Config(detail()),
+        SdkError::DispatchFailure(_) => LlmError::Connect(detail()),
+        SdkError::ConstructionFailure(_) => LlmError::Config(detail()),
+        _ => LlmError::Server(detail()),
+    }
+}
+
+#[async_trait]
+impl ModelPlanner for BedrockPlanner {
+    fn name(&self) -> &'static str {
+        "bedrock"
+    }
+
+    fn model(&self) -> &str {
+        &self.config.model_id
+    }
+
+    async fn plan_with_model(
+        &self,
+        prompt: &str,
+        registry: &Registry,
+    ) -> Result<Planned, ModelFailure> {
+        let start = Instant::now();
+        let mut usage = Usage::default();
+        let result = match build_converse_request_parts(prompt, registry) {
+            Ok(parts) => self.call(parts).await,
+            Err(e) => Err(e),
+        };
+        usage.latency_ms = elapsed_ms(start);
+        let plan = result
+            .and_then(|output| {
+                (usage.prompt_tokens, usage.completion_tokens) = converse_tokens(&output);
+                plan_from_converse_output(&output, registry)
+            })
+            .map_err(|error| ModelFailure {
+                error,
+                usage: usage.clone(),
+            })?;
+        tracing::info!(
+            planner = "bedrock",
+            model = %self.config.model_id,
+            prompt_tokens = usage.prompt_tokens,
+            completion_tokens = usage.completion_tokens,
+            latency_ms = usage.latency_ms,
+            steps = plan.steps.len(),
+            "plan generated by the model"
+        );
+        Ok(Planned {
+            plan,
+            info: PlannerInfo {
+                name: "bedrock".into(),
+                model: Some(self.config.model_id.clone()),
+                fallback_reason: None,
+                requested: None,
+                usage: Some(usage),
+            },
+        })
+    }
+}
+
+/// Used alone (without the fallback), failures surface as [`PlanError`]s.
+#[async_trait]
+impl Planner for BedrockPlanner {
+    fn name(&self) -> &'static str {
+        "bedrock"
+    }
+
+    async fn plan(&self, prompt: &str, registry: &Registry) -> Result<Planned, PlanError> {
+        self.plan_with_model(prompt, registry)
+            .await
+            .map_err(|f| f.error.into())
+    }
+}
+
+fn elapsed_ms(start: Instant) -> u64 {
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// JSON to the SDK's `Document` (see the module docs for why this is generic).
+pub fn json_to_document<D>(value: &Value) -> D
+where
+    D: From<bool>
+        + From<String>
+        + From<u64>
+        + From<i64>
+        + From<f64>
+        + From<Vec<D>>
+        + From<HashMap<String, D>>
+        + From<Option<bool>>,
+{
+    match value {
+        Value::Null => D::from(None::<bool>),
+        Value::Bool(b) => D::from(*b),
+        Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                D::from(u)
+            } else if let Some(i) = n.as_i64() {
+                D::from(i)
+            } else {
+                D::from(n.as_f64().unwrap_or(f64::NAN))
+            }
+        }
+        Value::String(s) => D::from(s.clone()),
+        Value::Array(items) => D::from(items.iter().map(json_to_document).collect::<Vec<D>>()),
+        Value::Object(map) => D::from(
+            map.iter()
+                .map(|(k, v)| (k.clone(), json_to_document(v)))
+                .collect::<HashMap<String, D>>(),
+        ),
+    }
+}
+
+/// One level of a document, as [`document_to_json`] needs to see it.
+enum DocView<'a, D> {
+    Null,
+    Bool(bool),
+    Number(Value),
+    String(&'a str),
+    Array(&'a [D]),
+    Object(Vec<(&'a str, &'a D)>),
+}
+
+fn document_to_json<D>(doc: &D, view: &dyn Fn(&D) -> DocView<'_, D>) -> Value {
+    match view(doc) {
+        DocView::Null => Value::Null,
+        DocView::Bool(b) => Value::Bool(b),
+        DocView::Number(n) => n,
+        DocView::String(s) => Value::String(s.to_owned()),
+        DocView::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|item| document_to_json(item, view))
+                .collect(),
+        ),
+        DocView::Object(members) => Value::Object(
+            members
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), document_to_json(v, view)))
+                .collect(),
+        ),
+    }
+}
+
+/// The input of a tool call, as JSON.
+pub fn tool_input_json(tool_use: &ToolUseBlock) -> Value {
+    document_to_json(tool_use.input(), &|doc| {
+        if let Some(map) = doc.as_object() {
+            DocView::Object(map.iter().map(|(k, v)| (k.as_str(), v)).collect())
+        } else if let Some(items) = doc.as_array() {
+            DocView::Array(items.as_slice())
+        } else if let Some(s) = doc.as_string() {
+            DocView::String(s)
+        } else if let Some(b) = doc.as_bool() {
+            DocView::Bool(b)
+        } else if let Some(n) = doc.as_number() {
+            let n = *n;
+            DocView::Number(if let Ok(u) = u64::try_from(n) {
+                Value::from(u)
+            } else if let Ok(i) = i64::try_from(n) {
+                Value::from(i)
+            } else {
+                serde_json::Number::from_f64(n.to_f64_lossy()).map_or(Value::Null, Value::Number)
+            })
+        } else {
+            DocView::Null
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::local::memory::MemoryTodos;
+    use aws_sdk_bedrockruntime::error::ConnectorError;
+    use aws_sdk_bedrockruntime::types::error::{
+        AccessDeniedException, InternalServerException, ModelTimeoutException,
+        ResourceNotFoundException, ServiceUnavailableException, ThrottlingException,
+        ValidationException,
+    };
+    use aws_sdk_bedrockruntime::types::TokenUsage;
+    use serde_json::json;
+    use std::sync::Arc;
+
+    fn registry() -> Registry {
+        Registry::new(Arc::new(MemoryTodos::default()))
+    }
+
+    fn tool_use(input: &Value) -> ToolUseBlock {
+        ToolUseBlock::builder()
+            .tool_use_id("t1")
+            .name(PLAN_TOOL)
+            .input(json_to_document(input))
+            .build()
+            .expect("tool use")
+    }
+
+    fn output(content: Vec<ContentBlock>, stop: StopReason) -> ConverseOutput {
+        let message = Message::builder()
+            .role(ConversationRole::Assistant)
+            .set_content(Some(content))
+            .build()
+            .expect("message");
+        ConverseOutput::builder()
+            .output(OutputBlock::Message(message))
+            .stop_reason(stop)
+            .usage(
+                TokenUsage::builder()
+                    .input_tokens(321)
+                    .output_tokens(54)
+                    .total_tokens(375)
+                    .build()
+                    .expect("usage"),
+            )
+            .build()
+            .expect("output")
+    }
+
+    fn seed_plan() -> Value {
+        json!({"steps": [
+            {"id": "s1", "tool": "calculator", "input": {"expression": "2+3"}, "depends_on": []},
+            {"id": "s2", "tool": "calculator", "input": {"expression": "10*5"}},
+            {"id": "s3", "tool": "todo", "input": {"action": "list"}, "depends_on": []},
+            {"id": "s4", "tool": "todo", "input": {"action": "add", "title": "{{s1}} and {{s2}}"}, "depends_on": ["s1", "s2"]}
+        ]})
+    }
+
+    #[test]
+    fn given_json_when_converted_to_a_document_and_back_then_it_round_trips() {
+        let value = json!({
+            "s": "x", "u": 3, "neg": -4, "f": 1.5, "b": true, "n": null,
+            "a": [1, "two", {"three": [false]}]
+        });
+        assert_eq!(tool_input_json(&tool_use(&value)), value);
+    }
+
+    #[test]
+    fn given_a_prompt_when_the_request_is_built_then_it_forces_emit_plan_with_the_registry_schema()
+    {
+        let parts = build_converse_request_parts("calculate 2+3", &registry()).expect("parts");
+        let system = parts.system[0].as_text().expect("text");
+        for needle in [
+            "calculator",
+            "todo",
+            "{{<step id>}}",
+            "emit_plan",
+            "Examples",
+        ] {
+            assert!(system.contains(needle), "system prompt lacks {needle}");
+        }
+        assert!(system.contains("calculate 2+3 and calculate 10*5"));
+        assert_eq!(parts.messages.len(), 1);
+        assert_eq!(parts.messages[0].role(), &ConversationRole::User);
+        assert_eq!(
+            parts.messages[0].content()[0].as_text().expect("text"),
+            "calculate 2+3"
+        );
+        assert_eq!(parts.inference_config.temperature(), Some(0.0));
+        let choice = parts.tool_config.tool_choice().expect("choice");
+        assert_eq!(choice.as_tool().expect("forced tool").name(), PLAN_TOOL);
+        let Tool::ToolSpec(spec) = &parts.tool_config.tools()[0] else {
+            panic!("a tool spec");
+        };
+        assert_eq!(spec.name(), PLAN_TOOL);
+        let schema = spec
+            .input_schema()
+            .expect("schema")
+            .as_json()
+            .expect("json");
+        let items = &schema.as_object().expect("object")["properties"]
+            .as_object()
+            .expect("props")["steps"]
+            .as_object()
+            .expect("steps")["items"];
+        let branches = items.as_object().expect("items")["anyOf"]
+            .as_array()
+            .expect("anyOf");
+        let tools: Vec<&str> = branches
+            .iter()
+            .filter_map(|b| {
+                b.as_object()?["properties"].as_object()?["tool"].as_object()?["enum"].as_array()?
+                    [0]
+                .as_string()
+            })
+            .collect();
+        assert_eq!(tools, vec!["calculator", "todo"]);
+    }
+
+    #[test]
+    fn given_an_emit_plan_call_when_mapped_then_the_plan_is_validated_with_usage() {
+        let out = output(
+            vec![
+                ContentBlock::Text("Planning.".into()),
+                ContentBlock::ToolUse(tool_use(&seed_plan())),
+            ],
+            StopReason::ToolUse,
+        );
+        let plan = plan_from_converse_output(&out, &registry()).expect("plan");
+        assert_eq!(converse_tokens(&out), (321, 54));
+        assert_eq!(plan.steps.len(), 4);
+        // Resource ordering was added by validation: the add waits for the list.
+        assert_eq!(plan.steps[3].depends_on, vec!["s1", "s2", "s3"]);
+    }
+
+    #[test]
+    fn given_a_text_answer_when_mapped_then_the_json_in_it_is_used() {
+        let text = format!("```json\n{}\n```", seed_plan());
+        let out = output(vec![ContentBlock::Text(text)], StopReason::EndTurn);
+        let plan = plan_from_converse_output(&out, &registry()).expect("plan");
+        assert_eq!(plan.steps.len(), 4);
+    }
+
+    #[test]
+    fn given_bad_answers_when_mapped_then_each_is_refused() {
+        let unknown = json!({"steps": [{"id": "s1", "tool": "shell", "input": {}}]});
+        let bad_input =
+            json!({"steps": [{"id": "s1", "tool": "todo", "input": {"action": "fly"}}]});
+        let cycle = json!({"steps": [
+            {"id": "a", "tool": "calculator", "input": {"expression": "1"}, "depends_on": ["b"]},
+            {"id": "b", "tool": "calculator", "input": {"expression": "1"}, "depends_on": ["a"]}
+        ]});
+        for (value, want) in [
+            (unknown, "unknown tool 'shell'"),
+            (bad_input, "must be one of"),
+            (cycle, "cycle"),
+        ] {
+            let out = output(
+                vec![ContentBlock::ToolUse(tool_use(&value))],
+                StopReason::ToolUse,
+            );
+            match plan_from_converse_output(&out, &registry()) {
+                Err(LlmError::InvalidPlan(m)) => assert!(m.contains(want), "{m}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        let cut = output(
+            vec![ContentBlock::Text("{\"steps\": [".into())],
+            StopReason::MaxTokens,
+        );
+        assert!(matches!(
+            plan_from_converse_output(&cut, &registry()),
+            Err(LlmError::Unparseable(m)) if m.contains("cut off")
+        ));
+        let empty = output(vec![], StopReason::EndTurn);
+        assert!(matches!(
+            plan_from_converse_output(&empty, &registry()),
+            Err(LlmError::Unparseable(m)) if m.contains("neither")
+        ));
+        let no_message = ConverseOutput::builder()
+            .stop_reason(StopReason::EndTurn)
+            .build()
+            .expect("output");
+        assert!(matches!(
+            plan_from_converse_output(&no_message, &registry()),
+            Err(LlmError::Unparseable(_))
+        ));
+    }
+
+    #[test]
+    fn given_converse_service_errors_when_classified_then_each_maps_to_its_kind() {
+        type Check = fn(&LlmError) -> bool;
+        let cases: Vec<(ConverseError, Check)> = vec![
+            (
+                ConverseError::ThrottlingException(
+                    ThrottlingException::builder().message("slow").build(),
+                ),
+                |e| matches!(e, LlmError::RateLimited(m) if m.contains("slow")),
+            ),
+            (
+                ConverseError::ModelTimeoutException(ModelTimeoutException::builder().build()),
+                |e| matches!(e, LlmError::Timeout(_)),
+            ),
+            (
+                ConverseError::AccessDeniedException(AccessDeniedException::builder().build()),
+                |e| matches!(e, LlmError::Auth(_)),
+            ),
+            (
+                ConverseError::ValidationException(
+                    ValidationException::builder()
+                        .message("model does not support tool choice")
+                        .build(),
+                ),
+                |e| matches!(e, LlmError::Config(m) if m.contains("tool choice")),
+            ),
+            (
+                ConverseError::ResourceNotFoundException(
+                    ResourceNotFoundException::builder().build(),
+                ),
+                |e| matches!(e, LlmError::Config(_)),
+            ),
+            (
+                ConverseError::ServiceUnavailableException(
+                    ServiceUnavailableException::builder().build(),
+                ),
+                |e| matches!(e, LlmError::Server(_)),
+            ),
+            (
+                ConverseError::InternalServerException(InternalServerException::builder().build()),
+                |e| matches!(e, LlmError::Server(_)),
+            ),
+        ];
+        for (err, check) in cases {
+            let classified = classify_converse_error(&err);
+            assert!(check(&classified), "{err:?} -> {classified:?}");
+        }
+    }
+
+    #[test]
+    fn given_transport_errors_when_classified_then_timeouts_connections_and_setup_differ() {
+        type E = SdkError<ConverseError, ()>;
+        let timeout: E = SdkError::timeout_error("slow");
+        assert!(matches!(classify_sdk_error(&timeout), LlmError::Timeout(_)));
+        let io: E = SdkError::dispatch_failure(ConnectorError::io("refused".into()));
+        assert!(matches!(classify_sdk_error(&io), LlmError::Connect(_)));
+        let user: E = SdkError::dispatch_failure(ConnectorError::user("no region".into()));
+        assert!(matches!(classify_sdk_error(&user), LlmError::Config(_)));
+        let slow: E = SdkError::dispatch_failure(ConnectorError::timeout("slow".into()));
+        assert!(matches!(classify_sdk_error(&slow), LlmError::Timeout(_)));
+        let built: E = SdkError::construction_failure("no credentials");
+        assert!(classify_sdk_error(&built).is_configuration());
+        let service: E = SdkError::service_error(
+            ConverseError::ThrottlingException(ThrottlingException::builder().build()),
+            (),
+        );
+        assert!(matches!(
+            classify_sdk_error(&service),
+            LlmError::RateLimited(_)
+        ));
+    }
+
+    #[test]
+    fn given_a_config_when_the_planner_is_built_then_no_client_is_loaded_yet() {
+        let p = BedrockPlanner::new(BedrockConfig {
+            model_id: "anthropic.claude-3-haiku-20240307-v1:0".into(),
+            region: Some("us-east-1".into()),
+            timeout_ms: 1000,
+        });
+        assert_eq!(ModelPlanner::name(&p), "bedrock");
+        assert_eq!(p.model(), "anthropic.claude-3-haiku-20240307-v1:0");
+        assert!(format!("{p:?}").contains("client_loaded: false"));
+    }
+}

@@ -1,0 +1,334 @@
+//! The hybrid planner: a model plans first, the pattern planner takes over when it fails.
+//!
+//! Any failure of the model (timeout, connection, 429, 5xx, an unusable answer, a plan that
+//! fails validation, a wrong key or configuration) falls back, and the plan records who made
+//! it and why (`PlannerInfo { name: "pattern", requested: Some("llm"), fallback_reason }`).
+//! Setup errors (authentication, a wrong model or URL) are logged at error level and mark the
+//! planner degraded, which `GET /health` reports, until a later call succeeds.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+
+use super::llm::LlmError;
+use super::{PatternPlanner, PlanError, Planned, Planner};
+use crate::domain::Usage;
+use crate::tools::Registry;
+
+/// Why a model did not plan, and what the attempt cost (latency always; tokens when the
+/// model answered).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelFailure {
+    pub error: LlmError,
+    pub usage: Usage,
+}
+
+/// A planner backed by a model (the OpenAI-compatible one, Bedrock): it fails with a typed
+/// [`LlmError`] so the fallback can tell a passing failure from a setup problem.
+#[async_trait]
+pub trait ModelPlanner: Send + Sync {
+    /// `llm` or `bedrock`.
+    fn name(&self) -> &'static str;
+
+    /// The model asked.
+    fn model(&self) -> &str;
+
+    /// Plan `prompt`; a returned plan is already validated.
+    async fn plan_with_model(
+        &self,
+        prompt: &str,
+        registry: &Registry,
+    ) -> Result<Planned, ModelFailure>;
+}
+
+/// A model planner with a fallback (the pattern planner unless told otherwise).
+pub struct FallbackPlanner {
+    primary: Arc<dyn ModelPlanner>,
+    fallback: Arc<dyn Planner>,
+    degraded: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for FallbackPlanner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FallbackPlanner")
+            .field("primary", &self.primary.name())
+            .field("model", &self.primary.model())
+            .field("fallback", &self.fallback.name())
+            .field("degraded", &self.degraded())
+            .finish()
+    }
+}
+
+impl FallbackPlanner {
+    /// `primary`, falling back to the [`PatternPlanner`].
+    pub fn new(primary: Arc<dyn ModelPlanner>) -> Self {
+        Self::with_fallback(primary, Arc::new(PatternPlanner))
+    }
+
+    pub fn with_fallback(primary: Arc<dyn ModelPlanner>, fallback: Arc<dyn Planner>) -> Self {
+        Self {
+            primary,
+            fallback,
+            degraded: Mutex::new(None),
+        }
+    }
+
+    fn set_degraded(&self, reason: Option<String>) {
+        *self.degraded.lock().unwrap_or_else(PoisonError::into_inner) = reason;
+    }
+}
+
+#[async_trait]
+impl Planner for FallbackPlanner {
+    fn name(&self) -> &'static str {
+        self.primary.name()
+    }
+
+    async fn plan(&self, prompt: &str, registry: &Registry) -> Result<Planned, PlanError> {
+        let failure = match self.primary.plan_with_model(prompt, registry).await {
+            Ok(planned) => {
+                self.set_degraded(None);
+                return Ok(planned);
+            }
+            Err(failure) => failure,
+        };
+        let primary = self.primary.name();
+        let reason = format!("{primary} planner failed: {}", failure.error);
+        if failure.error.is_configuration() {
+            tracing::error!(
+                planner = primary,
+                model = %self.primary.model(),
+                latency_ms = failure.usage.latency_ms,
+                error = %failure.error,
+                "planner misconfigured; falling back to the {} planner until it is fixed",
+                self.fallback.name()
+            );
+            self.set_degraded(Some(reason.clone()));
+        } else {
+            tracing::warn!(
+                planner = primary,
+                model = %self.primary.model(),
+                latency_ms = failure.usage.latency_ms,
+                prompt_tokens = failure.usage.prompt_tokens,
+                completion_tokens = failure.usage.completion_tokens,
+                error = %failure.error,
+                "planning failed; falling back to the {} planner",
+                self.fallback.name()
+            );
+        }
+        let mut planned = self
+            .fallback
+            .plan(prompt, registry)
+            .await
+            .map_err(|e| match e {
+                PlanError::NotUnderstood(m) => {
+                    PlanError::NotUnderstood(format!("{m} (the {reason})"))
+                }
+                other => other,
+            })?;
+        planned.info.requested = Some(primary.to_owned());
+        planned.info.fallback_reason = Some(reason);
+        if planned.info.usage.is_none() {
+            // The cost of the failed call, so the event still shows what planning spent.
+            planned.info.usage = Some(failure.usage);
+        }
+        Ok(planned)
+    }
+
+    fn degraded(&self) -> Option<String> {
+        self.degraded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::local::memory::MemoryTodos;
+    use crate::domain::{Plan, PlanStep, PlannerInfo};
+    use serde_json::json;
+    use std::collections::VecDeque;
+
+    /// A model that answers from a script.
+    struct Scripted {
+        answers: Mutex<VecDeque<Result<(), LlmError>>>,
+    }
+
+    impl Scripted {
+        fn new(answers: Vec<Result<(), LlmError>>) -> Arc<Self> {
+            Arc::new(Self {
+                answers: Mutex::new(answers.into()),
+            })
+        }
+    }
+
+    fn plan(tool: &str, input: serde_json::Value) -> Plan {
+        Plan {
+            steps: vec![PlanStep {
+                id: "s1".into(),
+                tool: tool.into(),
+                input,
+                depends_on: vec![],
+            }],
+        }
+    }
+
+    #[async_trait]
+    impl ModelPlanner for Scripted {
+        fn name(&self) -> &'static str {
+            "llm"
+        }
+        fn model(&self) -> &str {
+            "test-model"
+        }
+        async fn plan_with_model(
+            &self,
+            _prompt: &str,
+            _registry: &Registry,
+        ) -> Result<Planned, ModelFailure> {
+            let next = self
+                .answers
+                .lock()
+                .expect("lock")
+                .pop_front()
+                .expect("a scripted answer");
+            let usage = Usage {
+                prompt_tokens: 10,
+                completion_tokens: 5,
+                latency_ms: 7,
+            };
+            match next {
+                Ok(()) => Ok(Planned {
+                    plan: plan("calculator", json!({"expression": "1+1"})),
+                    info: PlannerInfo {
+                        name: "llm".into(),
+                        model: Some("test-model".into()),
+                        usage: Some(usage),
+                        ..PlannerInfo::default()
+                    },
+                }),
+                Err(error) => Err(ModelFailure { error, usage }),
+            }
+        }
+    }
+
+    /// A fallback that understands exactly "calculate 2+3".
+    struct Pattern;
+
+    #[async_trait]
+    impl Planner for Pattern {
+        fn name(&self) -> &'static str {
+            "pattern"
+        }
+        async fn plan(&self, prompt: &str, _registry: &Registry) -> Result<Planned, PlanError> {
+            if prompt != "calculate 2+3" {
+                return Err(PlanError::NotUnderstood(
+                    "I understand arithmetic and todos".into(),
+                ));
+            }
+            Ok(Planned {
+                plan: plan("calculator", json!({"expression": "2+3"})),
+                info: PlannerInfo {
+                    name: "pattern".into(),
+                    ..PlannerInfo::default()
+                },
+            })
+        }
+    }
+
+    fn registry() -> Registry {
+        Registry::new(Arc::new(MemoryTodos::default()))
+    }
+
+    fn planner(answers: Vec<Result<(), LlmError>>) -> FallbackPlanner {
+        FallbackPlanner::with_fallback(Scripted::new(answers), Arc::new(Pattern))
+    }
+
+    #[tokio::test]
+    async fn given_a_working_model_when_planning_then_the_model_plans() {
+        let p = planner(vec![Ok(())]);
+        let planned = p.plan("calculate 2+3", &registry()).await.expect("plan");
+        assert_eq!(planned.info.name, "llm");
+        assert_eq!(planned.info.fallback_reason, None);
+        assert_eq!(p.name(), "llm");
+        assert_eq!(p.degraded(), None);
+    }
+
+    #[tokio::test]
+    async fn given_each_passing_failure_when_planning_then_the_fallback_plans_with_the_reason() {
+        let cases = [
+            (
+                LlmError::Timeout("no answer within 10 ms".into()),
+                "timed out",
+            ),
+            (LlmError::Connect("refused".into()), "could not connect"),
+            (LlmError::RateLimited("HTTP 429".into()), "HTTP 429"),
+            (LlmError::Server("HTTP 500".into()), "HTTP 500"),
+            (LlmError::Unparseable("not JSON".into()), "not JSON"),
+            (LlmError::InvalidPlan("cycle".into()), "cycle"),
+        ];
+        for (error, want) in cases {
+            let p = planner(vec![Err(error)]);
+            let planned = p.plan("calculate 2+3", &registry()).await.expect("plan");
+            assert_eq!(planned.info.name, "pattern");
+            assert_eq!(planned.info.requested.as_deref(), Some("llm"));
+            let reason = planned.info.fallback_reason.expect("reason");
+            assert!(reason.starts_with("llm planner failed: "), "{reason}");
+            assert!(reason.contains(want), "{reason} should contain {want}");
+            assert_eq!(planned.info.usage.map(|u| u.latency_ms), Some(7));
+            assert_eq!(p.degraded(), None, "{want} is not a setup problem");
+        }
+    }
+
+    #[tokio::test]
+    async fn given_a_wrong_key_when_planning_then_it_falls_back_and_is_degraded_until_success() {
+        let p = planner(vec![
+            Err(LlmError::Auth("HTTP 401".into())),
+            Err(LlmError::Timeout("x".into())),
+            Ok(()),
+        ]);
+        let planned = p.plan("calculate 2+3", &registry()).await.expect("plan");
+        assert_eq!(planned.info.name, "pattern");
+        let degraded = p.degraded().expect("degraded");
+        assert!(degraded.contains("authentication failed"), "{degraded}");
+        // A passing failure does not clear it; a success does.
+        p.plan("calculate 2+3", &registry()).await.expect("plan");
+        assert!(p.degraded().is_some());
+        let planned = p.plan("calculate 2+3", &registry()).await.expect("plan");
+        assert_eq!(planned.info.name, "llm");
+        assert_eq!(p.degraded(), None);
+    }
+
+    #[tokio::test]
+    async fn given_a_wrong_model_when_planning_then_it_is_degraded() {
+        let p = planner(vec![Err(LlmError::Config(
+            "HTTP 404: no such model".into(),
+        ))]);
+        p.plan("calculate 2+3", &registry()).await.expect("plan");
+        assert!(p.degraded().expect("degraded").contains("no such model"));
+    }
+
+    #[tokio::test]
+    async fn given_neither_planner_can_plan_when_planning_then_the_pattern_error_explains() {
+        let p = planner(vec![Err(LlmError::Server("HTTP 503".into()))]);
+        let err = p
+            .plan("sing me a song", &registry())
+            .await
+            .expect_err("nobody can");
+        match err {
+            PlanError::NotUnderstood(m) => {
+                assert!(m.starts_with("I understand arithmetic and todos"), "{m}");
+                assert!(m.contains("HTTP 503"), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn given_the_default_fallback_when_built_then_it_is_the_pattern_planner() {
+        let p = FallbackPlanner::new(Scripted::new(vec![]));
+        assert!(format!("{p:?}").contains("fallback: \"pattern\""));
+    }
+}

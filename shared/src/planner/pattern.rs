@@ -8,18 +8,20 @@
 //!
 //! # How a prompt is read
 //!
-//! 1. [`tokenize`]: the prompt becomes words (lowercased copies, used only for matching),
+//! 1. `tokenize`: the prompt becomes words (lowercased copies, used only for matching),
 //!    numbers, quoted strings and symbols, each with its byte range in the prompt. Titles are
 //!    sliced out of the prompt by those ranges, so they keep the user's capitalisation and
 //!    punctuation, and no byte offset is ever computed on a lowercased copy.
-//! 2. [`split`]: the prompt is cut into clauses at separators ("and", "then", "after that",
+//! 2. `split`: the prompt is cut into clauses at separators ("and", "then", "after that",
 //!    commas, semicolons, sentence ends, new lines), but only where the text after the
 //!    separator is itself a complete request. "add a todo to buy milk and eggs" is one
 //!    clause; "calculate 2+3 and list todos" is two. Quoted text is one token, so it is
 //!    never split.
-//! 3. [`parse_clause`]: each clause goes through the intent matchers in turn: list,
-//!    complete, delete, get, add, arithmetic.
-//! 4. [`build`]: intents become steps `s1, s2, ...` in prompt order. References ("the
+//! 3. `parse_clause`: each clause goes through the intent matchers in turn: list,
+//!    complete, delete, get, add, arithmetic. A todo title that is a calculation in words
+//!    ("add the sum of 2 and 3 to my todos") becomes a calculator step and an add that
+//!    references it.
+//! 4. `build`: intents become steps `s1, s2, ...` in prompt order. References ("the
 //!    result", "the sum", "it") are resolved to earlier steps; a step depends on the steps it
 //!    references, on every step before the latest "then", and (for the todo store) on every
 //!    earlier todo step when either of them writes.
@@ -797,82 +799,23 @@ enum Parse {
 }
 
 /// Politeness and sequencing words ignored at the start of a clause.
+#[rustfmt::skip]
 const LEAD_FILLERS: &[&str] = &[
-    "please",
-    "pls",
-    "plz",
-    "kindly",
-    "can you",
-    "could you",
-    "would you",
-    "will you",
-    "can u",
-    "could u",
-    "would u",
-    "would you mind",
-    "would you please",
-    "could you please",
-    "can you please",
-    "i want you to",
-    "i'd like you to",
-    "i would like you to",
-    "i need you to",
-    "go ahead and",
-    "let's",
-    "lets",
-    "let us",
-    "now",
-    "also",
-    "first",
-    "firstly",
-    "first of all",
-    "next",
-    "finally",
-    "lastly",
-    "and",
-    "then",
-    "after that",
-    "afterwards",
-    "hey",
-    "hi",
-    "hello",
-    "ok",
-    "okay",
-    "so",
-    "just",
-    "quickly",
-    "help me",
-    "i want to",
-    "i'd like to",
-    "i would like to",
-    "i wanna",
-    "try to",
-    "yes",
-    "sure",
-    "alright",
-    "well",
-    "oh",
-    "one more thing",
-    ":",
+    "please", "pls", "plz", "kindly", "can you", "could you", "would you", "will you", "can u",
+    "could u", "would u", "would you mind", "would you please", "could you please",
+    "can you please", "i want you to", "i'd like you to", "i would like you to",
+    "i need you to", "go ahead and", "let's", "lets", "let us", "now", "also", "first",
+    "firstly", "first of all", "next", "finally", "lastly", "and", "then", "after that",
+    "afterwards", "hey", "hi", "hello", "ok", "okay", "so", "just", "quickly", "help me",
+    "i want to", "i'd like to", "i would like to", "i wanna", "try to", "yes", "sure",
+    "alright", "well", "oh", "one more thing", ":",
 ];
 
 /// Politeness ignored at the end of a clause.
+#[rustfmt::skip]
 const TRAIL_FILLERS: &[&str] = &[
-    "please",
-    "pls",
-    "plz",
-    "thanks",
-    "thank you",
-    "thx",
-    "ty",
-    "thanks a lot",
-    "thank you very much",
-    ".",
-    "!",
-    "?",
-    ",",
-    ";",
-    ":",
+    "please", "pls", "plz", "thanks", "thank you", "thx", "ty", "thanks a lot",
+    "thank you very much", ".", "!", "?", ",", ";", ":",
 ];
 
 /// An intent matcher: the intents a clause (politeness removed) reads as, if any.
@@ -907,64 +850,26 @@ fn parse_clause(src: &str, toks: &[Tok]) -> Parse {
 // ---- todo vocabulary ------------------------------------------------------------------
 
 /// Words for one todo, or several.
+#[rustfmt::skip]
 const TODO_NOUNS: &[&str] = &[
-    "todo",
-    "todos",
-    "to - do",
-    "to - dos",
-    "todo item",
-    "todo items",
-    "to - do item",
-    "to - do items",
-    "task",
-    "tasks",
-    "reminder",
-    "reminders",
-    "item",
-    "items",
-    "entry",
-    "entries",
-    "todo entry",
-    "note",
-    "todo's",
+    "todo", "todos", "to - do", "to - dos", "todo item", "todo items", "to - do item",
+    "to - do items", "task", "tasks", "reminder", "reminders", "item", "items", "entry",
+    "entries", "todo entry", "note", "todo's",
 ];
 
 /// Words for one todo.
+#[rustfmt::skip]
 const TODO_NOUNS_SINGULAR: &[&str] = &[
-    "todo",
-    "to - do",
-    "todo item",
-    "to - do item",
-    "task",
-    "reminder",
-    "item",
-    "entry",
-    "todo entry",
-    "note",
+    "todo", "to - do", "todo item", "to - do item", "task", "reminder", "item", "entry",
+    "todo entry", "note",
 ];
 
 /// Words for the todo list as a whole ("to my todo list").
+#[rustfmt::skip]
 const LIST_NOUNS: &[&str] = &[
-    "todo list",
-    "to - do list",
-    "to do list",
-    "todos list",
-    "todos",
-    "to - dos",
-    "todo's",
-    "to - do's",
-    "task list",
-    "tasks list",
-    "tasks",
-    "list",
-    "checklist",
-    "reminders",
-    "reminder list",
-    "list of todos",
-    "list of tasks",
-    "todo",
-    "to - do",
-    "to do's",
+    "todo list", "to - do list", "to do list", "todos list", "todos", "to - dos", "todo's",
+    "to - do's", "task list", "tasks list", "tasks", "list", "checklist", "reminders",
+    "reminder list", "list of todos", "list of tasks", "todo", "to - do", "to do's",
 ];
 
 /// Determiners before the list ("my", "the").
@@ -1075,140 +980,33 @@ fn calculation_title(src: &str, toks: &[Tok]) -> Option<Expr> {
 // ---- list -----------------------------------------------------------------------------
 
 /// Words a "show my todos" request is made of.
+#[rustfmt::skip]
 const LIST_WORDS: &[&str] = &[
-    "list",
-    "lists",
-    "show",
-    "display",
-    "view",
-    "get",
-    "see",
-    "fetch",
-    "retrieve",
-    "print",
-    "read",
-    "give",
-    "tell",
-    "check",
-    "review",
-    "pull",
-    "bring",
-    "up",
-    "what",
-    "what's",
-    "whats",
-    "what're",
-    "which",
-    "how",
-    "many",
-    "are",
-    "is",
-    "there",
-    "do",
-    "i",
-    "i've",
-    "have",
-    "got",
-    "me",
-    "us",
-    "all",
-    "of",
-    "my",
-    "the",
-    "our",
-    "current",
-    "currently",
-    "open",
-    "pending",
-    "remaining",
-    "outstanding",
-    "existing",
-    "entire",
-    "whole",
-    "full",
-    "on",
-    "in",
-    "to",
-    "left",
-    "so",
-    "far",
-    "now",
-    "right",
-    "again",
-    "any",
-    "some",
-    "you",
-    "can",
-    "could",
-    "would",
-    "things",
-    "stuff",
-    "thing",
-    "items",
-    "item",
-    "todo",
-    "todos",
-    "dos",
-    "task",
-    "tasks",
-    "reminders",
-    "checklist",
-    "completed",
-    "done",
-    "finished",
-    "unfinished",
-    "incomplete",
-    "active",
-    "everything",
-    "every",
-    "single",
-    "anything",
-    "still",
-    "yet",
-    "need",
-    "saved",
-    "todo's",
-    "-",
-    "'",
-    "please",
-    "for",
-    "each",
-    "one",
-    "entries",
-    "notes",
-    "today",
-    "tonight",
-    "tomorrow",
-    "this",
-    "week",
+    "list", "lists", "show", "display", "view", "get", "see", "fetch", "retrieve", "print",
+    "read", "give", "tell", "check", "review", "pull", "bring", "up", "what", "what's", "whats",
+    "what're", "which", "how", "many", "are", "is", "there", "do", "i", "i've", "have", "got",
+    "me", "us", "all", "of", "my", "the", "our", "current", "currently", "open", "pending",
+    "remaining", "outstanding", "existing", "entire", "whole", "full", "on", "in", "to", "left",
+    "so", "far", "now", "right", "again", "any", "some", "you", "can", "could", "would",
+    "things", "stuff", "thing", "items", "item", "todo", "todos", "dos", "task", "tasks",
+    "reminders", "checklist", "completed", "done", "finished", "unfinished", "incomplete",
+    "active", "everything", "every", "single", "anything", "still", "yet", "need", "saved",
+    "todo's", "-", "'", "please", "for", "each", "one", "entries", "notes", "today", "tonight",
+    "tomorrow", "this", "week",
 ];
 
 /// Nouns that make a bag of [`LIST_WORDS`] a list request.
+#[rustfmt::skip]
 const LIST_REQUEST_NOUNS: &[&str] = &[
-    "todos",
-    "todo",
-    "dos",
-    "tasks",
-    "task",
-    "list",
-    "lists",
-    "reminders",
-    "checklist",
-    "todo's",
-    "items",
-    "entries",
+    "todos", "todo", "dos", "tasks", "task", "list", "lists", "reminders", "checklist",
+    "todo's", "items", "entries",
 ];
 
 /// Whole sentences that ask for the list.
+#[rustfmt::skip]
 const LIST_SENTENCES: &[&str] = &[
-    "what do i have to do",
-    "what do i need to do",
-    "what's left to do",
-    "what is left to do",
-    "what's on my plate",
-    "what is on my plate",
-    "what have i got to do",
-    "what must i do",
+    "what do i have to do", "what do i need to do", "what's left to do", "what is left to do",
+    "what's on my plate", "what is on my plate", "what have i got to do", "what must i do",
 ];
 
 /// "list todos", "show my todos", "what's on my todo list", "list all my tasks".
@@ -1243,63 +1041,25 @@ struct Naming {
 }
 
 /// Words that name a particular todo among several ("todo number 3", "#3").
+#[rustfmt::skip]
 const ID_MARKERS: &[&str] = &[
-    "number",
-    "no",
-    "no .",
-    "num",
-    "nr",
-    "#",
-    "id",
-    "id #",
-    "number #",
-    "no . #",
-    "with id",
-    "with the id",
-    "with number",
-    "with the number",
-    "n°",
+    "number", "no", "no .", "num", "nr", "#", "id", "id #", "number #", "no . #", "with id",
+    "with the id", "with number", "with the number", "n°",
 ];
 
 /// Words that introduce a todo's title.
+#[rustfmt::skip]
 const TITLE_MARKERS: &[&str] = &[
-    "called",
-    "named",
-    "titled",
-    "entitled",
-    ":",
-    "with the title",
-    "with title",
-    "that says",
+    "called", "named", "titled", "entitled", ":", "with the title", "with title", "that says",
     "saying",
 ];
 
 /// Words a bare title may not start with ("delete everything" is not a todo title).
+#[rustfmt::skip]
 const NOT_TITLES: &[&str] = &[
-    "all",
-    "every",
-    "everything",
-    "each",
-    "any",
-    "both",
-    "them",
-    "these",
-    "those",
-    "a",
-    "an",
-    "first",
-    "second",
-    "third",
-    "fourth",
-    "fifth",
-    "last",
-    "next",
-    "latest",
-    "newest",
-    "oldest",
-    "other",
-    "top",
-    "bottom",
+    "all", "every", "everything", "each", "any", "both", "them", "these", "those", "a", "an",
+    "first", "second", "third", "fourth", "fifth", "last", "next", "latest", "newest", "oldest",
+    "other", "top", "bottom",
 ];
 
 /// Which todos a run of tokens names: ids ("todo 3", "todos 1, 2 and 3", "#4"), a title
@@ -1431,66 +1191,30 @@ fn id_list(toks: &[Tok]) -> Option<(Vec<u64>, bool)> {
 const COMPLETE_VERBS: &[&str] = &["complete", "finish", "close", "resolve"];
 
 /// Verbs that complete the todo named after them, which may be a bare title.
+#[rustfmt::skip]
 const COMPLETE_VERBS_LOOSE: &[&str] = &[
-    "check off",
-    "tick off",
-    "cross off",
-    "mark off",
-    "strike off",
-    "cross out",
-    "i finished",
-    "i've finished",
-    "i have finished",
-    "i completed",
-    "i've completed",
-    "i have completed",
-    "i did",
-    "i've done",
-    "i have done",
-    "i'm done with",
-    "i am done with",
-    "done with",
+    "check off", "tick off", "cross off", "mark off", "strike off", "cross out", "i finished",
+    "i've finished", "i have finished", "i completed", "i've completed", "i have completed",
+    "i did", "i've done", "i have done", "i'm done with", "i am done with", "done with",
 ];
 
 /// Verbs that complete a todo when followed by a "done" word ("mark todo 3 as done").
 const MARK_VERBS: &[&str] = &["mark", "set", "flag", "tick", "check", "cross", "strike"];
 
 /// The "done" words after a todo.
+#[rustfmt::skip]
 const DONE_TAILS: &[&str] = &[
-    "as done",
-    "done",
-    "as complete",
-    "complete",
-    "as completed",
-    "completed",
-    "as finished",
-    "finished",
-    "as checked",
-    "checked",
-    "checked off",
-    "as checked off",
-    "off",
-    "to done",
-    "to complete",
-    "to completed",
-    "as resolved",
-    "resolved",
-    "as closed",
-    "closed",
-    "as done now",
-    "done now",
+    "as done", "done", "as complete", "complete", "as completed", "completed", "as finished",
+    "finished", "as checked", "checked", "checked off", "as checked off", "off", "to done",
+    "to complete", "to completed", "as resolved", "resolved", "as closed", "closed",
+    "as done now", "done now",
 ];
 
 /// "<todo> is done" without a verb.
+#[rustfmt::skip]
 const STATE_TAILS: &[&str] = &[
-    "is done",
-    "is complete",
-    "is completed",
-    "is finished",
-    "has been done",
-    "has been completed",
-    "is now done",
-    "is all done",
+    "is done", "is complete", "is completed", "is finished", "has been done",
+    "has been completed", "is now done", "is all done",
 ];
 
 /// `toks` without a trailing "done" phrase, possibly "off my list".
@@ -1541,27 +1265,11 @@ fn complete(src: &str, toks: &[Tok]) -> Option<Vec<Intent>> {
 // ---- delete -----------------------------------------------------------------------------
 
 /// Verbs that delete the todo named after them.
+#[rustfmt::skip]
 const DELETE_VERBS: &[&str] = &[
-    "delete",
-    "remove",
-    "erase",
-    "drop",
-    "discard",
-    "cancel",
-    "trash",
-    "clear",
-    "scrap",
-    "ditch",
-    "get rid of",
-    "forget",
-    "forget about",
-    "bin",
-    "throw away",
-    "throw out",
-    "purge",
-    "nuke",
-    "take",
-    "take out",
+    "delete", "remove", "erase", "drop", "discard", "cancel", "trash", "clear", "scrap",
+    "ditch", "get rid of", "forget", "forget about", "bin", "throw away", "throw out", "purge",
+    "nuke", "take", "take out",
 ];
 
 /// "delete todo 3", "remove todo #2", "delete the todo 'buy milk'",
@@ -1589,43 +1297,13 @@ fn delete(src: &str, toks: &[Tok]) -> Option<Vec<Intent>> {
 // ---- get --------------------------------------------------------------------------------
 
 /// Verbs that fetch one todo.
+#[rustfmt::skip]
 const GET_VERBS: &[&str] = &[
-    "show",
-    "show me",
-    "get",
-    "get me",
-    "view",
-    "display",
-    "fetch",
-    "open",
-    "see",
-    "find",
-    "look up",
-    "lookup",
-    "read",
-    "describe",
-    "retrieve",
-    "give me",
-    "tell me about",
-    "what is",
-    "what's",
-    "whats",
-    "what does",
-    "what about",
-    "details of",
-    "details for",
-    "details on",
-    "info on",
-    "info about",
-    "information about",
-    "information on",
-    "pull up",
-    "bring up",
-    "check",
-    "let me see",
-    "look at",
-    "show details of",
-    "show the details of",
+    "show", "show me", "get", "get me", "view", "display", "fetch", "open", "see", "find",
+    "look up", "lookup", "read", "describe", "retrieve", "give me", "tell me about", "what is",
+    "what's", "whats", "what does", "what about", "details of", "details for", "details on",
+    "info on", "info about", "information about", "information on", "pull up", "bring up",
+    "check", "let me see", "look at", "show details of", "show the details of",
 ];
 
 /// "show todo 3", "get todo 2", "what's todo 5", "show the todo 'buy milk'".
@@ -1650,61 +1328,19 @@ fn get(src: &str, toks: &[Tok]) -> Option<Vec<Intent>> {
 // ---- add --------------------------------------------------------------------------------
 
 /// Verbs that create a todo ("add a todo ...", "new todo ...").
+#[rustfmt::skip]
 const ADD_VERBS: &[&str] = &[
-    "add",
-    "create",
-    "make",
-    "new",
-    "put",
-    "put in",
-    "save",
-    "write",
-    "write down",
-    "record",
-    "log",
-    "enter",
-    "insert",
-    "start",
-    "jot down",
-    "note down",
-    "schedule",
-    "register",
-    "set",
-    "set up",
-    "add in",
-    "append",
+    "add", "create", "make", "new", "put", "put in", "save", "write", "write down", "record",
+    "log", "enter", "insert", "start", "jot down", "note down", "schedule", "register", "set",
+    "set up", "add in", "append",
 ];
 
 /// Verbs that put a title on the list ("add buy bread to my list").
+#[rustfmt::skip]
 const PUT_VERBS: &[&str] = &[
-    "add",
-    "put",
-    "save",
-    "write",
-    "write down",
-    "append",
-    "stick",
-    "throw",
-    "pop",
-    "jot",
-    "jot down",
-    "note",
-    "note down",
-    "put down",
-    "include",
-    "place",
-    "set",
-    "log",
-    "record",
-    "enter",
-    "insert",
-    "add in",
-    "throw in",
-    "store",
-    "keep",
-    "make",
-    "turn",
-    "create",
+    "add", "put", "save", "write", "write down", "append", "stick", "throw", "pop", "jot",
+    "jot down", "note", "note down", "put down", "include", "place", "set", "log", "record",
+    "enter", "insert", "add in", "throw in", "store", "keep", "make", "turn", "create",
     "register",
 ];
 
@@ -1714,55 +1350,21 @@ const ADD_DETS: &[&str] = &[
 ];
 
 /// Words between "todo" and its title.
+#[rustfmt::skip]
 const ADD_SEPS: &[&str] = &[
-    ":",
-    "-",
-    "–",
-    "—",
-    ",",
-    "=",
-    "called",
-    "named",
-    "titled",
-    "entitled",
-    "saying",
-    "that says",
-    "which says",
-    "reading",
-    "that reads",
-    "with the title",
-    "with title",
-    "with the text",
-    "with text",
-    "with the name",
-    "with name",
-    "with the description",
-    "labeled",
-    "labelled",
-    "for",
-    "about",
-    "from",
-    "with",
-    "to",
+    ":", "-", "–", "—", ",", "=", "called", "named", "titled", "entitled", "saying",
+    "that says", "which says", "reading", "that reads", "with the title", "with title",
+    "with the text", "with text", "with the name", "with name", "with the description",
+    "labeled", "labelled", "for", "about", "from", "with", "to",
 ];
 
 /// Phrases that ask for a reminder, followed by its title.
+#[rustfmt::skip]
 const REMINDER_LEADS: &[&str] = &[
-    "remind me to",
-    "remind me about",
-    "remind me of",
-    "remind me that",
-    "remind me",
-    "remind me :",
-    "don't forget to",
-    "dont forget to",
-    "do not forget to",
-    "don't let me forget to",
-    "remember to",
-    "i need to remember to",
-    "i must remember to",
-    "note to self",
-    "note to self :",
+    "remind me to", "remind me about", "remind me of", "remind me that", "remind me",
+    "remind me :", "don't forget to", "dont forget to", "do not forget to",
+    "don't let me forget to", "remember to", "i need to remember to", "i must remember to",
+    "note to self", "note to self :",
 ];
 
 /// "add todo Write tests", "add a todo to buy milk", "add a todo: call the bank",
@@ -1859,23 +1461,10 @@ fn list_phrase_prefix(toks: &[Tok], need_det: bool) -> Option<&[Tok]> {
 const REF_DETS: &[&str] = &["the", "that", "this", "its", "my", "your", "our"];
 
 /// Adjectives of an earlier-result phrase.
+#[rustfmt::skip]
 const REF_ADJS: &[&str] = &[
-    "previous",
-    "last",
-    "latest",
-    "above",
-    "same",
-    "former",
-    "prior",
-    "earlier",
-    "final",
-    "calculated",
-    "computed",
-    "resulting",
-    "new",
-    "most recent",
-    "recent",
-    "current",
+    "previous", "last", "latest", "above", "same", "former", "prior", "earlier", "final",
+    "calculated", "computed", "resulting", "new", "most recent", "recent", "current",
 ];
 
 /// Nouns of an earlier-result phrase and what they ask for.
@@ -1969,56 +1558,16 @@ fn ref_phrase(toks: &[Tok]) -> Option<(RefKind, usize)> {
 // ---- arithmetic -------------------------------------------------------------------------
 
 /// Words that ask for a calculation.
+#[rustfmt::skip]
 const CALC_LEADS: &[&str] = &[
-    "calculate",
-    "calc",
-    "compute",
-    "evaluate",
-    "eval",
-    "solve",
-    "work out",
-    "figure out",
-    "find out",
-    "find",
-    "determine",
-    "tell me",
-    "give me",
-    "show me",
-    "what is",
-    "what's",
-    "whats",
-    "what are",
-    "what",
-    "what does",
-    "what do",
-    "how much is",
-    "how much are",
-    "how much does",
-    "how much do",
-    "how much",
-    "the value of",
-    "the result of",
-    "the answer to",
-    "the answer of",
-    "value of",
-    "result of",
-    "answer to",
-    "do the math on",
-    "do the math for",
-    "do the math",
-    "quickly",
-    "=",
-    ":",
-    "i need to know",
-    "i want to know",
-    "i'd like to know",
-    "i would like to know",
-    "do you know",
-    "let me know",
-    "what would",
-    "what will",
-    "what would be",
-    "what will be",
+    "calculate", "calc", "compute", "evaluate", "eval", "solve", "work out", "figure out",
+    "find out", "find", "determine", "tell me", "give me", "show me", "what is", "what's",
+    "whats", "what are", "what", "what does", "what do", "how much is", "how much are",
+    "how much does", "how much do", "how much", "the value of", "the result of",
+    "the answer to", "the answer of", "value of", "result of", "answer to", "do the math on",
+    "do the math for", "do the math", "quickly", "=", ":", "i need to know", "i want to know",
+    "i'd like to know", "i would like to know", "do you know", "let me know", "what would",
+    "what will", "what would be", "what will be",
 ];
 
 /// Words after a calculation ("what does 2+3 equal").
@@ -2762,6 +2311,9 @@ mod tests {
             ("calculate 2e3 / 4", "2e3 / 4"),
             ("3×4", "3*4"),
             ("9 ÷ 3", "9 / 3"),
+            ("Compute: 5*5", "5*5"),
+            ("I need to know what 5 + 5 is", "5 + 5"),
+            ("Please work out 12 * 12 for me", "12 * 12"),
         ];
         for (prompt, expression) in cases {
             assert_plan(prompt, &[("calculator", calc(expression), &[])]);
@@ -2803,6 +2355,9 @@ mod tests {
             ("the average of 2, 4 and 6", "(2 + 4 + 6) / 3"),
             ("multiply 2+3 by 4", "(2+3) * 4"),
             ("square -5", "(-5) ^ 2"),
+            ("what is 2 to the 10th power", "2 ^ 10"),
+            ("what is 6 over 3", "6 / 3"),
+            ("sum 2 and 3", "2 + 3"),
         ];
         for (prompt, expression) in cases {
             assert_plan(prompt, &[("calculator", calc(expression), &[])]);
@@ -2861,6 +2416,22 @@ mod tests {
             ),
             ("add a todo to 🎉 party with Zoë", "🎉 party with Zoë"),
             ("add a todo to plan next week", "plan next week"),
+            ("add to todo list: buy milk", "buy milk"),
+            ("add to my todos: buy milk", "buy milk"),
+            ("Add 'Buy groceries' to my to-do list", "Buy groceries"),
+            ("add buy groceries to my to do list", "buy groceries"),
+            ("add a to-do: call mom", "call mom"),
+            ("Create a task: Finish the report", "Finish the report"),
+            ("add an item to my list: eggs", "eggs"),
+            ("create reminder: stretch", "stretch"),
+            (
+                "add a todo to read the result of the election",
+                "read the result of the election",
+            ),
+            (
+                "remind me to double check the report",
+                "double check the report",
+            ),
         ];
         for (prompt, title) in cases {
             assert_plan(prompt, &[("todo", add_todo(title), &[])]);
@@ -2877,6 +2448,40 @@ mod tests {
                 ("todo", add_todo("bread"), &["s1", "s2"]),
             ],
         );
+    }
+
+    #[test]
+    fn given_several_quoted_titles_in_any_add_form_when_planned_then_each_is_a_todo() {
+        for prompt in [
+            "add todos 'a' and 'b'",
+            "remind me to 'a', 'b'",
+            "add \"a\" and \"b\" to my todos",
+        ] {
+            assert_plan(
+                prompt,
+                &[
+                    ("todo", add_todo("a"), &[]),
+                    ("todo", add_todo("b"), &["s1"]),
+                ],
+            );
+        }
+    }
+
+    #[test]
+    fn given_a_calculation_as_a_title_when_planned_then_it_is_calculated_first() {
+        for (prompt, expression) in [
+            ("add the sum of 2 and 3 to my todos", "2 + 3"),
+            ("remind me about the result of 6*7", "6*7"),
+            ("add a todo with the product of 3 and 4", "3 * 4"),
+        ] {
+            assert_plan(
+                prompt,
+                &[
+                    ("calculator", calc(expression), &[]),
+                    ("todo", add_todo("{{s1}}"), &["s1"]),
+                ],
+            );
+        }
     }
 
     #[test]
@@ -2899,6 +2504,12 @@ mod tests {
             "show me all of my reminders",
             "list everything",
             "my todos",
+            "list",
+            "what todos do I have?",
+            "show me what's on my list",
+            "what are my tasks for today",
+            "read me my todos",
+            "do I have any todos?",
         ];
         for prompt in cases {
             assert_plan(prompt, &[("todo", list_todos(), &[])]);
@@ -2993,6 +2604,28 @@ mod tests {
                 "show the todo 'buy milk'",
                 json!({"action": "get", "title": "buy milk"}),
             ),
+            ("mark 3 as done", json!({"action": "complete", "id": 3})),
+            ("set todo 3 to done", json!({"action": "complete", "id": 3})),
+            (
+                "I'm done with todo 3",
+                json!({"action": "complete", "id": 3}),
+            ),
+            (
+                "remove the 'buy milk' todo",
+                json!({"action": "delete", "title": "buy milk"}),
+            ),
+            (
+                "delete the buy milk todo",
+                json!({"action": "delete", "title": "buy milk"}),
+            ),
+            (
+                "delete 'buy milk'",
+                json!({"action": "delete", "title": "buy milk"}),
+            ),
+            ("cancel todo 5", json!({"action": "delete", "id": 5})),
+            ("what does todo 3 say", json!({"action": "get", "id": 3})),
+            ("details of todo 4", json!({"action": "get", "id": 4})),
+            ("open todo 3", json!({"action": "get", "id": 3})),
         ];
         for (prompt, input) in cases {
             assert_plan(prompt, &[("todo", input.clone(), &[])]);
@@ -3059,6 +2692,28 @@ mod tests {
             &[
                 ("todo", json!({"action": "complete", "id": 1}), &[]),
                 ("todo", json!({"action": "delete", "id": 2}), &["s1"]),
+                ("todo", list_todos(), &["s1", "s2"]),
+            ],
+        );
+        assert_plan(
+            "calculate 2+3\nlist todos",
+            &[
+                ("calculator", calc("2+3"), &[]),
+                ("todo", list_todos(), &[]),
+            ],
+        );
+        assert_plan(
+            "what's 6*7? Then remind me about it",
+            &[
+                ("calculator", calc("6*7"), &[]),
+                ("todo", add_todo("{{s1}}"), &["s1"]),
+            ],
+        );
+        assert_plan(
+            "First calculate 2+3, then add a todo with the result, and finally list my todos.",
+            &[
+                ("calculator", calc("2+3"), &[]),
+                ("todo", add_todo("{{s1}}"), &["s1"]),
                 ("todo", list_todos(), &["s1", "s2"]),
             ],
         );
@@ -3302,6 +2957,12 @@ mod tests {
             ("🎉🎉🎉", "\"🎉🎉🎉\""),
             ("'", "\"'\""),
             ("complete buy milk", "\"complete buy milk\""),
+            (
+                "mark the first todo as done",
+                "\"mark the first todo as done\"",
+            ),
+            ("delete the other task", "\"delete the other task\""),
+            ("calculate 2+3 and then add 5", "\"add 5\""),
         ];
         for (prompt, start) in cases {
             let message = refused(prompt);
@@ -3487,25 +3148,6 @@ mod tests {
                     Ok(()) => prop_assert_eq!(plan, before),
                     Err(e) => prop_assert!(false, "{:?} -> {}", prompt, e),
                 }
-            }
-        }
-    }
-}
-#[cfg(test)]
-mod explore {
-    use super::*;
-    #[test]
-    fn explore() {
-        let prompts = std::fs::read_to_string("/tmp/prompts.txt").unwrap_or_default();
-        for p in prompts.lines() {
-            match PatternPlanner.plan_prompt(p) {
-                Ok(plan) => {
-                    println!("OK  {p}");
-                    for s in plan.steps {
-                        println!("      {} {} {} {:?}", s.id, s.tool, s.input, s.depends_on);
-                    }
-                }
-                Err(e) => println!("ERR {p}\n      {}", e.to_string().split(" I understand").next().unwrap_or("")),
             }
         }
     }

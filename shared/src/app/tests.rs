@@ -3,40 +3,14 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use serde_json::{json, Value};
 
 use super::*;
 use crate::adapters::local::memory::{MemoryStore, MemoryTodos};
-use crate::domain::{Plan, PlanStep, PlannerInfo, StepStatus};
-use crate::planner::{self, Planned};
+use crate::domain::{Plan, PlanStep, StepStatus};
+use crate::planner::FixedPlanner;
 use crate::ports::SystemClock;
 use crate::tools::Faults;
-
-/// A planner that returns a fixed plan.
-struct Fixed(Plan);
-
-#[async_trait]
-impl Planner for Fixed {
-    fn name(&self) -> &'static str {
-        "fixed"
-    }
-    async fn plan(
-        &self,
-        _prompt: &str,
-        registry: &Registry,
-    ) -> Result<planner::Planned, PlanError> {
-        let mut plan = self.0.clone();
-        planner::validate(&mut plan, registry)?;
-        Ok(Planned {
-            plan,
-            info: PlannerInfo {
-                name: "fixed".into(),
-                ..Default::default()
-            },
-        })
-    }
-}
 
 fn step(id: &str, tool: &str, input: Value, deps: &[&str]) -> PlanStep {
     PlanStep {
@@ -78,7 +52,7 @@ fn harness(steps: Vec<PlanStep>, faults: &str) -> Harness {
         idempotency: store.clone(),
         breakers: store.clone(),
         registry,
-        planner: Arc::new(Fixed(Plan { steps })),
+        planner: Arc::new(FixedPlanner(Plan { steps })),
         clock: Arc::new(SystemClock),
         settings,
     };

@@ -16,8 +16,8 @@ use futures::StreamExt;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use super::metrics;
-use crate::app::App;
-use crate::domain::{Event, EventRecord, RunKey};
+use crate::app::{App, Projection};
+use crate::domain::{EventRecord, RunKey, RunState};
 use crate::engine::Effect;
 use crate::ports::{SagaStarter, StepDispatcher, StepJob, StoreError};
 
@@ -78,16 +78,18 @@ pub async fn handle_stream_batch(
         .enumerate()
         .map(|(i, g)| project(app, i, g))
         .collect();
-    let projected: Vec<(usize, Result<Vec<Effect>, String>)> = futures::stream::iter(projections)
+    let projected: Vec<(usize, Result<Projection, String>)> = futures::stream::iter(projections)
         .buffer_unordered(CONCURRENCY)
         .collect()
         .await;
     let mut failed = vec![false; groups.len()];
+    let mut states: Vec<Option<RunState>> = vec![None; groups.len()];
     let mut dispatches: Vec<(usize, (StepJob, u64))> = Vec::new();
     let mut sagas: Vec<(usize, RunKey, String)> = Vec::new();
     for (i, result) in projected {
         match result {
-            Ok(effects) => {
+            Ok(Projection { state, effects }) => {
+                states[i] = state;
                 for effect in effects {
                     match effect {
                         Effect::Dispatch { job, delay_ms } => dispatches.push((i, (job, delay_ms))),
@@ -137,18 +139,13 @@ pub async fn handle_stream_batch(
 
     // Metrics of what succeeded (best effort).
     let now = app.clock.now();
-    for (g, _) in groups.iter().zip(&failed).filter(|(_, f)| !**f) {
-        let needs_tools = g.records.iter().any(|r| {
-            matches!(
-                r.event,
-                Event::StepCompleted { .. } | Event::StepAttemptFailed { .. }
-            )
-        });
-        let state = if needs_tools {
-            app.views.get(&g.key).await.ok().flatten()
-        } else {
-            None
-        };
+    // The projected state names each step's tool; no second read of the view.
+    for ((g, state), _) in groups
+        .iter()
+        .zip(&states)
+        .zip(&failed)
+        .filter(|(_, f)| !**f)
+    {
         metrics::emit(&metrics::from_events(&g.records, state.as_ref(), now), now);
     }
 
@@ -168,7 +165,7 @@ pub async fn handle_stream_batch(
     response
 }
 
-async fn project(app: &App, i: usize, g: &Group) -> (usize, Result<Vec<Effect>, String>) {
+async fn project(app: &App, i: usize, g: &Group) -> (usize, Result<Projection, String>) {
     let span = info_span!("project", run_id = %g.key.run_id, records = g.records.len());
     let r = app
         .project(&g.key, &g.records)

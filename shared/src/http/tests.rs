@@ -32,7 +32,7 @@ use crate::domain::{
 };
 use crate::engine::breaker::BreakerState;
 use crate::engine::{Effect, RetryPolicy};
-use crate::planner::{self, PlanError, Planned, Planner};
+use crate::planner::{FixedPlanner, PlanError, Planned, Planner};
 use crate::ports::{
     BreakerStore, EventStore, IdempotencyRecord, IdempotencyStore, ListQuery, Outbox, Page,
     RunViewStore, StoreError, StoreResult, StoredBreaker, SystemClock, Todo, TodoChange, TodoError,
@@ -48,28 +48,6 @@ const UNKNOWN_ID: &str = "0190c3a0-0000-7000-8000-000000000000";
 // ---------------------------------------------------------------------------------------
 // Harness
 // ---------------------------------------------------------------------------------------
-
-/// A planner that returns a fixed plan whatever the prompt.
-struct Fixed(Plan);
-
-#[async_trait]
-impl Planner for Fixed {
-    fn name(&self) -> &'static str {
-        "fixed"
-    }
-
-    async fn plan(&self, _prompt: &str, registry: &Registry) -> Result<Planned, PlanError> {
-        let mut plan = self.0.clone();
-        planner::validate(&mut plan, registry)?;
-        Ok(Planned {
-            plan,
-            info: PlannerInfo {
-                name: "fixed".into(),
-                ..Default::default()
-            },
-        })
-    }
-}
 
 fn step(id: &str, tool: &str, input: Value, deps: &[&str]) -> PlanStep {
     PlanStep {
@@ -126,7 +104,7 @@ struct Harness {
 }
 
 fn harness_with(steps: Vec<PlanStep>) -> Harness {
-    harness_planned(Arc::new(Fixed(Plan { steps })))
+    harness_planned(Arc::new(FixedPlanner(Plan { steps })))
 }
 
 fn harness_planned(planner: Arc<dyn Planner>) -> Harness {
@@ -173,7 +151,7 @@ impl Planner for Failing {
         match next {
             Some(e) => Err(e),
             None => {
-                Fixed(Plan { steps: seed_dag() })
+                FixedPlanner(Plan { steps: seed_dag() })
                     .plan(prompt, registry)
                     .await
             }
@@ -273,7 +251,7 @@ fn broken_router(error: StoreError) -> Router {
         idempotency: broken.clone(),
         breakers: broken,
         registry: Registry::new(Arc::new(MemoryTodos::default())),
-        planner: Arc::new(Fixed(Plan { steps: seed_dag() })),
+        planner: Arc::new(FixedPlanner(Plan { steps: seed_dag() })),
         clock: Arc::new(SystemClock),
         settings: settings(),
     }))
@@ -306,7 +284,7 @@ fn sqlite_harness() -> SqliteHarness {
         idempotency: store.clone(),
         breakers: store.clone(),
         registry: Registry::new(store),
-        planner: Arc::new(Fixed(Plan { steps: seed_dag() })),
+        planner: Arc::new(FixedPlanner(Plan { steps: seed_dag() })),
         clock: Arc::new(SystemClock),
         settings: settings(),
     });

@@ -60,6 +60,30 @@ pub trait Planner: Send + Sync {
     }
 }
 
+/// A planner that always returns one given plan (validated like any other), named
+/// `fixed`: for tests and for replaying a known plan.
+#[derive(Debug, Clone, Default)]
+pub struct FixedPlanner(pub Plan);
+
+#[async_trait]
+impl Planner for FixedPlanner {
+    fn name(&self) -> &'static str {
+        "fixed"
+    }
+
+    async fn plan(&self, _prompt: &str, registry: &Registry) -> Result<Planned, PlanError> {
+        let mut plan = self.0.clone();
+        validate(&mut plan, registry)?;
+        Ok(Planned {
+            plan,
+            info: PlannerInfo {
+                name: "fixed".into(),
+                ..Default::default()
+            },
+        })
+    }
+}
+
 /// Normalise and check a plan: dependencies implied by references and by the
 /// resource-ordering rule are added, then every rule is enforced.
 pub fn validate(plan: &mut Plan, registry: &Registry) -> Result<(), PlanError> {

@@ -5,7 +5,7 @@
 //! database (release build recommended); `--url` measures a server that is already up.
 //!
 //! ```text
-//! cargo run --release -p crane-local --bin crane-bench -- --runs 1000 --concurrency 32
+//! cargo run --release -p crane-bench -- --runs 1000 --concurrency 32
 //! ```
 
 use std::time::{Duration, Instant};

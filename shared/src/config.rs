@@ -105,8 +105,20 @@ impl Config {
                 0,
                 20,
             )?,
+            max_interruptions: v.num(
+                "CRANE_STEP_MAX_INTERRUPTIONS",
+                d.settings.retry.max_interruptions,
+                0,
+                1_000,
+            )?,
             ..d.settings.retry
         };
+        let step_timeout_ms = v.num(
+            "CRANE_STEP_TIMEOUT_MS",
+            d.settings.step_timeout_ms,
+            1,
+            900_000,
+        )?;
         let breaker = BreakerConfig {
             failure_threshold: v.num(
                 "CRANE_BREAKER_FAILURES",
@@ -126,6 +138,14 @@ impl Config {
                 1,
                 1_000,
             )?,
+            half_open_trials: v.num(
+                "CRANE_BREAKER_HALF_OPEN_TRIALS",
+                d.settings.breaker.half_open_trials,
+                1,
+                1_000,
+            )?,
+            // A trial's outcome is due within the step's lease.
+            trial_timeout_ms: step_timeout_ms + d.settings.lease_margin_ms,
         };
         let settings = Settings {
             retry,
@@ -139,15 +159,16 @@ impl Config {
                 max_retries: v.num("CRANE_COMPENSATION_MAX_ATTEMPTS", retry.max_retries, 0, 20)?,
                 ..retry
             },
-            step_timeout_ms: v.num(
-                "CRANE_STEP_TIMEOUT_MS",
-                d.settings.step_timeout_ms,
-                1,
-                900_000,
-            )?,
+            step_timeout_ms,
             lease_margin_ms: d.settings.lease_margin_ms,
             breaker,
             void_leases_before: None,
+            step_deadline_ms: v.num(
+                "CRANE_STEP_DEADLINE_MS",
+                d.settings.step_deadline_ms,
+                1,
+                7 * 86_400_000,
+            )?,
         };
         let log_format = match v.get("CRANE_LOG_FORMAT").map(str::trim) {
             None | Some("text") => LogFormat::Text,

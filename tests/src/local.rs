@@ -137,11 +137,17 @@ impl LocalServer {
 
     /// Wait until the run reaches one of the statuses where nothing more happens.
     pub async fn wait_settled(&self, run_id: &str) -> Value {
-        self.wait_until(run_id, Duration::from_secs(30), |r| {
-            matches!(
-                r["status"].as_str(),
-                Some("completed" | "failed" | "compensated" | "compensation_failed" | "cancelled")
-            )
+        self.wait_settled_within(run_id, Duration::from_secs(30))
+            .await
+    }
+
+    /// [`LocalServer::wait_settled`], waiting at most `within`. A `failed` run that still
+    /// has completed steps to undo is not settled: its saga is about to start.
+    pub async fn wait_settled_within(&self, run_id: &str, within: Duration) -> Value {
+        self.wait_until(run_id, within, |r| match r["status"].as_str() {
+            Some("completed" | "compensated" | "compensation_failed" | "cancelled") => true,
+            Some("failed") => !awaits_compensation(r),
+            _ => false,
         })
         .await
     }
@@ -182,4 +188,23 @@ impl Drop for LocalServer {
             let _ = tx.send(());
         }
     }
+}
+
+/// Whether a run view has a completed step with a compensation (a todo change), which a
+/// saga will undo.
+pub fn awaits_compensation(run: &Value) -> bool {
+    let plan = run["plan"]["steps"].as_array().cloned().unwrap_or_default();
+    run["steps"].as_array().is_some_and(|steps| {
+        steps.iter().any(|s| {
+            s["status"] == "completed"
+                && plan.iter().any(|p| {
+                    p["id"] == s["id"]
+                        && p["tool"] == "todo"
+                        && matches!(
+                            p["input"]["action"].as_str(),
+                            Some("add" | "complete" | "delete" | "reopen")
+                        )
+                })
+        })
+    })
 }

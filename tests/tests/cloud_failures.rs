@@ -1409,12 +1409,71 @@ async fn given_a_running_step_when_the_run_is_cancelled_then_the_step_finishes_t
 }
 
 #[tokio::test]
-async fn given_workers_sharing_the_breakers_table_when_failures_reach_the_threshold_then_another_worker_fails_fast(
+async fn given_a_cancel_while_the_last_step_runs_when_it_completes_then_the_saga_undoes_every_step_and_the_run_ends_cancelled(
+) {
+    let fx = Fx::start(
+        "given_a_cancel_while_the_last_step_runs",
+        config("todo.add=delay:1500ms", |_| {}),
+    )
+    .await;
+    let loops = fx.start_loops();
+    let key = fx.create_run("add a todo to A then add a todo to B").await;
+    eventually("s2 to start", WAIT, async || {
+        fx.events(&key)
+            .await
+            .iter()
+            .any(|e| matches!(&e.event, Event::StepStarted { step_id, .. } if step_id == "s2"))
+            .then_some(())
+    })
+    .await;
+    let (status, body) = fx.cancel(&key.run_id).await;
+    assert_eq!(status, 202, "{body}");
+
+    eventually(
+        "the reactor to start the saga once s2 finished",
+        WAIT,
+        async || (fx.sagas.starts(&key) > 0).then_some(()),
+    )
+    .await;
+    loops.stop().await;
+    let events = fx.events(&key).await;
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e.event, Event::RunCompleted { .. })),
+        "a run whose cancel was accepted never completes: {:?}",
+        event_types(&events)
+    );
+    let input = fx.execution_input(&key).await;
+    let saga = drive_saga(&fx.asl, &fx.compensate, input).await;
+    let undone: Vec<Value> = saga
+        .calls_of("UndoStep")
+        .iter()
+        .map(|c| c.payload["step_id"].clone())
+        .collect();
+    assert_eq!(
+        undone,
+        vec![json!("s2"), json!("s1")],
+        "reverse completion order"
+    );
+    let view = fx
+        .react_until(&key, "the view to show the saga's end", |v| {
+            settled(v.status)
+        })
+        .await;
+    fx.assert_no_stream_failures();
+    assert_eq!(view.status, RunStatus::Cancelled, "{view:#?}");
+    assert!(fx.todos().await.is_empty(), "both adds were undone");
+}
+
+#[tokio::test]
+async fn given_workers_sharing_the_breakers_table_when_failures_reach_the_threshold_then_another_worker_waits_in_sqs_without_spending_attempts(
 ) {
     let breaker = |c: &mut Config| {
         c.settings.retry.max_retries = 0;
         c.settings.breaker.failure_threshold = 3;
-        c.settings.breaker.open_ms = 60_000;
+        c.settings.breaker.open_ms = 2_000;
+        c.settings.breaker.half_open_successes = 1;
     };
     let failing = config("calculator=fail", breaker);
     let fx = Fx::start("given_workers_sharing_the_breakers_table", failing.clone()).await;
@@ -1485,31 +1544,34 @@ async fn given_workers_sharing_the_breakers_table_when_failures_reach_the_thresh
     let t = Instant::now();
     handle_message(&fx.cloud, &c, c_ports.dispatcher.as_ref(), m).await;
     let fast = t.elapsed();
-    let attempt = fx
-        .events(&key)
-        .await
-        .into_iter()
-        .find_map(|e| match e.event {
-            Event::StepAttemptFailed { error, kind, .. } => Some((error, kind)),
-            _ => None,
-        });
-    assert_eq!(
-        attempt,
-        Some((
-            "calculator temporarily unavailable".to_owned(),
-            ErrorKind::Transient
+    let events = fx.events(&key).await;
+    assert!(
+        !events.iter().any(|e| matches!(
+            e.event,
+            Event::StepAttemptFailed { .. } | Event::StepStarted { .. }
         )),
-        "the healthy worker failed fast on the shared open breaker"
+        "a refused call is not an attempt: {:?}",
+        event_types(&events)
     );
-    let view = fx
-        .react_until(&key, "the run to fail", |v| v.status.is_finished())
-        .await;
-    assert_eq!(view.status, RunStatus::Failed, "{view:#?}");
+    let deferred = events.iter().find_map(|e| match &e.event {
+        Event::StepDeferred {
+            reason, attempt, ..
+        } => Some((reason.clone(), *attempt)),
+        _ => None,
+    });
+    assert_eq!(
+        deferred,
+        Some((
+            "calculator temporarily unavailable (circuit breaker open)".to_owned(),
+            1
+        )),
+        "the healthy worker was held back by the shared open breaker"
+    );
     let (version, state) = fx.breaker_item("calculator").await.expect("breaker item");
     assert_eq!(
         (version, state["state"].clone()),
         (3, json!("open")),
-        "a rejected call leaves the breaker as it was"
+        "a refused call leaves the breaker as it was"
     );
     let tools = fx.tools().await;
     let calculator = tools["tools"]
@@ -1518,8 +1580,33 @@ async fn given_workers_sharing_the_breakers_table_when_failures_reach_the_thresh
         .cloned()
         .expect("calculator in GET /tools");
     assert_eq!(calculator["breaker"]["state"], "open", "{calculator}");
+
+    // The job waits in SQS (a message delay, no Lambda billed) until the breaker may
+    // half-open, comes back, and runs as a trial on the healthy worker.
+    let mut back = Vec::new();
+    eventually("the deferred job to come back from SQS", WAIT, async || {
+        if let Some(event) = fx.cloud.receive(1).await {
+            back.extend(event.records);
+        }
+        (!back.is_empty()).then_some(())
+    })
+    .await;
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1_000),
+        "the job waited in the queue ({waited:?})"
+    );
+    handle_message(&fx.cloud, &c, c_ports.dispatcher.as_ref(), back.remove(0)).await;
+    let view = fx
+        .react_until(&key, "the run to complete", |v| v.status.is_finished())
+        .await;
+    assert_eq!(view.status, RunStatus::Completed, "{view:#?}");
+    assert_eq!(step(&view, "s1").attempts, 1, "waiting used no attempt");
+    let (_, state) = fx.breaker_item("calculator").await.expect("breaker item");
+    assert_eq!(state["state"], "closed", "the trial's success closed it");
     eprintln!(
-        "== shared breaker == item after A, B, A: {summary:?}; worker C rejected in {} ms",
-        fast.as_millis()
+        "== shared breaker == item after A, B, A: {summary:?}; worker C deferred in {} ms, the job came back after {} ms",
+        fast.as_millis(),
+        waited.as_millis()
     );
 }

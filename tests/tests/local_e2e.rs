@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use crane::adapters::local::SqliteStore;
 use crane::ports::{StepDispatcher, StepJob};
 use crane::tools::Faults;
-use crane_tests::local::LocalServer;
+use crane_tests::local::{test_config, LocalServer};
 use serde_json::{json, Value};
 
 const SEED: &str =
@@ -455,42 +455,40 @@ async fn given_a_permanent_failure_after_two_adds_when_run_then_no_todo_is_left_
 }
 
 #[tokio::test]
-async fn given_a_failing_tool_when_the_threshold_is_reached_then_the_breaker_opens_fails_fast_half_opens_and_closes(
+async fn given_a_failing_tool_when_the_breaker_opens_then_the_step_waits_for_it_without_spending_attempts(
 ) {
     let server = LocalServer::start_with(|c| {
-        c.faults = Faults::parse("calculator=flaky:4").expect("faults");
+        c.faults = Faults::parse("calculator=flaky:3").expect("faults");
         c.settings.retry.max_retries = 3;
         c.settings.breaker.failure_threshold = 3;
         c.settings.breaker.open_ms = 300;
         c.settings.breaker.half_open_successes = 2;
     })
     .await;
-    // Attempts 1-3 fail (the breaker opens at the third); attempt 4 is rejected fast.
+    // Attempts 1-3 fail and open the breaker; the fourth call is refused without using an
+    // attempt, waits until the breaker half-opens and then succeeds as a trial.
     let run = server.run_prompt("calculate 1+2").await;
-    assert_eq!(run["status"], "failed", "{run:#}");
-    let (_, events) = server
-        .get(&format!(
-            "/runs/{}/events",
-            run["run_id"].as_str().expect("id")
-        ))
-        .await;
-    let errors: Vec<&str> = events["events"]
+    assert_eq!(run["status"], "completed", "{run:#}");
+    let id = run["run_id"].as_str().expect("id");
+    let (_, events) = server.get(&format!("/runs/{id}/events")).await;
+    let types = event_types(&events);
+    let failures = types.iter().filter(|t| **t == "StepAttemptFailed").count();
+    assert_eq!(failures, 3, "{types:?}");
+    let deferred: Vec<&Value> = events["events"]
         .as_array()
         .expect("events")
         .iter()
-        .filter(|e| e["type"] == "StepAttemptFailed")
-        .filter_map(|e| e["data"]["error"].as_str())
+        .filter(|e| e["type"] == "StepDeferred")
         .collect();
-    assert_eq!(errors.len(), 4, "{errors:?}");
-    assert!(
-        errors[..3]
-            .iter()
-            .all(|e| e.starts_with("injected transient fault")),
-        "{errors:?}"
+    assert!(!deferred.is_empty(), "{types:?}");
+    assert_eq!(
+        deferred[0]["data"]["reason"],
+        "calculator temporarily unavailable (circuit breaker open)"
     );
-    assert_eq!(errors[3], "calculator temporarily unavailable");
+    assert_eq!(deferred[0]["data"]["attempt"], 4);
+    assert_eq!(step(&run, "s1")["attempts"], 4);
     let (_, tools) = server.get("/tools").await;
-    assert_eq!(tools["tools"][0]["breaker"]["state"], "open");
+    assert_eq!(tools["tools"][0]["breaker"]["state"], "half_open");
     server.stop().await;
 }
 
@@ -509,24 +507,18 @@ async fn given_an_open_breaker_when_the_tool_recovers_then_three_trial_successes
         .await
         .expect("open it");
     let run = server.run_prompt("calculate 2+2").await;
-    // Fails fast while open, then retries after the backoff succeed as trials.
+    // Waits while open (no attempt used), then runs as a trial once it half-opens.
     assert_eq!(run["status"], "completed", "{run:#}");
+    assert_eq!(step(&run, "s1")["attempts"], 1);
     let (_, events) = server
         .get(&format!(
             "/runs/{}/events",
             run["run_id"].as_str().expect("id")
         ))
         .await;
-    let first_error = events["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .find(|e| e["type"] == "StepAttemptFailed")
-        .map(|e| e["data"]["error"].clone());
-    assert_eq!(
-        first_error,
-        Some(json!("calculator temporarily unavailable"))
-    );
+    let types = event_types(&events);
+    assert!(types.iter().any(|t| t == "StepDeferred"), "{types:?}");
+    assert!(!types.iter().any(|t| t == "StepAttemptFailed"), "{types:?}");
     let (_, tools) = server.get("/tools").await;
     assert_eq!(tools["tools"][0]["breaker"]["state"], "half_open");
     for _ in 0..2 {
@@ -537,6 +529,99 @@ async fn given_an_open_breaker_when_the_tool_recovers_then_three_trial_successes
     }
     let (_, tools) = server.get("/tools").await;
     assert_eq!(tools["tools"][0]["breaker"]["state"], "closed");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn given_half_the_calls_failing_when_the_breaker_keeps_opening_then_no_run_fails_because_of_it(
+) {
+    // The hardening target: 50% transient faults, retry base 20 ms, breaker open 500 ms.
+    const RUNS: usize = 100;
+    let server = LocalServer::start_with(|c| {
+        c.faults = Faults::parse("calculator=fail:0.5").expect("faults");
+        c.settings.retry.base_ms = 20;
+        c.settings.breaker.open_ms = 500;
+    })
+    .await;
+    let max_attempts = u64::from(test_config().settings.retry.max_retries) + 1;
+    let mut ids = Vec::new();
+    for i in 0..RUNS {
+        let created = server.create_run(&format!("calculate {i}+1")).await;
+        ids.push(created["run_id"].as_str().expect("id").to_owned());
+    }
+    let mut completed = 0;
+    let mut deferrals = 0;
+    for id in &ids {
+        let run = server
+            .wait_settled_within(id, Duration::from_secs(240))
+            .await;
+        let (_, events) = server.get(&format!("/runs/{id}/events")).await;
+        let events = events["events"].as_array().expect("events").clone();
+        deferrals += events
+            .iter()
+            .filter(|e| e["type"] == "StepDeferred")
+            .count();
+        let failures: Vec<&str> = events
+            .iter()
+            .filter(|e| e["type"] == "StepAttemptFailed")
+            .filter_map(|e| e["data"]["error"].as_str())
+            .collect();
+        // Only the tool's own failures are attempts; a breaker refusal never is.
+        assert!(
+            failures
+                .iter()
+                .all(|e| e.starts_with("injected transient fault")),
+            "{failures:?}"
+        );
+        match run["status"].as_str() {
+            Some("completed") => completed += 1,
+            Some("failed") => assert_eq!(
+                failures.len() as u64,
+                max_attempts,
+                "a run fails only once every attempt really failed: {run:#}"
+            ),
+            other => panic!("run {id} ended {other:?}: {run:#}"),
+        }
+    }
+    eprintln!("{completed} of {RUNS} runs completed; {deferrals} breaker refusals waited out");
+    assert!(deferrals > 0, "the breaker should have opened");
+    // Expected 93.75% (a run fails only when 4 independent 50% calls all fail); the bound
+    // leaves room for chance (P(< 80) is about 1e-7).
+    assert!(completed >= 80, "{completed} of {RUNS} completed");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn given_a_cancel_while_the_last_step_runs_when_it_completes_then_the_run_is_compensated_and_cancelled(
+) {
+    let server = LocalServer::start_with(|c| {
+        c.faults = Faults::parse("todo.add=delay:600ms").expect("faults");
+    })
+    .await;
+    let created = server
+        .create_run("add a todo to A then add a todo to B")
+        .await;
+    let id = created["run_id"].as_str().expect("id").to_owned();
+    server
+        .wait_until(&id, Duration::from_secs(10), |r| {
+            step(r, "s2")["status"] == "running"
+        })
+        .await;
+    let (status, body) = server.post(&format!("/runs/{id}/cancel"), json!({})).await;
+    assert_eq!(status, 202, "{body}");
+    let run = server.wait_settled(&id).await;
+    assert_eq!(run["status"], "cancelled", "{run:#}");
+    assert_eq!(step(&run, "s1")["status"], "compensated");
+    assert_eq!(step(&run, "s2")["status"], "compensated");
+    let (_, events) = server.get(&format!("/runs/{id}/events")).await;
+    let types = event_types(&events);
+    assert!(!types.iter().any(|t| t == "RunCompleted"), "{types:?}");
+    assert_eq!(
+        types.last().map(String::as_str),
+        Some("RunCompensated"),
+        "{types:?}"
+    );
+    assert!(server.todos().await.is_empty(), "both adds were undone");
     server.stop().await;
 }
 

@@ -1,5 +1,6 @@
 //! `kill -9` of the `crane-local` process under load, then a restart on the same database:
-//! every accepted run completes, no todo is lost and none is doubled.
+//! every accepted run completes, no todo is lost and none is doubled; an attempt cut short
+//! by a crash does not use up a retry, so even repeated crashes fail no run.
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -16,14 +17,17 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+const FAULTS: &str = "todo.add=delay:300ms,calculator=delay:300ms";
+
 fn spawn(db: &std::path::Path, port: u16) -> Child {
+    spawn_with(db, port, FAULTS)
+}
+
+fn spawn_with(db: &std::path::Path, port: u16, faults: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_crane-local"))
         .args(["--addr", &format!("127.0.0.1:{port}"), "--db"])
         .arg(db)
-        .env(
-            "CRANE_FAULTS",
-            "todo.add=delay:300ms,calculator=delay:300ms",
-        )
+        .env("CRANE_FAULTS", faults)
         .env("CRANE_RETRY_BASE_MS", "50")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -154,17 +158,160 @@ async fn given_runs_in_flight_when_the_process_is_killed_and_restarted_then_ever
         "the kill should have interrupted running steps"
     );
 
-    let todos: Value = get_json(&http, format!("{base}/todos")).await;
-    let mut titles: Vec<String> = todos["todos"]
-        .as_array()
-        .expect("todos")
-        .iter()
-        .filter_map(|t| t["title"].as_str().map(str::to_owned))
-        .collect();
-    titles.sort();
+    let titles = todo_titles(&http, &base).await;
     let mut expected: Vec<String> = accepted.values().cloned().collect();
     expected.sort();
     assert_eq!(titles, expected, "no todo lost, none doubled");
+
+    let _ = child.kill();
+    let _ = child.wait();
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+}
+
+/// Submit `n` runs of `prompt(i)` concurrently; the accepted ones, by id, with `label(i)`.
+async fn submit(
+    http: &reqwest::Client,
+    base: &str,
+    n: usize,
+    prompt: impl Fn(usize) -> String,
+    label: impl Fn(usize) -> String,
+) -> HashMap<String, String> {
+    let posts = (0..n).map(|i| {
+        let http = http.clone();
+        let url = format!("{base}/runs");
+        let (prompt, label) = (prompt(i), label(i));
+        async move {
+            let r = http
+                .post(url)
+                .json(&json!({"prompt": prompt}))
+                .send()
+                .await
+                .ok()?;
+            (r.status().as_u16() == 201).then_some(())?;
+            let body: Value = r.json().await.ok()?;
+            Some((body["run_id"].as_str()?.to_owned(), label))
+        }
+    });
+    futures::future::join_all(posts)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// Every todo title of the default tenant, sorted (paging through `GET /todos`).
+async fn todo_titles(http: &reqwest::Client, base: &str) -> Vec<String> {
+    let mut titles = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let url = match &cursor {
+            None => format!("{base}/todos?limit=500"),
+            Some(c) => format!("{base}/todos?limit=500&cursor={c}"),
+        };
+        let page: Value = get_json(http, url).await;
+        titles.extend(
+            page["todos"]
+                .as_array()
+                .expect("todos")
+                .iter()
+                .filter_map(|t| t["title"].as_str().map(str::to_owned)),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    titles.sort();
+    titles
+}
+
+#[tokio::test]
+async fn given_repeated_kills_in_quick_succession_when_restarted_then_no_run_fails_and_each_todo_exists_once(
+) {
+    const KILLED_RUNS: usize = 150;
+    const KILLS: usize = 4;
+    // Each add takes 500 ms: every kill lands while adds are running.
+    let faults = "todo.add=delay:500ms";
+    let db = std::env::temp_dir().join(format!("crane-kills-{}.db", uuid::Uuid::new_v4()));
+    let http = reqwest::Client::new();
+    let port = free_port();
+    let mut base = format!("http://127.0.0.1:{port}");
+    let mut child = spawn_with(&db, port, faults);
+    wait_healthy(&http, &base).await;
+    let accepted = submit(
+        &http,
+        &base,
+        KILLED_RUNS,
+        |i| format!("add a todo to ship crate {i}"),
+        |i| format!("ship crate {i}"),
+    )
+    .await;
+    assert_eq!(accepted.len(), KILLED_RUNS, "every run is accepted");
+
+    // Kill, restart, let the restart pick its work up again, kill again...
+    let started = Instant::now();
+    for kill in 0..KILLS {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+        let port = free_port();
+        base = format!("http://127.0.0.1:{port}");
+        child = spawn_with(&db, port, faults);
+        if kill + 1 < KILLS {
+            wait_healthy(&http, &base).await;
+        }
+    }
+    let kills_took = started.elapsed();
+    wait_healthy(&http, &base).await;
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut unfinished: Vec<String> = accepted.keys().cloned().collect();
+    while !unfinished.is_empty() && Instant::now() < deadline {
+        let mut still = Vec::new();
+        for id in unfinished {
+            let run: Value = get_json(&http, format!("{base}/runs/{id}")).await;
+            match run["status"].as_str() {
+                Some("completed") => {}
+                Some("pending" | "running") => still.push(id),
+                other => panic!("run {id} ended {other:?} after repeated kills: {run:#}"),
+            }
+        }
+        unfinished = still;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        unfinished.is_empty(),
+        "runs never completed after the kills: {unfinished:?}"
+    );
+
+    // Interrupted attempts are recorded as such, and used up no retry.
+    let mut interrupted = 0;
+    for id in accepted.keys() {
+        let run: Value = get_json(&http, format!("{base}/runs/{id}")).await;
+        for step in run["steps"].as_array().expect("steps") {
+            let interruptions = step["interruptions"].as_u64().unwrap_or(0);
+            interrupted += interruptions;
+            assert_eq!(
+                step["attempts"].as_u64(),
+                Some(interruptions + 1),
+                "only interruptions preceded the one attempt that ran: {step:#}"
+            );
+        }
+    }
+    assert!(
+        interrupted > 0,
+        "the kills ({kills_took:?}) should have interrupted running adds"
+    );
+
+    let mut expected: Vec<String> = accepted.values().cloned().collect();
+    expected.sort();
+    assert_eq!(
+        todo_titles(&http, &base).await,
+        expected,
+        "no todo lost, none doubled"
+    );
 
     let _ = child.kill();
     let _ = child.wait();

@@ -49,6 +49,8 @@ pub struct Settings {
     pub breaker: BreakerConfig,
     /// Claims taken before this instant are void (set by the local runtime at start-up).
     pub void_leases_before: Option<DateTime<Utc>>,
+    /// Longest a step waits for its tool's circuit breaker before it fails.
+    pub step_deadline_ms: u64,
 }
 
 impl Default for Settings {
@@ -60,6 +62,7 @@ impl Default for Settings {
             lease_margin_ms: 5_000,
             breaker: BreakerConfig::default(),
             void_leases_before: None,
+            step_deadline_ms: 15 * 60 * 1_000,
         }
     }
 }

@@ -9,7 +9,7 @@ use super::*;
 use crate::adapters::local::memory::{MemoryStore, MemoryTodos};
 use crate::domain::{Plan, PlanStep, StepStatus};
 use crate::planner::FixedPlanner;
-use crate::ports::SystemClock;
+use crate::ports::{StepJob, SystemClock};
 use crate::tools::Faults;
 
 fn step(id: &str, tool: &str, input: Value, deps: &[&str]) -> PlanStep {
@@ -343,7 +343,8 @@ async fn given_an_idempotency_key_when_posted_twice_then_the_same_run_is_returne
 }
 
 #[tokio::test]
-async fn given_a_breaker_threshold_when_a_tool_keeps_failing_then_it_opens_and_fails_fast() {
+async fn given_a_breaker_threshold_when_a_tool_keeps_failing_then_it_opens_and_the_step_waits_without_using_attempts(
+) {
     let mut h = harness(
         vec![step("s1", "calculator", json!({"expression": "1"}), &[])],
         "calculator=fail",
@@ -352,12 +353,17 @@ async fn given_a_breaker_threshold_when_a_tool_keeps_failing_then_it_opens_and_f
         failure_threshold: 2,
         open_ms: 60_000,
         half_open_successes: 1,
+        ..Default::default()
     };
     let run = h.run(1).await;
-    assert_eq!(run.status, RunStatus::Failed);
+    // Two real failures opened the breaker; the third attempt was refused, not used up.
+    assert_eq!(run.status, RunStatus::Running);
+    let s1 = &run.steps[0];
+    assert_eq!((s1.status, s1.attempts), (StepStatus::Pending, 2));
+    let waiting = s1.waiting.as_ref().expect("the step waits for the breaker");
     assert_eq!(
-        run.steps[0].error.as_deref(),
-        Some("calculator temporarily unavailable")
+        waiting.reason,
+        "calculator temporarily unavailable (circuit breaker open)"
     );
     let tools = h.app.tools().await.expect("tools");
     let calc = tools
@@ -365,4 +371,54 @@ async fn given_a_breaker_threshold_when_a_tool_keeps_failing_then_it_opens_and_f
         .find(|t| t.name == "calculator")
         .expect("calculator");
     assert_eq!(calc.breaker.name(), "open");
+    // A redelivered job before the breaker half-opens is told to come back then.
+    let job = StepJob {
+        tenant: run.tenant.clone(),
+        run_id: run.run_id.clone(),
+        step_id: "s1".into(),
+        attempt: 3,
+        correlation_id: run.correlation_id.clone(),
+    };
+    assert_eq!(
+        h.app.process_job(&job).await.expect("job"),
+        JobResult::RetryAt(waiting.until)
+    );
+}
+
+#[tokio::test]
+async fn given_an_open_breaker_when_the_step_deadline_passes_then_the_step_fails_saying_since_when()
+{
+    let mut h = harness(
+        vec![step("s1", "calculator", json!({"expression": "1"}), &[])],
+        "calculator=fail",
+    );
+    h.app.settings.breaker = crate::engine::breaker::BreakerConfig {
+        failure_threshold: 1,
+        open_ms: 60_000,
+        ..Default::default()
+    };
+    h.app.settings.step_deadline_ms = 1;
+    let run = h.run(1).await;
+    assert_eq!(run.steps[0].attempts, 1);
+    let job = StepJob {
+        tenant: run.tenant.clone(),
+        run_id: run.run_id.clone(),
+        step_id: "s1".into(),
+        attempt: 2,
+        correlation_id: run.correlation_id.clone(),
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    assert_eq!(h.app.process_job(&job).await.expect("job"), JobResult::Done);
+    let run = h
+        .app
+        .get_run(&RunKey::new("default", &run.run_id))
+        .await
+        .expect("run");
+    assert_eq!(run.status, RunStatus::Failed);
+    let error = run.steps[0].error.as_deref().unwrap_or_default();
+    assert!(
+        error.starts_with("calculator temporarily unavailable (circuit breaker open) since 20"),
+        "{error}"
+    );
+    assert_eq!(run.steps[0].attempts, 1, "no attempt was spent waiting");
 }

@@ -12,8 +12,8 @@ use tracing::{debug, info, instrument, warn};
 
 use super::{App, AppError, MAX_CONFLICTS};
 use crate::domain::{ErrorKind, RunKey, RunState};
-use crate::engine::breaker::Admission;
-use crate::engine::{self, refs, Claim};
+use crate::engine::breaker::{Admission, BreakerState};
+use crate::engine::{self, refs, Claim, Deferral};
 use crate::ports::{StepJob, StoreError};
 use crate::tools::{ToolContext, ToolError};
 
@@ -32,17 +32,30 @@ fn contention() -> AppError {
     ))
 }
 
+/// What the tool's circuit breaker said about a call.
+enum Gate {
+    /// Call the tool; `trial` says a half-open trial slot was taken for it.
+    Open { trial: bool },
+    /// Do not call before `until`.
+    Closed {
+        until: DateTime<Utc>,
+        reason: String,
+    },
+}
+
 impl App {
     /// Run one step job.
     #[instrument(skip(self, job), fields(run_id = %job.run_id, step_id = %job.step_id, attempt = job.attempt, correlation_id = %job.correlation_id))]
     pub async fn process_job(&self, job: &StepJob) -> Result<JobResult, AppError> {
         let key = job.key();
         let lease_ms = self.settings.lease_ms();
+        // Asked once per job, before the claim: a refused call must not use up an attempt.
+        let mut gate: Option<(String, Gate)> = None;
         let mut claimed = None;
         for _ in 0..MAX_CONFLICTS {
             let Some((state, _)) = self.load(&key).await? else {
                 debug!("job for an unknown run: dropped");
-                return Ok(JobResult::Done);
+                return self.release(gate, JobResult::Done).await;
             };
             let decision = engine::claim(
                 &state,
@@ -56,29 +69,53 @@ impl App {
             match decision {
                 Claim::Skip(reason) => {
                     debug!(%reason, "nothing to do");
-                    return Ok(JobResult::Done);
+                    return self.release(gate, JobResult::Done).await;
                 }
-                Claim::Later(at) => return Ok(JobResult::RetryAt(at)),
+                Claim::Later(at) => return self.release(gate, JobResult::RetryAt(at)).await,
                 Claim::Record(events) => match self.commit(&state, events).await {
-                    Ok(_) => return Ok(JobResult::Done),
+                    Ok(_) => return self.release(gate, JobResult::Done).await,
                     Err(StoreError::Conflict(_)) => continue,
                     Err(e) => return Err(e.into()),
                 },
-                Claim::Start { attempt, events } => match self.commit(&state, events).await {
-                    Ok(after) => {
-                        claimed = Some((after, attempt));
-                        break;
+                Claim::Start { attempt, events } => {
+                    let tool = state
+                        .step(&job.step_id)
+                        .map(|s| s.tool.clone())
+                        .unwrap_or_default();
+                    if gate.is_none() {
+                        gate = Some((tool.clone(), self.gate(&tool).await));
                     }
-                    Err(StoreError::Conflict(_)) => continue,
-                    Err(e) => return Err(e.into()),
-                },
+                    if let Some((_, Gate::Closed { until, reason })) = &gate {
+                        match self
+                            .defer(&state, &job.step_id, attempt, events, reason, *until)
+                            .await
+                        {
+                            Ok(result) => return Ok(result),
+                            Err(StoreError::Conflict(_)) => continue,
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                    match self.commit(&state, events).await {
+                        Ok(after) => {
+                            claimed = Some((after, attempt));
+                            break;
+                        }
+                        Err(StoreError::Conflict(_)) => continue,
+                        Err(e) => {
+                            self.release(gate, JobResult::Done).await?;
+                            return Err(e.into());
+                        }
+                    }
+                }
             }
         }
         let Some((state, attempt)) = claimed else {
+            self.release(gate, JobResult::Done).await?;
             return Err(contention());
         };
+        let trial = matches!(gate, Some((_, Gate::Open { trial: true })));
         let started = Instant::now();
-        let result = self.call_tool(&state, &job.step_id, attempt).await;
+        let result = self.call_tool(&state, &job.step_id, attempt, trial).await;
         let duration_ms = started.elapsed().as_millis() as u64;
         let tool = state
             .step(&job.step_id)
@@ -93,6 +130,44 @@ impl App {
         self.record_outcome(&key, &job.step_id, attempt, result, duration_ms)
             .await?;
         Ok(JobResult::Done)
+    }
+
+    /// The breaker refused the call: record that the step waits (no attempt is used), or
+    /// that it waited past its deadline. `claim_events` are the claim's events, ending
+    /// with the `StepStarted` that is not written.
+    async fn defer(
+        &self,
+        state: &RunState,
+        step_id: &str,
+        attempt: u32,
+        mut claim_events: Vec<crate::domain::Event>,
+        reason: &str,
+        until: DateTime<Utc>,
+    ) -> Result<JobResult, StoreError> {
+        claim_events.pop();
+        let before = engine::simulate(state, &claim_events);
+        let now = self.now();
+        let (events, result) = match engine::defer(
+            &before,
+            step_id,
+            attempt,
+            reason,
+            until,
+            now,
+            self.settings.step_deadline_ms,
+        ) {
+            Deferral::Wait { events, until } => {
+                info!(%reason, until = %until, "step waits for its tool's circuit breaker");
+                (events, JobResult::RetryAt(until))
+            }
+            Deferral::GiveUp(events) => {
+                warn!(%reason, "step waited past its deadline for its tool");
+                (events, JobResult::Done)
+            }
+        };
+        claim_events.extend(events);
+        self.commit(state, claim_events).await?;
+        Ok(result)
     }
 
     async fn record_outcome(
@@ -137,8 +212,35 @@ impl App {
         Err(contention())
     }
 
-    /// Substitute references, pass the breaker, call the tool under the step timeout.
+    /// Substitute references and call the tool under the step timeout; report the outcome
+    /// to its breaker (`trial`: the call holds a half-open trial slot).
     async fn call_tool(
+        &self,
+        state: &RunState,
+        step_id: &str,
+        attempt: u32,
+        trial: bool,
+    ) -> Result<Value, ToolError> {
+        let tool_name = state
+            .step(step_id)
+            .map(|s| s.tool.clone())
+            .unwrap_or_default();
+        let result = self.execute(state, step_id, attempt).await;
+        let outcome = match &result {
+            Ok(_) => Some(Ok(())),
+            Err(e) if e.kind == ErrorKind::Transient => Some(Err(())),
+            // A permanent error (bad input) says nothing about the tool's health.
+            Err(_) => None,
+        };
+        match outcome {
+            Some(outcome) => self.observe(&tool_name, outcome).await,
+            None if trial => self.release_trial(&tool_name).await,
+            None => {}
+        }
+        result
+    }
+
+    async fn execute(
         &self,
         state: &RunState,
         step_id: &str,
@@ -162,61 +264,98 @@ impl App {
             attempt,
             now: self.now(),
         };
-        self.admit(tool.name()).await?;
         let timeout = std::time::Duration::from_millis(self.settings.step_timeout_ms);
-        let result = match tokio::time::timeout(timeout, tool.execute(&ctx, &input)).await {
+        match tokio::time::timeout(timeout, tool.execute(&ctx, &input)).await {
             Ok(r) => r,
             Err(_) => Err(ToolError::transient(format!(
                 "{} timed out after {} ms",
                 tool.name(),
                 self.settings.step_timeout_ms
             ))),
-        };
-        self.observe(tool.name(), result.as_ref().map(|_| ()).map_err(|e| e.kind))
-            .await;
-        result
+        }
     }
 
-    /// Ask the tool's breaker whether a call may go through.
-    async fn admit(&self, tool: &str) -> Result<(), ToolError> {
-        let Ok((state, version)) = self.breaker_state(tool).await else {
-            // The breaker store being unreachable must not stop work: fail open.
-            return Ok(());
-        };
-        match state.admit(self.now()) {
-            Admission::Reject { .. } => Err(ToolError::transient(format!(
-                "{tool} temporarily unavailable"
-            ))),
-            Admission::Allow { next: Some(next) } => {
-                if let Ok(v) = serde_json::to_value(&next) {
-                    if self.breakers.put(tool, version, &v).await.is_ok() {
-                        warn!(
-                            tool,
-                            from = state.name(),
-                            to = next.name(),
-                            "circuit breaker transition"
-                        );
+    /// Ask the tool's breaker whether a call may go through, taking a half-open trial
+    /// slot if that is what admits it.
+    async fn gate(&self, tool: &str) -> Gate {
+        for _ in 0..MAX_CONFLICTS {
+            let Ok((state, version)) = self.breaker_state(tool).await else {
+                // The breaker store being unreachable must not stop work: fail open.
+                return Gate::Open { trial: false };
+            };
+            match state.admit(&self.settings.breaker, self.now()) {
+                Admission::Reject { until } => {
+                    return Gate::Closed {
+                        until,
+                        reason: format!(
+                            "{tool} temporarily unavailable (circuit breaker {})",
+                            state.name()
+                        ),
                     }
                 }
-                Ok(())
+                Admission::Allow { next: None, trial } => return Gate::Open { trial },
+                Admission::Allow {
+                    next: Some(next),
+                    trial,
+                } => {
+                    let Ok(v) = serde_json::to_value(&next) else {
+                        return Gate::Open { trial: false };
+                    };
+                    match self.breakers.put(tool, version, &v).await {
+                        Ok(()) => {
+                            if next.name() != state.name() {
+                                warn!(
+                                    tool,
+                                    from = state.name(),
+                                    to = next.name(),
+                                    "circuit breaker transition"
+                                );
+                            }
+                            return Gate::Open { trial };
+                        }
+                        // Another worker changed the breaker first: look again.
+                        Err(StoreError::Conflict(_)) => continue,
+                        Err(_) => return Gate::Open { trial: false },
+                    }
+                }
             }
-            Admission::Allow { next: None } => Ok(()),
         }
+        Gate::Open { trial: false }
     }
 
-    /// Feed a call's outcome to the tool's breaker (only transient failures count).
-    async fn observe(&self, tool: &str, outcome: Result<(), ErrorKind>) {
-        if outcome == Err(ErrorKind::Permanent) {
-            return;
+    /// Give back a trial slot taken for a call that did not happen, then pass `result` on.
+    async fn release(
+        &self,
+        gate: Option<(String, Gate)>,
+        result: JobResult,
+    ) -> Result<JobResult, AppError> {
+        if let Some((tool, Gate::Open { trial: true })) = gate {
+            self.release_trial(&tool).await;
         }
+        Ok(result)
+    }
+
+    async fn release_trial(&self, tool: &str) {
+        self.update_breaker(tool, |s| s.release_trial()).await;
+    }
+
+    /// Feed a call's outcome (transient failures only) to the tool's breaker.
+    async fn observe(&self, tool: &str, outcome: Result<(), ()>) {
+        let cfg = self.settings.breaker;
+        let now = self.now();
+        self.update_breaker(tool, |s| match outcome {
+            Ok(()) => s.on_success(&cfg),
+            Err(()) => s.on_failure(&cfg, now),
+        })
+        .await;
+    }
+
+    async fn update_breaker(&self, tool: &str, change: impl Fn(&BreakerState) -> BreakerState) {
         for _ in 0..MAX_CONFLICTS {
             let Ok((state, version)) = self.breaker_state(tool).await else {
                 return;
             };
-            let next = match outcome {
-                Ok(()) => state.on_success(&self.settings.breaker),
-                Err(_) => state.on_failure(&self.settings.breaker, self.now()),
-            };
+            let next = change(&state);
             if next == state {
                 return;
             }

@@ -128,6 +128,23 @@ pub enum Event {
         attempt: u32,
         error: String,
     },
+    /// The worker running `attempt` died (its lease expired, or a restarted runtime voided
+    /// it). Not a tool failure: it does not use up the retry budget, only the step's own,
+    /// larger budget of interruptions.
+    StepInterrupted {
+        step_id: String,
+        attempt: u32,
+        error: String,
+    },
+    /// The tool's circuit breaker refused the call, so no attempt was started (none is
+    /// used up): the step waits until `until` and asks again.
+    StepDeferred {
+        step_id: String,
+        /// The attempt that would have started.
+        attempt: u32,
+        reason: String,
+        until: DateTime<Utc>,
+    },
     RunCompleted {
         result: Value,
     },
@@ -176,6 +193,8 @@ impl Event {
             Event::StepCompleted { .. } => "StepCompleted",
             Event::StepAttemptFailed { .. } => "StepAttemptFailed",
             Event::StepFailed { .. } => "StepFailed",
+            Event::StepInterrupted { .. } => "StepInterrupted",
+            Event::StepDeferred { .. } => "StepDeferred",
             Event::RunCompleted { .. } => "RunCompleted",
             Event::RunFailed { .. } => "RunFailed",
             Event::CancelRequested { .. } => "CancelRequested",
@@ -195,6 +214,8 @@ impl Event {
             | Event::StepCompleted { step_id, .. }
             | Event::StepAttemptFailed { step_id, .. }
             | Event::StepFailed { step_id, .. }
+            | Event::StepInterrupted { step_id, .. }
+            | Event::StepDeferred { step_id, .. }
             | Event::StepCompensated { step_id, .. }
             | Event::StepCompensationFailed { step_id, .. } => Some(step_id),
             _ => None,

@@ -90,6 +90,36 @@ pub struct StepState {
     pub next_attempt_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compensation_error: Option<String>,
+    /// Attempts whose worker died before finishing (they do not use up retries).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub interruptions: u32,
+    /// While the tool's breaker keeps the step waiting: why, since when, and until when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<Waiting>,
+}
+
+/// A step held back by its tool's circuit breaker, without using up an attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Waiting {
+    pub reason: String,
+    /// The first refusal since the step last started (the step deadline counts from here).
+    pub since: DateTime<Utc>,
+    /// When it asks the breaker again.
+    pub until: DateTime<Utc>,
+    /// Refusals since the step last started.
+    pub deferrals: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl StepState {
+    /// Attempts that ran the tool and failed or are running: the ones the retry budget
+    /// counts (interrupted attempts are not among them).
+    pub fn tool_attempts(&self) -> u32 {
+        self.attempts.saturating_sub(self.interruptions)
+    }
 }
 
 /// The state of a run, as served by the API and kept in the runs view.
@@ -220,6 +250,8 @@ impl RunState {
                         lease_until: None,
                         next_attempt_at: None,
                         compensation_error: None,
+                        interruptions: 0,
+                        waiting: None,
                     })
                     .collect();
             }
@@ -239,6 +271,7 @@ impl RunState {
                     step.attempt_started_at = Some(at);
                     step.lease_until = Some(at + millis(*lease_ms));
                     step.next_attempt_at = None;
+                    step.waiting = None;
                 }
             }
             Event::StepCompleted {
@@ -275,6 +308,35 @@ impl RunState {
                     step.finished_at = Some(at);
                     step.lease_until = None;
                     step.next_attempt_at = None;
+                    step.waiting = None;
+                }
+            }
+            Event::StepInterrupted { step_id, error, .. } => {
+                if let Some(step) = self.step_mut(step_id) {
+                    step.status = StepStatus::Pending;
+                    step.error = Some(error.clone());
+                    step.interruptions += 1;
+                    step.lease_until = None;
+                    step.next_attempt_at = Some(at);
+                }
+            }
+            Event::StepDeferred {
+                step_id,
+                reason,
+                until,
+                ..
+            } => {
+                if let Some(step) = self.step_mut(step_id) {
+                    let (since, deferrals) = match &step.waiting {
+                        Some(w) => (w.since, w.deferrals + 1),
+                        None => (at, 1),
+                    };
+                    step.waiting = Some(Waiting {
+                        reason: reason.clone(),
+                        since,
+                        until: *until,
+                        deferrals,
+                    });
                 }
             }
             Event::RunCompleted { result } => {
@@ -338,6 +400,7 @@ impl RunState {
             if step.status == StepStatus::Pending {
                 step.status = StepStatus::Skipped;
                 step.next_attempt_at = None;
+                step.waiting = None;
             }
         }
     }

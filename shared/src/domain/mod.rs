@@ -8,7 +8,7 @@ pub mod fold;
 pub mod plan;
 
 pub use event::{ErrorKind, Event, EventRecord, PlannerInfo, Usage};
-pub use fold::{fold, fold_until, FoldError, RunState, RunStatus, StepState, StepStatus};
+pub use fold::{fold, fold_until, FoldError, RunState, RunStatus, StepState, StepStatus, Waiting};
 pub use plan::{Plan, PlanStep};
 
 use serde::{Deserialize, Serialize};

@@ -2,9 +2,12 @@
 //!
 //! CLOSED -> OPEN after `failure_threshold` consecutive failures; OPEN rejects calls
 //! ("<tool> temporarily unavailable") without touching the tool; once `open_ms` has passed
-//! the next call moves it to HALF-OPEN, which admits trial calls: `half_open_successes`
-//! successes close it, one failure re-opens it. Only transient failures count: a
-//! permanent error (bad input) says nothing about the tool's health.
+//! the next call moves it to HALF-OPEN, which admits at most `half_open_trials` trial
+//! calls at a time (the others are told to wait a little and ask again):
+//! `half_open_successes` successes close it, one failure re-opens it. A trial whose
+//! outcome never comes back (its worker died) is presumed lost after `trial_timeout_ms`,
+//! so a dead worker cannot hold the breaker half-open for ever. Only transient failures
+//! count: a permanent error (bad input) says nothing about the tool's health.
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -14,6 +17,20 @@ pub struct BreakerConfig {
     pub failure_threshold: u32,
     pub open_ms: u64,
     pub half_open_successes: u32,
+    /// Trial calls admitted at once while half-open.
+    #[serde(default = "default_trials")]
+    pub half_open_trials: u32,
+    /// How long a trial may go unanswered before its slot is given to another call.
+    #[serde(default = "default_trial_timeout")]
+    pub trial_timeout_ms: u64,
+}
+
+fn default_trials() -> u32 {
+    BreakerConfig::default().half_open_trials
+}
+
+fn default_trial_timeout() -> u64 {
+    BreakerConfig::default().trial_timeout_ms
 }
 
 impl Default for BreakerConfig {
@@ -22,7 +39,19 @@ impl Default for BreakerConfig {
             failure_threshold: 5,
             open_ms: 60_000,
             half_open_successes: 3,
+            half_open_trials: 3,
+            trial_timeout_ms: 35_000,
         }
+    }
+}
+
+impl BreakerConfig {
+    /// How long a call refused by a half-open breaker with no free trial slot waits before
+    /// asking again: a tenth of the open time (at least 50 ms), never past the trial timeout.
+    pub fn probe_ms(&self) -> u64 {
+        (self.open_ms / 10)
+            .max(50)
+            .min(self.trial_timeout_ms.max(1))
     }
 }
 
@@ -38,6 +67,12 @@ pub enum BreakerState {
     },
     HalfOpen {
         successes: u32,
+        /// Trial calls admitted whose outcome has not come back yet.
+        #[serde(default)]
+        trials: u32,
+        /// When the last trial was admitted.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_trial_at: Option<DateTime<Utc>>,
     },
 }
 
@@ -52,10 +87,19 @@ impl Default for BreakerState {
 /// Whether a call may go to the tool.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Admission {
-    /// Call the tool. `next` is a state change to store first (OPEN -> HALF-OPEN).
-    Allow { next: Option<BreakerState> },
-    /// Fail fast; the breaker stays open until then.
+    /// Call the tool. `next` is a state change to store first (a trial slot taken);
+    /// `trial` says the call is a half-open trial whose outcome must be reported (or its
+    /// slot released with [`BreakerState::release_trial`] if the call does not happen).
+    Allow {
+        next: Option<BreakerState>,
+        trial: bool,
+    },
+    /// Do not call; ask again at `until`.
     Reject { until: DateTime<Utc> },
+}
+
+fn millis(ms: u64) -> Duration {
+    Duration::milliseconds(i64::try_from(ms).unwrap_or(i64::MAX / 4))
 }
 
 impl BreakerState {
@@ -67,23 +111,75 @@ impl BreakerState {
         }
     }
 
-    pub fn admit(&self, now: DateTime<Utc>) -> Admission {
+    pub fn admit(&self, cfg: &BreakerConfig, now: DateTime<Utc>) -> Admission {
+        let trial = |successes: u32, trials: u32| Admission::Allow {
+            next: Some(BreakerState::HalfOpen {
+                successes,
+                trials,
+                last_trial_at: Some(now),
+            }),
+            trial: true,
+        };
         match self {
             BreakerState::Open { until, .. } if now < *until => Admission::Reject { until: *until },
-            BreakerState::Open { .. } => Admission::Allow {
-                next: Some(BreakerState::HalfOpen { successes: 0 }),
+            BreakerState::Open { .. } => trial(0, 1),
+            BreakerState::HalfOpen {
+                successes,
+                trials,
+                last_trial_at,
+            } => {
+                let lost = last_trial_at.is_some_and(|t| now >= t + millis(cfg.trial_timeout_ms));
+                if lost {
+                    // Every trial in flight is older than the timeout: presume them lost.
+                    trial(*successes, 1)
+                } else if *trials < cfg.half_open_trials {
+                    trial(*successes, trials + 1)
+                } else {
+                    let probe = now + millis(cfg.probe_ms());
+                    let freed = last_trial_at.map(|t| t + millis(cfg.trial_timeout_ms));
+                    Admission::Reject {
+                        until: freed.map_or(probe, |f| f.min(probe)),
+                    }
+                }
+            }
+            BreakerState::Closed { .. } => Admission::Allow {
+                next: None,
+                trial: false,
             },
-            _ => Admission::Allow { next: None },
+        }
+    }
+
+    /// A trial slot taken by [`BreakerState::admit`] whose call never happened.
+    pub fn release_trial(&self) -> BreakerState {
+        match self {
+            BreakerState::HalfOpen {
+                successes,
+                trials,
+                last_trial_at,
+            } => BreakerState::HalfOpen {
+                successes: *successes,
+                trials: trials.saturating_sub(1),
+                last_trial_at: *last_trial_at,
+            },
+            other => other.clone(),
         }
     }
 
     pub fn on_success(&self, cfg: &BreakerConfig) -> BreakerState {
         match self {
-            BreakerState::HalfOpen { successes } if successes + 1 >= cfg.half_open_successes => {
+            BreakerState::HalfOpen { successes, .. }
+                if successes + 1 >= cfg.half_open_successes =>
+            {
                 BreakerState::default()
             }
-            BreakerState::HalfOpen { successes } => BreakerState::HalfOpen {
+            BreakerState::HalfOpen {
+                successes,
+                trials,
+                last_trial_at,
+            } => BreakerState::HalfOpen {
                 successes: successes + 1,
+                trials: trials.saturating_sub(1),
+                last_trial_at: *last_trial_at,
             },
             // A success seen while open (a call admitted before it opened) changes nothing.
             BreakerState::Open { .. } => self.clone(),
@@ -94,7 +190,7 @@ impl BreakerState {
     pub fn on_failure(&self, cfg: &BreakerConfig, now: DateTime<Utc>) -> BreakerState {
         let open = || BreakerState::Open {
             opened_at: now,
-            until: now + Duration::milliseconds(i64::try_from(cfg.open_ms).unwrap_or(i64::MAX / 4)),
+            until: now + millis(cfg.open_ms),
         };
         match self {
             BreakerState::Closed {
@@ -124,6 +220,100 @@ mod tests {
         DateTime::from_timestamp(1_800_000_000 + secs, 0).expect("valid")
     }
 
+    fn half_open(successes: u32, trials: u32, last: i64) -> BreakerState {
+        BreakerState::HalfOpen {
+            successes,
+            trials,
+            last_trial_at: Some(at(last)),
+        }
+    }
+
+    #[test]
+    fn given_a_half_open_breaker_when_its_trial_slots_are_taken_then_other_calls_wait() {
+        let cfg = BreakerConfig {
+            open_ms: 10_000,
+            half_open_trials: 2,
+            ..Default::default()
+        };
+        let mut s = BreakerState::Open {
+            opened_at: at(0),
+            until: at(10),
+        };
+        for n in 1..=2 {
+            let Admission::Allow {
+                next: Some(next),
+                trial: true,
+            } = s.admit(&cfg, at(10))
+            else {
+                panic!("trial {n} should be admitted");
+            };
+            s = next;
+        }
+        assert_eq!(s, half_open(0, 2, 10));
+        // The third call waits a probe interval (a tenth of the open time) and asks again.
+        assert_eq!(s.admit(&cfg, at(11)), Admission::Reject { until: at(12) });
+        // One trial answers: a slot is free again.
+        let s = s.on_success(&cfg);
+        assert_eq!(s, half_open(1, 1, 10));
+        assert!(matches!(
+            s.admit(&cfg, at(12)),
+            Admission::Allow { trial: true, .. }
+        ));
+    }
+
+    #[test]
+    fn given_half_open_trials_that_never_answer_when_the_trial_timeout_passes_then_a_new_trial_is_admitted(
+    ) {
+        let cfg = BreakerConfig {
+            half_open_trials: 1,
+            trial_timeout_ms: 5_000,
+            ..Default::default()
+        };
+        let s = half_open(1, 1, 100);
+        // Refused until the lost trial's slot times out.
+        assert_eq!(s.admit(&cfg, at(101)), Admission::Reject { until: at(105) });
+        assert_eq!(
+            s.admit(&cfg, at(105)),
+            Admission::Allow {
+                next: Some(half_open(1, 1, 105)),
+                trial: true
+            }
+        );
+    }
+
+    #[test]
+    fn given_a_trial_slot_taken_when_released_then_it_is_free_again() {
+        let cfg = BreakerConfig {
+            half_open_trials: 1,
+            ..Default::default()
+        };
+        let s = half_open(0, 1, 10);
+        assert!(matches!(s.admit(&cfg, at(11)), Admission::Reject { .. }));
+        let s = s.release_trial();
+        assert!(matches!(
+            s.admit(&cfg, at(11)),
+            Admission::Allow { trial: true, .. }
+        ));
+        assert_eq!(
+            BreakerState::default().release_trial(),
+            BreakerState::default()
+        );
+    }
+
+    #[test]
+    fn given_a_stored_half_open_state_of_the_previous_version_when_read_then_it_has_no_trials() {
+        let s: BreakerState =
+            serde_json::from_str(r#"{"state":"half_open","successes":2}"#).expect("reads");
+        assert_eq!(
+            s,
+            BreakerState::HalfOpen {
+                successes: 2,
+                trials: 0,
+                last_trial_at: None
+            }
+        );
+    }
+
     #[test]
     fn given_a_closed_breaker_when_five_failures_then_it_opens_and_rejects() {
         let cfg = BreakerConfig::default();
@@ -140,7 +330,7 @@ mod tests {
                 until: at(64)
             }
         );
-        assert_eq!(s.admit(at(30)), Admission::Reject { until: at(64) });
+        assert_eq!(s.admit(&cfg, at(30)), Admission::Reject { until: at(64) });
     }
 
     #[test]
@@ -165,12 +355,16 @@ mod tests {
             opened_at: at(0),
             until: at(60),
         };
-        let Admission::Allow { next: Some(half) } = open.admit(at(60)) else {
+        let Admission::Allow {
+            next: Some(half),
+            trial: true,
+        } = open.admit(&cfg, at(60))
+        else {
             panic!("should half-open at the timeout");
         };
-        assert_eq!(half, BreakerState::HalfOpen { successes: 0 });
+        assert_eq!(half, half_open(0, 1, 60));
         let s = half.on_success(&cfg).on_success(&cfg);
-        assert_eq!(s, BreakerState::HalfOpen { successes: 2 });
+        assert_eq!(s.name(), "half_open");
         assert_eq!(s.on_success(&cfg), BreakerState::default());
     }
 
@@ -180,7 +374,7 @@ mod tests {
             open_ms: 10_000,
             ..Default::default()
         };
-        let s = BreakerState::HalfOpen { successes: 2 }.on_failure(&cfg, at(100));
+        let s = half_open(2, 1, 90).on_failure(&cfg, at(100));
         assert_eq!(
             s,
             BreakerState::Open {
@@ -196,14 +390,12 @@ mod tests {
             failure_threshold: 2,
             open_ms: 1_000,
             half_open_successes: 1,
+            ..Default::default()
         };
         let s = BreakerState::default()
             .on_failure(&cfg, at(0))
             .on_failure(&cfg, at(0));
         assert_eq!(s.name(), "open");
-        assert_eq!(
-            BreakerState::HalfOpen { successes: 0 }.on_success(&cfg),
-            BreakerState::default()
-        );
+        assert_eq!(half_open(0, 1, 0).on_success(&cfg), BreakerState::default());
     }
 }

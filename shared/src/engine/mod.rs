@@ -19,6 +19,31 @@ use crate::tools::{Registry, ToolError};
 
 pub use retry::RetryPolicy;
 
+/// Largest step output stored in a run (its JSON text, in bytes). A larger output is
+/// replaced by [`cap_output`]'s truncation marker, so no tool can bloat the log and views.
+pub const MAX_OUTPUT_BYTES: usize = 64 * 1024;
+
+/// `output` if its JSON text fits in `max` bytes; otherwise an explicit marker:
+/// `{"truncated": true, "original_bytes": N, "preview": "<the first bytes of the JSON>"}`,
+/// itself within `max`.
+pub fn cap_output(output: Value, max: usize) -> Value {
+    let text = output.to_string();
+    if text.len() <= max {
+        return output;
+    }
+    // Room for the marker's own keys and the escaping of the preview.
+    let budget = max.saturating_sub(256) / 2;
+    let mut end = budget.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    serde_json::json!({
+        "truncated": true,
+        "original_bytes": text.len(),
+        "preview": &text[..end],
+    })
+}
+
 /// Something that must happen because of new events.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "effect", rename_all = "snake_case")]
@@ -203,7 +228,8 @@ pub fn claim(
             if !deps_done {
                 return Claim::Skip("dependencies have not completed".into());
             }
-            match step.next_attempt_at {
+            let waiting_until = step.waiting.as_ref().map(|w| w.until);
+            match step.next_attempt_at.max(waiting_until) {
                 Some(due) if due > now => Claim::Later(due),
                 _ => start(step.attempts + 1, Vec::new()),
             }
@@ -218,19 +244,20 @@ pub fn claim(
             _ => {
                 let lost = step.attempts;
                 let error = format!(
-                    "attempt {lost} was lost: its worker stopped before finishing (lease expired)"
+                    "attempt {lost} was interrupted: its worker stopped before finishing (lease expired)"
                 );
-                if policy.allows_retry(lost) {
-                    let failed = Event::StepAttemptFailed {
+                if step.interruptions < policy.max_interruptions {
+                    let interrupted = Event::StepInterrupted {
                         step_id: step_id.to_owned(),
                         attempt: lost,
                         error,
-                        kind: ErrorKind::Transient,
-                        duration_ms: 0,
-                        retry_in_ms: Some(0),
                     };
-                    start(lost + 1, vec![failed])
+                    start(lost + 1, vec![interrupted])
                 } else {
+                    let error = format!(
+                        "{error}; the step was interrupted {} times, the limit",
+                        step.interruptions + 1
+                    );
                     let events = give_up(state, step_id, lost, error, ErrorKind::Transient, 0);
                     Claim::Record(events)
                 }
@@ -268,21 +295,23 @@ pub fn outcome(
     policy: &RetryPolicy,
     sample: f64,
 ) -> Result<Vec<Event>, Stale> {
-    let current = state
+    let Some(step) = state
         .step(step_id)
-        .is_some_and(|s| s.status == StepStatus::Running && s.attempts == attempt);
-    if !current {
+        .filter(|s| s.status == StepStatus::Running && s.attempts == attempt)
+    else {
         return Err(Stale(format!(
             "attempt {attempt} of step {step_id} is no longer current"
         )));
-    }
+    };
+    // Interrupted attempts do not count against the retry budget or lengthen the backoff.
+    let tried = step.tool_attempts();
     let step_id_owned = step_id.to_owned();
     let events = match result {
         Ok(output) => {
             let mut events = vec![Event::StepCompleted {
                 step_id: step_id_owned,
                 attempt,
-                output,
+                output: cap_output(output, MAX_OUTPUT_BYTES),
                 duration_ms,
             }];
             events.extend(conclude(&simulate(state, &events)));
@@ -290,7 +319,7 @@ pub fn outcome(
         }
         Err(err) => {
             let retry = err.kind == ErrorKind::Transient
-                && policy.allows_retry(attempt)
+                && policy.allows_retry(tried)
                 && !state.cancel_requested;
             if retry {
                 vec![Event::StepAttemptFailed {
@@ -299,7 +328,7 @@ pub fn outcome(
                     error: err.message,
                     kind: err.kind,
                     duration_ms,
-                    retry_in_ms: Some(policy.delay_ms(attempt, sample)),
+                    retry_in_ms: Some(policy.delay_ms(tried, sample)),
                 }]
             } else {
                 give_up(state, step_id, attempt, err.message, err.kind, duration_ms)
@@ -338,16 +367,14 @@ fn give_up(
 }
 
 /// The events that end a run whose steps are all settled: `RunCompleted` with the last
-/// step's output when every step completed, `RunFailed` when one failed (unless a cancel
-/// is under way, which ends the run its own way).
+/// step's output when every step completed, `RunFailed` when one failed. Nothing once a
+/// cancel was accepted: such a run never ends `completed` or `failed`; the saga undoes
+/// what completed and ends it `cancelled` (or `compensation_failed`).
 pub fn conclude(state: &RunState) -> Vec<Event> {
-    if state.status.is_finished() || state.steps.is_empty() {
+    if state.status.is_finished() || state.steps.is_empty() || state.cancel_requested {
         return Vec::new();
     }
     if let Some(failed) = state.steps.iter().find(|s| s.status == StepStatus::Failed) {
-        if state.cancel_requested {
-            return Vec::new();
-        }
         return vec![Event::RunFailed {
             error: format!(
                 "step {} ({}) failed: {}",
@@ -372,6 +399,62 @@ pub fn conclude(state: &RunState) -> Vec<Event> {
         return vec![Event::RunCompleted { result }];
     }
     Vec::new()
+}
+
+/// What to do when the tool's circuit breaker refused the call that would have started
+/// attempt `attempt` of `step_id`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Deferral {
+    /// Record these events (a `StepDeferred`) and ask again at `until`. No attempt is used.
+    Wait {
+        events: Vec<Event>,
+        until: DateTime<Utc>,
+    },
+    /// The step has waited past its deadline: record its failure (and the run's).
+    GiveUp(Vec<Event>),
+}
+
+/// Decide how a step refused by its breaker waits: until the breaker may admit it
+/// (`until`), but never past `deadline_ms` after the first refusal since the step last
+/// started, when it fails with "<reason> since <time>".
+pub fn defer(
+    state: &RunState,
+    step_id: &str,
+    attempt: u32,
+    reason: &str,
+    until: DateTime<Utc>,
+    now: DateTime<Utc>,
+    deadline_ms: u64,
+) -> Deferral {
+    let step = state.step(step_id);
+    let since = step
+        .and_then(|s| s.waiting.as_ref())
+        .map_or(now, |w| w.since);
+    let deadline =
+        since + chrono::Duration::milliseconds(i64::try_from(deadline_ms).unwrap_or(i64::MAX / 4));
+    if now >= deadline {
+        let error = format!(
+            "{reason} since {}; gave up after the step deadline of {deadline_ms} ms",
+            since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        );
+        let mut events = vec![Event::StepFailed {
+            step_id: step_id.to_owned(),
+            attempt: step.map_or(0, |s| s.attempts),
+            error,
+        }];
+        events.extend(conclude(&simulate(state, &events)));
+        return Deferral::GiveUp(events);
+    }
+    let until = until.min(deadline).max(now);
+    Deferral::Wait {
+        events: vec![Event::StepDeferred {
+            step_id: step_id.to_owned(),
+            attempt,
+            reason: reason.to_owned(),
+            until,
+        }],
+        until,
+    }
 }
 
 /// `state` with `events` applied (numbered after its last event), for looking ahead.

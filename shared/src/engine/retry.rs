@@ -13,6 +13,14 @@ pub struct RetryPolicy {
     pub max_delay_ms: u64,
     /// Fraction (0..=1) of each delay that is randomised.
     pub jitter: f64,
+    /// How many times an attempt may be interrupted (its worker died) before the step
+    /// fails. Interruptions do not use up `max_retries`.
+    #[serde(default = "default_interruptions")]
+    pub max_interruptions: u32,
+}
+
+fn default_interruptions() -> u32 {
+    RetryPolicy::default().max_interruptions
 }
 
 impl Default for RetryPolicy {
@@ -22,6 +30,7 @@ impl Default for RetryPolicy {
             max_retries: 3,
             max_delay_ms: 15 * 60 * 1_000,
             jitter: 0.2,
+            max_interruptions: 10,
         }
     }
 }
@@ -77,6 +86,7 @@ mod tests {
     #[test]
     fn given_many_attempts_when_delayed_then_the_cap_holds_without_overflow() {
         let p = RetryPolicy {
+            max_interruptions: 10,
             base_ms: u64::MAX / 2,
             max_retries: 100,
             max_delay_ms: 60_000,

@@ -78,6 +78,27 @@ fn completed(id: &str, output: Value) -> Event {
     }
 }
 
+fn transient_failure(id: &str, attempt: u32, retry_in_ms: Option<u64>) -> Event {
+    Event::StepAttemptFailed {
+        step_id: id.into(),
+        attempt,
+        error: "down".into(),
+        kind: ErrorKind::Transient,
+        duration_ms: 1,
+        retry_in_ms,
+    }
+}
+
+/// `s` with `events` applied a second later, and the new records.
+fn state_after(s: &RunState, events: Vec<Event>) -> (RunState, Vec<EventRecord>) {
+    let records = records(s, s.updated_at + Duration::seconds(1), events);
+    let mut next = s.clone();
+    for r in &records {
+        next.apply(r).expect("applies");
+    }
+    (next, records)
+}
+
 fn dispatched(effects: &[Effect]) -> Vec<(String, u32, u64)> {
     effects
         .iter()
@@ -95,6 +116,7 @@ const POLICY: RetryPolicy = RetryPolicy {
     max_retries: 3,
     max_delay_ms: 60_000,
     jitter: 0.0,
+    max_interruptions: 10,
 };
 
 #[test]
@@ -188,7 +210,8 @@ fn given_a_step_held_by_another_worker_when_claimed_then_later_until_its_lease_e
 }
 
 #[test]
-fn given_an_expired_lease_when_claimed_then_the_lost_attempt_is_recorded_and_the_next_starts() {
+fn given_an_expired_lease_when_claimed_then_the_interrupted_attempt_is_recorded_and_the_next_starts(
+) {
     let (s, _) = state(vec![started("s1", 1)]);
     let Claim::Start { attempt, events } = claim(&s, "s1", 1, t(20_000), &POLICY, 10_000, None)
     else {
@@ -197,11 +220,7 @@ fn given_an_expired_lease_when_claimed_then_the_lost_attempt_is_recorded_and_the
     assert_eq!(attempt, 2);
     assert!(matches!(
         &events[0],
-        Event::StepAttemptFailed {
-            attempt: 1,
-            retry_in_ms: Some(0),
-            ..
-        }
+        Event::StepInterrupted { attempt: 1, .. }
     ));
     // A restarted local runtime voids older leases at once.
     let c = claim(&s, "s1", 1, t(100), &POLICY, 10_000, Some(t(50)));
@@ -209,13 +228,228 @@ fn given_an_expired_lease_when_claimed_then_the_lost_attempt_is_recorded_and_the
 }
 
 #[test]
-fn given_a_lost_last_attempt_when_claimed_then_the_step_and_run_fail() {
-    let (s, _) = state(vec![started("s1", 4)]);
-    let Claim::Record(events) = claim(&s, "s1", 4, t(20_000), &POLICY, 10_000, None) else {
-        panic!("no attempts left");
+fn given_the_last_retry_interrupted_when_claimed_then_another_attempt_starts_without_using_a_retry()
+{
+    // Attempts 1-3 failed in the tool; attempt 4 (the last retry) was interrupted.
+    let mut events = Vec::new();
+    for a in 1..=3 {
+        events.push(started("s1", a));
+        events.push(transient_failure("s1", a, Some(0)));
+    }
+    events.push(started("s1", 4));
+    let (s, _) = state(events);
+    let Claim::Start { attempt: 5, events } = claim(&s, "s1", 4, t(20_000), &POLICY, 10_000, None)
+    else {
+        panic!("an interruption does not use up a retry");
+    };
+    let (s, _) = state_after(&s, events);
+    assert_eq!(
+        s.step("s1").map(|x| (x.attempts, x.interruptions)),
+        Some((5, 1))
+    );
+    // Attempt 5 fails in the tool: that is the fourth tool failure, the last allowed.
+    let events = outcome(
+        &s,
+        "s1",
+        5,
+        Err(ToolError::transient("down")),
+        1,
+        &POLICY,
+        0.5,
+    )
+    .expect("current");
+    let names: Vec<&str> = events.iter().map(Event::type_name).collect();
+    assert_eq!(names, vec!["StepAttemptFailed", "StepFailed", "RunFailed"]);
+}
+
+#[test]
+fn given_interruptions_when_a_tool_attempt_fails_then_the_backoff_counts_tool_attempts_only() {
+    let (s, _) = state(vec![
+        started("s1", 1),
+        Event::StepInterrupted {
+            step_id: "s1".into(),
+            attempt: 1,
+            error: "lost".into(),
+        },
+        started("s1", 2),
+    ]);
+    let events = outcome(
+        &s,
+        "s1",
+        2,
+        Err(ToolError::transient("down")),
+        1,
+        &POLICY,
+        0.5,
+    )
+    .expect("current");
+    assert!(matches!(
+        &events[..],
+        [Event::StepAttemptFailed {
+            retry_in_ms: Some(1_000),
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn given_a_step_interrupted_as_often_as_allowed_when_its_lease_expires_again_then_it_fails() {
+    let mut events = Vec::new();
+    for a in 1..=POLICY.max_interruptions {
+        events.push(started("s1", a));
+        events.push(Event::StepInterrupted {
+            step_id: "s1".into(),
+            attempt: a,
+            error: "lost".into(),
+        });
+    }
+    events.push(started("s1", POLICY.max_interruptions + 1));
+    let (s, _) = state(events);
+    let Claim::Record(events) = claim(&s, "s1", 11, t(100_000), &POLICY, 10_000, None) else {
+        panic!("the interruption budget is spent");
     };
     let names: Vec<&str> = events.iter().map(Event::type_name).collect();
     assert_eq!(names, vec!["StepAttemptFailed", "StepFailed", "RunFailed"]);
+    let Event::StepFailed { error, .. } = &events[1] else {
+        panic!("step failed");
+    };
+    assert!(error.contains("interrupted 11 times"), "{error}");
+}
+
+#[test]
+fn given_a_breaker_refusal_when_deferred_then_no_attempt_is_used_and_the_step_waits() {
+    let (s, _) = state(vec![]);
+    let Deferral::Wait { events, until } = defer(
+        &s,
+        "s1",
+        1,
+        "calculator temporarily unavailable",
+        t(500),
+        t(10),
+        60_000,
+    ) else {
+        panic!("should wait");
+    };
+    assert_eq!(until, t(500));
+    let (s, _) = state_after(&s, events);
+    let step = s.step("s1").expect("s1");
+    assert_eq!((step.status, step.attempts), (StepStatus::Pending, 0));
+    let waiting = step.waiting.as_ref().expect("waiting");
+    assert_eq!((waiting.until, waiting.deferrals), (t(500), 1));
+    // A duplicate job before then waits too, without asking the breaker.
+    assert_eq!(
+        claim(&s, "s1", 1, t(100), &POLICY, 10_000, None),
+        Claim::Later(t(500))
+    );
+    // Once started, the wait is over.
+    let (s, _) = state_after(&s, vec![started("s1", 1)]);
+    assert_eq!(s.step("s1").and_then(|x| x.waiting.clone()), None);
+}
+
+#[test]
+fn given_a_step_refused_past_its_deadline_when_deferred_then_it_fails_saying_since_when() {
+    let (s, _) = state(vec![]);
+    let Deferral::Wait { until, .. } = defer(
+        &s,
+        "s1",
+        1,
+        "calculator temporarily unavailable",
+        t(60_000),
+        t(10),
+        1_000,
+    ) else {
+        panic!("should wait");
+    };
+    // The wait never runs past the deadline.
+    assert_eq!(until, t(1_010));
+    // First refused at t(2) (the event's time): the deadline counts from there.
+    let (s, _) = state(vec![Event::StepDeferred {
+        step_id: "s1".into(),
+        attempt: 1,
+        reason: "calculator temporarily unavailable".into(),
+        until: t(1_002),
+    }]);
+    assert!(matches!(
+        defer(
+            &s,
+            "s1",
+            1,
+            "calculator temporarily unavailable",
+            t(60_000),
+            t(1_001),
+            1_000
+        ),
+        Deferral::Wait { .. }
+    ));
+    let Deferral::GiveUp(events) = defer(
+        &s,
+        "s1",
+        1,
+        "calculator temporarily unavailable",
+        t(60_000),
+        t(1_002),
+        1_000,
+    ) else {
+        panic!("past the deadline");
+    };
+    let names: Vec<&str> = events.iter().map(Event::type_name).collect();
+    assert_eq!(names, vec!["StepFailed", "RunFailed"]);
+    let Event::StepFailed { error, .. } = &events[0] else {
+        panic!("step failed");
+    };
+    assert!(
+        error.starts_with("calculator temporarily unavailable since 20"),
+        "{error}"
+    );
+}
+
+#[test]
+fn given_a_cancel_while_the_last_steps_run_when_they_complete_then_the_run_is_not_completed() {
+    let (s, _) = state(vec![
+        started("s1", 1),
+        completed("s1", json!(5)),
+        started("s2", 1),
+        completed("s2", json!({"id": 1})),
+        started("s3", 1),
+        Event::CancelRequested { reason: None },
+    ]);
+    let events = outcome(&s, "s3", 1, Ok(json!({"id": 2})), 1, &POLICY, 0.5).expect("current");
+    let names: Vec<&str> = events.iter().map(Event::type_name).collect();
+    assert_eq!(
+        names,
+        vec!["StepCompleted"],
+        "no RunCompleted after a cancel"
+    );
+    let (after, records) = state_after(&s, events);
+    assert_eq!(after.status, RunStatus::Running);
+    // The saga starts: every completed step is undone and the run ends cancelled.
+    assert!(matches!(
+        &react(&after, &records, &registry())[..],
+        [Effect::Compensate { .. }]
+    ));
+    assert_eq!(
+        saga::compensation_order(&after, &registry()),
+        vec!["s3", "s2"]
+    );
+}
+
+#[test]
+fn given_a_cancel_while_a_step_runs_when_it_fails_for_good_then_the_run_is_not_failed() {
+    let (s, _) = state(vec![
+        started("s1", 1),
+        Event::CancelRequested { reason: None },
+    ]);
+    let events = outcome(
+        &s,
+        "s1",
+        1,
+        Err(ToolError::permanent("bad")),
+        1,
+        &POLICY,
+        0.5,
+    )
+    .expect("current");
+    assert!(events.iter().all(|e| !matches!(e, Event::RunFailed { .. })));
 }
 
 #[test]
@@ -396,4 +630,31 @@ fn given_a_cancel_with_a_step_running_when_reacting_then_the_saga_waits_for_it()
         &react(&s, &records[records.len() - 1..], &registry())[..],
         [Effect::Compensate { .. }]
     ));
+}
+
+#[test]
+fn given_an_output_over_the_cap_when_recorded_then_a_truncation_marker_within_the_cap_is_stored() {
+    let (s, _) = state(vec![started("s1", 1)]);
+    let big = json!({"items": vec!["é".repeat(100); 2_000]});
+    let big_len = big.to_string().len();
+    assert!(big_len > MAX_OUTPUT_BYTES);
+    let events = outcome(&s, "s1", 1, Ok(big), 1, &POLICY, 0.5).expect("current");
+    let Event::StepCompleted { output, .. } = &events[0] else {
+        panic!("completed");
+    };
+    assert_eq!(output["truncated"], true);
+    assert_eq!(output["original_bytes"], big_len);
+    assert!(output["preview"]
+        .as_str()
+        .is_some_and(|p| p.starts_with("{\"items\":[\"é")));
+    assert!(output.to_string().len() <= MAX_OUTPUT_BYTES);
+    // Small outputs are stored as they are.
+    assert_eq!(
+        cap_output(json!({"a": 1}), MAX_OUTPUT_BYTES),
+        json!({"a": 1})
+    );
+    // Even a tiny cap yields a well-formed marker on a char boundary.
+    let tiny = cap_output(json!("ééééé".repeat(1_000)), 300);
+    assert_eq!(tiny["truncated"], true);
+    assert!(tiny.to_string().len() <= 300);
 }

@@ -156,6 +156,12 @@ pub fn from_events(
                 }
                 v
             }
+            Event::StepInterrupted { .. } => {
+                vec![Metric::count("StepInterruptions").dimension("Tool", tool())]
+            }
+            Event::StepDeferred { .. } => {
+                vec![Metric::count("BreakerRejections").dimension("Tool", tool())]
+            }
             Event::StepCompensated { .. } => {
                 vec![Metric::count("Compensations").dimension("Outcome", "compensated")]
             }

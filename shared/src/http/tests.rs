@@ -859,6 +859,17 @@ fn every_event() -> Vec<Event> {
             attempt: 4,
             error: "boom".into(),
         },
+        Event::StepInterrupted {
+            step_id: "s1".into(),
+            attempt: 1,
+            error: "attempt 1 was interrupted".into(),
+        },
+        Event::StepDeferred {
+            step_id: "s1".into(),
+            attempt: 2,
+            reason: "calculator temporarily unavailable (circuit breaker open)".into(),
+            until: chrono::DateTime::from_timestamp(1_767_323_045, 0).expect("valid time"),
+        },
         Event::RunCompleted {
             result: json!({"id": 1}),
         },
@@ -897,6 +908,8 @@ fn every_event() -> Vec<Event> {
             | Event::StepCompleted { .. }
             | Event::StepAttemptFailed { .. }
             | Event::StepFailed { .. }
+            | Event::StepInterrupted { .. }
+            | Event::StepDeferred { .. }
             | Event::RunCompleted { .. }
             | Event::RunFailed { .. }
             | Event::CancelRequested { .. }
@@ -950,7 +963,11 @@ fn given_every_breaker_state_when_serialised_then_it_conforms_to_the_breaker_sch
             opened_at: at,
             until: at,
         },
-        BreakerState::HalfOpen { successes: 1 },
+        BreakerState::HalfOpen {
+            successes: 1,
+            trials: 0,
+            last_trial_at: None,
+        },
     ];
     for state in states {
         let v = serde_json::to_value(&state).expect("serialises");
@@ -1075,7 +1092,11 @@ async fn given_breakers_in_every_state_when_tools_are_listed_then_they_conform()
         opened_at: at,
         until: at,
     };
-    let half = BreakerState::HalfOpen { successes: 1 };
+    let half = BreakerState::HalfOpen {
+        successes: 1,
+        trials: 0,
+        last_trial_at: None,
+    };
     for (tool, state) in [("calculator", open), ("todo", half)] {
         let v = serde_json::to_value(&state).expect("serialises");
         BreakerStore::put(&*h.store, tool, 0, &v)

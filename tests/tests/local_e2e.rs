@@ -111,7 +111,11 @@ async fn given_every_prompt_family_when_run_then_each_plans_and_executes() {
     let r = server.run_prompt("remind me to call mom").await;
     assert_eq!(r["result"]["title"], "call mom");
     let r = server.run_prompt("show my todos").await;
-    assert_eq!(r["result"].as_array().map(Vec::len), Some(3));
+    assert_eq!(r["result"]["todos"].as_array().map(Vec::len), Some(3));
+    assert_eq!(
+        (&r["result"]["total"], &r["result"]["truncated"]),
+        (&json!(3), &json!(false))
+    );
     let r = server.run_prompt("mark todo 1 as done").await;
     assert_eq!(
         (r["result"]["id"].as_u64(), r["result"]["done"].as_bool()),
@@ -127,7 +131,7 @@ async fn given_every_prompt_family_when_run_then_each_plans_and_executes() {
         .await;
     assert_eq!(r["result"]["title"], "21");
     let r = server.run_prompt("add todo X and list todos").await;
-    let titles: Vec<&str> = r["result"]
+    let titles: Vec<&str> = r["result"]["todos"]
         .as_array()
         .expect("list")
         .iter()

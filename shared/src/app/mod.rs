@@ -19,7 +19,7 @@ use crate::engine::{self, Effect, RetryPolicy};
 use crate::planner::{PlanError, Planner};
 use crate::ports::{
     BreakerStore, Clock, EventStore, IdempotencyRecord, IdempotencyStore, ListQuery, Outbox, Page,
-    RunViewStore, StoreError, Todo, TodoStore,
+    RunViewStore, StoreError, Todo, TodoQuery, TodoStore,
 };
 use crate::tools::Registry;
 
@@ -442,9 +442,10 @@ impl App {
         )))
     }
 
-    /// `GET /todos`.
+    /// `GET /todos`: the first [`TodoQuery::MAX_LIMIT`] todos, by id.
     pub async fn list_todos(&self, tenant: &str) -> Result<Vec<Todo>, AppError> {
-        Ok(self.todos.list(tenant).await?)
+        let first = TodoQuery::first(TodoQuery::MAX_LIMIT);
+        Ok(self.todos.list(tenant, &first).await?.items)
     }
 
     /// `GET /tools`: the catalog with each tool's breaker state.

@@ -36,7 +36,7 @@ use crate::planner::{FixedPlanner, PlanError, Planned, Planner};
 use crate::ports::{
     BreakerStore, EventStore, IdempotencyRecord, IdempotencyStore, ListQuery, Outbox, Page,
     RunViewStore, StoreError, StoreResult, StoredBreaker, SystemClock, Todo, TodoChange, TodoError,
-    TodoStore,
+    TodoQuery, TodoStore,
 };
 use crate::tools::Registry;
 
@@ -212,7 +212,11 @@ impl TodoStore for Broken {
         Err(self.0.clone())
     }
 
-    async fn list(&self, _: &str) -> StoreResult<Vec<Todo>> {
+    async fn list(&self, _: &str, _: &TodoQuery) -> StoreResult<Page<Todo>> {
+        Err(self.0.clone())
+    }
+
+    async fn count(&self, _: &str) -> StoreResult<u64> {
         Err(self.0.clone())
     }
 }

@@ -385,6 +385,51 @@ async fn given_many_runs_when_listed_then_pages_are_newest_first_without_gaps() 
 }
 
 #[tokio::test]
+async fn given_todos_when_get_todos_pages_with_a_limit_then_each_comes_once_and_bad_queries_fail() {
+    let server = LocalServer::start_with(|_| {}).await;
+    let run = server
+        .run_prompt("add todo alpha and add todo bravo and add todo charlie and add todo delta and add todo echo")
+        .await;
+    assert_eq!(run["status"], "completed", "{run:#}");
+    let mut titles = Vec::new();
+    let mut path = "/todos?limit=2".to_owned();
+    let mut pages = 0;
+    loop {
+        let (status, page) = server.get(&path).await;
+        assert_eq!(status, 200, "{page}");
+        pages += 1;
+        let todos = page["todos"].as_array().expect("todos");
+        assert!(todos.len() <= 2, "{page}");
+        titles.extend(
+            todos
+                .iter()
+                .filter_map(|t| t["title"].as_str().map(str::to_owned)),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => path = format!("/todos?limit=2&cursor={c}"),
+            None => break,
+        }
+        assert!(pages < 10, "paging never ends");
+    }
+    assert_eq!(titles, ["alpha", "bravo", "charlie", "delta", "echo"]);
+    assert_eq!(pages, 3);
+    for (query, status, code) in [
+        ("limit=0", 422, "invalid_limit"),
+        ("limit=501", 422, "invalid_limit"),
+        ("limit=ten", 400, "invalid_limit"),
+        ("cursor=bogus", 422, "invalid_cursor"),
+    ] {
+        let (got, body) = server.get(&format!("/todos?{query}")).await;
+        assert_eq!(
+            (got, body["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{query}"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn given_the_tools_endpoint_when_read_then_each_tool_has_a_schema_and_breaker_state() {
     let server = LocalServer::start_with(|_| {}).await;
     let (status, body) = server.get("/tools").await;

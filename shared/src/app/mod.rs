@@ -442,10 +442,28 @@ impl App {
         )))
     }
 
-    /// `GET /todos`: the first [`TodoQuery::MAX_LIMIT`] todos, by id.
-    pub async fn list_todos(&self, tenant: &str) -> Result<Vec<Todo>, AppError> {
-        let first = TodoQuery::first(TodoQuery::MAX_LIMIT);
-        Ok(self.todos.list(tenant, &first).await?.items)
+    /// `GET /todos`: by id, a page of `limit` (default [`TodoQuery::DEFAULT_LIMIT`], at
+    /// most [`TodoQuery::MAX_LIMIT`]) at a time.
+    pub async fn list_todos(
+        &self,
+        tenant: &str,
+        limit: Option<usize>,
+        cursor: Option<String>,
+    ) -> Result<Page<Todo>, AppError> {
+        let limit = limit.unwrap_or(TodoQuery::DEFAULT_LIMIT);
+        if !(1..=TodoQuery::MAX_LIMIT).contains(&limit) {
+            return Err(AppError::invalid(
+                "invalid_limit",
+                format!("limit must be from 1 to {}", TodoQuery::MAX_LIMIT),
+            ));
+        }
+        self.todos
+            .list(tenant, &TodoQuery { limit, cursor })
+            .await
+            .map_err(|e| match e {
+                StoreError::Invalid(m) => AppError::invalid("invalid_cursor", m),
+                other => AppError::Store(other),
+            })
     }
 
     /// `GET /tools`: the catalog with each tool's breaker state.

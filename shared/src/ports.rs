@@ -172,8 +172,36 @@ pub trait TodoStore: Send + Sync {
 
     async fn get(&self, tenant: &str, id: u64) -> StoreResult<Option<Todo>>;
 
-    /// All of a tenant's todos, by id.
-    async fn list(&self, tenant: &str) -> StoreResult<Vec<Todo>>;
+    /// A page of at most `query.limit` of the tenant's todos, by id, after the cursor;
+    /// `next_cursor` is set exactly when more todos follow. A cursor this store did not
+    /// issue is [`StoreError::Invalid`].
+    async fn list(&self, tenant: &str, query: &TodoQuery) -> StoreResult<Page<Todo>>;
+
+    /// How many todos the tenant has.
+    async fn count(&self, tenant: &str) -> StoreResult<u64>;
+}
+
+/// Which todos to list: a page of at most `limit`, after `cursor`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TodoQuery {
+    pub limit: usize,
+    /// Opaque, from a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+impl TodoQuery {
+    /// The page size when none is asked for (the todo tool's `list`, `GET /todos`).
+    pub const DEFAULT_LIMIT: usize = 100;
+    /// The largest page.
+    pub const MAX_LIMIT: usize = 500;
+
+    /// The first page of `limit` todos.
+    pub fn first(limit: usize) -> Self {
+        Self {
+            limit,
+            cursor: None,
+        }
+    }
 }
 
 /// What an idempotency key is bound to.

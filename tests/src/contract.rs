@@ -665,7 +665,7 @@ pub mod views {
     }
 
     /// Minimal base64url (no padding) so the suite needs no extra dependency.
-    mod base64_url {
+    pub(super) mod base64_url {
         const ALPHABET: &[u8; 64] =
             b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
@@ -691,12 +691,42 @@ pub mod views {
 
 pub mod todos {
     use super::*;
-    use crane::ports::{Todo, TodoChange, TodoError};
+    use crane::ports::{Page, StoreError, Todo, TodoChange, TodoError, TodoQuery};
 
     fn add(title: &str) -> TodoChange {
         TodoChange::Add {
             title: title.into(),
         }
+    }
+
+    /// Every todo of `tenant`, read in pages of `limit`, checking each page on the way:
+    /// at most `limit` todos, a next cursor exactly when more follow (so never an empty
+    /// last page after a full one).
+    async fn pages_of(store: &dyn TodoStore, tenant: &str, limit: usize) -> Result<Vec<Todo>> {
+        let mut all: Vec<Todo> = Vec::new();
+        let mut query = TodoQuery::first(limit);
+        for _ in 0..1000 {
+            let Page { items, next_cursor } = store.list(tenant, &query).await?;
+            assert!(
+                items.len() <= limit,
+                "a page of {} over {limit}",
+                items.len()
+            );
+            all.extend(items.iter().cloned());
+            match next_cursor {
+                Some(c) => {
+                    assert_eq!(items.len(), limit, "a page with a next cursor is full");
+                    query.cursor = Some(c);
+                }
+                None => return Ok(all),
+            }
+        }
+        bail!("listing {tenant} in pages of {limit} never ended")
+    }
+
+    /// Every todo of `tenant`, by id.
+    async fn all_todos(store: &dyn TodoStore, tenant: &str) -> Result<Vec<Todo>> {
+        pages_of(store, tenant, TodoQuery::MAX_LIMIT).await
     }
 
     pub async fn given_a_todo_when_completed_reopened_deleted_and_restored_then_each_change_shows(
@@ -760,7 +790,7 @@ pub mod todos {
             .await?;
         assert_eq!(deleted, reopened, "a delete returns the todo it removed");
         assert_eq!(store.get(&tenant, 1).await?, None);
-        assert_eq!(store.list(&tenant).await?, vec![]);
+        assert_eq!(all_todos(&*store, &tenant).await?, vec![]);
         let again = store
             .apply(
                 &tenant,
@@ -782,7 +812,7 @@ pub mod todos {
             )
             .await?;
         assert_eq!(restored, deleted);
-        assert_eq!(store.list(&tenant).await?, vec![deleted]);
+        assert_eq!(all_todos(&*store, &tenant).await?, vec![deleted]);
 
         let next = store
             .apply(&tenant, "run5/s1", &add("next"), at(300, 0))
@@ -815,7 +845,7 @@ pub mod todos {
             other_change, first,
             "whatever the change, a used key changes nothing"
         );
-        assert_eq!(store.list(&tenant).await?, vec![first.clone()]);
+        assert_eq!(all_todos(&*store, &tenant).await?, vec![first.clone()]);
         assert_eq!(store.recorded(&tenant, "run1/s1").await?, Some(first));
         Ok(())
     }
@@ -854,8 +884,8 @@ pub mod todos {
             tb.title, "b's",
             "the same effect key in another tenant is another effect"
         );
-        assert_eq!(store.list(&a).await?, vec![ta.clone()]);
-        assert_eq!(store.list(&b).await?, vec![tb]);
+        assert_eq!(all_todos(&*store, &a).await?, vec![ta.clone()]);
+        assert_eq!(all_todos(&*store, &b).await?, vec![tb]);
         let completed_b = store
             .apply(&b, "run/s2", &TodoChange::Complete { id: 1 }, at(1, 0))
             .await?;
@@ -878,7 +908,11 @@ pub mod todos {
                 )
                 .await?;
         }
-        let ids: Vec<u64> = store.list(&tenant).await?.iter().map(|t| t.id).collect();
+        let ids: Vec<u64> = all_todos(&*store, &tenant)
+            .await?
+            .iter()
+            .map(|t| t.id)
+            .collect();
         assert_eq!(ids, (1..=12).collect::<Vec<_>>());
         Ok(())
     }
@@ -905,7 +939,11 @@ pub mod todos {
             assert!(ids.insert(result??.id), "ids are distinct");
         }
         assert_eq!(ids.len(), 16);
-        let listed: HashSet<u64> = store.list(&tenant).await?.iter().map(|t| t.id).collect();
+        let listed: HashSet<u64> = all_todos(&*store, &tenant)
+            .await?
+            .iter()
+            .map(|t| t.id)
+            .collect();
         assert_eq!(listed, ids);
         Ok(())
     }
@@ -929,7 +967,123 @@ pub mod todos {
             todos.windows(2).all(|w| w[0] == w[1]),
             "every racer got the same todo: {todos:?}"
         );
-        assert_eq!(store.list(&tenant).await?, vec![todos[0].clone()]);
+        assert_eq!(all_todos(&*store, &tenant).await?, vec![todos[0].clone()]);
+        Ok(())
+    }
+
+    pub async fn given_todos_with_gaps_when_listed_in_small_pages_then_each_comes_once_in_id_order(
+        store: Arc<dyn TodoStore>,
+    ) -> Result<()> {
+        let tenant = unique("tenant");
+        for i in 1..=13 {
+            store
+                .apply(
+                    &tenant,
+                    &format!("run/s{i}"),
+                    &add(&format!("todo {i}")),
+                    at(i, 0),
+                )
+                .await?;
+        }
+        for id in [1, 6, 7, 13] {
+            store
+                .apply(
+                    &tenant,
+                    &format!("run/d{id}"),
+                    &TodoChange::Delete { id },
+                    at(20, 0),
+                )
+                .await?;
+        }
+        let expected: Vec<u64> = vec![2, 3, 4, 5, 8, 9, 10, 11, 12];
+        for limit in [1, 2, 3, 4, 9, 10, TodoQuery::MAX_LIMIT] {
+            let ids: Vec<u64> = pages_of(&*store, &tenant, limit)
+                .await?
+                .iter()
+                .map(|t| t.id)
+                .collect();
+            assert_eq!(ids, expected, "pages of {limit}");
+        }
+        assert_eq!(
+            store.count(&tenant).await?,
+            9,
+            "the count skips deleted todos"
+        );
+        let first = store.list(&tenant, &TodoQuery::first(4)).await?;
+        assert_eq!(
+            first.items.iter().map(|t| t.id).collect::<Vec<_>>(),
+            vec![2, 3, 4, 5]
+        );
+        Ok(())
+    }
+
+    pub async fn given_todo_changes_when_counted_and_listed_then_only_the_tenants_todos_are_seen(
+        store: Arc<dyn TodoStore>,
+    ) -> Result<()> {
+        let (a, b, empty) = (unique("tenant-a"), unique("tenant-b"), unique("tenant-c"));
+        for i in 1..=5 {
+            store
+                .apply(&a, &format!("run/s{i}"), &add("a"), at(i, 0))
+                .await?;
+        }
+        store.apply(&b, "run/s1", &add("b"), at(0, 0)).await?;
+        // Effect records and the id counter live beside the todos; none of them is a todo.
+        store
+            .apply(&a, "run/c1", &TodoChange::Complete { id: 2 }, at(9, 0))
+            .await?;
+        assert_eq!(store.count(&a).await?, 5);
+        assert_eq!(store.count(&b).await?, 1);
+        assert_eq!(store.count(&empty).await?, 0);
+        let page = store.list(&empty, &TodoQuery::first(10)).await?;
+        assert_eq!((page.items.len(), page.next_cursor), (0, None));
+        // A cursor names a position, not a tenant: another tenant's cursor still lists
+        // only the caller's own todos.
+        let a_page = store.list(&a, &TodoQuery::first(2)).await?;
+        let cursor = a_page.next_cursor.context("a has more than 2 todos")?;
+        let b_after = store
+            .list(
+                &b,
+                &TodoQuery {
+                    limit: 10,
+                    cursor: Some(cursor),
+                },
+            )
+            .await?;
+        assert!(b_after.items.is_empty(), "{:?}", b_after.items);
+        assert_eq!(all_todos(&*store, &b).await?.len(), 1);
+        Ok(())
+    }
+
+    pub async fn given_a_cursor_the_store_did_not_issue_when_listing_todos_then_it_is_invalid(
+        store: Arc<dyn TodoStore>,
+    ) -> Result<()> {
+        use super::views::base64_url::encode as b64;
+        let tenant = unique("tenant");
+        store.apply(&tenant, "run/s1", &add("x"), at(0, 0)).await?;
+        for cursor in [
+            String::new(),
+            "not a cursor!".to_owned(),
+            b64(b"{\"x\": 1}"),
+            b64(b"{\"todo_after\": 0}"),
+            b64(b"{\"todo_after\": \"1\"}"),
+            b64(b"{\"created_at\": \"2026-01-01T00:00:00Z\", \"run_id\": \"r\"}"),
+            b64(b"[]"),
+            b64(b"garbage"),
+        ] {
+            let result = store
+                .list(
+                    &tenant,
+                    &TodoQuery {
+                        limit: 5,
+                        cursor: Some(cursor.clone()),
+                    },
+                )
+                .await;
+            assert!(
+                matches!(result, Err(StoreError::Invalid(_))),
+                "{cursor:?}: {result:?}"
+            );
+        }
         Ok(())
     }
 }

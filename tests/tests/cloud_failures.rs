@@ -36,7 +36,8 @@ use crane::config::Config;
 use crane::domain::{ErrorKind, Event, EventRecord, RunKey, RunState, RunStatus, StepStatus};
 use crane::entrypoints::{build_app, http, saga, sqs, stream};
 use crane::ports::{
-    EventStore, RunViewStore, SagaStarter, StepDispatcher, StepJob, StoreResult, Todo, TodoStore,
+    EventStore, RunViewStore, SagaStarter, StepDispatcher, StepJob, StoreResult, Todo, TodoQuery,
+    TodoStore,
 };
 use crane::tools::Faults;
 use crane_tests::cloud::{sfn_client, unique, Cloud, RequestLog, StreamReader};
@@ -327,9 +328,14 @@ impl Fx {
     }
 
     async fn todos(&self) -> Vec<Todo> {
-        TodoStore::list(&self.cloud.store, TENANT)
-            .await
-            .expect("todos read")
+        TodoStore::list(
+            &self.cloud.store,
+            TENANT,
+            &TodoQuery::first(TodoQuery::MAX_LIMIT),
+        )
+        .await
+        .expect("todos read")
+        .items
     }
 
     /// The saga executions moto holds for this test's state machine: (name, ARN).

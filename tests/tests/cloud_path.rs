@@ -20,7 +20,7 @@ use crane::config::Config;
 use crane::domain::{Event, EventRecord, RunKey, RunState, RunStatus, StepStatus};
 use crane::entrypoints::{build_app, http, sqs, stream, CloudPorts};
 use crane::ports::{
-    EventStore, Outbox, RunViewStore, StepDispatcher, StepJob, StoreResult, TodoStore,
+    EventStore, Outbox, RunViewStore, StepDispatcher, StepJob, StoreResult, TodoQuery, TodoStore,
 };
 use crane_tests::cloud::{Cloud, RequestLog, StreamReader};
 use crane_tests::events::{sample, stream_sample_records, TENANT};
@@ -367,9 +367,14 @@ async fn given_the_seed_dag_when_driven_through_the_real_handlers_then_it_comple
 
     let (key, view) = f.run_seed_dag(1).await;
 
-    let todos = TodoStore::list(&f.cloud.store, TENANT)
-        .await
-        .expect("todos");
+    let todos = TodoStore::list(
+        &f.cloud.store,
+        TENANT,
+        &TodoQuery::first(TodoQuery::MAX_LIMIT),
+    )
+    .await
+    .expect("todos")
+    .items;
     assert_one_correct_result(&view, &todos);
     let dispatches = f.reactor_dispatches();
     let levels: Vec<Vec<String>> = dispatches.iter().map(|(_, s)| s.clone()).collect();
@@ -436,9 +441,14 @@ async fn given_duplicate_deliveries_and_two_workers_when_driven_then_one_correct
 
     let (key, view) = f.run_seed_dag(2).await;
 
-    let todos = TodoStore::list(&f.cloud.store, TENANT)
-        .await
-        .expect("todos");
+    let todos = TodoStore::list(
+        &f.cloud.store,
+        TENANT,
+        &TodoQuery::first(TodoQuery::MAX_LIMIT),
+    )
+    .await
+    .expect("todos")
+    .items;
     assert_one_correct_result(&view, &todos);
     let events = f.cloud.store.load(&key).await.expect("events");
     let started: Vec<&str> = events

@@ -65,6 +65,9 @@ contract_suite!(todos, sqlite: Stores::sqlite()?, aws: Stores::dynamodb().await?
     given_twelve_todos_when_listed_then_they_come_in_id_order,
     given_concurrent_adds_with_distinct_keys_when_applied_then_every_todo_gets_its_own_id,
     given_concurrent_applies_with_one_key_when_they_race_then_exactly_one_todo_is_added,
+    given_todos_with_gaps_when_listed_in_small_pages_then_each_comes_once_in_id_order,
+    given_todo_changes_when_counted_and_listed_then_only_the_tenants_todos_are_seen,
+    given_a_cursor_the_store_did_not_issue_when_listing_todos_then_it_is_invalid,
 ]);
 
 contract_suite!(idempotency, sqlite: Stores::sqlite()?, aws: Stores::dynamodb().await?, port: idempotency, [

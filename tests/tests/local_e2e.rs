@@ -111,7 +111,11 @@ async fn given_every_prompt_family_when_run_then_each_plans_and_executes() {
     let r = server.run_prompt("remind me to call mom").await;
     assert_eq!(r["result"]["title"], "call mom");
     let r = server.run_prompt("show my todos").await;
-    assert_eq!(r["result"].as_array().map(Vec::len), Some(3));
+    assert_eq!(r["result"]["todos"].as_array().map(Vec::len), Some(3));
+    assert_eq!(
+        (&r["result"]["total"], &r["result"]["truncated"]),
+        (&json!(3), &json!(false))
+    );
     let r = server.run_prompt("mark todo 1 as done").await;
     assert_eq!(
         (r["result"]["id"].as_u64(), r["result"]["done"].as_bool()),
@@ -127,7 +131,7 @@ async fn given_every_prompt_family_when_run_then_each_plans_and_executes() {
         .await;
     assert_eq!(r["result"]["title"], "21");
     let r = server.run_prompt("add todo X and list todos").await;
-    let titles: Vec<&str> = r["result"]
+    let titles: Vec<&str> = r["result"]["todos"]
         .as_array()
         .expect("list")
         .iter()
@@ -377,6 +381,51 @@ async fn given_many_runs_when_listed_then_pages_are_newest_first_without_gaps() 
     assert_eq!(completed["runs"].as_array().map(Vec::len), Some(7));
     let (status, _) = server.get("/runs?status=bogus").await;
     assert_eq!(status, 422);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn given_todos_when_get_todos_pages_with_a_limit_then_each_comes_once_and_bad_queries_fail() {
+    let server = LocalServer::start_with(|_| {}).await;
+    let run = server
+        .run_prompt("add todo alpha and add todo bravo and add todo charlie and add todo delta and add todo echo")
+        .await;
+    assert_eq!(run["status"], "completed", "{run:#}");
+    let mut titles = Vec::new();
+    let mut path = "/todos?limit=2".to_owned();
+    let mut pages = 0;
+    loop {
+        let (status, page) = server.get(&path).await;
+        assert_eq!(status, 200, "{page}");
+        pages += 1;
+        let todos = page["todos"].as_array().expect("todos");
+        assert!(todos.len() <= 2, "{page}");
+        titles.extend(
+            todos
+                .iter()
+                .filter_map(|t| t["title"].as_str().map(str::to_owned)),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => path = format!("/todos?limit=2&cursor={c}"),
+            None => break,
+        }
+        assert!(pages < 10, "paging never ends");
+    }
+    assert_eq!(titles, ["alpha", "bravo", "charlie", "delta", "echo"]);
+    assert_eq!(pages, 3);
+    for (query, status, code) in [
+        ("limit=0", 422, "invalid_limit"),
+        ("limit=501", 422, "invalid_limit"),
+        ("limit=ten", 400, "invalid_limit"),
+        ("cursor=bogus", 422, "invalid_cursor"),
+    ] {
+        let (got, body) = server.get(&format!("/todos?{query}")).await;
+        assert_eq!(
+            (got, body["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{query}"
+        );
+    }
     server.stop().await;
 }
 

@@ -19,7 +19,7 @@ use crate::engine::{self, Effect, RetryPolicy};
 use crate::planner::{PlanError, Planner};
 use crate::ports::{
     BreakerStore, Clock, EventStore, IdempotencyRecord, IdempotencyStore, ListQuery, Outbox, Page,
-    RunViewStore, StoreError, Todo, TodoStore,
+    RunViewStore, StoreError, Todo, TodoQuery, TodoStore,
 };
 use crate::tools::Registry;
 
@@ -445,9 +445,28 @@ impl App {
         )))
     }
 
-    /// `GET /todos`.
-    pub async fn list_todos(&self, tenant: &str) -> Result<Vec<Todo>, AppError> {
-        Ok(self.todos.list(tenant).await?)
+    /// `GET /todos`: by id, a page of `limit` (default [`TodoQuery::DEFAULT_LIMIT`], at
+    /// most [`TodoQuery::MAX_LIMIT`]) at a time.
+    pub async fn list_todos(
+        &self,
+        tenant: &str,
+        limit: Option<usize>,
+        cursor: Option<String>,
+    ) -> Result<Page<Todo>, AppError> {
+        let limit = limit.unwrap_or(TodoQuery::DEFAULT_LIMIT);
+        if !(1..=TodoQuery::MAX_LIMIT).contains(&limit) {
+            return Err(AppError::invalid(
+                "invalid_limit",
+                format!("limit must be from 1 to {}", TodoQuery::MAX_LIMIT),
+            ));
+        }
+        self.todos
+            .list(tenant, &TodoQuery { limit, cursor })
+            .await
+            .map_err(|e| match e {
+                StoreError::Invalid(m) => AppError::invalid("invalid_cursor", m),
+                other => AppError::Store(other),
+            })
     }
 
     /// `GET /tools`: the catalog with each tool's breaker state.

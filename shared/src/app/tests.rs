@@ -135,7 +135,7 @@ async fn given_the_seed_dag_when_run_then_it_completes_with_the_last_steps_outpu
         .steps
         .iter()
         .all(|s| s.status == StepStatus::Completed && s.attempts == 1));
-    assert_eq!(h.todos.list("default").await.expect("list").len(), 1);
+    assert_eq!(h.todos.count("default").await.expect("count"), 1);
 }
 
 #[tokio::test]
@@ -158,13 +158,55 @@ async fn given_the_seed_dag_when_created_then_only_independent_steps_are_dispatc
 }
 
 #[tokio::test]
+async fn given_more_than_100_todos_when_a_run_lists_them_then_its_step_stores_100_and_the_total() {
+    let h = harness(vec![step("s1", "todo", json!({"action": "list"}), &[])], "");
+    for i in 1..=130 {
+        let add = crate::ports::TodoChange::Add {
+            title: format!("todo {i}"),
+        };
+        h.todos
+            .apply("default", &format!("seed/{i}"), &add, Utc::now())
+            .await
+            .expect("seeded");
+    }
+    let run = h.run(1).await;
+    assert_eq!(run.status, RunStatus::Completed);
+    let stored = |output: &Value| {
+        let ids: Vec<u64> = output["todos"]
+            .as_array()
+            .expect("todos")
+            .iter()
+            .filter_map(|t| t["id"].as_u64())
+            .collect();
+        (ids, output["total"].clone(), output["truncated"].clone())
+    };
+    let expected = ((1..=100).collect::<Vec<u64>>(), json!(130), json!(true));
+    let output = run.steps[0].output.as_ref().expect("output");
+    assert_eq!(stored(output), expected, "the view");
+    // The event log holds the same bounded output.
+    let events = h
+        .store
+        .load(&RunKey::new("default", &run.run_id))
+        .await
+        .expect("events");
+    let completed = events
+        .iter()
+        .find_map(|e| match &e.event {
+            Event::StepCompleted { output, .. } => Some(output),
+            _ => None,
+        })
+        .expect("StepCompleted");
+    assert_eq!(stored(completed), expected, "the event");
+}
+
+#[tokio::test]
 async fn given_every_job_delivered_three_times_when_run_then_outcome_equals_a_single_delivery() {
     let h = harness(seed_dag(), "");
     let run = h.run(3).await;
     assert_eq!(run.status, RunStatus::Completed);
     assert!(run.steps.iter().all(|s| s.attempts == 1), "{:?}", run.steps);
     assert_eq!(
-        h.todos.list("default").await.expect("list").len(),
+        h.todos.count("default").await.expect("count"),
         1,
         "no todo doubled"
     );
@@ -248,7 +290,7 @@ async fn given_a_failure_after_two_adds_when_run_then_both_adds_are_compensated(
     let run = h.run(1).await;
     assert_eq!(run.status, RunStatus::Compensated);
     assert!(
-        h.todos.list("default").await.expect("list").is_empty(),
+        h.todos.count("default").await.expect("count") == 0,
         "no todo left behind"
     );
     let events = h
@@ -308,7 +350,7 @@ async fn given_a_running_run_when_cancelled_then_completed_steps_are_compensated
     let run = h.app.get_run(&key).await.expect("run");
     assert_eq!(run.status, RunStatus::Cancelled);
     assert_eq!(run.step("s2").map(|s| s.status), Some(StepStatus::Skipped));
-    assert!(h.todos.list("default").await.expect("list").is_empty());
+    assert!(h.todos.count("default").await.expect("count") == 0);
     let again = h.app.cancel_run(&key, None).await.expect_err("finished");
     assert!(matches!(again, AppError::Conflict { .. }));
 }

@@ -294,9 +294,25 @@ async fn cancel_run(
     Ok((StatusCode::ACCEPTED, Json(run)).into_response())
 }
 
-async fn list_todos(State(app): State<Shared>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let todos = app.list_todos(&tenant(&headers)).await?;
-    Ok(Json(json!({"todos": todos})).into_response())
+async fn list_todos(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = query_of(query)?;
+    let limit = match q.get("limit") {
+        None => None,
+        Some(l) => Some(l.trim().parse::<usize>().map_err(|_| {
+            ApiError::bad_request(
+                "invalid_limit",
+                format!("limit={} is not a number", truncate(l)),
+            )
+        })?),
+    };
+    let page = app
+        .list_todos(&tenant(&headers), limit, q.get("cursor").cloned())
+        .await?;
+    Ok(Json(json!({"todos": page.items, "next_cursor": page.next_cursor})).into_response())
 }
 
 async fn list_tools(State(app): State<Shared>) -> Result<Response, ApiError> {

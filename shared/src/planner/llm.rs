@@ -915,7 +915,7 @@ mod tests {
         );
         let input = &todo["properties"]["input"];
         assert_eq!(input["additionalProperties"], false);
-        assert_eq!(input["required"], json!(["action", "id", "title"]));
+        assert_eq!(input["required"], json!(["action", "id", "limit", "title"]));
         // Optional fields are nullable; non-string leaves accept a reference string.
         assert_eq!(
             input["properties"]["title"]["type"],

@@ -1,6 +1,8 @@
 //! `todo`: add, list, get, complete and delete a tenant's todos. Every change is keyed by
 //! (run, step) so a repeated execution cannot apply it twice, and declares its compensation:
-//! add -> delete, delete -> restore, complete -> reopen.
+//! add -> delete, delete -> restore, complete -> reopen. A list is bounded: at most `limit`
+//! todos (default [`TodoQuery::DEFAULT_LIMIT`], at most [`TodoQuery::MAX_LIMIT`]) with the
+//! total, so a step's output stays small however many todos a tenant has.
 
 use std::sync::Arc;
 
@@ -9,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::{Access, Tool, ToolContext, ToolError};
 use crate::domain::ErrorKind;
-use crate::ports::{StoreError, Todo, TodoChange, TodoError, TodoStore};
+use crate::ports::{StoreError, Todo, TodoChange, TodoError, TodoQuery, TodoStore};
 
 /// Longest title accepted.
 pub const MAX_TITLE_LEN: usize = 500;
@@ -55,16 +57,19 @@ enum Target {
     Title(String),
 }
 
+/// A whole number from JSON, accepting `3.0` (a substituted calculator result) as `3`.
+fn whole(n: &serde_json::Number) -> Option<u64> {
+    n.as_u64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < u64::MAX as f64)
+            .map(|f| f as u64)
+    })
+}
+
 fn target(input: &Value) -> Result<Target, ToolError> {
     if let Some(id) = input.get("id") {
         return match id {
-            Value::Number(n) => n
-                .as_u64()
-                .or_else(|| {
-                    n.as_f64()
-                        .filter(|f| f.fract() == 0.0 && *f >= 1.0)
-                        .map(|f| f as u64)
-                })
+            Value::Number(n) => whole(n)
                 .filter(|id| *id >= 1)
                 .map(Target::Id)
                 .ok_or_else(|| {
@@ -111,6 +116,23 @@ fn title(input: &Value) -> Result<String, ToolError> {
     Ok(raw)
 }
 
+/// How many todos a list shows: `limit`, or [`TodoQuery::DEFAULT_LIMIT`].
+fn limit(input: &Value) -> Result<usize, ToolError> {
+    let max = TodoQuery::MAX_LIMIT;
+    match input.get("limit") {
+        None | Some(Value::Null) => Ok(TodoQuery::DEFAULT_LIMIT),
+        Some(Value::Number(n)) => whole(n)
+            .and_then(|l| usize::try_from(l).ok())
+            .filter(|l| (1..=max).contains(l))
+            .ok_or_else(|| {
+                ToolError::permanent(format!("todo list limit must be from 1 to {max}, got {n}"))
+            }),
+        Some(other) => Err(ToolError::permanent(format!(
+            "todo list limit must be a whole number from 1 to {max}, got {other}"
+        ))),
+    }
+}
+
 fn store_error(e: StoreError) -> ToolError {
     match e {
         StoreError::Unavailable(m) => ToolError::transient(format!("todo store unavailable: {m}")),
@@ -145,19 +167,28 @@ impl TodoTool {
                 .map_err(store_error)?
                 .ok_or_else(|| ToolError::permanent(format!("todo {id} not found"))),
             Target::Title(title) => {
+                // The first todo with the title (the first open one if `prefer_open`),
+                // read a page at a time so only the matches are held.
                 let wanted = normalise(&title);
-                let todos = self.store.list(tenant).await.map_err(store_error)?;
-                let mut matches: Vec<Todo> = todos
-                    .into_iter()
-                    .filter(|t| normalise(&t.title) == wanted)
-                    .collect();
-                if prefer_open {
-                    matches.sort_by_key(|t| (t.done, t.id));
+                let mut query = TodoQuery::first(TodoQuery::MAX_LIMIT);
+                let mut found: Option<Todo> = None;
+                loop {
+                    let page = self.store.list(tenant, &query).await.map_err(store_error)?;
+                    for todo in page.items {
+                        if normalise(&todo.title) != wanted {
+                            continue;
+                        }
+                        if !prefer_open || !todo.done {
+                            return Ok(todo);
+                        }
+                        found.get_or_insert(todo);
+                    }
+                    match page.next_cursor {
+                        Some(next) => query.cursor = Some(next),
+                        None => break,
+                    }
                 }
-                matches
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| ToolError::permanent(format!("no todo titled '{title}'")))
+                found.ok_or_else(|| ToolError::permanent(format!("no todo titled '{title}'")))
             }
         }
     }
@@ -190,7 +221,7 @@ impl Tool for TodoTool {
     }
 
     fn description(&self) -> &'static str {
-        "Manages the tenant's todo list: add (title), list, get, complete or delete (id or title)."
+        "Manages the tenant's todo list: add (title), list (the first `limit` by id, default 100, with the total), get, complete or delete (id or title)."
     }
 
     fn input_schema(&self) -> Value {
@@ -199,7 +230,13 @@ impl Tool for TodoTool {
             "properties": {
                 "action": {"type": "string", "enum": ["add", "list", "get", "complete", "delete"]},
                 "title": {"type": "string", "minLength": 1, "maxLength": MAX_TITLE_LEN},
-                "id": {"type": "integer", "minimum": 1}
+                "id": {"type": "integer", "minimum": 1},
+                "limit": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": TodoQuery::MAX_LIMIT,
+                    "description": "list only: how many todos to show (default 100)"
+                }
             },
             "required": ["action"],
             "additionalProperties": false
@@ -215,6 +252,9 @@ impl Tool for TodoTool {
             Action::Add if has("id") => Err("todo add takes a title, not an id".into()),
             Action::List if has("id") || has("title") => {
                 Err("todo list takes no id or title".into())
+            }
+            Action::Add | Action::Get | Action::Complete | Action::Delete if has("limit") => {
+                Err("only todo list takes a limit".into())
             }
             Action::Get | Action::Complete | Action::Delete if !has("id") && !has("title") => {
                 Err("this todo action needs an id or a title".into())
@@ -262,8 +302,18 @@ impl Tool for TodoTool {
                 ))
             }
             Action::List => {
-                let todos = self.store.list(&ctx.tenant).await.map_err(store_error)?;
-                Ok(Value::Array(todos.iter().map(to_json).collect()))
+                let limit = limit(input)?;
+                let page = self
+                    .store
+                    .list(&ctx.tenant, &TodoQuery::first(limit))
+                    .await
+                    .map_err(store_error)?;
+                let total = self.store.count(&ctx.tenant).await.map_err(store_error)?;
+                Ok(json!({
+                    "todos": page.items,
+                    "total": total.max(page.items.len() as u64),
+                    "truncated": page.next_cursor.is_some(),
+                }))
             }
             Action::Get => Ok(to_json(
                 &self.resolve(&ctx.tenant, target(input)?, false).await?,
@@ -324,5 +374,180 @@ impl Tool for TodoTool {
             Ok(_) | Err(TodoError::NotFound(_)) => Ok(()),
             Err(e) => Err(todo_error(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use super::*;
+    use crate::adapters::local::memory::MemoryTodos;
+
+    fn ctx(step: &str) -> ToolContext {
+        ToolContext {
+            tenant: "t".into(),
+            run_id: "r".into(),
+            step_id: step.into(),
+            attempt: 1,
+            now: Utc::now(),
+        }
+    }
+
+    /// A tool over a store holding `n` todos titled `todo 1` .. `todo n`.
+    async fn tool_with(n: usize) -> TodoTool {
+        let store = Arc::new(MemoryTodos::default());
+        for i in 1..=n {
+            let title = format!("todo {i}");
+            store
+                .apply(
+                    "t",
+                    &format!("seed/{i}"),
+                    &TodoChange::Add { title },
+                    Utc::now(),
+                )
+                .await
+                .expect("seeded");
+        }
+        TodoTool::new(store)
+    }
+
+    fn ids(out: &Value) -> Vec<u64> {
+        out["todos"]
+            .as_array()
+            .expect("todos")
+            .iter()
+            .map(|t| t["id"].as_u64().expect("id"))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn given_150_todos_when_listed_without_a_limit_then_the_first_100_come_with_the_total() {
+        let tool = tool_with(150).await;
+        let out = tool
+            .execute(&ctx("s1"), &json!({"action": "list"}))
+            .await
+            .expect("listed");
+        assert_eq!(ids(&out), (1..=100).collect::<Vec<_>>());
+        assert_eq!(out["total"], 150);
+        assert_eq!(out["truncated"], true);
+    }
+
+    #[tokio::test]
+    async fn given_a_limit_when_listed_then_at_most_that_many_come_and_500_is_the_most() {
+        let tool = tool_with(600).await;
+        for (limit, shown) in [(1, 1), (3, 3), (500, 500)] {
+            let out = tool
+                .execute(&ctx("s1"), &json!({"action": "list", "limit": limit}))
+                .await
+                .expect("listed");
+            assert_eq!(ids(&out), (1..=shown).collect::<Vec<_>>(), "limit {limit}");
+            assert_eq!(out["total"], 600, "limit {limit}");
+            assert_eq!(out["truncated"], true, "limit {limit}");
+        }
+        // A substituted calculator result (a whole float) is a limit too.
+        let out = tool
+            .execute(&ctx("s1"), &json!({"action": "list", "limit": 2.0}))
+            .await
+            .expect("listed");
+        assert_eq!(ids(&out), vec![1, 2]);
+    }
+
+    #[tokio::test]
+    async fn given_fewer_todos_than_the_limit_when_listed_then_all_come_and_nothing_is_truncated() {
+        for n in [0, 3, 100] {
+            let tool = tool_with(n).await;
+            let out = tool
+                .execute(&ctx("s1"), &json!({"action": "list"}))
+                .await
+                .expect("listed");
+            assert_eq!(ids(&out).len(), n);
+            assert_eq!(out["total"], n);
+            assert_eq!(out["truncated"], false, "{n} todos");
+        }
+    }
+
+    #[tokio::test]
+    async fn given_a_limit_out_of_range_or_not_a_whole_number_when_listed_then_it_fails_permanently(
+    ) {
+        let tool = tool_with(3).await;
+        for limit in [
+            json!(0),
+            json!(501),
+            json!(-1),
+            json!(1.5),
+            json!(1e30),
+            json!("ten"),
+            json!("5"),
+            json!(true),
+            json!([5]),
+        ] {
+            let err = tool
+                .execute(&ctx("s1"), &json!({"action": "list", "limit": limit}))
+                .await
+                .expect_err("refused");
+            assert_eq!(err.kind, ErrorKind::Permanent, "{limit}");
+            assert!(err.message.contains("limit"), "{limit}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn given_limits_when_validated_then_only_a_list_takes_one_from_1_to_500() {
+        let tool = TodoTool::new(Arc::new(MemoryTodos::default()));
+        for ok in [
+            json!({"action": "list"}),
+            json!({"action": "list", "limit": 1}),
+            json!({"action": "list", "limit": 500}),
+            json!({"action": "list", "limit": "{{s1}}"}),
+        ] {
+            assert_eq!(tool.validate(&ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            json!({"action": "list", "limit": 0}),
+            json!({"action": "list", "limit": 501}),
+            json!({"action": "list", "limit": "ten"}),
+            json!({"action": "add", "title": "x", "limit": 5}),
+            json!({"action": "get", "id": 1, "limit": 5}),
+        ] {
+            assert!(tool.validate(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn given_more_todos_than_a_page_when_one_is_named_by_title_then_it_is_found() {
+        let tool = tool_with(TodoQuery::MAX_LIMIT + 20).await;
+        let out = tool
+            .execute(
+                &ctx("s1"),
+                &json!({"action": "complete", "title": "todo 510"}),
+            )
+            .await
+            .expect("completed");
+        assert_eq!(
+            (out["id"].as_u64(), out["done"].as_bool()),
+            (Some(510), Some(true))
+        );
+        // Two todos with one title, the first done: completing by title takes the open one,
+        // even when it is on a later page.
+        tool.execute(&ctx("s2"), &json!({"action": "complete", "id": 5}))
+            .await
+            .expect("done");
+        tool.execute(&ctx("s3"), &json!({"action": "add", "title": "todo 5"}))
+            .await
+            .expect("added");
+        let out = tool
+            .execute(
+                &ctx("s4"),
+                &json!({"action": "complete", "title": "todo 5"}),
+            )
+            .await
+            .expect("completed");
+        assert_eq!(out["id"].as_u64(), Some(TodoQuery::MAX_LIMIT as u64 + 21));
+        assert_eq!(out["previously_done"], false);
+        let out = tool
+            .execute(&ctx("s5"), &json!({"action": "get", "title": "todo 5"}))
+            .await
+            .expect("got");
+        assert_eq!(out["id"], 5, "get takes the first by id");
     }
 }

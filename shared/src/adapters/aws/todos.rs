@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{Delete, Put, ReturnValue, TransactWriteItem};
+use aws_sdk_dynamodb::types::{Delete, Put, ReturnValue, Select, TransactWriteItem};
 use chrono::{DateTime, Utc};
 use tracing::instrument;
 
@@ -12,7 +12,10 @@ use super::error::{build_error, cancelled_error, sdk_error, tx_failure, TxFailur
 use super::error::{CONDITION_FAILED, TRANSACTION_CONFLICT};
 use super::item::{from_json_attr, get_n, n, s, to_json, Item};
 use super::DynamoStore;
-use crate::ports::{StoreError, StoreResult, Todo, TodoChange, TodoError, TodoStore};
+use crate::adapters::todo_cursor;
+use crate::ports::{
+    Page, StoreError, StoreResult, Todo, TodoChange, TodoError, TodoQuery, TodoStore,
+};
 
 /// Attempts of one apply when transactions keep colliding with concurrent ones.
 const MAX_ATTEMPTS: u32 = 8;
@@ -241,9 +244,57 @@ impl TodoStore for DynamoStore {
             .transpose()
     }
 
+    #[instrument(level = "debug", skip(self, query), fields(limit = query.limit))]
+    async fn list(&self, tenant: &str, query: &TodoQuery) -> StoreResult<Page<Todo>> {
+        let after = query
+            .cursor
+            .as_deref()
+            .map(todo_cursor::decode)
+            .transpose()?;
+        let mut start: Option<Item> = after.map(|id| {
+            [("pk", s(tenant)), ("sk", s(todo_sk(id)))]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect()
+        });
+        // One more than asked for says whether another page follows; a page can also stop
+        // short at 1 MB, so keep reading until there are enough or none are left.
+        let wanted = query.limit.saturating_add(1);
+        let mut items = Vec::new();
+        while items.len() < wanted {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.tables.todos)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :todo)")
+                .expression_attribute_values(":pk", s(tenant))
+                .expression_attribute_values(":todo", s("todo#"))
+                .consistent_read(true)
+                .limit(i32::try_from(wanted - items.len()).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| sdk_error("Query", e))?;
+            for item in page.items.unwrap_or_default() {
+                items.push(from_json_attr::<Todo>(&item, "body")?);
+            }
+            start = page.last_evaluated_key.filter(|k| !k.is_empty());
+            if start.is_none() {
+                break;
+            }
+        }
+        let more = items.len() > query.limit;
+        items.truncate(query.limit);
+        let next_cursor = more
+            .then(|| items.last().map(|t| todo_cursor::encode(t.id)))
+            .flatten();
+        Ok(Page { items, next_cursor })
+    }
+
+    /// A `COUNT` query: DynamoDB reads the todos but sends back only how many there are.
     #[instrument(level = "debug", skip(self))]
-    async fn list(&self, tenant: &str) -> StoreResult<Vec<Todo>> {
-        let mut todos = Vec::new();
+    async fn count(&self, tenant: &str) -> StoreResult<u64> {
+        let mut total = 0u64;
         let mut start = None;
         loop {
             let page = self
@@ -253,17 +304,16 @@ impl TodoStore for DynamoStore {
                 .key_condition_expression("pk = :pk AND begins_with(sk, :todo)")
                 .expression_attribute_values(":pk", s(tenant))
                 .expression_attribute_values(":todo", s("todo#"))
+                .select(Select::Count)
                 .consistent_read(true)
                 .set_exclusive_start_key(start)
                 .send()
                 .await
                 .map_err(|e| sdk_error("Query", e))?;
-            for item in page.items.unwrap_or_default() {
-                todos.push(from_json_attr(&item, "body")?);
-            }
+            total += u64::try_from(page.count).unwrap_or(0);
             start = page.last_evaluated_key.filter(|k| !k.is_empty());
             if start.is_none() {
-                return Ok(todos);
+                return Ok(total);
             }
         }
     }

@@ -1,15 +1,18 @@
 //! In-memory adapters, for unit tests of the engine and tools. Not durable.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound::{Excluded, Unbounded};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::adapters::todo_cursor;
 use crate::domain::{EventRecord, RunKey, RunState};
 use crate::ports::{
     BreakerStore, EventStore, IdempotencyRecord, IdempotencyStore, ListQuery, Outbox, Page,
-    RunViewStore, StoreError, StoreResult, StoredBreaker, Todo, TodoChange, TodoError, TodoStore,
+    RunViewStore, StoreError, StoreResult, StoredBreaker, Todo, TodoChange, TodoError, TodoQuery,
+    TodoStore,
 };
 
 fn poisoned() -> StoreError {
@@ -97,13 +100,30 @@ impl TodoStore for MemoryTodos {
         Ok(t.todos.get(&(tenant.to_owned(), id)).cloned())
     }
 
-    async fn list(&self, tenant: &str) -> StoreResult<Vec<Todo>> {
+    async fn list(&self, tenant: &str, query: &TodoQuery) -> StoreResult<Page<Todo>> {
+        let after = query
+            .cursor
+            .as_deref()
+            .map(todo_cursor::decode)
+            .transpose()?
+            .unwrap_or(0);
         let t = self.inner.lock().map_err(|_| poisoned())?;
-        Ok(t.todos
-            .iter()
-            .filter(|((tn, _), _)| tn == tenant)
-            .map(|(_, todo)| todo.clone())
-            .collect())
+        let mut rest = t
+            .todos
+            .range((Excluded((tenant.to_owned(), after)), Unbounded))
+            .take_while(|((tn, _), _)| tn == tenant)
+            .map(|(_, todo)| todo);
+        let items: Vec<Todo> = rest.by_ref().take(query.limit).cloned().collect();
+        let next_cursor = rest
+            .next()
+            .and(items.last())
+            .map(|last| todo_cursor::encode(last.id));
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn count(&self, tenant: &str) -> StoreResult<u64> {
+        let t = self.inner.lock().map_err(|_| poisoned())?;
+        Ok(t.todos.keys().filter(|(tn, _)| tn == tenant).count() as u64)
     }
 }
 

@@ -16,12 +16,13 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBeha
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use crate::adapters::todo_cursor;
 use crate::domain::{EventRecord, RunKey, RunState};
 use crate::engine::Effect;
 use crate::ports::{
     BreakerStore, EventStore, IdempotencyRecord, IdempotencyStore, ListQuery, Outbox, Page,
     RunViewStore, StepDispatcher, StepJob, StoreError, StoreResult, StoredBreaker, Todo,
-    TodoChange, TodoError, TodoStore,
+    TodoChange, TodoError, TodoQuery, TodoStore,
 };
 
 const READERS: usize = 4;
@@ -671,17 +672,51 @@ impl TodoStore for SqliteStore {
         self.read(move |conn| get_todo(conn, &tenant, id)).await
     }
 
-    async fn list(&self, tenant: &str) -> StoreResult<Vec<Todo>> {
+    async fn list(&self, tenant: &str, query: &TodoQuery) -> StoreResult<Page<Todo>> {
+        let tenant = tenant.to_owned();
+        let limit = query.limit;
+        let after = query
+            .cursor
+            .as_deref()
+            .map(todo_cursor::decode)
+            .transpose()?
+            .unwrap_or(0);
+        // One more than asked for says whether another page follows.
+        let mut items: Vec<Todo> = self
+            .read(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT body FROM todos WHERE tenant = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+                    )
+                    .map_err(sql_err)?;
+                let rows = stmt
+                    .query_map(
+                        params![tenant, after as i64, limit.saturating_add(1) as i64],
+                        |r| r.get::<_, String>(0),
+                    )
+                    .map_err(sql_err)?;
+                rows.map(|r| r.map_err(sql_err).and_then(|b| decode(&b)))
+                    .collect()
+            })
+            .await?;
+        let more = items.len() > limit;
+        items.truncate(limit);
+        let next_cursor = more
+            .then(|| items.last().map(|t| todo_cursor::encode(t.id)))
+            .flatten();
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn count(&self, tenant: &str) -> StoreResult<u64> {
         let tenant = tenant.to_owned();
         self.read(move |conn| {
-            let mut stmt = conn
-                .prepare_cached("SELECT body FROM todos WHERE tenant = ?1 ORDER BY id")
-                .map_err(sql_err)?;
-            let rows = stmt
-                .query_map(params![tenant], |r| r.get::<_, String>(0))
-                .map_err(sql_err)?;
-            rows.map(|r| r.map_err(sql_err).and_then(|b| decode(&b)))
-                .collect()
+            conn.query_row(
+                "SELECT COUNT(*) FROM todos WHERE tenant = ?1",
+                params![tenant],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(sql_err)
         })
         .await
     }

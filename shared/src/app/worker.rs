@@ -166,7 +166,9 @@ impl App {
             }
         };
         claim_events.extend(events);
-        self.commit(state, claim_events).await?;
+        if !claim_events.is_empty() {
+            self.commit(state, claim_events).await?;
+        }
         Ok(result)
     }
 

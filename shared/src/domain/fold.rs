@@ -106,7 +106,7 @@ pub struct Waiting {
     pub since: DateTime<Utc>,
     /// When it asks the breaker again.
     pub until: DateTime<Utc>,
-    /// Refusals since the step last started.
+    /// Refusals recorded since the step last started (one per change of reason).
     pub deferrals: u32,
 }
 

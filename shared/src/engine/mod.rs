@@ -416,7 +416,8 @@ pub enum Deferral {
 
 /// Decide how a step refused by its breaker waits: until the breaker may admit it
 /// (`until`), but never past `deadline_ms` after the first refusal since the step last
-/// started, when it fails with "<reason> since <time>".
+/// started, when it fails with "<reason> since <time>". A refusal is recorded once per
+/// reason: while the step already waits for the same reason, nothing new is written.
 pub fn defer(
     state: &RunState,
     step_id: &str,
@@ -446,6 +447,17 @@ pub fn defer(
         return Deferral::GiveUp(events);
     }
     let until = until.min(deadline).max(now);
+    let same = step
+        .and_then(|s| s.waiting.as_ref())
+        .is_some_and(|w| w.reason == reason);
+    if same {
+        // Already recorded as waiting for this reason: ask again later without growing
+        // the log (the deadline still counts from the first refusal).
+        return Deferral::Wait {
+            events: Vec::new(),
+            until,
+        };
+    }
     Deferral::Wait {
         events: vec![Event::StepDeferred {
             step_id: step_id.to_owned(),

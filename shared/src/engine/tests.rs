@@ -336,6 +336,22 @@ fn given_a_breaker_refusal_when_deferred_then_no_attempt_is_used_and_the_step_wa
     assert_eq!((step.status, step.attempts), (StepStatus::Pending, 0));
     let waiting = step.waiting.as_ref().expect("waiting");
     assert_eq!((waiting.until, waiting.deferrals), (t(500), 1));
+    // Refused again for the same reason: nothing new is written, the deadline stands.
+    assert_eq!(
+        defer(
+            &s,
+            "s1",
+            1,
+            "calculator temporarily unavailable",
+            t(900),
+            t(600),
+            60_000
+        ),
+        Deferral::Wait {
+            events: Vec::new(),
+            until: t(900)
+        }
+    );
     // A duplicate job before then waits too, without asking the breaker.
     assert_eq!(
         claim(&s, "s1", 1, t(100), &POLICY, 10_000, None),

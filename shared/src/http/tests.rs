@@ -219,6 +219,15 @@ impl TodoStore for Broken {
 
 #[async_trait]
 impl IdempotencyStore for Broken {
+    async fn lookup(
+        &self,
+        _: &str,
+        _: &str,
+        _: DateTime<Utc>,
+    ) -> StoreResult<Option<IdempotencyRecord>> {
+        Err(self.0.clone())
+    }
+
     async fn claim(
         &self,
         _: &str,
@@ -1581,6 +1590,33 @@ async fn given_an_idempotency_key_when_posted_twice_then_the_same_run_is_replaye
     assert_documented(&doc, "post", "/runs", &reply);
     let list = h.send(get("/runs")).await;
     assert_eq!(list.body["runs"].as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test]
+async fn given_an_unplannable_prompt_with_a_key_when_refused_then_the_key_stays_free() {
+    let h = harness_planned(Failing::new(vec![PlanError::NotUnderstood(
+        "I can calculate and manage todos".into(),
+    )]));
+    let keyed = |prompt: &str| {
+        with_header(
+            post_json("/runs", &json!({ "prompt": prompt })),
+            "idempotency-key",
+            HeaderValue::from_static("order-0002"),
+        )
+    };
+    let refused = h.send(keyed("sing me a song")).await;
+    refused.assert_error(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "prompt_not_understood",
+        "unplannable",
+    );
+    // The key was not used up: a different, plannable prompt may take it.
+    let created = h.send(keyed(PROMPT)).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    assert_eq!(created.header("idempotent-replayed"), None);
+    let again = h.send(keyed(PROMPT)).await;
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.body["run_id"], created.body["run_id"]);
 }
 
 #[tokio::test]

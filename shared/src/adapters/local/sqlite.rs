@@ -689,6 +689,30 @@ impl TodoStore for SqliteStore {
 
 #[async_trait]
 impl IdempotencyStore for SqliteStore {
+    async fn lookup(
+        &self,
+        tenant: &str,
+        key: &str,
+        _now: DateTime<Utc>,
+    ) -> StoreResult<Option<IdempotencyRecord>> {
+        let (tenant, key) = (tenant.to_owned(), key.to_owned());
+        self.read(move |conn| {
+            conn.query_row(
+                "SELECT run_id, request_hash FROM idempotency_keys WHERE tenant = ?1 AND key = ?2",
+                params![tenant, key],
+                |r| {
+                    Ok(IdempotencyRecord {
+                        run_id: r.get(0)?,
+                        request_hash: r.get(1)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(sql_err)
+        })
+        .await
+    }
+
     async fn claim(
         &self,
         tenant: &str,

@@ -22,7 +22,7 @@ use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-use super::{router, MAX_BODY_BYTES, OPENAPI, ROUTES};
+use super::{router, router_with, EdgeOptions, Origin, MAX_BODY_BYTES, OPENAPI, ROUTES};
 use crate::adapters::local::memory::{MemoryStore, MemoryTodos};
 use crate::adapters::local::SqliteStore;
 use crate::app::{App, Settings, MAX_PROMPT_CHARS};
@@ -1426,10 +1426,16 @@ async fn given_bad_list_queries_when_listing_runs_then_4xx() {
         ("limit=0", unprocessable, "invalid_limit"),
         ("limit=101", unprocessable, "invalid_limit"),
         ("limit=x", bad, "invalid_limit"),
-        ("limit=-1", bad, "invalid_limit"),
+        ("limit=-1", unprocessable, "invalid_limit"),
+        ("limit=-0", unprocessable, "invalid_limit"),
         ("limit=", bad, "invalid_limit"),
         ("limit=1.5", bad, "invalid_limit"),
-        ("limit=99999999999999999999999", bad, "invalid_limit"),
+        ("limit=--1", bad, "invalid_limit"),
+        (
+            "limit=99999999999999999999999",
+            unprocessable,
+            "invalid_limit",
+        ),
         ("status=bogus", unprocessable, "invalid_status"),
         ("status=", unprocessable, "invalid_status"),
         ("status=PENDING", unprocessable, "invalid_status"),
@@ -1439,7 +1445,14 @@ async fn given_bad_list_queries_when_listing_runs_then_4xx() {
         reply.assert_error(status, code, &uri);
         assert_documented(&doc, "get", "/runs", &reply);
     }
-    for query in ["limit=1", "limit=100", "limit=%2020%20", "status=pending"] {
+    for query in [
+        "limit=1",
+        "limit=100",
+        "limit=%2020%20",
+        "limit=+5",
+        "status=pending",
+        "cursor=",
+    ] {
         let reply = h.send(get(&format!("/runs?{query}"))).await;
         assert_eq!(reply.status, StatusCode::OK, "{query}: {}", reply.body);
     }
@@ -1801,6 +1814,210 @@ async fn given_a_write_conflict_when_posting_then_409_conflict() {
         reply.assert_error(StatusCode::CONFLICT, "conflict", &uri);
         assert_documented(&doc, "post", path, &reply);
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// The edge: content type, origin and CORS, host
+// ---------------------------------------------------------------------------------------
+
+fn with_headers(mut req: Request<Body>, headers: &[(&'static str, &str)]) -> Request<Body> {
+    for (name, value) in headers {
+        req.headers_mut()
+            .insert(*name, HeaderValue::from_str(value).expect("header"));
+    }
+    req
+}
+
+fn without_content_type(mut req: Request<Body>) -> Request<Body> {
+    req.headers_mut().remove("content-type");
+    req
+}
+
+#[tokio::test]
+async fn given_a_body_that_is_not_declared_json_when_posted_then_415_and_no_run() {
+    let doc = doc();
+    let h = harness();
+    let body = json!({"prompt": PROMPT}).to_string();
+    let id = h.create().await;
+    let cancel = format!("/runs/{id}/cancel");
+    for (case, uri, path, content_type) in [
+        ("text/plain", "/runs", "/runs", Some("text/plain")),
+        (
+            "form",
+            "/runs",
+            "/runs",
+            Some("application/x-www-form-urlencoded"),
+        ),
+        ("json-like", "/runs", "/runs", Some("application/jsonx")),
+        ("none", "/runs", "/runs", None),
+        (
+            "cancel text/plain",
+            cancel.as_str(),
+            "/runs/{id}/cancel",
+            Some("text/plain"),
+        ),
+    ] {
+        let req = without_content_type(post(uri, body.clone()));
+        let req = match content_type {
+            Some(ct) => with_headers(req, &[("content-type", ct)]),
+            None => req,
+        };
+        let reply = h.send(req).await;
+        reply.assert_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            case,
+        );
+        assert_documented(&doc, "post", path, &reply);
+    }
+    let runs = h.send(get("/runs")).await;
+    assert_eq!(runs.body["runs"].as_array().map(Vec::len), Some(1));
+    // JSON with parameters, any case, is JSON; a cancel without a body needs no type.
+    let charset = with_headers(
+        post("/runs", body),
+        &[("content-type", "Application/JSON; charset=utf-8")],
+    );
+    assert_eq!(h.send(charset).await.status, StatusCode::CREATED);
+    let bare = without_content_type(post(&cancel, Body::empty()));
+    assert_eq!(h.send(bare).await.status, StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
+async fn given_a_foreign_origin_when_it_calls_then_403_and_nothing_happens() {
+    let doc = doc();
+    let h = harness();
+    for (method, path, origin) in [
+        ("post", "/runs", "https://evil.example"),
+        ("post", "/runs", "null"),
+        ("post", "/runs", "http://localhost:3001"),
+        ("get", "/runs", "https://evil.example"),
+        ("get", "/todos", "https://evil.example"),
+    ] {
+        let req = if method == "post" {
+            post_json(path, &json!({"prompt": PROMPT}))
+        } else {
+            get(path)
+        };
+        let req = with_headers(req, &[("origin", origin), ("host", "localhost:3000")]);
+        let reply = h.send(req).await;
+        let case = format!("{method} {path} from {origin}");
+        reply.assert_error(StatusCode::FORBIDDEN, "origin_not_allowed", &case);
+        assert_documented(&doc, method, path, &reply);
+        assert_eq!(reply.header("access-control-allow-origin"), None, "{case}");
+    }
+    let runs = h.send(get("/runs")).await;
+    assert_eq!(runs.body["runs"], json!([]));
+}
+
+#[tokio::test]
+async fn given_the_api_own_origin_when_it_posts_then_the_run_is_created() {
+    let h = harness();
+    let req = with_headers(
+        post_json("/runs", &json!({"prompt": PROMPT})),
+        &[
+            ("origin", "http://localhost:3000"),
+            ("host", "localhost:3000"),
+        ],
+    );
+    let reply = h.send(req).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    // Same-origin needs no CORS grant.
+    assert_eq!(reply.header("access-control-allow-origin"), None);
+}
+
+#[tokio::test]
+async fn given_a_listed_origin_when_it_preflights_and_posts_then_cors_allows_it() {
+    let h = harness();
+    let edge = EdgeOptions {
+        cors_origins: vec![Origin::parse("https://app.example.com").expect("origin")],
+        ..EdgeOptions::default()
+    };
+    let router = router_with(h.app.clone(), &edge);
+    let preflight = with_headers(
+        request(Method::OPTIONS, "/runs", Body::empty()),
+        &[
+            ("origin", "https://app.example.com"),
+            ("access-control-request-method", "POST"),
+            (
+                "access-control-request-headers",
+                "content-type, idempotency-key",
+            ),
+            ("host", "api.example.com"),
+        ],
+    );
+    let reply = send(&router, preflight).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        reply.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    let methods = reply
+        .header("access-control-allow-methods")
+        .expect("methods");
+    assert!(
+        methods.contains("POST") && methods.contains("GET"),
+        "{methods}"
+    );
+    let headers = reply
+        .header("access-control-allow-headers")
+        .expect("headers");
+    for name in ["content-type", "idempotency-key", "x-correlation-id"] {
+        assert!(headers.contains(name), "{headers}");
+    }
+    assert!(reply.header("access-control-max-age").is_some());
+    assert_eq!(reply.header("vary"), Some("origin"));
+
+    let post = with_headers(
+        post_json("/runs", &json!({"prompt": PROMPT})),
+        &[
+            ("origin", "https://app.example.com"),
+            ("host", "api.example.com"),
+        ],
+    );
+    let reply = send(&router, post).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    assert_eq!(
+        reply.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    let exposed = reply
+        .header("access-control-expose-headers")
+        .expect("expose");
+    assert!(exposed.contains("location"), "{exposed}");
+
+    // An unlisted origin's preflight is refused.
+    let other = with_headers(
+        request(Method::OPTIONS, "/runs", Body::empty()),
+        &[
+            ("origin", "https://evil.example"),
+            ("access-control-request-method", "POST"),
+            ("host", "api.example.com"),
+        ],
+    );
+    let reply = send(&router, other).await;
+    reply.assert_error(StatusCode::FORBIDDEN, "origin_not_allowed", "preflight");
+    assert_eq!(reply.header("access-control-allow-origin"), None);
+}
+
+#[tokio::test]
+async fn given_a_host_allowlist_when_another_host_asks_then_403_but_only_with_the_option() {
+    let doc = doc();
+    let h = harness();
+    let edge = EdgeOptions {
+        allowed_hosts: Some(vec!["localhost".into(), "127.0.0.1".into()]),
+        ..EdgeOptions::default()
+    };
+    let guarded = router_with(h.app.clone(), &edge);
+    let rebound = with_headers(get("/runs"), &[("host", "attacker.example:3000")]);
+    let reply = send(&guarded, rebound).await;
+    reply.assert_error(StatusCode::FORBIDDEN, "host_not_allowed", "rebinding");
+    assert_documented(&doc, "get", "/runs", &reply);
+    assert!(reply.header("x-correlation-id").is_some());
+    let local = with_headers(get("/runs"), &[("host", "127.0.0.1:3000")]);
+    assert_eq!(send(&guarded, local).await.status, StatusCode::OK);
+    // The default router (the Lambdas, behind API Gateway) does not check the host.
+    let any = with_headers(get("/runs"), &[("host", "abc.execute-api.example.com")]);
+    assert_eq!(h.send(any).await.status, StatusCode::OK);
 }
 
 // ---------------------------------------------------------------------------------------

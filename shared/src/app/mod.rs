@@ -278,6 +278,16 @@ impl App {
                 run_id = binding.run_id;
             }
         }
+        if let Some(detail) = &planned.fallback_detail {
+            // Only the category is recorded on the run; operators find the detail here.
+            warn!(
+                run_id = %run_id,
+                planner = %planned.info.name,
+                reason = planned.info.fallback_reason.as_deref().unwrap_or_default(),
+                detail = %detail,
+                "run planned by the fallback planner"
+            );
+        }
         let key = RunKey::new(&ctx.tenant, &run_id);
         let created = Event::RunCreated {
             tenant: ctx.tenant.clone(),

@@ -32,6 +32,8 @@ use crate::domain::{
 };
 use crate::engine::breaker::BreakerState;
 use crate::engine::{Effect, RetryPolicy};
+use crate::planner::hybrid::{FallbackPlanner, ModelFailure, ModelPlanner};
+use crate::planner::llm::LlmError;
 use crate::planner::{FixedPlanner, PlanError, Planned, Planner};
 use crate::ports::{
     BreakerStore, EventStore, IdempotencyRecord, IdempotencyStore, ListQuery, Outbox, Page,
@@ -1724,6 +1726,55 @@ async fn given_a_planner_outage_when_retried_with_the_same_key_then_the_run_is_c
     let third = h.send(req()).await;
     assert_eq!(third.header("idempotent-replayed"), Some("true"));
     assert_eq!(second.body["run_id"], third.body["run_id"]);
+}
+
+/// A model that always fails to connect to an internal host.
+struct Unreachable;
+
+#[async_trait]
+impl ModelPlanner for Unreachable {
+    fn name(&self) -> &'static str {
+        "llm"
+    }
+
+    fn model(&self) -> &str {
+        "test-model"
+    }
+
+    async fn plan_with_model(&self, _: &str, _: &Registry) -> Result<Planned, ModelFailure> {
+        Err(ModelFailure {
+            error: LlmError::Connect("tcp connect error to http://10.1.2.3:8000/v1".into()),
+            usage: Usage::default(),
+        })
+    }
+}
+
+#[tokio::test]
+async fn given_a_model_failure_when_a_run_is_read_then_only_the_category_is_shown() {
+    let doc = doc();
+    let fallback = Arc::new(FixedPlanner(Plan { steps: seed_dag() }));
+    let planner = FallbackPlanner::with_fallback(Arc::new(Unreachable), fallback);
+    let h = harness_planned(Arc::new(planner));
+    let created = h.send(post_json("/runs", &json!({"prompt": PROMPT}))).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    assert_documented(&doc, "post", "/runs", &created);
+    let id = created.body["run_id"].as_str().expect("id").to_owned();
+    assert_eq!(created.body["planner"]["fallback_reason"], "unavailable");
+    assert_eq!(created.body["planner"]["requested"], "llm");
+    for uri in [
+        format!("/runs/{id}"),
+        format!("/runs/{id}/events"),
+        "/runs".to_owned(),
+    ] {
+        let reply = h.send(get(&uri)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{uri}");
+        let text = String::from_utf8_lossy(&reply.raw);
+        assert!(text.contains("\"unavailable\""), "{uri}: {text}");
+        assert!(
+            !text.contains("10.1.2.3"),
+            "{uri} leaks the internal URL: {text}"
+        );
+    }
 }
 
 #[tokio::test]

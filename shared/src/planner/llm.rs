@@ -134,12 +134,28 @@ pub enum LlmError {
     Unparseable(String),
     #[error("the model's plan was rejected: {0}")]
     InvalidPlan(String),
+    #[error("the model refused: {0}")]
+    Refused(String),
 }
 
 impl LlmError {
     /// A wrong key, model or URL: retrying will not help, someone must fix the setup.
     pub fn is_configuration(&self) -> bool {
         matches!(self, Self::Auth(_) | Self::Config(_))
+    }
+
+    /// The short, stable reason clients see when the pattern planner took over (the
+    /// message, which may name internal hosts or echo the model, goes to the logs only).
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Timeout(_) => "timeout",
+            Self::RateLimited(_) => "rate_limited",
+            Self::Connect(_) | Self::Server(_) => "unavailable",
+            Self::Auth(_) | Self::Config(_) => "misconfigured",
+            Self::Unparseable(_) => "invalid_output",
+            Self::InvalidPlan(_) => "invalid_plan",
+            Self::Refused(_) => "refused",
+        }
     }
 
     /// Classify a non-success HTTP status; `detail` is the server's message, if any.
@@ -497,10 +513,7 @@ pub fn parse_chat_response(body: &[u8]) -> Result<ChatAnswer, LlmError> {
         .next()
         .ok_or_else(|| LlmError::Unparseable("the response has no choices".into()))?;
     if let Some(refusal) = choice.message.refusal.filter(|r| !r.is_empty()) {
-        return Err(LlmError::Unparseable(format!(
-            "the model refused: {}",
-            excerpt(&refusal)
-        )));
+        return Err(LlmError::Refused(excerpt(&refusal)));
     }
     if choice.finish_reason.as_deref() == Some("length") {
         return Err(LlmError::Unparseable(
@@ -803,6 +816,7 @@ impl ModelPlanner for LlmPlanner {
                 requested: None,
                 usage: Some(usage),
             },
+            fallback_detail: None,
         })
     }
 }
@@ -1001,14 +1015,37 @@ mod tests {
     }
 
     #[test]
+    fn given_a_refusal_when_parsed_then_it_is_refused() {
+        let body = json!({"choices": [{"message": {"content": null, "refusal": "I can't help with that"}}]});
+        assert_eq!(
+            parse_chat_response(body.to_string().as_bytes()),
+            Err(LlmError::Refused("I can't help with that".into()))
+        );
+    }
+
+    #[test]
+    fn given_each_error_when_categorised_then_clients_get_a_short_stable_reason() {
+        let cases = [
+            (LlmError::Timeout("x".into()), "timeout"),
+            (LlmError::Connect("x".into()), "unavailable"),
+            (LlmError::Server("x".into()), "unavailable"),
+            (LlmError::RateLimited("x".into()), "rate_limited"),
+            (LlmError::Auth("x".into()), "misconfigured"),
+            (LlmError::Config("x".into()), "misconfigured"),
+            (LlmError::Unparseable("x".into()), "invalid_output"),
+            (LlmError::InvalidPlan("x".into()), "invalid_plan"),
+            (LlmError::Refused("x".into()), "refused"),
+        ];
+        for (error, want) in cases {
+            assert_eq!(error.category(), want, "{error:?}");
+        }
+    }
+
+    #[test]
     fn given_unusable_completions_when_parsed_then_each_is_unparseable() {
         let cases = [
             (json!({"choices": []}).to_string(), "no choices"),
             ("not json".to_owned(), "not a chat completion"),
-            (
-                json!({"choices": [{"message": {"content": null, "refusal": "no"}}]}).to_string(),
-                "refused",
-            ),
             (
                 json!({"choices": [{"message": {"content": "{"}, "finish_reason": "length"}]})
                     .to_string(),

@@ -596,3 +596,22 @@ async fn given_a_prompt_neither_planner_understands_when_planning_then_no_plan_i
         other => panic!("expected NotUnderstood, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn given_a_base_url_with_credentials_when_the_model_fails_then_they_appear_nowhere() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    let url = format!("http://admin:hunter2-pw@{addr}/v1?api-key=qwerty-987");
+    let planner = llm_planner(&url, 2_000);
+    let planned = assert_falls_back_with(&planner, "unavailable", &["could not connect"]).await;
+    let shown = format!(
+        "{} {:?} {:?}",
+        planned.fallback_detail.unwrap_or_default(),
+        planned.info,
+        planner.degraded()
+    );
+    for secret in ["hunter2-pw", "qwerty-987"] {
+        assert!(!shown.contains(secret), "{secret} leaked: {shown}");
+    }
+}

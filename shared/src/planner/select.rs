@@ -329,6 +329,12 @@ mod tests {
         let shown = format!("{choice:?}");
         assert!(!shown.contains("hunter2-pw"), "{shown}");
         assert!(shown.contains("llm.internal"), "{shown}");
+        let logs = crate::telemetry::tests::logged(|| {
+            planner_from_choice(choice).expect("planner");
+        });
+        assert!(logs.contains("LLM planner configured"), "{logs}");
+        assert!(logs.contains("[redacted]@llm.internal"), "{logs}");
+        assert!(!logs.contains("hunter2-pw"), "{logs}");
     }
 
     #[test]

@@ -1,11 +1,15 @@
 //! Typed configuration, read once from the environment in `main`.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::app::Settings;
 use crate::engine::breaker::BreakerConfig;
 use crate::engine::RetryPolicy;
+use crate::http::edge::LOOPBACK_HOSTS;
+use crate::http::{EdgeOptions, Origin};
 use crate::tools::faults::{FaultParseError, Faults};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -28,6 +32,41 @@ pub enum LogFormat {
     Json,
 }
 
+/// The HTTP edge: browser origins, and the limits `crane-local` puts on connections.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpConfig {
+    /// `CRANE_CORS_ORIGINS`: origins besides the API's own allowed to call it from a
+    /// browser (comma-separated `scheme://host[:port]`).
+    pub cors_origins: Vec<Origin>,
+    /// `CRANE_ALLOWED_HOSTS` (local runtime on a loopback address): `Host` names answered
+    /// besides `localhost`, `127.0.0.1` and `[::1]`.
+    pub allowed_hosts: Vec<String>,
+    /// `CRANE_HTTP_HEADER_TIMEOUT_MS`: a request's head must arrive within this time of its
+    /// first byte.
+    pub header_timeout_ms: u64,
+    /// `CRANE_HTTP_BODY_TIMEOUT_MS`: a request body must arrive within this time of being read.
+    pub body_timeout_ms: u64,
+    /// `CRANE_HTTP_IDLE_TIMEOUT_MS`: a connection with no request under way and no bytes
+    /// moving is closed after this time.
+    pub idle_timeout_ms: u64,
+    /// `CRANE_HTTP_MAX_CONNECTIONS`: open connections at most; at the limit, the connection
+    /// idle the longest is closed to admit a new one.
+    pub max_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            cors_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            idle_timeout_ms: 60_000,
+            max_connections: 512,
+        }
+    }
+}
+
 /// Everything configurable, with its defaults.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -42,6 +81,7 @@ pub struct Config {
     pub log_format: LogFormat,
     /// `CRANE_WORKERS` (local runtime): step jobs run concurrently.
     pub workers: usize,
+    pub http: HttpConfig,
 }
 
 impl Default for Config {
@@ -53,6 +93,7 @@ impl Default for Config {
             faults: Faults::none(),
             log_format: LogFormat::Text,
             workers: 64,
+            http: HttpConfig::default(),
         }
     }
 }
@@ -66,6 +107,15 @@ impl Vars {
             .get(name)
             .map(String::as_str)
             .filter(|v| !v.trim().is_empty())
+    }
+
+    /// A comma-separated list; empty items are skipped.
+    fn list(&self, name: &str) -> impl Iterator<Item = &str> {
+        self.get(name)
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
     }
 
     fn num<T: std::str::FromStr + PartialOrd + Copy + std::fmt::Display>(
@@ -85,6 +135,35 @@ impl Vars {
                     reason: format!("expected a number from {min} to {max}"),
                 }),
             },
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The router's guards behind API Gateway, which owns connections and `Host`: only the
+    /// browser origins apply.
+    pub fn edge(&self) -> EdgeOptions {
+        EdgeOptions {
+            cors_origins: self.cors_origins.clone(),
+            ..EdgeOptions::default()
+        }
+    }
+
+    /// The router's guards in `crane-local` listening on `addr`: a body deadline too, and
+    /// on a loopback address only loopback `Host` names (and `CRANE_ALLOWED_HOSTS`), so a
+    /// web page cannot reach it through DNS rebinding.
+    pub fn local_edge(&self, addr: SocketAddr) -> EdgeOptions {
+        let allowed_hosts = addr.ip().is_loopback().then(|| {
+            LOOPBACK_HOSTS
+                .iter()
+                .map(|h| (*h).to_owned())
+                .chain(self.allowed_hosts.iter().cloned())
+                .collect()
+        });
+        EdgeOptions {
+            cors_origins: self.cors_origins.clone(),
+            allowed_hosts,
+            body_timeout: Some(Duration::from_millis(self.body_timeout_ms)),
         }
     }
 }
@@ -181,6 +260,59 @@ impl Config {
                 })
             }
         };
+        let http = HttpConfig {
+            cors_origins: v
+                .list("CRANE_CORS_ORIGINS")
+                .map(|o| {
+                    Origin::parse(o.trim_end_matches('/')).ok_or_else(|| ConfigError::Invalid {
+                        name: "CRANE_CORS_ORIGINS",
+                        value: o.to_owned(),
+                        reason: "expected origins like https://app.example.com or http://localhost:5173, comma-separated".into(),
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+            allowed_hosts: v
+                .list("CRANE_ALLOWED_HOSTS")
+                .map(|h| {
+                    let valid = h
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '[' | ']' | ':'));
+                    if valid {
+                        Ok(h.to_ascii_lowercase())
+                    } else {
+                        Err(ConfigError::Invalid {
+                            name: "CRANE_ALLOWED_HOSTS",
+                            value: h.to_owned(),
+                            reason: "expected host names like crane.internal, comma-separated".into(),
+                        })
+                    }
+                })
+                .collect::<Result<_, _>>()?,
+            header_timeout_ms: v.num(
+                "CRANE_HTTP_HEADER_TIMEOUT_MS",
+                d.http.header_timeout_ms,
+                1,
+                3_600_000,
+            )?,
+            body_timeout_ms: v.num(
+                "CRANE_HTTP_BODY_TIMEOUT_MS",
+                d.http.body_timeout_ms,
+                1,
+                3_600_000,
+            )?,
+            idle_timeout_ms: v.num(
+                "CRANE_HTTP_IDLE_TIMEOUT_MS",
+                d.http.idle_timeout_ms,
+                1,
+                3_600_000,
+            )?,
+            max_connections: v.num(
+                "CRANE_HTTP_MAX_CONNECTIONS",
+                d.http.max_connections,
+                1,
+                1_000_000,
+            )?,
+        };
         Ok(Config {
             addr: v.get("CRANE_ADDR").map_or(d.addr, str::to_owned),
             db: v.get("CRANE_DB").map_or(d.db, PathBuf::from),
@@ -188,6 +320,7 @@ impl Config {
             faults: Faults::parse(v.get("CRANE_FAULTS").unwrap_or(""))?,
             log_format,
             workers: v.num("CRANE_WORKERS", d.workers, 1, 4_096)?,
+            http,
         })
     }
 }
@@ -231,6 +364,45 @@ mod tests {
     }
 
     #[test]
+    fn given_http_settings_when_read_then_origins_hosts_and_limits_apply() {
+        let c = Config::from_vars(vars(&[
+            (
+                "CRANE_CORS_ORIGINS",
+                "https://app.example.com/, http://localhost:5173",
+            ),
+            ("CRANE_ALLOWED_HOSTS", "Crane.Internal"),
+            ("CRANE_HTTP_HEADER_TIMEOUT_MS", "100"),
+            ("CRANE_HTTP_BODY_TIMEOUT_MS", "200"),
+            ("CRANE_HTTP_IDLE_TIMEOUT_MS", "300"),
+            ("CRANE_HTTP_MAX_CONNECTIONS", "4"),
+        ]))
+        .expect("valid");
+        let origins: Vec<String> = c.http.cors_origins.iter().map(|o| o.to_string()).collect();
+        assert_eq!(
+            origins,
+            ["https://app.example.com:443", "http://localhost:5173"]
+        );
+        assert_eq!(c.http.allowed_hosts, ["crane.internal"]);
+        assert_eq!(
+            (
+                c.http.header_timeout_ms,
+                c.http.body_timeout_ms,
+                c.http.idle_timeout_ms,
+                c.http.max_connections
+            ),
+            (100, 200, 300, 4)
+        );
+        let loopback = c.http.local_edge("127.0.0.1:0".parse().expect("addr"));
+        let hosts = loopback.allowed_hosts.expect("loopback checks Host");
+        assert_eq!(hosts, ["localhost", "127.0.0.1", "[::1]", "crane.internal"]);
+        assert_eq!(loopback.body_timeout, Some(Duration::from_millis(200)));
+        let public = c.http.local_edge("0.0.0.0:0".parse().expect("addr"));
+        assert_eq!(public.allowed_hosts, None);
+        assert_eq!(c.http.edge().allowed_hosts, None);
+        assert_eq!(c.http.edge().cors_origins.len(), 2);
+    }
+
+    #[test]
     fn given_bad_values_when_read_then_the_error_names_the_variable() {
         for (k, v) in [
             ("CRANE_RETRY_BASE_MS", "soon"),
@@ -238,6 +410,11 @@ mod tests {
             ("CRANE_LOG_FORMAT", "xml"),
             ("CRANE_FAULTS", "calculator"),
             ("CRANE_BREAKER_FAILURES", "0"),
+            ("CRANE_CORS_ORIGINS", "*"),
+            ("CRANE_CORS_ORIGINS", "https://a.example/path"),
+            ("CRANE_ALLOWED_HOSTS", "evil.example/x"),
+            ("CRANE_HTTP_MAX_CONNECTIONS", "0"),
+            ("CRANE_HTTP_HEADER_TIMEOUT_MS", "soon"),
         ] {
             let err = Config::from_vars(vars(&[(k, v)])).expect_err(k).to_string();
             assert!(err.contains(k) || k == "CRANE_FAULTS", "{err}");

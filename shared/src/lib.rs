@@ -16,7 +16,8 @@
 //! - [`adapters`]: implementations of the ports: `local` (embedded SQLite, in-memory).
 //! - [`app`]: the application services the entry points call (create run, process a
 //!   step job, react to new events, ...), written once over the ports.
-//! - [`http`]: the axum router served locally and, in the cloud, through `lambda_http`.
+//! - [`http`]: the axum router served locally and, in the cloud, through `lambda_http`, and
+//!   the guards at its edge (origin, host, content type, body deadline).
 //! - `entrypoints` (feature `aws`): the Lambda handlers: API Gateway requests, SQS step
 //!   batches, DynamoDB Stream batches and saga tasks into `app` calls; EMF metrics.
 //! - [`config`], [`telemetry`]: typed configuration from the environment; logging setup.

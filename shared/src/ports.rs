@@ -214,6 +214,15 @@ pub struct IdempotencyRecord {
 
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync {
+    /// The binding of `key` in force at `now`, if any. Reserves nothing: a request looks
+    /// its key up first so that one the planner refuses never binds it.
+    async fn lookup(
+        &self,
+        tenant: &str,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<IdempotencyRecord>>;
+
     /// Bind `key` to `record` unless it is bound already; returns the binding in force.
     async fn claim(
         &self,

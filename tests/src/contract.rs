@@ -1131,6 +1131,25 @@ pub mod idempotency {
         Ok(())
     }
 
+    pub async fn given_a_key_when_looked_up_then_only_a_claimed_binding_is_found(
+        store: Arc<dyn IdempotencyStore>,
+    ) -> Result<()> {
+        let tenant = unique("tenant");
+        assert_eq!(store.lookup(&tenant, "key-1", at(0, 0)).await?, None);
+        let first = record("run-1");
+        store.claim(&tenant, "key-1", &first, at(0, 0)).await?;
+        assert_eq!(
+            store.lookup(&tenant, "key-1", at(10, 0)).await?,
+            Some(first)
+        );
+        assert_eq!(
+            store.lookup(&unique("tenant"), "key-1", at(10, 0)).await?,
+            None
+        );
+        assert_eq!(store.lookup(&tenant, "key-2", at(10, 0)).await?, None);
+        Ok(())
+    }
+
     pub async fn given_racing_claims_of_one_key_when_they_settle_then_all_see_one_binding(
         store: Arc<dyn IdempotencyStore>,
     ) -> Result<()> {

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use crane::config::Config;
 use serde_json::Value;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -82,6 +83,24 @@ impl LocalServer {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         panic!("crane-local did not become healthy at {}", self.base);
+    }
+
+    /// The address the server listens on (`127.0.0.1:port`).
+    pub fn addr(&self) -> &str {
+        self.base.trim_start_matches("http://")
+    }
+
+    /// Open a raw TCP connection to the server.
+    pub async fn connect(&self) -> TcpStream {
+        TcpStream::connect(self.addr()).await.expect("connect")
+    }
+
+    /// Send `request` as raw bytes on a new connection and read the answer until the server
+    /// closes it (send `Connection: close`) or `within` passes.
+    pub async fn raw(&self, request: &[u8], within: Duration) -> RawReply {
+        let mut stream = self.connect().await;
+        stream.write_all(request).await.expect("write");
+        RawReply::read(&mut stream, within).await
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -207,4 +226,80 @@ pub fn awaits_compensation(run: &Value) -> bool {
                 })
         })
     })
+}
+
+/// A response read off a raw connection.
+#[derive(Debug)]
+pub struct RawReply {
+    /// The status code, 0 if no status line arrived.
+    pub status: u16,
+    /// Everything read.
+    pub text: String,
+    /// The JSON body, `Null` if it is not JSON.
+    pub body: Value,
+    /// The server closed the connection (rather than `within` passing).
+    pub closed: bool,
+}
+
+impl RawReply {
+    /// Read from `stream` until the server closes it or `within` passes.
+    pub async fn read(stream: &mut TcpStream, within: Duration) -> RawReply {
+        Self::read_until(stream, within, |_| false).await
+    }
+
+    /// Read one whole response (with a `Content-Length`) from a kept-alive `stream`, or what
+    /// arrived until the server closed it or `within` passed.
+    pub async fn read_response(stream: &mut TcpStream, within: Duration) -> RawReply {
+        Self::read_until(stream, within, |buf| {
+            let text = String::from_utf8_lossy(buf);
+            let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                return false;
+            };
+            let length = head.lines().find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse::<usize>().ok())?
+            });
+            length.is_some_and(|n| body.len() >= n)
+        })
+        .await
+    }
+
+    async fn read_until(
+        stream: &mut TcpStream,
+        within: Duration,
+        complete: impl Fn(&[u8]) -> bool,
+    ) -> RawReply {
+        let mut buf = Vec::new();
+        let deadline = tokio::time::Instant::now() + within;
+        let mut chunk = [0_u8; 4096];
+        let closed = loop {
+            match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break true,
+                Ok(Ok(n)) => {
+                    buf.extend_from_slice(&chunk[..n]);
+                    if complete(&buf) {
+                        break false;
+                    }
+                }
+                Err(_) => break false,
+            }
+        };
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let status = text
+            .strip_prefix("HTTP/1.1 ")
+            .and_then(|rest| rest.get(..3))
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .and_then(|(_, body)| serde_json::from_str(body).ok())
+            .unwrap_or(Value::Null);
+        RawReply {
+            status,
+            text,
+            body,
+            closed,
+        }
+    }
 }

@@ -72,6 +72,7 @@ contract_suite!(todos, sqlite: Stores::sqlite()?, aws: Stores::dynamodb().await?
 
 contract_suite!(idempotency, sqlite: Stores::sqlite()?, aws: Stores::dynamodb().await?, port: idempotency, [
     given_a_claimed_key_when_claimed_again_then_the_first_binding_wins,
+    given_a_key_when_looked_up_then_only_a_claimed_binding_is_found,
     given_racing_claims_of_one_key_when_they_settle_then_all_see_one_binding,
 ]);
 

@@ -2,6 +2,9 @@
 //! Lambdas serve, the same worker, reaction and compensation code, fed by a durable job
 //! table in the embedded SQLite store instead of SQS, Streams and Step Functions.
 //!
+//! HTTP is served by [`server`], which bounds how long a client may take and how many
+//! connections it may hold.
+//!
 //! A `kill -9` loses nothing: jobs are written in the same transaction as the events that
 //! create them, and on start every interrupted job resumes.
 
@@ -19,6 +22,10 @@ use crane::tools::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tracing::{error, info, warn};
+
+pub mod server;
+
+use server::Limits;
 
 /// How long a local job stays leased. Leases only matter within one process (every lease
 /// is released at start-up), so this just bounds how long a stuck job is left alone.
@@ -60,8 +67,11 @@ pub async fn run(
     let (app, store) = build(&config)?;
     let released = store.release_all_leases().await?;
     let queued = store.pending_jobs().await?;
+    let addr = listener
+        .local_addr()
+        .context("reading the listening address")?;
     info!(
-        addr = %listener.local_addr()?,
+        addr = %addr,
         db = %config.db.display(),
         resumed_jobs = released,
         queued_jobs = queued,
@@ -70,13 +80,13 @@ pub async fn run(
     );
     let (stop_tx, stop_rx) = watch::channel(false);
     let dispatcher = tokio::spawn(dispatch_loop(app.clone(), store, config.workers, stop_rx));
-    let router = crane::http::router(app);
-    let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+    let router = crane::http::router_with(app, &config.http.local_edge(addr));
+    server::serve(listener, router, Limits::from(&config.http), async move {
         shutdown.await;
         info!("shutting down");
         let _ = stop_tx.send(true);
-    });
-    serve.await.context("serving HTTP")?;
+    })
+    .await;
     match dispatcher.await {
         Ok(()) => {}
         Err(e) => error!(error = %e, "dispatcher task failed"),

@@ -10,5 +10,5 @@ async fn main() -> Result<(), lambda_http::Error> {
     crane::telemetry::init(LogFormat::Json);
     let config = Config::from_env()?;
     let (app, _) = app_from_env(&config, Function::Api).await?;
-    lambda_http::run(http::service(app)).await
+    lambda_http::run(http::service(app, &config.http.edge())).await
 }

@@ -147,6 +147,20 @@ fn fingerprint(s: &str) -> String {
     format!("{h:016x}")
 }
 
+fn check_idempotency_key(key: &str) -> Result<(), AppError> {
+    let valid = !key.is_empty()
+        && key.len() <= MAX_IDEMPOTENCY_KEY_LEN
+        && key.chars().all(|c| c.is_ascii_graphic());
+    if valid {
+        Ok(())
+    } else {
+        Err(AppError::invalid(
+            "invalid_idempotency_key",
+            format!("Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"),
+        ))
+    }
+}
+
 fn fold_error(e: FoldError) -> AppError {
     AppError::Store(StoreError::Corrupt(e.to_string()))
 }
@@ -231,44 +245,52 @@ impl App {
             ));
         }
         let mut run_id = domain::new_run_id();
+        let request_hash = fingerprint(prompt);
+        // A key is looked up first (a replay needs no plan), but bound only once the prompt
+        // is planned: a refused request (422) never uses a key up.
+        let mut bound = false;
         if let Some(key) = idempotency_key {
-            let valid = !key.is_empty()
-                && key.len() <= MAX_IDEMPOTENCY_KEY_LEN
-                && key.chars().all(|c| c.is_ascii_graphic());
-            if !valid {
-                return Err(AppError::invalid(
-                    "invalid_idempotency_key",
-                    format!("Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"),
-                ));
-            }
-            let record = IdempotencyRecord {
-                run_id: run_id.clone(),
-                request_hash: fingerprint(prompt),
-            };
-            let bound = self
+            check_idempotency_key(key)?;
+            if let Some(binding) = self
                 .idempotency
-                .claim(&ctx.tenant, key, &record, self.now())
-                .await?;
-            if bound.request_hash != record.request_hash {
-                return Err(AppError::invalid(
-                    "idempotency_key_reused",
-                    "this Idempotency-Key was already used for a different request",
-                ));
-            }
-            if bound.run_id != run_id {
-                let existing = RunKey::new(&ctx.tenant, &bound.run_id);
-                if let Some((run, _)) = self.load(&existing).await? {
-                    return Ok(Created {
-                        run,
-                        replayed: true,
-                    });
+                .lookup(&ctx.tenant, key, self.now())
+                .await?
+            {
+                match self.bound_run(ctx, &binding, &request_hash).await? {
+                    Some(run) => return Ok(run),
+                    // Bound but never written (a crash in between): create it under that id.
+                    None => (run_id, bound) = (binding.run_id, true),
                 }
-                // The key was bound but the run never written (a crash in between):
-                // create it now under the bound id.
-                run_id = bound.run_id;
             }
         }
         let planned = self.planner.plan(prompt, &self.registry).await?;
+        if let (Some(key), false) = (idempotency_key, bound) {
+            let record = IdempotencyRecord {
+                run_id: run_id.clone(),
+                request_hash: request_hash.clone(),
+            };
+            let binding = self
+                .idempotency
+                .claim(&ctx.tenant, key, &record, self.now())
+                .await?;
+            if binding.run_id != run_id {
+                // A concurrent request with the same key bound it first.
+                if let Some(run) = self.bound_run(ctx, &binding, &request_hash).await? {
+                    return Ok(run);
+                }
+                run_id = binding.run_id;
+            }
+        }
+        if let Some(detail) = &planned.fallback_detail {
+            // Only the category is recorded on the run; operators find the detail here.
+            warn!(
+                run_id = %run_id,
+                planner = %planned.info.name,
+                reason = planned.info.fallback_reason.as_deref().unwrap_or_default(),
+                detail = %detail,
+                "run planned by the fallback planner"
+            );
+        }
         let key = RunKey::new(&ctx.tenant, &run_id);
         let created = Event::RunCreated {
             tenant: ctx.tenant.clone(),
@@ -315,6 +337,27 @@ impl App {
             run: after,
             replayed: false,
         })
+    }
+
+    /// The run an idempotency binding names, if it was written; refuses a binding made for
+    /// a different request.
+    async fn bound_run(
+        &self,
+        ctx: &RequestContext,
+        binding: &IdempotencyRecord,
+        request_hash: &str,
+    ) -> Result<Option<Created>, AppError> {
+        if binding.request_hash != request_hash {
+            return Err(AppError::invalid(
+                "idempotency_key_reused",
+                "this Idempotency-Key was already used for a different request",
+            ));
+        }
+        let existing = RunKey::new(&ctx.tenant, &binding.run_id);
+        Ok(self.load(&existing).await?.map(|(run, _)| Created {
+            run,
+            replayed: true,
+        }))
     }
 
     /// `GET /runs/{id}`: the read model, or the fold of the log if the projection has not

@@ -18,19 +18,23 @@ use tower::util::MapRequest;
 use tower::ServiceExt;
 
 use crate::app::App;
+use crate::http::EdgeOptions;
 
 /// The router served by the API functions.
 pub type ApiService = MapRequest<axum::Router, fn(lambda_http::Request) -> lambda_http::Request>;
 
-/// The router over `app`, adjusted for API Gateway.
-pub fn service(app: Arc<App>) -> ApiService {
+/// The router over `app`, guarded as `edge` says (see [`HttpConfig::edge`]), adjusted for
+/// API Gateway.
+///
+/// [`HttpConfig::edge`]: crate::config::HttpConfig::edge
+pub fn service(app: Arc<App>, edge: &EdgeOptions) -> ApiService {
     let adjust: fn(lambda_http::Request) -> lambda_http::Request = adjust;
-    MapRequest::new(crate::http::router(app), adjust)
+    MapRequest::new(crate::http::router_with(app, edge), adjust)
 }
 
 /// Serve API Gateway events until the Lambda runtime stops.
-pub async fn serve(app: Arc<App>) -> Result<(), lambda_http::Error> {
-    lambda_http::run(service(app)).await
+pub async fn serve(app: Arc<App>, edge: &EdgeOptions) -> Result<(), lambda_http::Error> {
+    lambda_http::run(service(app, edge)).await
 }
 
 /// Why an event could not be answered.
@@ -47,7 +51,7 @@ pub enum InvokeError {
 /// handler tests with the sample events.
 pub async fn invoke(app: Arc<App>, event: Value) -> Result<Value, InvokeError> {
     let request: LambdaRequest = serde_json::from_value(event).map_err(InvokeError::Event)?;
-    let adapter = lambda_http::Adapter::from(service(app));
+    let adapter = lambda_http::Adapter::from(service(app, &EdgeOptions::default()));
     let response = adapter
         .oneshot(LambdaEvent::new(request, Context::default()))
         .await

@@ -1,7 +1,9 @@
-//! The HTTP API: one axum [`Router`] served by the local runtime (`axum::serve`) and by the
+//! The HTTP API: one axum [`Router`] served by the local runtime (`crane-local`) and by the
 //! API Lambdas (`lambda_http::run`). Handlers translate requests into [`App`] calls and
-//! errors into `{"error": {"code", "message"}}`; no business rules live here.
+//! errors into `{"error": {"code", "message"}}`; no business rules live here. The guards
+//! every request passes first (origin, host, content type, body deadline) are in [`edge`].
 
+pub mod edge;
 mod error;
 
 use std::collections::HashMap;
@@ -11,6 +13,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -21,6 +24,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::app::{App, RequestContext};
 use crate::domain::{RunKey, DEFAULT_TENANT};
 
+pub use edge::{EdgeOptions, Origin};
 pub use error::ApiError;
 
 /// Largest request body accepted.
@@ -45,9 +49,15 @@ pub const ROUTES: &[(&str, &str)] = &[
 
 type Shared = Arc<App>;
 
-/// Build the router over an [`App`].
+/// Build the router over an [`App`] with the default [`EdgeOptions`] (browser calls from
+/// the API's own origin only).
 pub fn router(app: Arc<App>) -> Router {
-    Router::new()
+    router_with(app, &EdgeOptions::default())
+}
+
+/// Build the router over an [`App`], guarded as `edge` says.
+pub fn router_with(app: Arc<App>, edge: &EdgeOptions) -> Router {
+    let mut router = Router::new()
         .route("/runs", post(create_run).get(list_runs))
         .route("/runs/{id}", get(get_run))
         .route("/runs/{id}/events", get(run_events))
@@ -59,9 +69,23 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(CatchPanicLayer::custom(error::panic_response))
-        .layer(axum::middleware::from_fn(correlate))
-        .with_state(app)
+        .layer(CatchPanicLayer::custom(error::panic_response));
+    if let Some(timeout) = edge.body_timeout {
+        router = router.layer(from_fn_with_state(timeout, edge::body_deadline));
+    }
+    router = router
+        .layer(from_fn(edge::require_json))
+        .layer(from_fn_with_state(
+            Arc::new(edge.cors_origins.clone()),
+            edge::guard_origin,
+        ));
+    if let Some(hosts) = &edge.allowed_hosts {
+        router = router.layer(from_fn_with_state(
+            Arc::new(hosts.clone()),
+            edge::guard_host,
+        ));
+    }
+    router.layer(from_fn(correlate)).with_state(app)
 }
 
 /// The correlation id of a request (from `X-Correlation-Id`, or generated).
@@ -195,6 +219,12 @@ async fn create_run(
                 "body_too_large",
                 format!("request body is larger than {MAX_BODY_BYTES} bytes"),
             )
+        } else if edge::is_body_timeout(&r) {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "the request body did not arrive in time",
+            )
         } else {
             ApiError::bad_request("unreadable_body", r.body_text())
         }
@@ -264,24 +294,39 @@ async fn list_runs(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let q = query_of(query)?;
-    let limit = match q.get("limit") {
-        None => None,
-        Some(l) => Some(l.trim().parse::<usize>().map_err(|_| {
-            ApiError::bad_request(
-                "invalid_limit",
-                format!("limit={} is not a number", truncate(l)),
-            )
-        })?),
-    };
+    let limit = q.get("limit").map(|l| limit_of(l)).transpose()?;
+    // An empty cursor is the first page, like no cursor.
+    let cursor = q.get("cursor").filter(|c| !c.is_empty()).cloned();
     let page = app
         .list_runs(
             &tenant(&headers),
             q.get("status").map(String::as_str),
             limit,
-            q.get("cursor").cloned(),
+            cursor,
         )
         .await?;
     Ok(Json(json!({"runs": page.items, "next_cursor": page.next_cursor})).into_response())
+}
+
+/// `limit=`: not an integer is a 400; an integer out of range (negative, huge) is passed on
+/// as 0 or `usize::MAX` for the range check to refuse with 422.
+fn limit_of(l: &str) -> Result<usize, ApiError> {
+    let t = l.trim();
+    let (negative, digits) = match t.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, t.strip_prefix('+').unwrap_or(t)),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit={} is not an integer", truncate(l)),
+        ));
+    }
+    Ok(if negative {
+        0
+    } else {
+        digits.parse().unwrap_or(usize::MAX)
+    })
 }
 
 async fn cancel_run(

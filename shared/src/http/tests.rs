@@ -22,7 +22,7 @@ use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-use super::{router, MAX_BODY_BYTES, OPENAPI, ROUTES};
+use super::{router, router_with, EdgeOptions, Origin, MAX_BODY_BYTES, OPENAPI, ROUTES};
 use crate::adapters::local::memory::{MemoryStore, MemoryTodos};
 use crate::adapters::local::SqliteStore;
 use crate::app::{App, Settings, MAX_PROMPT_CHARS};
@@ -32,6 +32,8 @@ use crate::domain::{
 };
 use crate::engine::breaker::BreakerState;
 use crate::engine::{Effect, RetryPolicy};
+use crate::planner::hybrid::{FallbackPlanner, ModelFailure, ModelPlanner};
+use crate::planner::llm::LlmError;
 use crate::planner::{FixedPlanner, PlanError, Planned, Planner};
 use crate::ports::{
     BreakerStore, EventStore, IdempotencyRecord, IdempotencyStore, ListQuery, Outbox, Page,
@@ -223,6 +225,15 @@ impl TodoStore for Broken {
 
 #[async_trait]
 impl IdempotencyStore for Broken {
+    async fn lookup(
+        &self,
+        _: &str,
+        _: &str,
+        _: DateTime<Utc>,
+    ) -> StoreResult<Option<IdempotencyRecord>> {
+        Err(self.0.clone())
+    }
+
     async fn claim(
         &self,
         _: &str,
@@ -1442,10 +1453,16 @@ async fn given_bad_list_queries_when_listing_runs_then_4xx() {
         ("limit=0", unprocessable, "invalid_limit"),
         ("limit=101", unprocessable, "invalid_limit"),
         ("limit=x", bad, "invalid_limit"),
-        ("limit=-1", bad, "invalid_limit"),
+        ("limit=-1", unprocessable, "invalid_limit"),
+        ("limit=-0", unprocessable, "invalid_limit"),
         ("limit=", bad, "invalid_limit"),
         ("limit=1.5", bad, "invalid_limit"),
-        ("limit=99999999999999999999999", bad, "invalid_limit"),
+        ("limit=--1", bad, "invalid_limit"),
+        (
+            "limit=99999999999999999999999",
+            unprocessable,
+            "invalid_limit",
+        ),
         ("status=bogus", unprocessable, "invalid_status"),
         ("status=", unprocessable, "invalid_status"),
         ("status=PENDING", unprocessable, "invalid_status"),
@@ -1455,7 +1472,14 @@ async fn given_bad_list_queries_when_listing_runs_then_4xx() {
         reply.assert_error(status, code, &uri);
         assert_documented(&doc, "get", "/runs", &reply);
     }
-    for query in ["limit=1", "limit=100", "limit=%2020%20", "status=pending"] {
+    for query in [
+        "limit=1",
+        "limit=100",
+        "limit=%2020%20",
+        "limit=+5",
+        "status=pending",
+        "cursor=",
+    ] {
         let reply = h.send(get(&format!("/runs?{query}"))).await;
         assert_eq!(reply.status, StatusCode::OK, "{query}: {}", reply.body);
     }
@@ -1733,6 +1757,33 @@ async fn given_an_idempotency_key_when_posted_twice_then_the_same_run_is_replaye
 }
 
 #[tokio::test]
+async fn given_an_unplannable_prompt_with_a_key_when_refused_then_the_key_stays_free() {
+    let h = harness_planned(Failing::new(vec![PlanError::NotUnderstood(
+        "I can calculate and manage todos".into(),
+    )]));
+    let keyed = |prompt: &str| {
+        with_header(
+            post_json("/runs", &json!({ "prompt": prompt })),
+            "idempotency-key",
+            HeaderValue::from_static("order-0002"),
+        )
+    };
+    let refused = h.send(keyed("sing me a song")).await;
+    refused.assert_error(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "prompt_not_understood",
+        "unplannable",
+    );
+    // The key was not used up: a different, plannable prompt may take it.
+    let created = h.send(keyed(PROMPT)).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    assert_eq!(created.header("idempotent-replayed"), None);
+    let again = h.send(keyed(PROMPT)).await;
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.body["run_id"], created.body["run_id"]);
+}
+
+#[tokio::test]
 async fn given_a_created_run_when_following_location_then_it_is_the_run() {
     let h = harness();
     let created = h.send(post_json("/runs", &json!({"prompt": PROMPT}))).await;
@@ -1826,6 +1877,55 @@ async fn given_a_planner_outage_when_retried_with_the_same_key_then_the_run_is_c
     assert_eq!(second.body["run_id"], third.body["run_id"]);
 }
 
+/// A model that always fails to connect to an internal host.
+struct Unreachable;
+
+#[async_trait]
+impl ModelPlanner for Unreachable {
+    fn name(&self) -> &'static str {
+        "llm"
+    }
+
+    fn model(&self) -> &str {
+        "test-model"
+    }
+
+    async fn plan_with_model(&self, _: &str, _: &Registry) -> Result<Planned, ModelFailure> {
+        Err(ModelFailure {
+            error: LlmError::Connect("tcp connect error to http://10.1.2.3:8000/v1".into()),
+            usage: Usage::default(),
+        })
+    }
+}
+
+#[tokio::test]
+async fn given_a_model_failure_when_a_run_is_read_then_only_the_category_is_shown() {
+    let doc = doc();
+    let fallback = Arc::new(FixedPlanner(Plan { steps: seed_dag() }));
+    let planner = FallbackPlanner::with_fallback(Arc::new(Unreachable), fallback);
+    let h = harness_planned(Arc::new(planner));
+    let created = h.send(post_json("/runs", &json!({"prompt": PROMPT}))).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    assert_documented(&doc, "post", "/runs", &created);
+    let id = created.body["run_id"].as_str().expect("id").to_owned();
+    assert_eq!(created.body["planner"]["fallback_reason"], "unavailable");
+    assert_eq!(created.body["planner"]["requested"], "llm");
+    for uri in [
+        format!("/runs/{id}"),
+        format!("/runs/{id}/events"),
+        "/runs".to_owned(),
+    ] {
+        let reply = h.send(get(&uri)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{uri}");
+        let text = String::from_utf8_lossy(&reply.raw);
+        assert!(text.contains("\"unavailable\""), "{uri}: {text}");
+        assert!(
+            !text.contains("10.1.2.3"),
+            "{uri} leaks the internal URL: {text}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn given_a_degraded_planner_when_health_is_read_then_200_degraded_and_it_conforms() {
     let doc = doc();
@@ -1914,6 +2014,210 @@ async fn given_a_write_conflict_when_posting_then_409_conflict() {
         reply.assert_error(StatusCode::CONFLICT, "conflict", &uri);
         assert_documented(&doc, "post", path, &reply);
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// The edge: content type, origin and CORS, host
+// ---------------------------------------------------------------------------------------
+
+fn with_headers(mut req: Request<Body>, headers: &[(&'static str, &str)]) -> Request<Body> {
+    for (name, value) in headers {
+        req.headers_mut()
+            .insert(*name, HeaderValue::from_str(value).expect("header"));
+    }
+    req
+}
+
+fn without_content_type(mut req: Request<Body>) -> Request<Body> {
+    req.headers_mut().remove("content-type");
+    req
+}
+
+#[tokio::test]
+async fn given_a_body_that_is_not_declared_json_when_posted_then_415_and_no_run() {
+    let doc = doc();
+    let h = harness();
+    let body = json!({"prompt": PROMPT}).to_string();
+    let id = h.create().await;
+    let cancel = format!("/runs/{id}/cancel");
+    for (case, uri, path, content_type) in [
+        ("text/plain", "/runs", "/runs", Some("text/plain")),
+        (
+            "form",
+            "/runs",
+            "/runs",
+            Some("application/x-www-form-urlencoded"),
+        ),
+        ("json-like", "/runs", "/runs", Some("application/jsonx")),
+        ("none", "/runs", "/runs", None),
+        (
+            "cancel text/plain",
+            cancel.as_str(),
+            "/runs/{id}/cancel",
+            Some("text/plain"),
+        ),
+    ] {
+        let req = without_content_type(post(uri, body.clone()));
+        let req = match content_type {
+            Some(ct) => with_headers(req, &[("content-type", ct)]),
+            None => req,
+        };
+        let reply = h.send(req).await;
+        reply.assert_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            case,
+        );
+        assert_documented(&doc, "post", path, &reply);
+    }
+    let runs = h.send(get("/runs")).await;
+    assert_eq!(runs.body["runs"].as_array().map(Vec::len), Some(1));
+    // JSON with parameters, any case, is JSON; a cancel without a body needs no type.
+    let charset = with_headers(
+        post("/runs", body),
+        &[("content-type", "Application/JSON; charset=utf-8")],
+    );
+    assert_eq!(h.send(charset).await.status, StatusCode::CREATED);
+    let bare = without_content_type(post(&cancel, Body::empty()));
+    assert_eq!(h.send(bare).await.status, StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
+async fn given_a_foreign_origin_when_it_calls_then_403_and_nothing_happens() {
+    let doc = doc();
+    let h = harness();
+    for (method, path, origin) in [
+        ("post", "/runs", "https://evil.example"),
+        ("post", "/runs", "null"),
+        ("post", "/runs", "http://localhost:3001"),
+        ("get", "/runs", "https://evil.example"),
+        ("get", "/todos", "https://evil.example"),
+    ] {
+        let req = if method == "post" {
+            post_json(path, &json!({"prompt": PROMPT}))
+        } else {
+            get(path)
+        };
+        let req = with_headers(req, &[("origin", origin), ("host", "localhost:3000")]);
+        let reply = h.send(req).await;
+        let case = format!("{method} {path} from {origin}");
+        reply.assert_error(StatusCode::FORBIDDEN, "origin_not_allowed", &case);
+        assert_documented(&doc, method, path, &reply);
+        assert_eq!(reply.header("access-control-allow-origin"), None, "{case}");
+    }
+    let runs = h.send(get("/runs")).await;
+    assert_eq!(runs.body["runs"], json!([]));
+}
+
+#[tokio::test]
+async fn given_the_api_own_origin_when_it_posts_then_the_run_is_created() {
+    let h = harness();
+    let req = with_headers(
+        post_json("/runs", &json!({"prompt": PROMPT})),
+        &[
+            ("origin", "http://localhost:3000"),
+            ("host", "localhost:3000"),
+        ],
+    );
+    let reply = h.send(req).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    // Same-origin needs no CORS grant.
+    assert_eq!(reply.header("access-control-allow-origin"), None);
+}
+
+#[tokio::test]
+async fn given_a_listed_origin_when_it_preflights_and_posts_then_cors_allows_it() {
+    let h = harness();
+    let edge = EdgeOptions {
+        cors_origins: vec![Origin::parse("https://app.example.com").expect("origin")],
+        ..EdgeOptions::default()
+    };
+    let router = router_with(h.app.clone(), &edge);
+    let preflight = with_headers(
+        request(Method::OPTIONS, "/runs", Body::empty()),
+        &[
+            ("origin", "https://app.example.com"),
+            ("access-control-request-method", "POST"),
+            (
+                "access-control-request-headers",
+                "content-type, idempotency-key",
+            ),
+            ("host", "api.example.com"),
+        ],
+    );
+    let reply = send(&router, preflight).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        reply.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    let methods = reply
+        .header("access-control-allow-methods")
+        .expect("methods");
+    assert!(
+        methods.contains("POST") && methods.contains("GET"),
+        "{methods}"
+    );
+    let headers = reply
+        .header("access-control-allow-headers")
+        .expect("headers");
+    for name in ["content-type", "idempotency-key", "x-correlation-id"] {
+        assert!(headers.contains(name), "{headers}");
+    }
+    assert!(reply.header("access-control-max-age").is_some());
+    assert_eq!(reply.header("vary"), Some("origin"));
+
+    let post = with_headers(
+        post_json("/runs", &json!({"prompt": PROMPT})),
+        &[
+            ("origin", "https://app.example.com"),
+            ("host", "api.example.com"),
+        ],
+    );
+    let reply = send(&router, post).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    assert_eq!(
+        reply.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    let exposed = reply
+        .header("access-control-expose-headers")
+        .expect("expose");
+    assert!(exposed.contains("location"), "{exposed}");
+
+    // An unlisted origin's preflight is refused.
+    let other = with_headers(
+        request(Method::OPTIONS, "/runs", Body::empty()),
+        &[
+            ("origin", "https://evil.example"),
+            ("access-control-request-method", "POST"),
+            ("host", "api.example.com"),
+        ],
+    );
+    let reply = send(&router, other).await;
+    reply.assert_error(StatusCode::FORBIDDEN, "origin_not_allowed", "preflight");
+    assert_eq!(reply.header("access-control-allow-origin"), None);
+}
+
+#[tokio::test]
+async fn given_a_host_allowlist_when_another_host_asks_then_403_but_only_with_the_option() {
+    let doc = doc();
+    let h = harness();
+    let edge = EdgeOptions {
+        allowed_hosts: Some(vec!["localhost".into(), "127.0.0.1".into()]),
+        ..EdgeOptions::default()
+    };
+    let guarded = router_with(h.app.clone(), &edge);
+    let rebound = with_headers(get("/runs"), &[("host", "attacker.example:3000")]);
+    let reply = send(&guarded, rebound).await;
+    reply.assert_error(StatusCode::FORBIDDEN, "host_not_allowed", "rebinding");
+    assert_documented(&doc, "get", "/runs", &reply);
+    assert!(reply.header("x-correlation-id").is_some());
+    let local = with_headers(get("/runs"), &[("host", "127.0.0.1:3000")]);
+    assert_eq!(send(&guarded, local).await.status, StatusCode::OK);
+    // The default router (the Lambdas, behind API Gateway) does not check the host.
+    let any = with_headers(get("/runs"), &[("host", "abc.execute-api.example.com")]);
+    assert_eq!(h.send(any).await.status, StatusCode::OK);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -325,6 +325,7 @@ impl ModelPlanner for BedrockPlanner {
                 requested: None,
                 usage: Some(usage),
             },
+            fallback_detail: None,
         })
     }
 }

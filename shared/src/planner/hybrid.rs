@@ -3,8 +3,14 @@
 //! Any failure of the model (timeout, connection, 429, 5xx, an unusable answer, a plan that
 //! fails validation, a wrong key or configuration) falls back, and the plan records who made
 //! it and why (`PlannerInfo { name: "pattern", requested: Some("llm"), fallback_reason }`).
+//! The recorded reason is a short category ([`LlmError::category`]: `timeout`,
+//! `rate_limited`, `unavailable`, `misconfigured`, `invalid_output`, `invalid_plan`,
+//! `refused`) because every client reading the run sees it; the full error, which can name
+//! internal hosts or quote the model, is logged and handed back in
+//! [`Planned::fallback_detail`], never stored.
 //! Setup errors (authentication, a wrong model or URL) are logged at error level and mark the
-//! planner degraded, which `GET /health` reports, until a later call succeeds.
+//! planner degraded, which `GET /health` reports (with the key and URL credentials
+//! redacted), until a later call succeeds.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -93,17 +99,19 @@ impl Planner for FallbackPlanner {
             Err(failure) => failure,
         };
         let primary = self.primary.name();
-        let reason = format!("{primary} planner failed: {}", failure.error);
+        let category = failure.error.category();
+        let detail = format!("{primary} planner failed: {}", failure.error);
         if failure.error.is_configuration() {
             tracing::error!(
                 planner = primary,
                 model = %self.primary.model(),
                 latency_ms = failure.usage.latency_ms,
+                reason = category,
                 error = %failure.error,
                 "planner misconfigured; falling back to the {} planner until it is fixed",
                 self.fallback.name()
             );
-            self.set_degraded(Some(reason.clone()));
+            self.set_degraded(Some(detail.clone()));
         } else {
             tracing::warn!(
                 planner = primary,
@@ -111,6 +119,7 @@ impl Planner for FallbackPlanner {
                 latency_ms = failure.usage.latency_ms,
                 prompt_tokens = failure.usage.prompt_tokens,
                 completion_tokens = failure.usage.completion_tokens,
+                reason = category,
                 error = %failure.error,
                 "planning failed; falling back to the {} planner",
                 self.fallback.name()
@@ -121,13 +130,14 @@ impl Planner for FallbackPlanner {
             .plan(prompt, registry)
             .await
             .map_err(|e| match e {
-                PlanError::NotUnderstood(m) => {
-                    PlanError::NotUnderstood(format!("{m} (the {reason})"))
-                }
+                PlanError::NotUnderstood(m) => PlanError::NotUnderstood(format!(
+                    "{m} (the {primary} planner could not plan it either: {category})"
+                )),
                 other => other,
             })?;
         planned.info.requested = Some(primary.to_owned());
-        planned.info.fallback_reason = Some(reason);
+        planned.info.fallback_reason = Some(category.to_owned());
+        planned.fallback_detail = Some(detail);
         if planned.info.usage.is_none() {
             // The cost of the failed call, so the event still shows what planning spent.
             planned.info.usage = Some(failure.usage);
@@ -208,6 +218,7 @@ mod tests {
                         usage: Some(usage),
                         ..PlannerInfo::default()
                     },
+                    fallback_detail: None,
                 }),
                 Err(error) => Err(ModelFailure { error, usage }),
             }
@@ -234,6 +245,7 @@ mod tests {
                     name: "pattern".into(),
                     ..PlannerInfo::default()
                 },
+                fallback_detail: None,
             })
         }
     }
@@ -257,28 +269,54 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn given_each_passing_failure_when_planning_then_the_fallback_plans_with_the_reason() {
+    async fn given_each_passing_failure_when_planning_then_the_fallback_records_its_category() {
         let cases = [
             (
                 LlmError::Timeout("no answer within 10 ms".into()),
+                "timeout",
                 "timed out",
             ),
-            (LlmError::Connect("refused".into()), "could not connect"),
-            (LlmError::RateLimited("HTTP 429".into()), "HTTP 429"),
-            (LlmError::Server("HTTP 500".into()), "HTTP 500"),
-            (LlmError::Unparseable("not JSON".into()), "not JSON"),
-            (LlmError::InvalidPlan("cycle".into()), "cycle"),
+            (
+                LlmError::Connect("tcp connect error http://10.0.0.7:8000".into()),
+                "unavailable",
+                "could not connect",
+            ),
+            (
+                LlmError::RateLimited("HTTP 429".into()),
+                "rate_limited",
+                "HTTP 429",
+            ),
+            (
+                LlmError::Server("HTTP 500".into()),
+                "unavailable",
+                "HTTP 500",
+            ),
+            (
+                LlmError::Unparseable("not JSON".into()),
+                "invalid_output",
+                "not JSON",
+            ),
+            (
+                LlmError::InvalidPlan("cycle".into()),
+                "invalid_plan",
+                "cycle",
+            ),
+            (LlmError::Refused("I won't".into()), "refused", "I won't"),
         ];
-        for (error, want) in cases {
+        for (error, category, detail) in cases {
             let p = planner(vec![Err(error)]);
             let planned = p.plan("calculate 2+3", &registry()).await.expect("plan");
             assert_eq!(planned.info.name, "pattern");
             assert_eq!(planned.info.requested.as_deref(), Some("llm"));
-            let reason = planned.info.fallback_reason.expect("reason");
-            assert!(reason.starts_with("llm planner failed: "), "{reason}");
-            assert!(reason.contains(want), "{reason} should contain {want}");
+            // Clients see the category only; the detail is for the logs.
+            assert_eq!(planned.info.fallback_reason.as_deref(), Some(category));
+            let full = planned.fallback_detail.expect("detail");
+            assert!(full.starts_with("llm planner failed: "), "{full}");
+            assert!(full.contains(detail), "{full} should contain {detail}");
+            let recorded = serde_json::to_string(&planned.info).expect("json");
+            assert!(!recorded.contains(detail), "{recorded} leaks {detail}");
             assert_eq!(planned.info.usage.map(|u| u.latency_ms), Some(7));
-            assert_eq!(p.degraded(), None, "{want} is not a setup problem");
+            assert_eq!(p.degraded(), None, "{category} is not a setup problem");
         }
     }
 
@@ -291,6 +329,10 @@ mod tests {
         ]);
         let planned = p.plan("calculate 2+3", &registry()).await.expect("plan");
         assert_eq!(planned.info.name, "pattern");
+        assert_eq!(
+            planned.info.fallback_reason.as_deref(),
+            Some("misconfigured")
+        );
         let degraded = p.degraded().expect("degraded");
         assert!(degraded.contains("authentication failed"), "{degraded}");
         // A passing failure does not clear it; a success does.
@@ -320,7 +362,11 @@ mod tests {
         match err {
             PlanError::NotUnderstood(m) => {
                 assert!(m.starts_with("I understand arithmetic and todos"), "{m}");
-                assert!(m.contains("HTTP 503"), "{m}");
+                assert!(m.contains("unavailable"), "{m}");
+                assert!(
+                    !m.contains("HTTP 503"),
+                    "the detail reached the client: {m}"
+                );
             }
             other => panic!("{other:?}"),
         }

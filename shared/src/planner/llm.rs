@@ -98,7 +98,7 @@ impl Default for LlmConfig {
 impl std::fmt::Debug for LlmConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LlmConfig")
-            .field("base_url", &self.base_url)
+            .field("base_url", &redact_url(&self.base_url))
             .field("model", &self.model)
             .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
             .field("timeout_ms", &self.timeout_ms)
@@ -108,9 +108,129 @@ impl std::fmt::Debug for LlmConfig {
 }
 
 impl LlmConfig {
-    /// `{base_url}/chat/completions`.
+    /// `{base_url}/chat/completions`, keeping a query string of the base URL at the end
+    /// (`https://gw.example/v1?api-version=1` -> `https://gw.example/v1/chat/completions?api-version=1`).
     pub fn endpoint(&self) -> String {
-        format!("{}/chat/completions", self.base_url.trim_end_matches('/'))
+        let (base, query) = match self.base_url.split_once('?') {
+            Some((base, query)) => (base, format!("?{query}")),
+            None => (self.base_url.as_str(), String::new()),
+        };
+        format!("{}/chat/completions{query}", base.trim_end_matches('/'))
+    }
+
+    /// Strings that must never appear in a message: the key and the secrets of the URL.
+    fn secrets(&self) -> Vec<String> {
+        let mut secrets = url_secrets(&self.base_url);
+        secrets.extend(self.api_key.iter().filter(|k| !k.is_empty()).cloned());
+        secrets
+    }
+}
+
+/// Query parameters whose values are treated as secrets (matched within the name, any case).
+const SECRET_PARAMS: [&str; 8] = [
+    "key",
+    "token",
+    "secret",
+    "password",
+    "passwd",
+    "sig",
+    "auth",
+    "credential",
+];
+/// Shortest URL secret scrubbed from free text (shorter ones would erase common words).
+const MIN_SECRET_LEN: usize = 4;
+
+/// `url` fit to log or show: credentials (`user:pass@`) and the values of query parameters
+/// that look secret (`api-key`, `token`, `sig`, ...) become `[redacted]`.
+pub fn redact_url(url: &str) -> String {
+    let parts = UrlParts::split(url);
+    let mut out = String::with_capacity(url.len());
+    out.push_str(parts.scheme);
+    if parts.userinfo.is_some() {
+        out.push_str("[redacted]@");
+    }
+    out.push_str(parts.host_path);
+    if let Some(query) = parts.query {
+        out.push('?');
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) if is_secret_param(name) => format!("{name}=[redacted]"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out.push_str(&pairs.join("&"));
+    }
+    out.push_str(parts.fragment);
+    out
+}
+
+/// The secret parts of `url` (userinfo, its password, secret query values) long enough to
+/// scrub from error messages that may quote the URL.
+fn url_secrets(url: &str) -> Vec<String> {
+    let parts = UrlParts::split(url);
+    let mut secrets = Vec::new();
+    if let Some(userinfo) = parts.userinfo {
+        secrets.push(userinfo.to_owned());
+        if let Some((_, password)) = userinfo.split_once(':') {
+            secrets.push(password.to_owned());
+        }
+    }
+    for pair in parts.query.unwrap_or_default().split('&') {
+        if let Some((name, value)) = pair.split_once('=') {
+            if is_secret_param(name) {
+                secrets.push(value.to_owned());
+            }
+        }
+    }
+    secrets.retain(|s| s.len() >= MIN_SECRET_LEN);
+    // Longest first, so a password inside its userinfo is not scrubbed before the whole.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    secrets
+}
+
+fn is_secret_param(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    SECRET_PARAMS.iter().any(|p| name.contains(p))
+}
+
+/// `scheme://userinfo@host:port/path?query#fragment`, split without decoding.
+struct UrlParts<'a> {
+    /// `scheme://`, or empty.
+    scheme: &'a str,
+    userinfo: Option<&'a str>,
+    host_path: &'a str,
+    query: Option<&'a str>,
+    /// `#fragment`, or empty.
+    fragment: &'a str,
+}
+
+impl<'a> UrlParts<'a> {
+    fn split(url: &'a str) -> Self {
+        let (scheme, rest) = match url.find("://") {
+            Some(i) => url.split_at(i + 3),
+            None => ("", url),
+        };
+        let (rest, fragment) = match rest.find('#') {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        let (rest, query) = match rest.split_once('?') {
+            Some((rest, query)) => (rest, Some(query)),
+            None => (rest, None),
+        };
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        let (userinfo, host_path) = match rest[..authority_end].rfind('@') {
+            Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+            None => (None, rest),
+        };
+        Self {
+            scheme,
+            userinfo,
+            host_path,
+            query,
+            fragment,
+        }
     }
 }
 
@@ -134,12 +254,28 @@ pub enum LlmError {
     Unparseable(String),
     #[error("the model's plan was rejected: {0}")]
     InvalidPlan(String),
+    #[error("the model refused: {0}")]
+    Refused(String),
 }
 
 impl LlmError {
     /// A wrong key, model or URL: retrying will not help, someone must fix the setup.
     pub fn is_configuration(&self) -> bool {
         matches!(self, Self::Auth(_) | Self::Config(_))
+    }
+
+    /// The short, stable reason clients see when the pattern planner took over (the
+    /// message, which may name internal hosts or echo the model, goes to the logs only).
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Timeout(_) => "timeout",
+            Self::RateLimited(_) => "rate_limited",
+            Self::Connect(_) | Self::Server(_) => "unavailable",
+            Self::Auth(_) | Self::Config(_) => "misconfigured",
+            Self::Unparseable(_) => "invalid_output",
+            Self::InvalidPlan(_) => "invalid_plan",
+            Self::Refused(_) => "refused",
+        }
     }
 
     /// Classify a non-success HTTP status; `detail` is the server's message, if any.
@@ -497,10 +633,7 @@ pub fn parse_chat_response(body: &[u8]) -> Result<ChatAnswer, LlmError> {
         .next()
         .ok_or_else(|| LlmError::Unparseable("the response has no choices".into()))?;
     if let Some(refusal) = choice.message.refusal.filter(|r| !r.is_empty()) {
-        return Err(LlmError::Unparseable(format!(
-            "the model refused: {}",
-            excerpt(&refusal)
-        )));
+        return Err(LlmError::Refused(excerpt(&refusal)));
     }
     if choice.finish_reason.as_deref() == Some("length") {
         return Err(LlmError::Unparseable(
@@ -643,6 +776,8 @@ pub(crate) fn excerpt(s: &str) -> String {
 pub struct LlmPlanner {
     config: LlmConfig,
     http: reqwest::Client,
+    /// Scrubbed from every message ([`LlmConfig::secrets`]).
+    secrets: Vec<String>,
 }
 
 impl std::fmt::Debug for LlmPlanner {
@@ -661,7 +796,12 @@ impl LlmPlanner {
             .connect_timeout(timeout)
             .build()
             .map_err(|e| LlmError::Config(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Self { config, http })
+        let secrets = config.secrets();
+        Ok(Self {
+            config,
+            http,
+            secrets,
+        })
     }
 
     pub fn config(&self) -> &LlmConfig {
@@ -704,12 +844,12 @@ impl LlmPlanner {
         }
     }
 
-    /// Never let the key into a message, even if a server echoes it.
+    /// Never let the key or the URL's credentials into a message, even if a server echoes
+    /// them or an error quotes the URL.
     fn redact(&self, s: &str) -> String {
-        match &self.config.api_key {
-            Some(key) if !key.is_empty() => s.replace(key.as_str(), "[redacted]"),
-            _ => s.to_owned(),
-        }
+        self.secrets.iter().fold(s.to_owned(), |s, secret| {
+            s.replace(secret.as_str(), "[redacted]")
+        })
     }
 }
 
@@ -803,6 +943,7 @@ impl ModelPlanner for LlmPlanner {
                 requested: None,
                 usage: Some(usage),
             },
+            fallback_detail: None,
         })
     }
 }
@@ -854,6 +995,14 @@ mod tests {
             ..LlmConfig::default()
         };
         assert_eq!(c.endpoint(), "http://localhost:11434/v1/chat/completions");
+        let query = LlmConfig {
+            base_url: "https://gw.example/v1/?api-version=2024-06-01".into(),
+            ..LlmConfig::default()
+        };
+        assert_eq!(
+            query.endpoint(),
+            "https://gw.example/v1/chat/completions?api-version=2024-06-01"
+        );
     }
 
     #[test]
@@ -1001,14 +1150,79 @@ mod tests {
     }
 
     #[test]
+    fn given_a_refusal_when_parsed_then_it_is_refused() {
+        let body = json!({"choices": [{"message": {"content": null, "refusal": "I can't help with that"}}]});
+        assert_eq!(
+            parse_chat_response(body.to_string().as_bytes()),
+            Err(LlmError::Refused("I can't help with that".into()))
+        );
+    }
+
+    #[test]
+    fn given_each_error_when_categorised_then_clients_get_a_short_stable_reason() {
+        let cases = [
+            (LlmError::Timeout("x".into()), "timeout"),
+            (LlmError::Connect("x".into()), "unavailable"),
+            (LlmError::Server("x".into()), "unavailable"),
+            (LlmError::RateLimited("x".into()), "rate_limited"),
+            (LlmError::Auth("x".into()), "misconfigured"),
+            (LlmError::Config("x".into()), "misconfigured"),
+            (LlmError::Unparseable("x".into()), "invalid_output"),
+            (LlmError::InvalidPlan("x".into()), "invalid_plan"),
+            (LlmError::Refused("x".into()), "refused"),
+        ];
+        for (error, want) in cases {
+            assert_eq!(error.category(), want, "{error:?}");
+        }
+    }
+
+    #[test]
+    fn given_urls_with_credentials_when_redacted_then_userinfo_and_secret_params_are_hidden() {
+        let cases = [
+            (
+                "http://user:pa55word@llm.internal:8080/v1",
+                "http://[redacted]@llm.internal:8080/v1",
+            ),
+            (
+                "https://gw.example/v1?api-key=abcd1234&api-version=2024-06-01",
+                "https://gw.example/v1?api-key=[redacted]&api-version=2024-06-01",
+            ),
+            (
+                "https://u@gw.example/v1?token=t0k3n&sig=s1gnature#frag",
+                "https://[redacted]@gw.example/v1?token=[redacted]&sig=[redacted]#frag",
+            ),
+            ("https://api.openai.com/v1", "https://api.openai.com/v1"),
+            ("http://localhost:11434/v1/", "http://localhost:11434/v1/"),
+            // An '@' in the path is not userinfo.
+            ("https://gw.example/v1/@me", "https://gw.example/v1/@me"),
+            ("user:secret@host", "[redacted]@host"),
+        ];
+        for (url, want) in cases {
+            assert_eq!(redact_url(url), want, "{url}");
+        }
+        let config = LlmConfig {
+            base_url: "http://user:pa55word@llm.internal/v1?key=abcd1234".into(),
+            ..config()
+        };
+        let shown = format!("{config:?}");
+        for secret in ["pa55word", "abcd1234", "sk-secret-123"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        let planner = LlmPlanner::new(config).expect("client");
+        let scrubbed = planner.redact(
+            "error sending request for url (http://user:pa55word@llm.internal/v1/chat/completions?key=abcd1234): sk-secret-123",
+        );
+        for secret in ["pa55word", "abcd1234", "sk-secret-123"] {
+            assert!(!scrubbed.contains(secret), "{scrubbed}");
+        }
+        assert!(scrubbed.contains("llm.internal"), "{scrubbed}");
+    }
+
+    #[test]
     fn given_unusable_completions_when_parsed_then_each_is_unparseable() {
         let cases = [
             (json!({"choices": []}).to_string(), "no choices"),
             ("not json".to_owned(), "not a chat completion"),
-            (
-                json!({"choices": [{"message": {"content": null, "refusal": "no"}}]}).to_string(),
-                "refused",
-            ),
             (
                 json!({"choices": [{"message": {"content": "{"}, "finish_reason": "length"}]})
                     .to_string(),

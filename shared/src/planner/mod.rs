@@ -29,7 +29,12 @@ pub const MAX_STEP_ID_LEN: usize = 64;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Planned {
     pub plan: Plan,
+    /// What the run records and clients see; after a fallback, `fallback_reason` is a
+    /// short category (`timeout`, `rate_limited`, ...).
     pub info: PlannerInfo,
+    /// After a fallback, the full reason (the model's error, which may name internal hosts
+    /// or quote the model). For the logs only: it is never stored or returned.
+    pub fallback_detail: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -80,6 +85,7 @@ impl Planner for FixedPlanner {
                 name: "fixed".into(),
                 ..Default::default()
             },
+            fallback_detail: None,
         })
     }
 }

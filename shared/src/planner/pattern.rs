@@ -113,6 +113,7 @@ impl Planner for PatternPlanner {
                 name: "pattern".into(),
                 ..Default::default()
             },
+            fallback_detail: None,
         })
     }
 }

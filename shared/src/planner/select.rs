@@ -93,7 +93,7 @@ pub fn choice_from_vars(vars: &HashMap<String, String>) -> Result<PlannerChoice,
             if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
                 return Err(SelectError::Invalid {
                     name: "CRANE_LLM_BASE_URL",
-                    value: base_url,
+                    value: llm::redact_url(&base_url),
                     reason: "expected an http:// or https:// URL such as https://api.openai.com/v1"
                         .into(),
                 });
@@ -143,7 +143,7 @@ pub fn planner_from_choice(choice: PlannerChoice) -> Result<Arc<dyn Planner>, Se
             }
             tracing::info!(
                 planner = "llm",
-                base_url = %config.base_url,
+                base_url = %llm::redact_url(&config.base_url),
                 model = %config.model,
                 timeout_ms = config.timeout_ms,
                 "LLM planner configured"
@@ -306,6 +306,35 @@ mod tests {
         } else {
             assert_eq!(built, Err(SelectError::BedrockNotBuilt));
         }
+    }
+
+    #[test]
+    fn given_a_base_url_with_credentials_when_shown_then_they_are_redacted() {
+        let rejected = choice_from_vars(&vars(&[
+            ("CRANE_PLANNER", "llm"),
+            ("CRANE_LLM_BASE_URL", "admin:hunter2-pw@llm.internal/v1"),
+        ]))
+        .expect_err("no scheme")
+        .to_string();
+        assert!(rejected.contains("CRANE_LLM_BASE_URL"), "{rejected}");
+        assert!(!rejected.contains("hunter2-pw"), "{rejected}");
+        let choice = choice_from_vars(&vars(&[
+            ("CRANE_PLANNER", "llm"),
+            (
+                "CRANE_LLM_BASE_URL",
+                "http://admin:hunter2-pw@llm.internal/v1",
+            ),
+        ]))
+        .expect("choice");
+        let shown = format!("{choice:?}");
+        assert!(!shown.contains("hunter2-pw"), "{shown}");
+        assert!(shown.contains("llm.internal"), "{shown}");
+        let logs = crate::telemetry::tests::logged(|| {
+            planner_from_choice(choice).expect("planner");
+        });
+        assert!(logs.contains("LLM planner configured"), "{logs}");
+        assert!(logs.contains("[redacted]@llm.internal"), "{logs}");
+        assert!(!logs.contains("hunter2-pw"), "{logs}");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use chrono::{DateTime, Duration, Utc};
 use tracing::instrument;
 
 use super::error::sdk_error;
-use super::item::{get_s, n, s, Item};
+use super::item::{get_n, get_s, n, s, Item};
 use super::DynamoStore;
 use crate::ports::{IdempotencyRecord, IdempotencyStore, StoreError, StoreResult};
 
@@ -21,6 +21,35 @@ fn key_pk(tenant: &str, key: &str) -> String {
 
 #[async_trait]
 impl IdempotencyStore for DynamoStore {
+    #[instrument(level = "debug", skip(self, now))]
+    async fn lookup(
+        &self,
+        tenant: &str,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<IdempotencyRecord>> {
+        let bound = self
+            .client
+            .get_item()
+            .table_name(&self.tables.idempotency)
+            .key("pk", s(key_pk(tenant, key)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error("GetItem", e))?;
+        let Some(item) = bound.item else {
+            return Ok(None);
+        };
+        // TTL deletes lazily: an expired binding is as good as absent.
+        if get_n::<i64>(&item, "expires_at")? < now.timestamp() {
+            return Ok(None);
+        }
+        Ok(Some(IdempotencyRecord {
+            run_id: get_s(&item, "run_id")?.to_owned(),
+            request_hash: get_s(&item, "request_hash")?.to_owned(),
+        }))
+    }
+
     #[instrument(level = "debug", skip(self, record, now))]
     async fn claim(
         &self,

@@ -225,6 +225,16 @@ impl RunViewStore for MemoryStore {
 
 #[async_trait]
 impl IdempotencyStore for MemoryStore {
+    async fn lookup(
+        &self,
+        tenant: &str,
+        key: &str,
+        _now: DateTime<Utc>,
+    ) -> StoreResult<Option<IdempotencyRecord>> {
+        let keys = self.keys.lock().map_err(|_| poisoned())?;
+        Ok(keys.get(&(tenant.to_owned(), key.to_owned())).cloned())
+    }
+
     async fn claim(
         &self,
         tenant: &str,

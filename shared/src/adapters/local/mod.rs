@@ -2,6 +2,7 @@
 //! in-memory (unit tests).
 
 pub mod memory;
+mod private;
 pub mod sqlite;
 
 pub use sqlite::{JobKind, LeasedJob, SqliteStore};

@@ -16,6 +16,7 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBeha
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use super::private;
 use crate::adapters::todo_cursor;
 use crate::domain::{EventRecord, RunKey, RunState};
 use crate::engine::Effect;
@@ -162,10 +163,19 @@ fn open(path: &Path) -> StoreResult<Connection> {
 
 impl SqliteStore {
     /// Open (creating if needed) the database at `path`.
+    /// A new file is readable by its owner only (mode 0600, and so are its `-wal` and
+    /// `-shm` files).
     pub fn open(path: impl AsRef<Path>) -> StoreResult<Self> {
         let path = path.as_ref();
+        let file_err = |e: std::io::Error| {
+            StoreError::Unavailable(format!("cannot create {}: {e}", path.display()))
+        };
+        let created = private::create_private(path).map_err(file_err)?;
         let writer = open(path)?;
         writer.execute_batch(SCHEMA).map_err(sql_err)?;
+        if created {
+            private::restrict(&private::companions(path)).map_err(file_err)?;
+        }
         let readers = (0..READERS)
             .map(|_| open(path).map(Mutex::new))
             .collect::<StoreResult<Vec<_>>>()?;
@@ -724,6 +734,30 @@ impl TodoStore for SqliteStore {
 
 #[async_trait]
 impl IdempotencyStore for SqliteStore {
+    async fn lookup(
+        &self,
+        tenant: &str,
+        key: &str,
+        _now: DateTime<Utc>,
+    ) -> StoreResult<Option<IdempotencyRecord>> {
+        let (tenant, key) = (tenant.to_owned(), key.to_owned());
+        self.read(move |conn| {
+            conn.query_row(
+                "SELECT run_id, request_hash FROM idempotency_keys WHERE tenant = ?1 AND key = ?2",
+                params![tenant, key],
+                |r| {
+                    Ok(IdempotencyRecord {
+                        run_id: r.get(0)?,
+                        request_hash: r.get(1)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(sql_err)
+        })
+        .await
+    }
+
     async fn claim(
         &self,
         tenant: &str,

@@ -1415,6 +1415,62 @@ async fn given_a_running_step_when_the_run_is_cancelled_then_the_step_finishes_t
 }
 
 #[tokio::test]
+async fn given_a_worker_that_dies_mid_step_when_the_job_is_delivered_again_then_the_interruption_uses_no_retry(
+) {
+    // No retries at all: before interruptions had their own budget, the crash alone
+    // failed the run.
+    let tweak = |c: &mut Config| {
+        c.settings.retry.max_retries = 0;
+        c.settings.step_timeout_ms = 1_000;
+        c.settings.lease_margin_ms = 0;
+    };
+    let fx = Fx::start("given_a_worker_that_dies_mid_step", config("", tweak)).await;
+    let key = fx.create_run("calculate 6*7").await;
+    let m = fx.next_messages(1).await.remove(0);
+
+    // A worker whose tool hangs takes the job, claims the attempt, then its Lambda dies
+    // (the task is aborted: no outcome is ever written).
+    let (hung, hung_ports) = build_app(
+        &config("calculator=delay:20s", tweak),
+        &fx.cloud.clients(&RequestLog::default()),
+        &fx.cloud.names,
+    );
+    let mut event = SqsEvent::default();
+    event.records = vec![m.clone()];
+    let crashed = tokio::spawn(async move {
+        sqs::handle_step_batch(&hung, hung_ports.dispatcher.as_ref(), event).await
+    });
+    eventually("the doomed worker to claim attempt 1", WAIT, async || {
+        fx.events(&key)
+            .await
+            .iter()
+            .any(|e| matches!(e.event, Event::StepStarted { attempt: 1, .. }))
+            .then_some(())
+    })
+    .await;
+    crashed.abort();
+    let _ = crashed.await;
+
+    // SQS delivers the message again once its visibility expires; by then the lease has.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let (healthy, healthy_ports) = build_app(
+        &config("", tweak),
+        &fx.cloud.clients(&RequestLog::default()),
+        &fx.cloud.names,
+    );
+    handle_message(&fx.cloud, &healthy, healthy_ports.dispatcher.as_ref(), m).await;
+    let view = fx
+        .react_until(&key, "the run to finish", |v| v.status.is_finished())
+        .await;
+    assert_eq!(view.status, RunStatus::Completed, "{view:#?}");
+    let s1 = step(&view, "s1");
+    assert_eq!((s1.attempts, s1.interruptions), (2, 1));
+    let types = event_types(&fx.events(&key).await);
+    assert!(types.contains(&"StepInterrupted"), "{types:?}");
+    assert!(!types.contains(&"StepAttemptFailed"), "{types:?}");
+}
+
+#[tokio::test]
 async fn given_a_cancel_while_the_last_step_runs_when_it_completes_then_the_saga_undoes_every_step_and_the_run_ends_cancelled(
 ) {
     let fx = Fx::start(

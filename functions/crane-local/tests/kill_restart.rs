@@ -122,25 +122,7 @@ async fn given_runs_in_flight_when_the_process_is_killed_and_restarted_then_ever
     let mut child = spawn(&db, port);
     wait_healthy(&http, &base).await;
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut unfinished: Vec<String> = accepted.keys().cloned().collect();
-    while !unfinished.is_empty() && Instant::now() < deadline {
-        let mut still = Vec::new();
-        for id in unfinished {
-            let run: Value = get_json(&http, format!("{base}/runs/{id}")).await;
-            match run["status"].as_str() {
-                Some("completed") => {}
-                Some("pending" | "running") => still.push(id),
-                other => panic!("run {id} ended {other:?}: {run:#}"),
-            }
-        }
-        unfinished = still;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        unfinished.is_empty(),
-        "runs never completed after the restart: {unfinished:?}"
-    );
+    wait_all_completed(&http, &base, accepted.keys(), Duration::from_secs(60)).await;
 
     // Steps that were running at the kill were resumed as a new attempt.
     let mut resumed = 0;
@@ -168,6 +150,35 @@ async fn given_runs_in_flight_when_the_process_is_killed_and_restarted_then_ever
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
     }
+}
+
+/// Wait until every run in `ids` is `completed`; panics if one ends otherwise or `within`
+/// passes first.
+async fn wait_all_completed(
+    http: &reqwest::Client,
+    base: &str,
+    ids: impl Iterator<Item = &String>,
+    within: Duration,
+) {
+    let deadline = Instant::now() + within;
+    let mut unfinished: Vec<String> = ids.cloned().collect();
+    while !unfinished.is_empty() && Instant::now() < deadline {
+        let mut still = Vec::new();
+        for id in unfinished {
+            let run: Value = get_json(http, format!("{base}/runs/{id}")).await;
+            match run["status"].as_str() {
+                Some("completed") => {}
+                Some("pending" | "running") => still.push(id),
+                other => panic!("run {id} ended {other:?} after the restart: {run:#}"),
+            }
+        }
+        unfinished = still;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        unfinished.is_empty(),
+        "runs never completed after the restart: {unfinished:?}"
+    );
 }
 
 /// Submit `n` runs of `prompt(i)` concurrently; the accepted ones, by id, with `label(i)`.
@@ -266,25 +277,7 @@ async fn given_repeated_kills_in_quick_succession_when_restarted_then_no_run_fai
     let kills_took = started.elapsed();
     wait_healthy(&http, &base).await;
 
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut unfinished: Vec<String> = accepted.keys().cloned().collect();
-    while !unfinished.is_empty() && Instant::now() < deadline {
-        let mut still = Vec::new();
-        for id in unfinished {
-            let run: Value = get_json(&http, format!("{base}/runs/{id}")).await;
-            match run["status"].as_str() {
-                Some("completed") => {}
-                Some("pending" | "running") => still.push(id),
-                other => panic!("run {id} ended {other:?} after repeated kills: {run:#}"),
-            }
-        }
-        unfinished = still;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        unfinished.is_empty(),
-        "runs never completed after the kills: {unfinished:?}"
-    );
+    wait_all_completed(&http, &base, accepted.keys(), Duration::from_secs(120)).await;
 
     // Interrupted attempts are recorded as such, and used up no retry.
     let mut interrupted = 0;

@@ -2,6 +2,9 @@
 //! `127.0.0.1:0` and scripted per test: a valid plan is used (with its usage recorded), and
 //! every failure mode falls back to the pattern planner with the reason recorded. Whatever
 //! the model answers, no plan with an unregistered tool or a schema-invalid input comes out.
+//! The last tests replay shapes real endpoints send (a reasoning model's temperature 400,
+//! `<think>` blocks, content parts, tool-call answers, the content filter, a slow first call),
+//! written from the providers' documented examples.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -614,4 +617,204 @@ async fn given_a_base_url_with_credentials_when_the_model_fails_then_they_appear
     for secret in ["hunter2-pw", "qwerty-987"] {
         assert!(!shown.contains(secret), "{secret} leaked: {shown}");
     }
+}
+
+// Shapes real endpoints send, written from the providers' documented examples.
+
+fn one_step() -> String {
+    steps(
+        json!([{"id": "s1", "tool": "calculator", "input": {"expression": "2+3"}, "depends_on": []}]),
+    )
+}
+
+/// A chat completion whose first choice carries `message` and `finish_reason`.
+fn completion_with(message: Value, finish_reason: &str) -> Reply {
+    Reply::status(
+        200,
+        json!({
+            "id": "chatcmpl-2",
+            "object": "chat.completion",
+            "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
+            "usage": {"prompt_tokens": 812, "completion_tokens": 64, "total_tokens": 876}
+        }),
+    )
+}
+
+fn llm_planner_with(base_url: &str, extra: &[(&str, &str)]) -> Arc<dyn Planner> {
+    let mut vars: HashMap<String, String> = [
+        ("CRANE_PLANNER", "llm"),
+        ("CRANE_LLM_BASE_URL", base_url),
+        ("CRANE_LLM_API_KEY", KEY),
+        ("CRANE_LLM_TIMEOUT_MS", "2000"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    vars.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    planner_from_vars(&vars).expect("planner")
+}
+
+async fn assert_plans(reply: Reply) -> Vec<Recorded> {
+    let server = FakeOpenAi::start(vec![reply]).await;
+    let planned = llm_planner(&server.base_url, 2_000)
+        .plan("calculate 2+3", &registry())
+        .await
+        .expect("planned");
+    assert_eq!(planned.info.name, "llm", "{:?}", planned.fallback_detail);
+    assert_eq!(planned.plan.steps[0].input, json!({"expression": "2+3"}));
+    server.requests()
+}
+
+#[tokio::test]
+async fn given_a_reasoning_model_rejecting_temperature_when_planning_then_the_fix_is_named_and_none_works(
+) {
+    // OpenAI's answer to `temperature: 0` for o1/o3/o4-mini/gpt-5.
+    let rejected = Reply::status(
+        400,
+        json!({"error": {
+            "message": "Unsupported value: 'temperature' does not support 0 with this model. Only the default (1) value is supported.",
+            "type": "invalid_request_error", "param": "temperature", "code": "unsupported_value"}}),
+    );
+    let (_, planner) = assert_falls_back(
+        rejected,
+        "misconfigured",
+        &[
+            "rejects the temperature",
+            "CRANE_LLM_TEMPERATURE=none",
+            "HTTP 400",
+        ],
+    )
+    .await;
+    let degraded = planner.degraded().expect("a setup problem");
+    assert!(
+        degraded.contains("CRANE_LLM_TEMPERATURE=none"),
+        "{degraded}"
+    );
+
+    let server = FakeOpenAi::start(vec![Reply::ok(&one_step())]).await;
+    let planner = llm_planner_with(
+        &server.base_url,
+        &[
+            ("CRANE_LLM_MODEL", "o3-mini"),
+            ("CRANE_LLM_TEMPERATURE", "none"),
+        ],
+    );
+    let planned = planner
+        .plan("calculate 2+3", &registry())
+        .await
+        .expect("planned");
+    assert_eq!(planned.info.name, "llm");
+    let body = &server.requests()[0].body;
+    assert_eq!(body["model"], "o3-mini");
+    assert!(body.get("temperature").is_none(), "{body}");
+}
+
+#[tokio::test]
+async fn given_a_local_reasoning_model_thinking_before_the_json_when_planning_then_the_plan_is_used(
+) {
+    // DeepSeek-R1 or Qwen3 served by Ollama or vLLM without a reasoning parser.
+    let content = format!(
+        "<think>\nThe user wants 2+3. One calculator step, no dependencies {{}}.\n</think>\n\n{}",
+        one_step()
+    );
+    assert_plans(Reply::ok(&content)).await;
+}
+
+#[tokio::test]
+async fn given_content_as_an_array_of_text_parts_when_planning_then_the_plan_is_used() {
+    let plan = one_step();
+    let (head, tail) = plan.split_at(plan.len() / 2);
+    assert_plans(completion_with(
+        json!({"role": "assistant", "content": [
+            {"type": "text", "text": head},
+            {"type": "text", "text": tail}
+        ]}),
+        "stop",
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn given_the_plan_as_a_tool_call_when_planning_then_its_arguments_are_used() {
+    assert_plans(completion_with(
+        json!({"role": "assistant", "content": null, "tool_calls": [{
+            "id": "call_abc123", "type": "function",
+            "function": {"name": "plan", "arguments": one_step()}
+        }]}),
+        "tool_calls",
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn given_the_content_filter_stopped_the_answer_when_planning_then_it_falls_back_as_refused() {
+    let (_, planner) = assert_falls_back(
+        completion_with(
+            json!({"role": "assistant", "content": "{\"steps\": [{\"id\": \"s1\", \"to"}),
+            "content_filter",
+        ),
+        "refused",
+        &["content filter", "content_filter"],
+    )
+    .await;
+    assert_eq!(planner.degraded(), None);
+}
+
+#[tokio::test]
+async fn given_the_first_call_is_slow_while_the_schema_compiles_when_planning_then_only_that_plan_falls_back(
+) {
+    let compiling = Reply {
+        delay: Duration::from_secs(3),
+        ..Reply::ok(&one_step())
+    };
+    let server = FakeOpenAi::start(vec![compiling, Reply::ok(&one_step())]).await;
+    let planner = llm_planner(&server.base_url, 300);
+
+    let first = assert_falls_back_with(&planner, "timeout", &["timed out", "first call"]).await;
+    assert!(first.info.usage.expect("usage").latency_ms >= 300);
+    assert_eq!(
+        planner.degraded(),
+        None,
+        "one slow first call is not a setup problem"
+    );
+
+    let planned = planner
+        .plan("calculate 2+3", &registry())
+        .await
+        .expect("planned");
+    assert_eq!(planned.info.name, "llm");
+    assert_eq!(planner.degraded(), None);
+}
+
+#[tokio::test]
+async fn given_the_strict_schema_when_sent_then_unions_use_the_documented_any_of_form() {
+    let requests = assert_plans(Reply::ok(&one_step())).await;
+    let schema = &requests[0].body["response_format"]["json_schema"]["schema"];
+    fn check(v: &Value) {
+        match v {
+            Value::Object(obj) => {
+                if let Some(Value::Array(types)) = obj.get("type") {
+                    assert!(
+                        types.len() == 2 && types[1] == "null",
+                        "only [T, null] may be a type array: {v}"
+                    );
+                }
+                obj.values().for_each(check);
+            }
+            Value::Array(items) => items.iter().for_each(check),
+            _ => {}
+        }
+    }
+    check(schema);
+    let todo_id = &schema["properties"]["steps"]["items"]["anyOf"][1]["properties"]["input"]
+        ["properties"]["id"];
+    assert_eq!(
+        todo_id["anyOf"],
+        json!([{"type": "integer"}, {"type": "string"}, {"type": "null"}])
+    );
 }

@@ -2,14 +2,28 @@
 //! Converse API, with IAM credentials instead of an API key.
 //!
 //! The request carries the same instructions, catalog and examples as the OpenAI-compatible
-//! planner ([`super::llm`]) and forces a tool, `emit_plan`, whose input schema is the plan
+//! planner ([`super::llm`]) and offers one tool, `emit_plan`, whose input schema is the plan
 //! schema derived from the registry: the plan arrives as that tool call's input. A model that
 //! answers with text instead is read like a chat answer. Either way the plan passes
 //! [`super::validate`].
 //!
+//! # Tool choice
+//! Forcing a named tool (`toolChoice: {tool}`) works only with Anthropic Claude 3+ and Amazon
+//! Nova; Mistral Large accepts `auto` or `any`, and other families (Llama, Cohere, some Nova
+//! versions) refuse any forced choice. With one tool, `any` forces the same call, so it is
+//! what is sent; a model that rejects tool choice (a `ValidationException` naming
+//! `toolChoice`, see [`rejects_tool_choice`]) is asked again at once without it, inside the
+//! same time budget, and the planner remembers not to send it to that model again.
+//!
+//! # Reading the answer
+//! The stop reason is checked before any `toolUse` block is trusted: `max_tokens` means the
+//! tool input may be cut off, `content_filtered` and `guardrail_intervened` are refusals.
+//! `steps` sent as a JSON string (a known Claude habit with nested arrays) is parsed.
+//!
 //! Request building ([`build_converse_request_parts`]), response mapping
 //! ([`plan_from_converse_output`]) and error classification ([`classify_converse_error`],
-//! [`classify_sdk_error`]) are pure, so they are tested without network.
+//! [`classify_sdk_error`], [`rejects_tool_choice`]) are pure, so they are tested without
+//! network.
 //!
 //! The SDK's `Document` type (from `aws-smithy-types`) is not re-exported by
 //! `aws-sdk-bedrockruntime` and crane does not depend on `aws-smithy-types` directly, so the
@@ -17,15 +31,16 @@
 //! accessor methods (from one), with the type inferred at the call site.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_sdk_bedrockruntime::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_bedrockruntime::operation::converse::{ConverseError, ConverseOutput};
 use aws_sdk_bedrockruntime::types::{
-    ContentBlock, ConversationRole, ConverseOutput as OutputBlock, InferenceConfiguration, Message,
-    SpecificToolChoice, StopReason, SystemContentBlock, Tool, ToolChoice, ToolConfiguration,
-    ToolInputSchema, ToolSpecification, ToolUseBlock,
+    AnyToolChoice, ContentBlock, ConversationRole, ConverseOutput as OutputBlock,
+    InferenceConfiguration, Message, StopReason, SystemContentBlock, Tool, ToolChoice,
+    ToolConfiguration, ToolInputSchema, ToolSpecification, ToolUseBlock,
 };
 use serde_json::Value;
 use tokio::sync::OnceCell;
@@ -51,10 +66,22 @@ pub struct BedrockConfig {
     pub timeout_ms: u64,
 }
 
+/// Whether the request asks the model to call a tool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanToolChoice {
+    /// `toolChoice: {any: {}}`: with `emit_plan` the only tool, the model must call it.
+    Any,
+    /// No `toolChoice`, for models that reject it: the model may call the tool or answer
+    /// with text, and both are read.
+    Omitted,
+}
+
 /// Plans with a Bedrock model through the Converse API.
 pub struct BedrockPlanner {
     config: BedrockConfig,
     client: OnceCell<aws_sdk_bedrockruntime::Client>,
+    /// The model rejected `toolChoice` once; do not send it again.
+    tool_choice_rejected: AtomicBool,
 }
 
 impl std::fmt::Debug for BedrockPlanner {
@@ -73,6 +100,7 @@ impl BedrockPlanner {
         Self {
             config,
             client: OnceCell::new(),
+            tool_choice_rejected: AtomicBool::new(false),
         }
     }
 
@@ -81,6 +109,7 @@ impl BedrockPlanner {
         Self {
             config,
             client: OnceCell::new_with(Some(client)),
+            tool_choice_rejected: AtomicBool::new(false),
         }
     }
 
@@ -100,7 +129,12 @@ impl BedrockPlanner {
             .await
     }
 
-    async fn call(&self, parts: ConverseRequestParts) -> Result<ConverseOutput, LlmError> {
+    /// One Converse call within `budget`.
+    async fn call(
+        &self,
+        parts: ConverseRequestParts,
+        budget: Duration,
+    ) -> Result<ConverseOutput, CallFailure> {
         let client = self.client().await;
         let send = client
             .converse()
@@ -110,15 +144,71 @@ impl BedrockPlanner {
             .inference_config(parts.inference_config)
             .tool_config(parts.tool_config)
             .send();
-        match tokio::time::timeout(Duration::from_millis(self.config.timeout_ms), send).await {
-            Err(_) => Err(LlmError::Timeout(format!(
-                "no answer within {} ms",
-                self.config.timeout_ms
-            ))),
-            Ok(result) => result.map_err(|e| classify_sdk_error(&e)),
+        match tokio::time::timeout(budget, send).await {
+            Err(_) => Err(CallFailure {
+                error: LlmError::Timeout(format!("no answer within {} ms", self.config.timeout_ms)),
+                tool_choice_rejected: false,
+            }),
+            Ok(result) => result.map_err(|e| CallFailure {
+                tool_choice_rejected: e.as_service_error().is_some_and(rejects_tool_choice),
+                error: classify_sdk_error(&e),
+            }),
+        }
+    }
+
+    /// Call with `toolChoice: any`, and once more without it if the model rejects it, all
+    /// within the configured budget.
+    async fn converse(
+        &self,
+        prompt: &str,
+        registry: &Registry,
+    ) -> Result<ConverseOutput, LlmError> {
+        let start = Instant::now();
+        let budget = Duration::from_millis(self.config.timeout_ms);
+        let mut choice = if self.tool_choice_rejected.load(Ordering::Relaxed) {
+            PlanToolChoice::Omitted
+        } else {
+            PlanToolChoice::Any
+        };
+        loop {
+            let parts = build_converse_request_parts(prompt, registry, choice)?;
+            let remaining = budget.saturating_sub(start.elapsed());
+            match self.call(parts, remaining).await {
+                Err(failure) if failure.tool_choice_rejected && choice == PlanToolChoice::Any => {
+                    tracing::warn!(
+                        planner = "bedrock",
+                        model = %self.config.model_id,
+                        error = %failure.error,
+                        "the model rejects toolChoice; asking again without it"
+                    );
+                    self.tool_choice_rejected.store(true, Ordering::Relaxed);
+                    choice = PlanToolChoice::Omitted;
+                }
+                other => return other.map_err(|f| f.error),
+            }
         }
     }
 }
+
+/// A failed Converse call, and whether the model refused the request's `toolChoice`.
+struct CallFailure {
+    error: LlmError,
+    tool_choice_rejected: bool,
+}
+
+/// Whether a Converse error is the model refusing `toolChoice` ("This model doesn't support
+/// the toolConfig.toolChoice.any field"), so the call can be made again without it.
+pub fn rejects_tool_choice(err: &ConverseError) -> bool {
+    let ConverseError::ValidationException(e) = err else {
+        return false;
+    };
+    let message = e.message().unwrap_or_default().to_ascii_lowercase();
+    ["toolchoice", "tool_choice", "tool choice"]
+        .iter()
+        .any(|needle| message.contains(needle))
+}
+
+impl BedrockPlanner {}
 
 /// Everything a Converse request needs besides the model id.
 #[derive(Debug, Clone, PartialEq)]
@@ -130,11 +220,13 @@ pub struct ConverseRequestParts {
 }
 
 /// The Converse request for `prompt`: the shared system prompt with the examples inlined,
-/// the prompt as the user message, temperature 0, and the forced `emit_plan` tool whose
-/// input schema is the plan schema derived from `registry`.
+/// the prompt as the user message, temperature 0, and the `emit_plan` tool whose input
+/// schema is the plan schema derived from `registry`, forced with `choice` (see the module
+/// docs on tool choice).
 pub fn build_converse_request_parts(
     prompt: &str,
     registry: &Registry,
+    choice: PlanToolChoice,
 ) -> Result<ConverseRequestParts, LlmError> {
     let build = |e: aws_sdk_bedrockruntime::error::BuildError| {
         LlmError::Config(format!("cannot build the Converse request: {e}"))
@@ -160,13 +252,13 @@ pub fn build_converse_request_parts(
         ))))
         .build()
         .map_err(build)?;
-    let choice = SpecificToolChoice::builder()
-        .name(PLAN_TOOL)
-        .build()
-        .map_err(build)?;
+    let tool_choice = match choice {
+        PlanToolChoice::Any => Some(ToolChoice::Any(AnyToolChoice::builder().build())),
+        PlanToolChoice::Omitted => None,
+    };
     let tool_config = ToolConfiguration::builder()
         .tools(Tool::ToolSpec(spec))
-        .tool_choice(ToolChoice::Tool(choice))
+        .set_tool_choice(tool_choice)
         .build()
         .map_err(build)?;
     Ok(ConverseRequestParts {
@@ -190,12 +282,53 @@ pub fn converse_tokens(output: &ConverseOutput) -> (u64, u64) {
     })
 }
 
+/// What a stop reason says about the answer before its content is read: `Err` when the
+/// content cannot be trusted (cut off, filtered, malformed).
+pub fn check_stop_reason(stop: &StopReason) -> Result<(), LlmError> {
+    match stop {
+        StopReason::MaxTokens | StopReason::ModelContextWindowExceeded => {
+            Err(LlmError::Unparseable(format!(
+                "the answer was cut off at the token limit (stop reason {})",
+                stop.as_str()
+            )))
+        }
+        StopReason::ContentFiltered | StopReason::GuardrailIntervened => Err(LlmError::Refused(
+            format!("the answer was withheld (stop reason {})", stop.as_str()),
+        )),
+        StopReason::MalformedModelOutput | StopReason::MalformedToolUse => {
+            Err(LlmError::Unparseable(format!(
+                "the model produced a malformed answer (stop reason {})",
+                stop.as_str()
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The plan object inside an `emit_plan` input: `steps` sent as a JSON string (or the whole
+/// input as one) is parsed first.
+pub fn plan_value_from_tool_input(input: Value) -> Value {
+    let mut input = match input {
+        Value::String(s) => serde_json::from_str(&s).unwrap_or(Value::String(s)),
+        other => other,
+    };
+    if let Some(obj) = input.as_object_mut() {
+        if let Some(Value::String(steps)) = obj.get("steps") {
+            if let Ok(parsed @ Value::Array(_)) = serde_json::from_str::<Value>(steps) {
+                obj.insert("steps".into(), parsed);
+            }
+        }
+    }
+    input
+}
+
 /// Map a Converse answer to a validated plan: the input of the `emit_plan` call, or else
-/// the JSON in the text.
+/// the JSON in the text; neither is read when the stop reason says the answer is unusable.
 pub fn plan_from_converse_output(
     output: &ConverseOutput,
     registry: &Registry,
 ) -> Result<Plan, LlmError> {
+    check_stop_reason(output.stop_reason())?;
     let content = match output.output() {
         Some(OutputBlock::Message(message)) => message.content(),
         _ => return Err(LlmError::Unparseable("the answer has no message".into())),
@@ -205,13 +338,11 @@ pub fn plan_from_converse_output(
         _ => None,
     });
     if let Some(tool_use) = tool_use {
-        llm::plan_from_value(tool_input_json(tool_use), registry)
+        llm::plan_from_value(
+            plan_value_from_tool_input(tool_input_json(tool_use)),
+            registry,
+        )
     } else {
-        if output.stop_reason() == &StopReason::MaxTokens {
-            return Err(LlmError::Unparseable(
-                "the answer was cut off at the token limit".into(),
-            ));
-        }
         let text: String = content
             .iter()
             .filter_map(|block| match block {
@@ -293,10 +424,7 @@ impl ModelPlanner for BedrockPlanner {
     ) -> Result<Planned, ModelFailure> {
         let start = Instant::now();
         let mut usage = Usage::default();
-        let result = match build_converse_request_parts(prompt, registry) {
-            Ok(parts) => self.call(parts).await,
-            Err(e) => Err(e),
-        };
+        let result = self.converse(prompt, registry).await;
         usage.latency_ms = elapsed_ms(start);
         let plan = result
             .and_then(|output| {
@@ -508,7 +636,8 @@ mod tests {
     #[test]
     fn given_a_prompt_when_the_request_is_built_then_it_forces_emit_plan_with_the_registry_schema()
     {
-        let parts = build_converse_request_parts("calculate 2+3", &registry()).expect("parts");
+        let parts = build_converse_request_parts("calculate 2+3", &registry(), PlanToolChoice::Any)
+            .expect("parts");
         let system = parts.system[0].as_text().expect("text");
         for needle in [
             "calculator",
@@ -527,8 +656,11 @@ mod tests {
             "calculate 2+3"
         );
         assert_eq!(parts.inference_config.temperature(), Some(0.0));
+        // `any`, not `tool`: a named tool is refused by every family but Claude and Nova, and
+        // with one tool `any` forces the same call.
         let choice = parts.tool_config.tool_choice().expect("choice");
-        assert_eq!(choice.as_tool().expect("forced tool").name(), PLAN_TOOL);
+        assert!(choice.is_any(), "{choice:?}");
+        assert_eq!(parts.tool_config.tools().len(), 1);
         let Tool::ToolSpec(spec) = &parts.tool_config.tools()[0] else {
             panic!("a tool spec");
         };
@@ -555,6 +687,112 @@ mod tests {
             })
             .collect();
         assert_eq!(tools, vec!["calculator", "todo"]);
+    }
+
+    #[test]
+    fn given_a_model_rejecting_tool_choice_when_the_request_is_rebuilt_then_it_has_none() {
+        let parts =
+            build_converse_request_parts("calculate 2+3", &registry(), PlanToolChoice::Omitted)
+                .expect("parts");
+        assert_eq!(parts.tool_config.tool_choice(), None);
+        assert_eq!(parts.tool_config.tools().len(), 1);
+    }
+
+    #[test]
+    fn given_converse_errors_when_checked_then_only_a_tool_choice_rejection_retries() {
+        let validation = |m: &str| {
+            ConverseError::ValidationException(ValidationException::builder().message(m).build())
+        };
+        // The messages Bedrock sends for Llama, Cohere, Mistral (named tool) and some Nova.
+        for m in [
+            "This model doesn't support the toolConfig.toolChoice.any field. Remove toolConfig.toolChoice.any and try again.",
+            "This model doesn't support the toolConfig.toolChoice.tool field. Remove toolConfig.toolChoice.tool and try again.",
+            "The model does not support tool choice.",
+        ] {
+            assert!(rejects_tool_choice(&validation(m)), "{m}");
+        }
+        for err in [
+            validation("Malformed input request: #: extraneous key [foo] is not permitted"),
+            validation("The provided model identifier is invalid."),
+            ConverseError::ThrottlingException(
+                ThrottlingException::builder().message("toolChoice").build(),
+            ),
+        ] {
+            assert!(!rejects_tool_choice(&err), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn given_steps_sent_as_a_json_string_when_mapped_then_they_are_parsed() {
+        let steps_as_string = json!({"steps": seed_plan()["steps"].to_string()});
+        let whole_as_string = Value::String(seed_plan().to_string());
+        for input in [steps_as_string, whole_as_string] {
+            let out = output(
+                vec![ContentBlock::ToolUse(tool_use(&input))],
+                StopReason::ToolUse,
+            );
+            let plan = plan_from_converse_output(&out, &registry()).expect("plan");
+            assert_eq!(plan.steps.len(), 4);
+        }
+        // A string that is not a steps array stays an error, with its reason.
+        let junk = json!({"steps": "s1 then s2"});
+        let out = output(
+            vec![ContentBlock::ToolUse(tool_use(&junk))],
+            StopReason::ToolUse,
+        );
+        assert!(matches!(
+            plan_from_converse_output(&out, &registry()),
+            Err(LlmError::Unparseable(m)) if m.contains("steps")
+        ));
+    }
+
+    #[test]
+    fn given_a_stop_reason_that_spoils_the_answer_when_mapped_then_the_tool_input_is_not_trusted() {
+        // A complete-looking toolUse block is still refused when the model hit max_tokens.
+        type Check = fn(&LlmError) -> bool;
+        let cases: [(StopReason, Check); 5] = [
+            (
+                StopReason::MaxTokens,
+                |e| matches!(e, LlmError::Unparseable(m) if m.contains("cut off")),
+            ),
+            (
+                StopReason::ModelContextWindowExceeded,
+                |e| matches!(e, LlmError::Unparseable(m) if m.contains("cut off")),
+            ),
+            (
+                StopReason::ContentFiltered,
+                |e| matches!(e, LlmError::Refused(m) if m.contains("content_filtered")),
+            ),
+            (
+                StopReason::GuardrailIntervened,
+                |e| matches!(e, LlmError::Refused(m) if m.contains("guardrail_intervened")),
+            ),
+            (
+                StopReason::MalformedToolUse,
+                |e| matches!(e, LlmError::Unparseable(m) if m.contains("malformed")),
+            ),
+        ];
+        for (stop, check) in cases {
+            let out = output(
+                vec![ContentBlock::ToolUse(tool_use(&seed_plan()))],
+                stop.clone(),
+            );
+            let err = plan_from_converse_output(&out, &registry()).expect_err("untrusted");
+            assert!(check(&err), "{stop:?} -> {err:?}");
+        }
+    }
+
+    #[test]
+    fn given_a_text_answer_after_reasoning_when_mapped_then_the_json_is_used() {
+        let text = format!("<thinking>Four steps.</thinking>\n{}", seed_plan());
+        let out = output(vec![ContentBlock::Text(text)], StopReason::EndTurn);
+        assert_eq!(
+            plan_from_converse_output(&out, &registry())
+                .expect("plan")
+                .steps
+                .len(),
+            4
+        );
     }
 
     #[test]
@@ -697,6 +935,169 @@ mod tests {
             classify_sdk_error(&service),
             LlmError::RateLimited(_)
         ));
+    }
+
+    /// A Converse endpoint on `127.0.0.1:0` answering `replies` (status, error type, body) in
+    /// order and recording each request body.
+    async fn fake_converse(
+        replies: Vec<(u16, Option<&'static str>, Value)>,
+    ) -> (String, Arc<std::sync::Mutex<Vec<Value>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let recorded = seen.clone();
+        tokio::spawn(async move {
+            for (status, error_type, body) in replies {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 16384];
+                let (head_end, length) = loop {
+                    let n = stream.read(&mut chunk).await.expect("read");
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                        let length = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        break (end + 4, length);
+                    }
+                };
+                while buf.len() < head_end + length {
+                    let n = stream.read(&mut chunk).await.expect("read");
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                recorded
+                    .lock()
+                    .expect("lock")
+                    .push(serde_json::from_slice(&buf[head_end..]).unwrap_or(Value::Null));
+                let body = body.to_string();
+                let error_header = error_type
+                    .map(|t| format!("x-amzn-ErrorType: {t}\r\n"))
+                    .unwrap_or_default();
+                let response = format!(
+                    "HTTP/1.1 {status} Scripted\r\nContent-Type: application/json\r\n{error_header}Content-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                stream.write_all(response.as_bytes()).await.expect("write");
+            }
+        });
+        (url, seen)
+    }
+
+    fn client_for(url: &str) -> aws_sdk_bedrockruntime::Client {
+        use aws_sdk_bedrockruntime::config::{retry::RetryConfig, Credentials, Region};
+        let config = aws_sdk_bedrockruntime::Config::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "test"))
+            .retry_config(RetryConfig::disabled())
+            .endpoint_url(url)
+            .build();
+        aws_sdk_bedrockruntime::Client::from_conf(config)
+    }
+
+    #[tokio::test]
+    async fn given_a_model_that_rejects_tool_choice_when_planning_then_it_asks_again_without_it() {
+        // What Bedrock answers Llama or Cohere when toolChoice is set.
+        let rejected = (
+            400,
+            Some("ValidationException"),
+            json!({"message": "This model doesn't support the toolConfig.toolChoice.any field. Remove toolConfig.toolChoice.any and try again."}),
+        );
+        // Without it, the model calls the tool anyway (Llama sends `steps` as a string).
+        let answered = (
+            200,
+            None,
+            json!({
+                "output": {"message": {"role": "assistant", "content": [
+                    {"toolUse": {"toolUseId": "tooluse_1", "name": PLAN_TOOL,
+                        "input": {"steps": seed_plan()["steps"].to_string()}}}
+                ]}},
+                "stopReason": "tool_use",
+                "usage": {"inputTokens": 900, "outputTokens": 120, "totalTokens": 1020},
+                "metrics": {"latencyMs": 850}
+            }),
+        );
+        let (url, seen) = fake_converse(vec![rejected, answered.clone(), answered]).await;
+        let planner = BedrockPlanner::with_client(
+            BedrockConfig {
+                model_id: "meta.llama3-1-70b-instruct-v1:0".into(),
+                region: None,
+                timeout_ms: 5_000,
+            },
+            client_for(&url),
+        );
+
+        let planned = planner
+            .plan_with_model("calculate 2+3", &registry())
+            .await
+            .expect("planned after the retry");
+
+        assert_eq!(planned.info.name, "bedrock");
+        assert_eq!(planned.plan.steps.len(), 4);
+        let usage = planned.info.usage.expect("usage");
+        assert_eq!((usage.prompt_tokens, usage.completion_tokens), (900, 120));
+        {
+            let requests = seen.lock().expect("lock");
+            assert_eq!(requests.len(), 2);
+            assert_eq!(requests[0]["toolConfig"]["toolChoice"], json!({"any": {}}));
+            assert!(requests[1]["toolConfig"].get("toolChoice").is_none());
+            assert_eq!(
+                requests[1]["toolConfig"]["tools"][0]["toolSpec"]["name"],
+                PLAN_TOOL
+            );
+        }
+        // The next plan goes straight to the request the model accepts.
+        planner
+            .plan_with_model("calculate 2+3", &registry())
+            .await
+            .expect("planned");
+        let requests = seen.lock().expect("lock");
+        assert_eq!(requests.len(), 3);
+        assert!(requests[2]["toolConfig"].get("toolChoice").is_none());
+    }
+
+    #[tokio::test]
+    async fn given_a_claude_answer_cut_at_max_tokens_when_planning_then_it_is_not_trusted() {
+        let cut = (
+            200,
+            None,
+            json!({
+                "output": {"message": {"role": "assistant", "content": [
+                    {"toolUse": {"toolUseId": "tooluse_1", "name": PLAN_TOOL, "input": seed_plan()}}
+                ]}},
+                "stopReason": "max_tokens",
+                "usage": {"inputTokens": 900, "outputTokens": 4096, "totalTokens": 4996},
+                "metrics": {"latencyMs": 9000}
+            }),
+        );
+        let (url, seen) = fake_converse(vec![cut]).await;
+        let planner = BedrockPlanner::with_client(
+            BedrockConfig {
+                model_id: "us.anthropic.claude-3-5-haiku-20241022-v1:0".into(),
+                region: None,
+                timeout_ms: 5_000,
+            },
+            client_for(&url),
+        );
+        let failure = planner
+            .plan_with_model("calculate 2+3", &registry())
+            .await
+            .expect_err("cut off");
+        assert_eq!(failure.error.category(), "invalid_output");
+        assert!(
+            failure.error.to_string().contains("max_tokens"),
+            "{failure:?}"
+        );
+        assert_eq!(failure.usage.completion_tokens, 4096);
+        assert_eq!(seen.lock().expect("lock").len(), 1);
     }
 
     #[test]

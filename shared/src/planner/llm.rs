@@ -3,7 +3,8 @@
 //!
 //! The request carries a system prompt (the task, the plan format, the reference syntax, the
 //! rules and the tool catalog), a few worked examples as user/assistant pairs, the prompt,
-//! `temperature: 0`, and a `response_format` whose JSON schema is derived from the registry.
+//! `temperature` (0 unless configured, or left out for reasoning models), and a
+//! `response_format` whose JSON schema is derived from the registry.
 //! The answer is untrusted: it is parsed, cleaned and then passes [`validate`] like every
 //! plan, so nothing the model says can name an unregistered tool or an input its schema
 //! rejects.
@@ -17,7 +18,8 @@
 //! - optional properties become required but nullable; nulls are stripped from the answer
 //!   before validation, so "null" means "absent";
 //! - non-string leaves also accept a string, so a `{{s1}}` reference fits anywhere the
-//!   validator accepts one;
+//!   validator accepts one; such unions are written as `anyOf` branches, the form strict
+//!   mode documents (a `type` array is used only for the documented `[T, "null"]`);
 //! - keywords strict mode may refuse (`minLength`, `maximum`, ...) are dropped from the
 //!   request; [`validate`] still enforces them on the answer.
 //!
@@ -26,6 +28,7 @@
 //! ([`ResponseFormat`]); validation is the same either way.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -41,6 +44,10 @@ use crate::tools::Registry;
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 pub const DEFAULT_MODEL: &str = "gpt-4o-mini";
 pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+/// Deterministic plans; `CRANE_LLM_TEMPERATURE=none` leaves the field out.
+pub const DEFAULT_TEMPERATURE: f64 = 0.0;
+/// Highest temperature accepted by OpenAI-compatible APIs.
+pub const MAX_TEMPERATURE: f64 = 2.0;
 /// Largest response body read from the endpoint; anything larger is refused.
 pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 /// Name of the structured-output schema (and of the Bedrock tool that carries the plan).
@@ -81,6 +88,9 @@ pub struct LlmConfig {
     /// Budget for the whole call: connect, answer and body.
     pub timeout_ms: u64,
     pub response_format: ResponseFormat,
+    /// Sent as `temperature`; `None` leaves it out (OpenAI's reasoning models reject any
+    /// value but their default).
+    pub temperature: Option<f64>,
 }
 
 impl Default for LlmConfig {
@@ -91,6 +101,7 @@ impl Default for LlmConfig {
             api_key: None,
             timeout_ms: DEFAULT_TIMEOUT_MS,
             response_format: ResponseFormat::default(),
+            temperature: Some(DEFAULT_TEMPERATURE),
         }
     }
 }
@@ -103,6 +114,7 @@ impl std::fmt::Debug for LlmConfig {
             .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
             .field("timeout_ms", &self.timeout_ms)
             .field("response_format", &self.response_format)
+            .field("temperature", &self.temperature)
             .finish()
     }
 }
@@ -250,6 +262,8 @@ pub enum LlmError {
     Auth(String),
     #[error("configuration error (check the model and base URL): {0}")]
     Config(String),
+    #[error("the model rejects the temperature (set CRANE_LLM_TEMPERATURE=none for reasoning models, or a value it accepts): {0}")]
+    TemperatureRejected(String),
     #[error("unusable answer: {0}")]
     Unparseable(String),
     #[error("the model's plan was rejected: {0}")]
@@ -261,7 +275,10 @@ pub enum LlmError {
 impl LlmError {
     /// A wrong key, model or URL: retrying will not help, someone must fix the setup.
     pub fn is_configuration(&self) -> bool {
-        matches!(self, Self::Auth(_) | Self::Config(_))
+        matches!(
+            self,
+            Self::Auth(_) | Self::Config(_) | Self::TemperatureRejected(_)
+        )
     }
 
     /// The short, stable reason clients see when the pattern planner took over (the
@@ -271,21 +288,27 @@ impl LlmError {
             Self::Timeout(_) => "timeout",
             Self::RateLimited(_) => "rate_limited",
             Self::Connect(_) | Self::Server(_) => "unavailable",
-            Self::Auth(_) | Self::Config(_) => "misconfigured",
+            Self::Auth(_) | Self::Config(_) | Self::TemperatureRejected(_) => "misconfigured",
             Self::Unparseable(_) => "invalid_output",
             Self::InvalidPlan(_) => "invalid_plan",
             Self::Refused(_) => "refused",
         }
     }
 
-    /// Classify a non-success HTTP status; `detail` is the server's message, if any.
-    pub fn from_status(status: u16, detail: &str) -> Self {
+    /// Classify a non-success HTTP status; `detail` is the server's message, if any, and
+    /// `param` the request field it names (`error.param`).
+    pub fn from_status(status: u16, detail: &str, param: Option<&str>) -> Self {
         let msg = if detail.is_empty() {
             format!("HTTP {status}")
         } else {
             format!("HTTP {status}: {detail}")
         };
+        // OpenAI's reasoning models: "Unsupported value: 'temperature' does not support 0 with
+        // this model" (or "Unsupported parameter: 'temperature' ..."), param "temperature".
+        let names_temperature =
+            param == Some("temperature") || (param.is_none() && detail.contains("'temperature'"));
         match status {
+            400 | 422 if names_temperature => Self::TemperatureRejected(msg),
             401 | 403 => Self::Auth(msg),
             429 => Self::RateLimited(msg),
             408 => Self::Timeout(msg),
@@ -505,14 +528,15 @@ pub fn strict_schema(schema: &Value) -> Value {
             } else if ty == "string" {
                 out.insert("type".into(), json!(ty));
             } else {
-                // A `{{s1}}` reference is a string; the validator accepts one anywhere.
-                out.insert("type".into(), json!([ty, "string"]));
+                // A `{{s1}}` reference is a string; the validator accepts one anywhere. Strict
+                // mode documents `anyOf` for unions (a `type` array only for `[T, "null"]`).
                 let note = "a string only for a {{<step id>}} reference";
                 let described = match obj.get("description").and_then(Value::as_str) {
                     Some(d) => format!("{d} ({note})"),
                     None => note.to_owned(),
                 };
                 out.insert("description".into(), Value::String(described));
+                out.insert("anyOf".into(), json!([{"type": ty}, {"type": "string"}]));
             }
         }
         None => {
@@ -528,6 +552,13 @@ fn nullable(mut schema: Value) -> Value {
     let Some(obj) = schema.as_object_mut() else {
         return schema;
     };
+    if let Some(Value::Array(branches)) = obj.get_mut("anyOf") {
+        let null = json!({"type": "null"});
+        if !branches.contains(&null) {
+            branches.push(null);
+        }
+        return schema;
+    }
     let ty = match obj.remove("type") {
         Some(Value::Array(mut types)) => {
             if !types.contains(&json!("null")) {
@@ -562,8 +593,10 @@ pub fn build_request_body(config: &LlmConfig, prompt: &str, registry: &Registry)
     let mut body = json!({
         "model": config.model,
         "messages": messages,
-        "temperature": 0,
     });
+    if let (Some(t), Some(obj)) = (config.temperature, body.as_object_mut()) {
+        obj.insert("temperature".into(), temperature_json(t));
+    }
     let format = match config.response_format {
         ResponseFormat::JsonSchema => Some(json!({
             "type": "json_schema",
@@ -580,6 +613,17 @@ pub fn build_request_body(config: &LlmConfig, prompt: &str, registry: &Registry)
         obj.insert("response_format".into(), format);
     }
     body
+}
+
+/// A whole temperature as an integer (`0`, as every server accepts), others as a float.
+fn temperature_json(t: f64) -> Value {
+    if t.fract() == 0.0 && t.abs() <= MAX_TEMPERATURE {
+        // Exact: a small whole number.
+        let whole = t as i64;
+        json!(whole)
+    } else {
+        serde_json::Number::from_f64(t).map_or(Value::Null, Value::Number)
+    }
 }
 
 /// What a chat completion said, and what it cost.
@@ -607,10 +651,54 @@ struct Choice {
 
 #[derive(Deserialize)]
 struct ChoiceMessage {
+    /// A string, or (some servers and gateways) an array of `{"type": "text", "text"}` parts.
     #[serde(default)]
-    content: Option<String>,
+    content: Option<Value>,
     #[serde(default)]
     refusal: Option<String>,
+    /// Some gateways return the structured answer as a function call.
+    #[serde(default)]
+    tool_calls: Vec<ToolCall>,
+}
+
+#[derive(Deserialize)]
+struct ToolCall {
+    #[serde(default)]
+    function: Option<FunctionCall>,
+}
+
+#[derive(Deserialize)]
+struct FunctionCall {
+    /// A JSON string per the API; some gateways send the object itself.
+    #[serde(default)]
+    arguments: Option<Value>,
+}
+
+/// The text of `content`: the string, or the text parts joined; a refusal part is returned
+/// as `Err`.
+fn content_text(content: Value) -> Result<String, String> {
+    match content {
+        Value::String(s) => Ok(s),
+        Value::Array(parts) => {
+            let mut text = String::new();
+            for part in parts {
+                match part {
+                    Value::String(s) => text.push_str(&s),
+                    Value::Object(part) => {
+                        if let Some(refusal) = part.get("refusal").and_then(Value::as_str) {
+                            return Err(refusal.to_owned());
+                        }
+                        if let Some(t) = part.get("text").and_then(Value::as_str) {
+                            text.push_str(t);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Ok(text)
+        }
+        _ => Ok(String::new()),
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -621,7 +709,8 @@ struct ChatUsage {
     completion_tokens: Option<u64>,
 }
 
-/// Read a successful chat-completions body: `choices[0].message.content` and `usage`.
+/// Read a successful chat-completions body: `choices[0].message.content` (a string or text
+/// parts), else the arguments of its first tool call, and `usage`.
 pub fn parse_chat_response(body: &[u8]) -> Result<ChatAnswer, LlmError> {
     let response: ChatResponse = serde_json::from_slice(body).map_err(|e| {
         LlmError::Unparseable(format!("the response is not a chat completion: {e}"))
@@ -632,17 +721,39 @@ pub fn parse_chat_response(body: &[u8]) -> Result<ChatAnswer, LlmError> {
         .into_iter()
         .next()
         .ok_or_else(|| LlmError::Unparseable("the response has no choices".into()))?;
-    if let Some(refusal) = choice.message.refusal.filter(|r| !r.is_empty()) {
+    let message = choice.message;
+    if let Some(refusal) = message.refusal.filter(|r| !r.is_empty()) {
         return Err(LlmError::Refused(excerpt(&refusal)));
     }
-    if choice.finish_reason.as_deref() == Some("length") {
-        return Err(LlmError::Unparseable(
-            "the answer was cut off at the token limit".into(),
-        ));
+    match choice.finish_reason.as_deref() {
+        Some("content_filter") => {
+            return Err(LlmError::Refused(
+                "the provider's content filter withheld the answer (finish_reason content_filter)"
+                    .into(),
+            ))
+        }
+        Some("length") => {
+            return Err(LlmError::Unparseable(
+                "the answer was cut off at the token limit".into(),
+            ))
+        }
+        _ => {}
     }
-    let content = choice
-        .message
-        .content
+    let text = content_text(message.content.unwrap_or(Value::Null))
+        .map_err(|refusal| LlmError::Refused(excerpt(&refusal)))?;
+    let arguments = || {
+        message
+            .tool_calls
+            .into_iter()
+            .find_map(|call| call.function?.arguments)
+            .map(|args| match args {
+                Value::String(s) => s,
+                other => other.to_string(),
+            })
+    };
+    let content = Some(text)
+        .filter(|c| !c.trim().is_empty())
+        .or_else(arguments)
         .filter(|c| !c.trim().is_empty())
         .ok_or_else(|| LlmError::Unparseable("the answer is empty".into()))?;
     Ok(ChatAnswer {
@@ -665,6 +776,15 @@ pub fn error_detail(body: &[u8]) -> String {
     excerpt(&message.unwrap_or_else(|| String::from_utf8_lossy(body).into_owned()))
 }
 
+/// The request field an error body names (`{"error": {"param": "temperature"}}`).
+pub fn error_param(body: &[u8]) -> Option<String> {
+    let parsed: Value = serde_json::from_slice(body).ok()?;
+    parsed
+        .pointer("/error/param")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
 /// Turn the model's message content into a validated plan. A ```json fence or prose around
 /// the object is tolerated; everything else must be right.
 pub fn plan_from_content(content: &str, registry: &Registry) -> Result<Plan, LlmError> {
@@ -673,7 +793,7 @@ pub fn plan_from_content(content: &str, registry: &Registry) -> Result<Plan, Llm
 }
 
 fn parse_json_content(content: &str) -> Result<Value, LlmError> {
-    let trimmed = strip_fence(content.trim());
+    let trimmed = strip_fence(strip_reasoning(content.trim()).trim());
     if let Ok(v) = serde_json::from_str::<Value>(trimmed) {
         return Ok(v);
     }
@@ -689,6 +809,23 @@ fn parse_json_content(content: &str) -> Result<Value, LlmError> {
         "the answer is not valid JSON: {}",
         excerpt(content)
     )))
+}
+
+/// Reasoning models served locally (DeepSeek-R1, Qwen3 via Ollama or vLLM) write
+/// `<think>...</think>` before the answer; some chat templates open the block in the prompt so
+/// only `</think>` arrives. Drop the block; a tag later in the text (a todo titled `</think>`)
+/// is left alone.
+fn strip_reasoning(s: &str) -> &str {
+    for (open, close) in [("<think>", "</think>"), ("<thinking>", "</thinking>")] {
+        let starts_open = s.starts_with(open);
+        let only_close = !s.contains(open) && s.find(close) < s.find('{');
+        if starts_open || only_close {
+            if let Some(end) = s.find(close) {
+                return &s[end + close.len()..];
+            }
+        }
+    }
+    s
 }
 
 fn strip_fence(s: &str) -> &str {
@@ -778,6 +915,8 @@ pub struct LlmPlanner {
     http: reqwest::Client,
     /// Scrubbed from every message ([`LlmConfig::secrets`]).
     secrets: Vec<String>,
+    /// Whether the endpoint has answered yet: the first strict-schema call can be slow.
+    answered: AtomicBool,
 }
 
 impl std::fmt::Debug for LlmPlanner {
@@ -801,6 +940,7 @@ impl LlmPlanner {
             config,
             http,
             secrets,
+            answered: AtomicBool::new(false),
         })
     }
 
@@ -825,7 +965,12 @@ impl LlmPlanner {
             })?;
         if !status.is_success() {
             let detail = self.redact(&error_detail(&bytes));
-            return Err(LlmError::from_status(status.as_u16(), &detail));
+            let param = error_param(&bytes);
+            return Err(LlmError::from_status(
+                status.as_u16(),
+                &detail,
+                param.as_deref(),
+            ));
         }
         parse_chat_response(&bytes)
     }
@@ -841,6 +986,21 @@ impl LlmPlanner {
             LlmError::Config(detail)
         } else {
             LlmError::Connect(detail)
+        }
+    }
+
+    /// OpenAI compiles a strict schema the first time it sees it (seconds, up to a minute for
+    /// a large one), so a timeout before the first answer says so. It stays a passing failure:
+    /// it does not mark the planner degraded, and the next call finds the schema compiled.
+    fn first_call_hint(&self, error: LlmError) -> LlmError {
+        match error {
+            LlmError::Timeout(m) if !self.answered.load(Ordering::Relaxed) => {
+                LlmError::Timeout(format!(
+                    "{m}; this was the first call, which can be slow while the provider \
+prepares the structured-output schema (raise CRANE_LLM_TIMEOUT_MS if it keeps happening)"
+                ))
+            }
+            other => other,
         }
     }
 
@@ -916,9 +1076,10 @@ impl ModelPlanner for LlmPlanner {
             ..Usage::default()
         };
         let answer = answer.map_err(|error| ModelFailure {
-            error,
+            error: self.first_call_hint(error),
             usage: usage.clone(),
         })?;
+        self.answered.store(true, Ordering::Relaxed);
         usage.prompt_tokens = answer.prompt_tokens;
         usage.completion_tokens = answer.completion_tokens;
         let plan = plan_from_content(&answer.content, registry).map_err(|error| ModelFailure {
@@ -1070,10 +1231,12 @@ mod tests {
             input["properties"]["title"]["type"],
             json!(["string", "null"])
         );
+        // A union of more than `[T, null]` is the documented anyOf, never a type array.
         assert_eq!(
-            input["properties"]["id"]["type"],
-            json!(["integer", "string", "null"])
+            input["properties"]["id"]["anyOf"],
+            json!([{"type": "integer"}, {"type": "string"}, {"type": "null"}])
         );
+        assert!(input["properties"]["id"].get("type").is_none());
         assert_eq!(input["properties"]["action"]["type"], "string");
         // Keywords strict mode may refuse are not sent.
         assert!(input["properties"]["title"].get("maxLength").is_none());
@@ -1081,6 +1244,9 @@ mod tests {
         // Every object in the schema lists all its properties as required.
         fn check(v: &Value) {
             if let Some(obj) = v.as_object() {
+                if let Some(Value::Array(types)) = obj.get("type") {
+                    assert!(types.len() == 2 && types[1] == "null", "{v}");
+                }
                 if let Some(props) = obj.get("properties").and_then(Value::as_object) {
                     let req: Vec<&str> = obj["required"]
                         .as_array()
@@ -1150,6 +1316,139 @@ mod tests {
     }
 
     #[test]
+    fn given_content_as_text_parts_when_parsed_then_the_texts_are_joined() {
+        let body = json!({"choices": [{"message": {"role": "assistant", "content": [
+            {"type": "text", "text": "{\"steps\": "},
+            {"type": "text", "text": "[]}"}
+        ]}, "finish_reason": "stop"}]});
+        let answer = parse_chat_response(body.to_string().as_bytes()).expect("parsed");
+        assert_eq!(answer.content, "{\"steps\": []}");
+        let refused = json!({"choices": [{"message": {"content": [
+            {"type": "refusal", "refusal": "I can't help with that"}
+        ]}}]});
+        assert_eq!(
+            parse_chat_response(refused.to_string().as_bytes()),
+            Err(LlmError::Refused("I can't help with that".into()))
+        );
+    }
+
+    #[test]
+    fn given_the_answer_as_a_tool_call_when_parsed_then_its_arguments_are_the_content() {
+        let plan = r#"{"steps": []}"#;
+        for arguments in [json!(plan), json!({"steps": []})] {
+            let body = json!({"choices": [{"message": {"role": "assistant", "content": null,
+                "tool_calls": [{"id": "call_1", "type": "function",
+                    "function": {"name": "plan", "arguments": arguments}}]},
+                "finish_reason": "tool_calls"}]});
+            let answer = parse_chat_response(body.to_string().as_bytes()).expect("parsed");
+            assert_eq!(
+                serde_json::from_str::<Value>(&answer.content).expect("json"),
+                json!({"steps": []})
+            );
+        }
+    }
+
+    #[test]
+    fn given_a_content_filter_stop_when_parsed_then_it_is_a_refusal_not_invalid_json() {
+        let body = json!({"choices": [{"message": {"content": "{\"ste"}, "finish_reason": "content_filter"}]});
+        assert!(matches!(
+            parse_chat_response(body.to_string().as_bytes()),
+            Err(LlmError::Refused(m)) if m.contains("content_filter")
+        ));
+    }
+
+    #[test]
+    fn given_reasoning_before_the_json_when_parsed_then_the_think_block_is_dropped() {
+        let plan = r#"{"steps": [{"id": "s1", "tool": "calculator", "input": {"expression": "2+3"}, "depends_on": []}]}"#;
+        for content in [
+            format!(
+                "<think>\nThe user wants {{a sum}}. I'll use the calculator.\n</think>\n\n{plan}"
+            ),
+            format!("<think></think>```json\n{plan}\n```"),
+            // The chat template opened the block; only its end arrives.
+            format!("Okay, one step.\n</think>\n{plan}"),
+            format!("<thinking>Plan it.</thinking>{plan}"),
+        ] {
+            let p = plan_from_content(&content, &registry()).expect(&content);
+            assert_eq!(p.steps[0].input, json!({"expression": "2+3"}));
+        }
+        // A tag inside the answer is data, not reasoning.
+        let titled = json!({"steps": [{"id": "s1", "tool": "todo",
+            "input": {"action": "add", "title": "</think>"}, "depends_on": []}]})
+        .to_string();
+        let p = plan_from_content(&titled, &registry()).expect("plan");
+        assert_eq!(p.steps[0].input["title"], "</think>");
+    }
+
+    #[test]
+    fn given_a_temperature_setting_when_the_request_is_built_then_it_is_sent_or_left_out() {
+        let mut c = config();
+        c.temperature = None;
+        assert!(build_request_body(&c, "x", &registry())
+            .get("temperature")
+            .is_none());
+        c.temperature = Some(0.7);
+        assert_eq!(build_request_body(&c, "x", &registry())["temperature"], 0.7);
+        c.temperature = Some(1.0);
+        assert_eq!(build_request_body(&c, "x", &registry())["temperature"], 1);
+    }
+
+    #[test]
+    fn given_a_reasoning_model_rejecting_temperature_when_classified_then_the_fix_is_named() {
+        let unsupported_value = json!({"error": {
+            "message": "Unsupported value: 'temperature' does not support 0 with this model. Only the default (1) value is supported.",
+            "type": "invalid_request_error", "param": "temperature", "code": "unsupported_value"}});
+        let unsupported_parameter = json!({"error": {
+            "message": "Unsupported parameter: 'temperature' is not supported with this model.",
+            "type": "invalid_request_error", "param": "temperature", "code": "unsupported_parameter"}});
+        for body in [unsupported_value, unsupported_parameter] {
+            let bytes = body.to_string();
+            let err = LlmError::from_status(
+                400,
+                &error_detail(bytes.as_bytes()),
+                error_param(bytes.as_bytes()).as_deref(),
+            );
+            assert!(matches!(err, LlmError::TemperatureRejected(_)), "{err:?}");
+            assert!(
+                err.to_string().contains("CRANE_LLM_TEMPERATURE=none"),
+                "{err}"
+            );
+            assert!(err.is_configuration());
+            assert_eq!(err.category(), "misconfigured");
+        }
+        // A gateway that drops `param` but keeps the message.
+        assert!(matches!(
+            LlmError::from_status(
+                400,
+                "Unsupported value: 'temperature' does not support 0",
+                None
+            ),
+            LlmError::TemperatureRejected(_)
+        ));
+        // Another 400 stays a generic configuration error.
+        let other = json!({"error": {"message": "Invalid schema for response_format 'plan'", "param": "response_format"}}).to_string();
+        assert!(matches!(
+            LlmError::from_status(
+                400,
+                &error_detail(other.as_bytes()),
+                error_param(other.as_bytes()).as_deref()
+            ),
+            LlmError::Config(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn given_the_first_call_times_out_when_reported_then_the_slow_schema_compile_is_named() {
+        let planner = LlmPlanner::new(config()).expect("client");
+        let first = planner.first_call_hint(LlmError::Timeout("no answer within 10 ms".into()));
+        assert!(first.to_string().contains("first call"), "{first}");
+        assert!(!first.is_configuration());
+        planner.answered.store(true, Ordering::Relaxed);
+        let later = planner.first_call_hint(LlmError::Timeout("no answer within 10 ms".into()));
+        assert!(!later.to_string().contains("first call"), "{later}");
+    }
+
+    #[test]
     fn given_a_refusal_when_parsed_then_it_is_refused() {
         let body = json!({"choices": [{"message": {"content": null, "refusal": "I can't help with that"}}]});
         assert_eq!(
@@ -1167,6 +1466,7 @@ mod tests {
             (LlmError::RateLimited("x".into()), "rate_limited"),
             (LlmError::Auth("x".into()), "misconfigured"),
             (LlmError::Config("x".into()), "misconfigured"),
+            (LlmError::TemperatureRejected("x".into()), "misconfigured"),
             (LlmError::Unparseable("x".into()), "invalid_output"),
             (LlmError::InvalidPlan("x".into()), "invalid_plan"),
             (LlmError::Refused("x".into()), "refused"),
@@ -1314,37 +1614,43 @@ mod tests {
 
     #[test]
     fn given_http_statuses_when_classified_then_each_maps_to_its_kind() {
-        assert!(matches!(LlmError::from_status(401, ""), LlmError::Auth(_)));
-        assert!(matches!(LlmError::from_status(403, "x"), LlmError::Auth(_)));
         assert!(matches!(
-            LlmError::from_status(429, ""),
+            LlmError::from_status(401, "", None),
+            LlmError::Auth(_)
+        ));
+        assert!(matches!(
+            LlmError::from_status(403, "x", None),
+            LlmError::Auth(_)
+        ));
+        assert!(matches!(
+            LlmError::from_status(429, "", None),
             LlmError::RateLimited(_)
         ));
         assert!(matches!(
-            LlmError::from_status(500, ""),
+            LlmError::from_status(500, "", None),
             LlmError::Server(_)
         ));
         assert!(matches!(
-            LlmError::from_status(503, ""),
+            LlmError::from_status(503, "", None),
             LlmError::Server(_)
         ));
         assert!(matches!(
-            LlmError::from_status(400, ""),
+            LlmError::from_status(400, "", None),
             LlmError::Config(_)
         ));
         assert!(matches!(
-            LlmError::from_status(404, ""),
+            LlmError::from_status(404, "", None),
             LlmError::Config(_)
         ));
         assert!(matches!(
-            LlmError::from_status(408, ""),
+            LlmError::from_status(408, "", None),
             LlmError::Timeout(_)
         ));
-        assert!(LlmError::from_status(404, "").is_configuration());
-        assert!(LlmError::from_status(401, "").is_configuration());
-        assert!(!LlmError::from_status(429, "").is_configuration());
+        assert!(LlmError::from_status(404, "", None).is_configuration());
+        assert!(LlmError::from_status(401, "", None).is_configuration());
+        assert!(!LlmError::from_status(429, "", None).is_configuration());
         assert_eq!(
-            LlmError::from_status(429, "slow down").to_string(),
+            LlmError::from_status(429, "slow down", None).to_string(),
             "rate limited: HTTP 429: slow down"
         );
     }

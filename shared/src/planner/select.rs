@@ -8,6 +8,7 @@
 //! | `CRANE_LLM_API_KEY` | bearer token (local servers usually need none) | none |
 //! | `CRANE_LLM_TIMEOUT_MS` | budget of one planning call (llm and bedrock) | `10000` |
 //! | `CRANE_LLM_RESPONSE_FORMAT` | `json_schema`, `json_object` or `none` | `json_schema` |
+//! | `CRANE_LLM_TEMPERATURE` | `0` to `2`, or `none` to leave it out (reasoning models) | `0` |
 //! | `CRANE_BEDROCK_MODEL_ID` | Bedrock model id or inference profile (required for bedrock) | none |
 //! | `CRANE_BEDROCK_REGION` | region override for Bedrock | the AWS default chain's |
 //!
@@ -106,12 +107,30 @@ pub fn choice_from_vars(vars: &HashMap<String, String>) -> Result<PlannerChoice,
                     reason: "expected json_schema, json_object or none".into(),
                 })?,
             };
+            let temperature = match get("CRANE_LLM_TEMPERATURE") {
+                None => Some(llm::DEFAULT_TEMPERATURE),
+                Some(v) if v.eq_ignore_ascii_case("none") => None,
+                Some(v) => match v.parse::<f64>() {
+                    Ok(t) if (0.0..=llm::MAX_TEMPERATURE).contains(&t) => Some(t),
+                    _ => {
+                        return Err(SelectError::Invalid {
+                            name: "CRANE_LLM_TEMPERATURE",
+                            value: v,
+                            reason: format!(
+                                "expected a number from 0 to {}, or none to leave it out",
+                                llm::MAX_TEMPERATURE
+                            ),
+                        })
+                    }
+                },
+            };
             Ok(PlannerChoice::Llm(LlmConfig {
                 base_url,
                 model: get("CRANE_LLM_MODEL").unwrap_or_else(|| llm::DEFAULT_MODEL.into()),
                 api_key,
                 timeout_ms,
                 response_format,
+                temperature,
             }))
         }
         "bedrock" => Ok(PlannerChoice::Bedrock {
@@ -241,8 +260,25 @@ mod tests {
                 api_key: None,
                 timeout_ms: 30_000,
                 response_format: ResponseFormat::JsonObject,
+                temperature: Some(0.0),
             }))
         );
+    }
+
+    #[test]
+    fn given_a_reasoning_model_when_the_temperature_is_none_then_it_is_left_out() {
+        let choose = |t: &str| match choice_from_vars(&vars(&[
+            ("CRANE_PLANNER", "llm"),
+            ("CRANE_LLM_MODEL", "o3-mini"),
+            ("CRANE_LLM_TEMPERATURE", t),
+        ])) {
+            Ok(PlannerChoice::Llm(c)) => c.temperature,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(choose("none"), None);
+        assert_eq!(choose("NONE"), None);
+        assert_eq!(choose("1"), Some(1.0));
+        assert_eq!(choose("0.2"), Some(0.2));
     }
 
     #[test]
@@ -272,6 +308,14 @@ mod tests {
                 "json_schema, json_object or none",
             ),
             (vec![("CRANE_PLANNER", "bedrock")], "CRANE_BEDROCK_MODEL_ID"),
+            (
+                vec![("CRANE_PLANNER", "llm"), ("CRANE_LLM_TEMPERATURE", "hot")],
+                "CRANE_LLM_TEMPERATURE=\"hot\"",
+            ),
+            (
+                vec![("CRANE_PLANNER", "llm"), ("CRANE_LLM_TEMPERATURE", "3")],
+                "or none to leave it out",
+            ),
         ];
         for (pairs, want) in cases {
             let err = planner_from_vars(&vars(&pairs))

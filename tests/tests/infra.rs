@@ -11,57 +11,17 @@
 //!   function's answers queued through moto's `lambda-simple` stub.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sfn::types::{ExecutionStatus, HistoryEvent, HistoryEventType};
+use crane_tests::infra::{describe, repo, run_tool};
 use serde_json::{json, Value};
 
 // ---------------------------------------------------------------------------
 // Tools
 // ---------------------------------------------------------------------------
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests crate lives in the repository")
-        .to_path_buf()
-}
-
-/// A command of the tools venv; fails the test with what to do if it is missing.
-fn venv_bin(tool: &str) -> PathBuf {
-    let venv = std::env::var_os("CRANE_TOOLS_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".cache/venv"));
-    let path = venv.join("bin").join(tool);
-    assert!(
-        path.is_file(),
-        "{} is missing: install the tools: ./scripts/test does it \
-         (or point CRANE_TOOLS_VENV at a venv with cfn-lint, statelint and aws-sam-cli)",
-        path.display()
-    );
-    path
-}
-
-fn run_tool(tool: &str, args: &[&str]) -> Output {
-    let bin = venv_bin(tool);
-    Command::new(&bin)
-        .args(args)
-        .current_dir(repo())
-        .output()
-        .unwrap_or_else(|e| panic!("could not run {}: {e}", bin.display()))
-}
-
-fn describe(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 fn state_machine_files() -> Vec<PathBuf> {
     let dir = repo().join("infra/statemachines");

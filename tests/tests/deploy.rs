@@ -3,8 +3,21 @@
 //! [`crane_tests::infra::rendered`]), and `samconfig.toml` read with SAM CLI's own config
 //! reader. Offline: needs only the tools venv that `./scripts/test` installs.
 
-use crane_tests::infra::{describe, repo, run_tool};
+use crane_tests::infra::{describe, rendered, repo, run_tool};
 use serde_json::Value;
+
+/// The functions of the rendered template, by logical id.
+fn lambda_functions(t: &Value) -> Vec<(&str, &Value)> {
+    let fns: Vec<(&str, &Value)> = t["Resources"]
+        .as_object()
+        .expect("Resources")
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::Lambda::Function")
+        .map(|(id, r)| (id.as_str(), r))
+        .collect();
+    assert!(!fns.is_empty(), "the rendered template has no functions");
+    fns
+}
 
 // ---------------------------------------------------------------------------
 // 1. One architecture for build and deploy
@@ -96,5 +109,27 @@ fn the_readme_deploys_with_the_shared_parameters_for_either_architecture() {
         !deploy.contains("--parameter-overrides Architecture"),
         "an Architecture passed to one command only is what makes build and deploy differ"
     );
+}
+
+// ---------------------------------------------------------------------------
+// 5. Lambda's own START / REPORT lines
+// ---------------------------------------------------------------------------
+
+#[test]
+fn every_function_keeps_lambdas_platform_report_lines() {
+    let t = rendered(&[]);
+    for (id, f) in lambda_functions(&t) {
+        let logging = &f["Properties"]["LoggingConfig"];
+        assert_eq!(logging["LogFormat"], "JSON", "{id}");
+        // platform.start / platform.report (duration, memory, init duration) are INFO.
+        assert!(
+            matches!(
+                logging["SystemLogLevel"].as_str(),
+                Some("INFO" | "DEBUG") | None
+            ),
+            "{id}: SystemLogLevel {} drops Lambda's START/REPORT lines",
+            logging["SystemLogLevel"]
+        );
+    }
 }
 

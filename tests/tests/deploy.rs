@@ -3,7 +3,7 @@
 //! [`crane_tests::infra::rendered`]), and `samconfig.toml` read with SAM CLI's own config
 //! reader. Offline: needs only the tools venv that `./scripts/test` installs.
 
-use crane_tests::infra::{describe, rendered, repo, run_tool};
+use crane_tests::infra::{describe, grants, rendered, repo, run_tool, strings};
 use serde_json::Value;
 
 /// The functions of the rendered template, by logical id.
@@ -133,3 +133,162 @@ fn every_function_keeps_lambdas_platform_report_lines() {
     }
 }
 
+// ---------------------------------------------------------------------------
+// 8. Every request reaches the router; create-run reads only what it uses
+// ---------------------------------------------------------------------------
+
+/// The HTTP API's routes as deployed: (method or `ANY`, path or `$default`) -> the logical
+/// id of the function it invokes.
+fn routes(t: &Value) -> Vec<((String, String), String)> {
+    let paths = t["Resources"]["HttpApi"]["Properties"]["Body"]["paths"]
+        .as_object()
+        .expect("the HTTP API's OpenAPI body has paths");
+    let mut out = Vec::new();
+    for (path, methods) in paths {
+        for (method, op) in methods.as_object().expect("methods") {
+            let uri = op["x-amazon-apigateway-integration"]["uri"]
+                .as_str()
+                .expect("a Lambda proxy integration");
+            let function = uri
+                .trim_end_matches("/invocations")
+                .rsplit(':')
+                .next()
+                .expect("function")
+                .to_owned();
+            let method = match method.as_str() {
+                "x-amazon-apigateway-any-method" => "ANY".to_owned(),
+                m => m.to_uppercase(),
+            };
+            let path = if path == "/$default" {
+                "$default"
+            } else {
+                path
+            };
+            out.push(((method, path.to_owned()), function));
+        }
+    }
+    out
+}
+
+/// Whether a concrete path fits a route path with `{param}` segments.
+fn path_matches(route: &str, path: &str) -> bool {
+    let (r, p): (Vec<&str>, Vec<&str>) = (route.split('/').collect(), path.split('/').collect());
+    r.len() == p.len()
+        && r.iter()
+            .zip(&p)
+            .all(|(r, p)| r == p || (r.starts_with('{') && r.ends_with('}') && !p.is_empty()))
+}
+
+fn folder_of(logical_id: &str) -> String {
+    let name = logical_id.strip_suffix("Function").expect("a function id");
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            out.push('-');
+        }
+        out.extend(c.to_lowercase());
+    }
+    out
+}
+
+#[test]
+fn every_api_sample_is_routed_to_its_function_and_unmatched_requests_reach_the_router() {
+    let t = rendered(&[]);
+    let routes = routes(&t);
+    let default: Vec<&String> = routes
+        .iter()
+        .filter(|((m, p), _)| m == "ANY" && p == "$default")
+        .map(|(_, f)| f)
+        .collect();
+    assert_eq!(
+        default,
+        [&"GetRunFunction".to_owned()],
+        "the $default route must send every unmatched request to the (read-only) router"
+    );
+    let mut unrouted = 0;
+    for folder in ["create-run", "get-run"] {
+        for (case, event) in crane_tests::events::samples(folder) {
+            let method = event["requestContext"]["http"]["method"]
+                .as_str()
+                .expect("method");
+            let path = event["rawPath"].as_str().expect("rawPath");
+            let explicit: Vec<&((String, String), String)> = routes
+                .iter()
+                .filter(|((m, p), _)| m == method && path_matches(p, path))
+                .collect();
+            let route_key = event["routeKey"].as_str().expect("routeKey");
+            let function = if route_key == "$default" {
+                assert!(
+                    explicit.is_empty(),
+                    "{folder}/{case}: {method} {path} matches {explicit:?}, not $default"
+                );
+                unrouted += 1;
+                default[0].clone()
+            } else {
+                assert_eq!(
+                    explicit.len(),
+                    1,
+                    "{folder}/{case}: {route_key} is not one route"
+                );
+                let ((m, p), f) = explicit[0];
+                assert_eq!(format!("{m} {p}"), route_key, "{folder}/{case}");
+                f.clone()
+            };
+            assert_eq!(
+                folder_of(&function),
+                folder,
+                "{folder}/{case} is served by {function}"
+            );
+        }
+    }
+    assert!(unrouted >= 2, "samples of unmatched requests exist");
+    let health = routes
+        .iter()
+        .find(|((m, p), _)| m == "GET" && p == "/health")
+        .map(|(_, f)| f.as_str());
+    assert_eq!(
+        health,
+        Some("CreateRunFunction"),
+        "GET /health is answered by the function that plans, the only one that knows the \
+         planner's state"
+    );
+}
+
+#[test]
+fn create_run_may_read_only_what_it_uses() {
+    let t = rendered(&[]);
+    let stand_in = |id: &str| format!("arn:aws:stand-in:us-east-1:123456789012:{id}");
+    let mut dynamodb: Vec<(String, String)> =
+        crane_tests::infra::role_statements(&t, "CreateRunFunctionRole")
+            .iter()
+            .flat_map(|s| {
+                let resources = strings(&s["Resource"]);
+                strings(&s["Action"])
+                    .into_iter()
+                    .filter(|a| a.starts_with("dynamodb:"))
+                    .flat_map(move |a| resources.clone().into_iter().map(move |r| (a.clone(), r)))
+            })
+            .collect();
+    dynamodb.sort();
+    let events = stand_in("EventsTable");
+    let keys = stand_in("IdempotencyTable");
+    let index = format!("{}/index/by_created", stand_in("RunsTable"));
+    let mut want: Vec<(String, String)> = [
+        ("dynamodb:ConditionCheckItem", &events),
+        ("dynamodb:PutItem", &events),
+        ("dynamodb:Query", &events),
+        ("dynamodb:GetItem", &keys),
+        ("dynamodb:PutItem", &keys),
+        ("dynamodb:Query", &index),
+    ]
+    .iter()
+    .map(|(a, r)| ((*a).to_owned(), (*r).clone()))
+    .collect();
+    want.sort();
+    assert_eq!(dynamodb, want, "create-run's DynamoDB permissions");
+    assert!(
+        grants(&t, "CreateRunFunctionRole", "bedrock:InvokeModel").is_empty()
+            && grants(&t, "CreateRunFunctionRole", "secretsmanager:GetSecretValue").is_empty(),
+        "the pattern planner needs neither Bedrock nor the LLM key"
+    );
+}

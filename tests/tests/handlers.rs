@@ -37,6 +37,7 @@ fn expected_statuses() -> BTreeMap<(&'static str, &'static str), u16> {
         (("create-run", "post-runs-empty-prompt"), 422),
         (("create-run", "post-runs-not-understood"), 422),
         (("create-run", "post-cancel"), 202),
+        (("create-run", "health"), 200),
         (("get-run", "list-runs"), 200),
         (("get-run", "list-runs-invalid-status"), 422),
         (("get-run", "get-run"), 200),
@@ -45,7 +46,8 @@ fn expected_statuses() -> BTreeMap<(&'static str, &'static str), u16> {
         (("get-run", "get-run-events"), 200),
         (("get-run", "list-todos"), 200),
         (("get-run", "list-tools"), 200),
-        (("get-run", "health"), 200),
+        (("get-run", "unrouted"), 404),
+        (("get-run", "unrouted-method"), 405),
         (("get-run", "openapi"), 200),
     ])
 }
@@ -150,7 +152,7 @@ async fn given_the_read_samples_when_invoked_then_they_show_run_a() {
 #[tokio::test]
 async fn given_a_named_stage_when_invoked_then_the_stage_prefix_is_not_part_of_the_route() {
     let m = MemoryApp::new();
-    let mut event = sample("get-run", "health");
+    let mut event = sample("create-run", "health");
     event["requestContext"]["stage"] = json!("prod");
     event["rawPath"] = json!("/prod/health");
     let (status, _, body) = invoke(&m, event).await;

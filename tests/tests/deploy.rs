@@ -292,3 +292,56 @@ fn create_run_may_read_only_what_it_uses() {
         "the pattern planner needs neither Bedrock nor the LLM key"
     );
 }
+
+// ---------------------------------------------------------------------------
+// 7. Metrics and dashboards per stack
+// ---------------------------------------------------------------------------
+
+#[test]
+fn two_stacks_in_one_account_emit_and_graph_only_their_own_metrics() {
+    for stack in ["crane-a", "crane-b"] {
+        let t = rendered(&[("AWS::StackName", stack)]);
+        for (id, f) in lambda_functions(&t) {
+            assert_eq!(
+                f["Properties"]["Environment"]["Variables"][crane::entrypoints::metrics::STACK_VAR],
+                stack,
+                "{id} must know its stack, the Stack dimension of its metrics"
+            );
+        }
+        let body: Value = serde_json::from_str(
+            t["Resources"]["Dashboard"]["Properties"]["DashboardBody"]
+                .as_str()
+                .expect("a rendered DashboardBody"),
+        )
+        .expect("the dashboard is JSON");
+        let mut crane_metrics = 0;
+        for widget in body["widgets"].as_array().expect("widgets") {
+            for row in widget["properties"]["metrics"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                let row = row.as_array().expect("a metric row");
+                if let Some(expression) = row[0]["expression"].as_str() {
+                    if expression.contains("{Crane") {
+                        crane_metrics += 1;
+                        assert!(
+                            expression.contains("{Crane,Stack")
+                                && expression.contains(&format!("Stack=\"{stack}\"")),
+                            "{expression} is not limited to stack {stack}"
+                        );
+                    }
+                } else if row[0] == "Crane" {
+                    crane_metrics += 1;
+                    let dims: Vec<&Value> = row[2..].iter().filter(|v| v.is_string()).collect();
+                    assert_eq!(
+                        dims,
+                        [&Value::from("Stack"), &Value::from(stack)],
+                        "{row:?} is not limited to stack {stack}"
+                    );
+                }
+            }
+        }
+        assert!(crane_metrics >= 8, "the dashboard graphs Crane's metrics");
+    }
+}

@@ -256,6 +256,15 @@ impl Clock for SystemClock {
     }
 }
 
+/// Brings a delivered step job back sooner than its queue's visibility timeout (SQS
+/// `ChangeMessageVisibility` on the message's receipt handle), after a failure that had
+/// nothing to do with the job itself: throttling, a timeout, an unreachable store.
+#[async_trait]
+pub trait Redelivery: Send + Sync {
+    /// Make the received message `receipt_handle` visible again `seconds` from now.
+    async fn redeliver_in(&self, receipt_handle: &str, seconds: u32) -> StoreResult<()>;
+}
+
 /// Starts the compensation saga of a run (a Step Functions execution named after the run
 /// in the cloud, so it starts at most once).
 #[async_trait]

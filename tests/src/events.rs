@@ -14,7 +14,8 @@ use crane::domain::{fold, Event, EventRecord, RunKey, RunState};
 use crane::engine::{self, Effect, RetryPolicy};
 use crane::planner::PatternPlanner;
 use crane::ports::{
-    EventStore, Outbox, SagaStarter, StepDispatcher, StepJob, StoreError, StoreResult, SystemClock,
+    EventStore, Outbox, Redelivery, SagaStarter, StepDispatcher, StepJob, StoreError, StoreResult,
+    SystemClock,
 };
 use crane::tools::Registry;
 use serde_json::Value;
@@ -227,6 +228,30 @@ impl StepDispatcher for RecordingDispatcher {
             return Err(StoreError::Unavailable("queue down (test)".into()));
         }
         self.calls.lock().expect("lock").push(jobs.to_vec());
+        Ok(())
+    }
+}
+
+/// A [`Redelivery`] that records the visibility changes it is asked for.
+#[derive(Default)]
+pub struct RecordingRedelivery {
+    /// (receipt handle, seconds), in order.
+    pub calls: Mutex<Vec<(String, u32)>>,
+}
+
+impl RecordingRedelivery {
+    pub fn calls(&self) -> Vec<(String, u32)> {
+        self.calls.lock().expect("lock").clone()
+    }
+}
+
+#[async_trait]
+impl Redelivery for RecordingRedelivery {
+    async fn redeliver_in(&self, receipt_handle: &str, seconds: u32) -> StoreResult<()> {
+        self.calls
+            .lock()
+            .expect("lock")
+            .push((receipt_handle.to_owned(), seconds));
         Ok(())
     }
 }

@@ -34,10 +34,10 @@ use crane::adapters::aws::{delay_seconds, saga_input};
 use crane::app::App;
 use crane::config::Config;
 use crane::domain::{ErrorKind, Event, EventRecord, RunKey, RunState, RunStatus, StepStatus};
-use crane::entrypoints::{build_app, http, saga, sqs, stream};
+use crane::entrypoints::{build_app, http, saga, sqs, stream, CloudPorts};
 use crane::ports::{
-    EventStore, RunViewStore, SagaStarter, StepDispatcher, StepJob, StoreResult, Todo, TodoQuery,
-    TodoStore,
+    EventStore, Redelivery, RunViewStore, SagaStarter, StepDispatcher, StepJob, StoreResult, Todo,
+    TodoQuery, TodoStore,
 };
 use crane::tools::Faults;
 use crane_tests::cloud::{sfn_client, unique, Cloud, RequestLog, StreamReader};
@@ -197,6 +197,7 @@ struct Fx {
     sagas: Arc<Sagas>,
     worker: Arc<App>,
     worker_sent: Arc<Dispatches>,
+    worker_redelivery: Arc<dyn Redelivery>,
     compensate: Arc<App>,
     sfn: aws_sdk_sfn::Client,
     state_machine_arn: String,
@@ -248,6 +249,7 @@ impl Fx {
         });
         let (worker, ports) = function(&cloud);
         let worker_sent = Dispatches::new(ports.dispatcher, &cloud);
+        let worker_redelivery = ports.redelivery;
         let (compensate, _) = function(&cloud);
         let reader = cloud.stream_reader().await;
         Arc::new(Fx {
@@ -258,6 +260,7 @@ impl Fx {
             sagas,
             worker,
             worker_sent,
+            worker_redelivery,
             compensate,
             sfn,
             state_machine_arn,
@@ -444,8 +447,13 @@ impl Fx {
             .expect("lock")
             .extend(jobs.into_iter().map(|j| (now, j)));
         let t = Instant::now();
-        let resp =
-            sqs::handle_step_batch(&self.worker, self.worker_sent.as_ref(), event.clone()).await;
+        let resp = sqs::handle_step_batch(
+            &self.worker,
+            self.worker_sent.as_ref(),
+            self.worker_redelivery.as_ref(),
+            event.clone(),
+        )
+        .await;
         self.worker_calls
             .lock()
             .expect("lock")
@@ -555,15 +563,16 @@ async fn eventually<T>(
 
 /// Handle one SQS message with one worker function, and delete it as the event source
 /// mapping would.
-async fn handle_message(
-    cloud: &Cloud,
-    worker: &App,
-    dispatcher: &dyn StepDispatcher,
-    m: SqsMessage,
-) {
+async fn handle_message(cloud: &Cloud, worker: &App, ports: &CloudPorts, m: SqsMessage) {
     let mut event = SqsEvent::default();
     event.records = vec![m];
-    let resp = sqs::handle_step_batch(worker, dispatcher, event.clone()).await;
+    let resp = sqs::handle_step_batch(
+        worker,
+        ports.dispatcher.as_ref(),
+        ports.redelivery.as_ref(),
+        event.clone(),
+    )
+    .await;
     assert!(
         resp.batch_item_failures.is_empty(),
         "the job was handled (its failure is recorded as an event, not redelivered): {:?}",
@@ -1508,7 +1517,7 @@ async fn given_workers_sharing_the_breakers_table_when_failures_reach_the_thresh
     ];
     let mut seen = Vec::new();
     for (m, (name, app, ports)) in messages.into_iter().zip(order) {
-        handle_message(&fx.cloud, app, ports.dispatcher.as_ref(), m).await;
+        handle_message(&fx.cloud, app, ports, m).await;
         let (version, state) = fx.breaker_item("calculator").await.expect("a breaker item");
         seen.push((name, version, state));
     }
@@ -1548,7 +1557,7 @@ async fn given_workers_sharing_the_breakers_table_when_failures_reach_the_thresh
     let key = fx.create_run("calculate 2+2").await;
     let m = fx.next_messages(1).await.remove(0);
     let t = Instant::now();
-    handle_message(&fx.cloud, &c, c_ports.dispatcher.as_ref(), m).await;
+    handle_message(&fx.cloud, &c, &c_ports, m).await;
     let fast = t.elapsed();
     let events = fx.events(&key).await;
     assert!(
@@ -1602,7 +1611,7 @@ async fn given_workers_sharing_the_breakers_table_when_failures_reach_the_thresh
         waited >= Duration::from_millis(1_000),
         "the job waited in the queue ({waited:?})"
     );
-    handle_message(&fx.cloud, &c, c_ports.dispatcher.as_ref(), back.remove(0)).await;
+    handle_message(&fx.cloud, &c, &c_ports, back.remove(0)).await;
     let view = fx
         .react_until(&key, "the run to complete", |v| v.status.is_finished())
         .await;
@@ -1615,4 +1624,81 @@ async fn given_workers_sharing_the_breakers_table_when_failures_reach_the_thresh
         fast.as_millis(),
         waited.as_millis()
     );
+}
+
+#[tokio::test]
+async fn given_the_store_unreachable_when_a_job_fails_then_its_message_returns_in_seconds_not_after_the_visibility_timeout(
+) {
+    let fx = Fx::start(
+        "given_the_store_unreachable_when_a_job_fails",
+        config("", |_| {}),
+    )
+    .await;
+    // The deployed queue's visibility timeout (template.yaml: 6 x the worker's 60 s).
+    fx.cloud
+        .sqs
+        .set_queue_attributes()
+        .queue_url(fx.cloud.queue_url())
+        .attributes(QueueAttributeName::VisibilityTimeout, "360")
+        .send()
+        .await
+        .expect("SetQueueAttributes");
+    let key = fx.create_run("calculate 6*7").await;
+    let mut messages = fx.next_messages(1).await;
+    let first = messages.remove(0);
+    assert_eq!(first.attributes["ApproximateReceiveCount"], "1");
+
+    // A worker whose DynamoDB endpoint refuses connections: an infrastructure failure,
+    // nothing to do with the job. Its SQS client is the real one (moto).
+    let mut clients = fx.cloud.clients(&RequestLog::default());
+    clients.dynamodb = crane_tests::cloud::dynamodb_client("http://127.0.0.1:9", None);
+    let (broken, ports) = build_app(&config("", |_| {}), &clients, &fx.cloud.names);
+    let mut event = SqsEvent::default();
+    event.records = vec![first];
+    let resp = sqs::handle_step_batch(
+        &broken,
+        ports.dispatcher.as_ref(),
+        ports.redelivery.as_ref(),
+        event.clone(),
+    )
+    .await;
+    assert_eq!(resp.batch_item_failures.len(), 1, "the job is reported");
+    let failed_at = Instant::now();
+    fx.cloud.acknowledge(&event, &resp).await;
+
+    // Without the shortened visibility it would stay hidden for 360 s.
+    let again = eventually(
+        "the job to come back",
+        Duration::from_secs(30),
+        async || fx.cloud.receive(1).await.map(|e| e.records),
+    )
+    .await;
+    let waited = failed_at.elapsed();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attributes["ApproximateReceiveCount"], "2");
+    let (lo, hi) = (sqs::redelivery_secs(1, 0.0), sqs::redelivery_secs(1, 1.0));
+    assert!(
+        waited >= Duration::from_secs(u64::from(lo)) - Duration::from_millis(500)
+            && waited <= Duration::from_secs(u64::from(hi) + 5),
+        "back after {waited:?}, expected {lo}-{hi} s"
+    );
+
+    // A healthy worker then runs it.
+    let mut event = SqsEvent::default();
+    event.records = again;
+    let resp = sqs::handle_step_batch(
+        &fx.worker,
+        fx.worker_sent.as_ref(),
+        fx.worker_redelivery.as_ref(),
+        event.clone(),
+    )
+    .await;
+    assert!(resp.batch_item_failures.is_empty(), "{resp:?}");
+    fx.cloud.acknowledge(&event, &resp).await;
+    let view = eventually("the run to complete", WAIT, async || {
+        fx.react_once().await;
+        fx.view(&key).await.filter(|v| v.status.is_finished())
+    })
+    .await;
+    assert_eq!(view.status, RunStatus::Completed, "{view:#?}");
 }

@@ -345,3 +345,31 @@ fn two_stacks_in_one_account_emit_and_graph_only_their_own_metrics() {
         assert!(crane_metrics >= 8, "the dashboard graphs Crane's metrics");
     }
 }
+
+// ---------------------------------------------------------------------------
+// 6. Early redelivery after an infrastructure error
+// ---------------------------------------------------------------------------
+
+#[test]
+fn the_step_worker_may_shorten_the_visibility_of_its_queues_messages() {
+    let t = rendered(&[]);
+    let queue = "arn:aws:stand-in:us-east-1:123456789012:StepQueue".to_owned();
+    for action in [
+        "sqs:ChangeMessageVisibility",
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+    ] {
+        assert_eq!(
+            grants(&t, "StepWorkerFunctionRole", action),
+            vec![(queue.clone(), Value::Null)],
+            "the step worker needs {action} on its queue, and only there"
+        );
+    }
+    let visibility = t["Resources"]["StepQueue"]["Properties"]["VisibilityTimeout"]
+        .as_u64()
+        .expect("VisibilityTimeout");
+    assert!(
+        u64::from(crane::entrypoints::sqs::REDELIVERY_MAX_SECS) < visibility,
+        "the shortened wait must stay below the queue's visibility timeout ({visibility} s)"
+    );
+}

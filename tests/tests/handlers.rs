@@ -14,7 +14,7 @@ use crane::entrypoints::{http, saga, sqs, stream};
 use crane::ports::{EventStore, RunViewStore, TodoStore};
 use crane_tests::events::{
     sample, samples, seed_from_stream_sample, stream_sample_records, MemoryApp,
-    RecordingDispatcher, RecordingSaga, RUN_A, RUN_B, RUN_B_PROMPT, TENANT,
+    RecordingDispatcher, RecordingRedelivery, RecordingSaga, RUN_A, RUN_B, RUN_B_PROMPT, TENANT,
 };
 use serde_json::{json, Value};
 
@@ -179,8 +179,14 @@ async fn given_the_sample_sqs_batch_when_handled_then_only_the_malformed_message
     let event = sqs_sample();
     let malformed = message_id(&event, 4);
     let dispatcher = RecordingDispatcher::default();
+    let redelivery = RecordingRedelivery::default();
 
-    let response = sqs::handle_step_batch(&m.app, &dispatcher, event).await;
+    let response = sqs::handle_step_batch(&m.app, &dispatcher, &redelivery, event).await;
+    assert!(
+        redelivery.calls().is_empty(),
+        "a body that is not a job is no infrastructure hiccup: it waits out the visibility \
+         timeout on its way to the DLQ"
+    );
 
     let failed: Vec<String> = response
         .batch_item_failures
@@ -223,6 +229,88 @@ async fn run_a_with_s1_claimed(m: &MemoryApp) {
     m.append(&RunKey::new(TENANT, RUN_A), &[started]).await;
 }
 
+/// An event store that is down (throttled, timing out): every call fails as unavailable.
+struct DownEvents;
+
+#[async_trait::async_trait]
+impl EventStore for DownEvents {
+    async fn append(
+        &self,
+        _key: &RunKey,
+        _events: &[EventRecord],
+        _outbox: crane::ports::Outbox<'_>,
+    ) -> crane::ports::StoreResult<()> {
+        Err(crane::ports::StoreError::Unavailable(
+            "throttled (test)".into(),
+        ))
+    }
+
+    async fn load(&self, _key: &RunKey) -> crane::ports::StoreResult<Vec<EventRecord>> {
+        Err(crane::ports::StoreError::Unavailable(
+            "throttled (test)".into(),
+        ))
+    }
+}
+
+#[tokio::test]
+async fn given_the_store_is_down_when_jobs_are_handled_then_each_message_comes_back_early_with_backoff(
+) {
+    let m = MemoryApp::new();
+    let down = crane::app::App {
+        events: std::sync::Arc::new(DownEvents),
+        views: m.store.clone(),
+        todos: m.todos.clone(),
+        idempotency: m.store.clone(),
+        breakers: m.store.clone(),
+        registry: crane::tools::Registry::new(m.todos.clone()),
+        planner: std::sync::Arc::new(crane::planner::PatternPlanner),
+        clock: std::sync::Arc::new(crane::ports::SystemClock),
+        settings: m.app.settings,
+    };
+    let mut event = sqs_sample();
+    event.records.truncate(4); // the four jobs, not the malformed body
+    let redelivery = RecordingRedelivery::default();
+
+    let response = sqs::handle_step_batch(
+        &down,
+        &RecordingDispatcher::default(),
+        &redelivery,
+        event.clone(),
+    )
+    .await;
+
+    assert_eq!(
+        response.batch_item_failures.len(),
+        4,
+        "every job is retried"
+    );
+    let mut calls = redelivery.calls();
+    calls.sort();
+    let mut want: Vec<(String, u32, u32)> = event
+        .records
+        .iter()
+        .map(|r| {
+            let count: u32 = r.attributes["ApproximateReceiveCount"]
+                .parse()
+                .expect("count");
+            (r.receipt_handle.clone().expect("receipt handle"), count, 0)
+        })
+        .collect();
+    want.sort();
+    assert_eq!(calls.len(), want.len(), "{calls:?}");
+    for ((handle, seconds), (want_handle, count, _)) in calls.iter().zip(&want) {
+        assert_eq!(handle, want_handle);
+        let (lo, hi) = (
+            sqs::redelivery_secs(*count, 0.0),
+            sqs::redelivery_secs(*count, 1.0),
+        );
+        assert!(
+            (lo..=hi).contains(seconds),
+            "receive {count}: back in {seconds} s, not {lo}-{hi} s (the queue's 360 s visibility)"
+        );
+    }
+}
+
 fn only_s1(mut event: SqsEvent) -> SqsEvent {
     event.records.truncate(1);
     event
@@ -235,7 +323,13 @@ async fn given_a_job_whose_step_is_leased_when_handled_then_it_is_deferred_throu
     run_a_with_s1_claimed(&m).await;
     let dispatcher = RecordingDispatcher::default();
 
-    let response = sqs::handle_step_batch(&m.app, &dispatcher, only_s1(sqs_sample())).await;
+    let response = sqs::handle_step_batch(
+        &m.app,
+        &dispatcher,
+        &RecordingRedelivery::default(),
+        only_s1(sqs_sample()),
+    )
+    .await;
 
     assert!(response.batch_item_failures.is_empty());
     let jobs = dispatcher.jobs();
@@ -257,7 +351,8 @@ async fn given_the_queue_is_down_when_a_job_must_be_deferred_then_its_message_is
     let event = only_s1(sqs_sample());
     let id = message_id(&event, 0);
 
-    let response = sqs::handle_step_batch(&m.app, &dispatcher, event).await;
+    let response =
+        sqs::handle_step_batch(&m.app, &dispatcher, &RecordingRedelivery::default(), event).await;
 
     let failed: Vec<String> = response
         .batch_item_failures
@@ -560,7 +655,13 @@ fn given_the_handlers_when_compiled_then_their_futures_are_send() {
     fn send<T: Send>(_: T) {}
     let m = MemoryApp::new();
     let (dispatcher, saga_starter) = (RecordingDispatcher::default(), RecordingSaga::default());
-    send(sqs::handle_step_batch(&m.app, &dispatcher, sqs_sample()));
+    let redelivery = RecordingRedelivery::default();
+    send(sqs::handle_step_batch(
+        &m.app,
+        &dispatcher,
+        &redelivery,
+        sqs_sample(),
+    ));
     send(stream::handle_stream_batch(
         &m.app,
         &dispatcher,

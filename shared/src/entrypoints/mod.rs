@@ -31,14 +31,18 @@ use crate::app::App;
 use crate::config::{Config, ConfigError};
 use crate::domain::RunKey;
 use crate::planner::{PatternPlanner, Planner};
-use crate::ports::{SagaStarter, StepDispatcher, StepJob, StoreError, StoreResult, SystemClock};
+use crate::ports::{
+    Redelivery, SagaStarter, StepDispatcher, StepJob, StoreError, StoreResult, SystemClock,
+};
 use crate::tools::Registry;
 
-/// The ports the App does not hold: where reactions are sent.
+/// The ports the App does not hold: where reactions are sent, and how the step worker
+/// brings a message back early.
 #[derive(Clone)]
 pub struct CloudPorts {
     pub dispatcher: Arc<dyn StepDispatcher>,
     pub saga: Arc<dyn SagaStarter>,
+    pub redelivery: Arc<dyn Redelivery>,
 }
 
 /// Which function is starting: it decides which resources must be configured.
@@ -188,6 +192,13 @@ impl StepDispatcher for Unconfigured {
 }
 
 #[async_trait]
+impl Redelivery for Unconfigured {
+    async fn redeliver_in(&self, _receipt_handle: &str, _seconds: u32) -> StoreResult<()> {
+        Err(self.error())
+    }
+}
+
+#[async_trait]
 impl SagaStarter for Unconfigured {
     async fn start(&self, _key: &RunKey, _correlation_id: &str) -> StoreResult<()> {
         Err(self.error())
@@ -227,15 +238,29 @@ pub fn build_app_with(
         clock: Arc::new(SystemClock),
         settings: config.settings,
     };
-    let dispatcher: Arc<dyn StepDispatcher> = match &names.step_queue_url {
-        Some(url) => Arc::new(SqsDispatcher::new(clients.sqs.clone(), url.clone())),
-        None => Arc::new(Unconfigured(STEP_QUEUE_URL_VAR)),
-    };
+    let (dispatcher, redelivery): (Arc<dyn StepDispatcher>, Arc<dyn Redelivery>) =
+        match &names.step_queue_url {
+            Some(url) => {
+                let queue = Arc::new(SqsDispatcher::new(clients.sqs.clone(), url.clone()));
+                (queue.clone(), queue)
+            }
+            None => (
+                Arc::new(Unconfigured(STEP_QUEUE_URL_VAR)),
+                Arc::new(Unconfigured(STEP_QUEUE_URL_VAR)),
+            ),
+        };
     let saga: Arc<dyn SagaStarter> = match &names.saga_state_machine_arn {
         Some(arn) => Arc::new(SfnSagaStarter::new(clients.sfn.clone(), arn.clone())),
         None => Arc::new(Unconfigured(SAGA_STATE_MACHINE_ARN_VAR)),
     };
-    (Arc::new(app), CloudPorts { dispatcher, saga })
+    (
+        Arc::new(app),
+        CloudPorts {
+            dispatcher,
+            saga,
+            redelivery,
+        },
+    )
 }
 
 /// The App and ports of `function`, configured from the environment (the standard AWS

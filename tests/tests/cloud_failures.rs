@@ -1702,3 +1702,107 @@ async fn given_the_store_unreachable_when_a_job_fails_then_its_message_returns_i
     .await;
     assert_eq!(view.status, RunStatus::Completed, "{view:#?}");
 }
+
+/// A Secrets Manager client on moto.
+fn secrets_client(endpoint: &str) -> aws_sdk_secretsmanager::Client {
+    let config = aws_sdk_secretsmanager::Config::builder()
+        .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
+        .region(aws_sdk_secretsmanager::config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
+            "test",
+            "test",
+            None,
+            None,
+            "crane-tests",
+        ))
+        .build();
+    aws_sdk_secretsmanager::Client::from_conf(config)
+}
+
+/// create-run as deployed with Planner=llm and a key secret: its API answers.
+async fn invoke(app: &Arc<App>, event: Value) -> (u16, Value) {
+    let resp = http::invoke(app.clone(), event).await.expect("answers");
+    let status = resp["statusCode"].as_u64().expect("statusCode") as u16;
+    let body = serde_json::from_str(resp["body"].as_str().expect("body")).expect("JSON body");
+    (status, body)
+}
+
+#[tokio::test]
+async fn given_an_unreadable_llm_key_secret_when_runs_are_created_then_the_pattern_planner_plans_health_is_degraded_and_the_secret_is_read_later(
+) {
+    init_logs();
+    let cloud = crane_tests::cloud::Cloud::create("given_an_unreadable_llm_key_secret").await;
+    let secrets = secrets_client(&cloud.emulators.moto);
+    let secret_name = format!("crane-{}-llm-key", unique());
+    let vars: HashMap<String, String> = [
+        ("CRANE_PLANNER", "llm"),
+        // Nothing listens there: once the key is read, the LLM call itself fails over.
+        ("CRANE_LLM_BASE_URL", "http://127.0.0.1:9/v1"),
+        ("CRANE_LLM_MODEL", "test-model"),
+        ("CRANE_LLM_TIMEOUT_MS", "2000"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    // The secret does not exist yet: GetSecretValue fails at cold start.
+    let source = Arc::new(crane::entrypoints::llm_key::SecretsManagerSource::new(
+        secrets.clone(),
+        secret_name.clone(),
+    ));
+    let planner = crane::entrypoints::planner_with_key_secret(vars, source, Duration::from_secs(2))
+        .await
+        .expect("create-run starts although the secret cannot be read");
+    let (app, _) = crane::entrypoints::build_app_with(
+        &Config::default(),
+        &cloud.clients(&RequestLog::default()),
+        &cloud.names,
+        planner,
+    );
+
+    let (status, run) = invoke(&app, sample("create-run", "post-runs")).await;
+    assert_eq!(status, 201, "POST /runs still answers: {run}");
+    assert_eq!(run["planner"]["name"], "pattern");
+    assert_eq!(run["planner"]["requested"], "llm");
+    let reason = run["planner"]["fallback_reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        reason.contains("could not be read") && reason.contains(&secret_name),
+        "{reason}"
+    );
+    let (status, health) = invoke(&app, sample("create-run", "health")).await;
+    assert_eq!(status, 200);
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["planner"]["status"], "degraded");
+    assert!(
+        health["planner"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("ResourceNotFound")),
+        "{health}"
+    );
+
+    // The secret is fixed; a request after the retry interval reads it.
+    secrets
+        .create_secret()
+        .name(&secret_name)
+        .secret_string("sk-test")
+        .send()
+        .await
+        .expect("CreateSecret in moto");
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    let (status, run) = invoke(&app, sample("create-run", "post-runs")).await;
+    assert_eq!(status, 201, "{run}");
+    let reason = run["planner"]["fallback_reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        reason.contains("llm planner failed") && !reason.contains("could not be read"),
+        "with the key read, the LLM planner itself was asked (and its endpoint is down): {reason}"
+    );
+    let (_, health) = invoke(&app, sample("create-run", "health")).await;
+    assert_eq!(
+        health["status"], "ok",
+        "a down endpoint is not a setup problem: {health}"
+    );
+}

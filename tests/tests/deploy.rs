@@ -373,3 +373,89 @@ fn the_step_worker_may_shorten_the_visibility_of_its_queues_messages() {
         "the shortened wait must stay below the queue's visibility timeout ({visibility} s)"
     );
 }
+
+// ---------------------------------------------------------------------------
+// 3, 4. What the planner may call: the LLM key secret, Bedrock
+// ---------------------------------------------------------------------------
+
+/// IAM's wildcard match of a resource pattern (`*` any run of characters, `?` one).
+fn iam_matches(pattern: &str, arn: &str) -> bool {
+    fn go(p: &[char], a: &[char]) -> bool {
+        match p.split_first() {
+            None => a.is_empty(),
+            Some(('*', rest)) => (0..=a.len()).any(|i| go(rest, &a[i..])),
+            Some(('?', rest)) => !a.is_empty() && go(rest, &a[1..]),
+            Some((c, rest)) => a.first() == Some(c) && go(rest, &a[1..]),
+        }
+    }
+    let (p, a): (Vec<char>, Vec<char>) = (pattern.chars().collect(), arn.chars().collect());
+    go(&p, &a)
+}
+
+/// Whether `role` may do `action` on `arn` (ignoring conditions), and the conditions of
+/// the statements that allow it.
+fn may(t: &Value, role: &str, action: &str, arn: &str) -> Option<Vec<Value>> {
+    let matching: Vec<Value> = grants(t, role, action)
+        .into_iter()
+        .filter(|(r, _)| iam_matches(r, arn))
+        .map(|(_, c)| c)
+        .collect();
+    (!matching.is_empty()).then_some(matching)
+}
+
+const SECRET: &str = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:crane/llm-key";
+const KMS_KEY: &str = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+
+#[test]
+fn create_run_may_read_the_llm_key_secret_by_its_real_arn_and_decrypt_it_with_its_own_key() {
+    let role = "CreateRunFunctionRole";
+    let real = format!("{SECRET}-AbC123");
+    // The ARN as given (without the random suffix, or with it) must match the real one.
+    for given in [SECRET, real.as_str()] {
+        let t = rendered(&[("Planner", "llm"), ("LlmApiKeySecretArn", given)]);
+        assert!(
+            may(&t, role, "secretsmanager:GetSecretValue", &real).is_some(),
+            "given {given}, GetSecretValue on the real ARN {real} is denied: {:?}",
+            grants(&t, role, "secretsmanager:GetSecretValue")
+        );
+        for other in [
+            "arn:aws:secretsmanager:eu-west-1:123456789012:secret:crane/llm-key-other-AbC123",
+            "arn:aws:secretsmanager:eu-west-1:123456789012:secret:crane/other-AbC123",
+        ] {
+            assert!(
+                may(&t, role, "secretsmanager:GetSecretValue", other).is_none(),
+                "given {given}, {other} is readable too"
+            );
+        }
+        assert!(
+            grants(&t, role, "kms:Decrypt").is_empty(),
+            "no customer-managed key given: aws/secretsmanager needs no grant"
+        );
+    }
+    // A customer-managed key: Decrypt on it, through Secrets Manager in the secret's region.
+    let t = rendered(&[
+        ("Planner", "llm"),
+        ("LlmApiKeySecretArn", SECRET),
+        ("LlmApiKeySecretKmsKeyArn", KMS_KEY),
+    ]);
+    let conditions = may(&t, role, "kms:Decrypt", KMS_KEY).expect("kms:Decrypt on the key");
+    assert_eq!(
+        conditions,
+        [
+            serde_json::json!({"StringEquals": {"kms:ViaService": "secretsmanager.eu-west-1.amazonaws.com"}})
+        ]
+    );
+    // Another planner never reads the secret, so it gets neither permission.
+    for planner in ["pattern", "bedrock"] {
+        let t = rendered(&[
+            ("Planner", planner),
+            ("LlmApiKeySecretArn", SECRET),
+            ("LlmApiKeySecretKmsKeyArn", KMS_KEY),
+        ]);
+        assert!(
+            grants(&t, role, "secretsmanager:GetSecretValue").is_empty()
+                && grants(&t, role, "kms:Decrypt").is_empty(),
+            "Planner={planner} must not read the LLM key"
+        );
+    }
+}

@@ -459,3 +459,120 @@ fn create_run_may_read_the_llm_key_secret_by_its_real_arn_and_decrypt_it_with_it
         );
     }
 }
+
+/// `arn:<partition>:bedrock:<region>:<account>:<resource>`.
+fn bedrock_arn(partition: &str, region: &str, account: &str, resource: &str) -> String {
+    format!("arn:{partition}:bedrock:{region}:{account}:{resource}")
+}
+
+#[test]
+fn create_run_may_invoke_the_configured_bedrock_model_or_inference_profile_and_nothing_else() {
+    let role = "CreateRunFunctionRole";
+    let action = "bedrock:InvokeModel";
+    let account = "123456789012";
+    // A foundation model id: that model, in the region Bedrock is called in.
+    let model = "anthropic.claude-3-haiku-20240307-v1:0";
+    for (bedrock_region, called_in) in [("", "us-east-1"), ("us-west-2", "us-west-2")] {
+        let t = rendered(&[
+            ("Planner", "bedrock"),
+            ("BedrockModelId", model),
+            ("BedrockRegion", bedrock_region),
+        ]);
+        let env = &t["Resources"]["CreateRunFunction"]["Properties"]["Environment"]["Variables"];
+        assert_eq!(env["CRANE_BEDROCK_REGION"], bedrock_region);
+        let arn = |r: &str, m: &str| bedrock_arn("aws", r, "", &format!("foundation-model/{m}"));
+        assert!(
+            may(&t, role, action, &arn(called_in, model)).is_some(),
+            "{called_in}"
+        );
+        assert!(may(&t, role, action, &arn(called_in, "anthropic.claude-v2")).is_none());
+        assert!(may(&t, role, action, &arn("eu-central-1", model)).is_none());
+    }
+
+    // Inference profiles: the profile, and its foundation model in every region it
+    // routes to (global ones: no region), only when called through that profile.
+    let profiles = [
+        (
+            "us.anthropic.claude-3-5-haiku-20241022-v1:0",
+            "anthropic.claude-3-5-haiku-20241022-v1:0",
+            vec!["us-east-1", "us-east-2", "us-west-2"],
+        ),
+        (
+            "eu.amazon.nova-lite-v1:0",
+            "amazon.nova-lite-v1:0",
+            vec!["eu-central-1", "eu-west-1", "eu-west-3"],
+        ),
+        (
+            "global.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            "anthropic.claude-sonnet-4-5-20250929-v1:0",
+            vec!["", "us-east-1", "ap-southeast-2"],
+        ),
+    ];
+    for (partition, (profile, foundation, destinations)) in [
+        ("aws", &profiles[0]),
+        ("aws", &profiles[1]),
+        ("aws", &profiles[2]),
+        ("aws-us-gov", &profiles[0]),
+    ] {
+        let t = rendered(&[
+            ("Planner", "bedrock"),
+            ("BedrockModelId", profile),
+            ("BedrockRegion", "us-east-2"),
+            ("AWS::Partition", partition),
+        ]);
+        let profile_arn = bedrock_arn(
+            partition,
+            "us-east-2",
+            account,
+            &format!("inference-profile/{profile}"),
+        );
+        assert_eq!(
+            may(&t, role, action, &profile_arn),
+            Some(vec![Value::Null]),
+            "{profile}: the profile itself, in the region Bedrock is called in"
+        );
+        for region in destinations {
+            let fm = bedrock_arn(
+                partition,
+                region,
+                "",
+                &format!("foundation-model/{foundation}"),
+            );
+            let conditions =
+                may(&t, role, action, &fm).unwrap_or_else(|| panic!("{profile}: {fm} is denied"));
+            assert_eq!(
+                conditions,
+                [serde_json::json!({"StringEquals": {"bedrock:InferenceProfileArn": profile_arn}})],
+                "{fm} only through the profile"
+            );
+            let other = bedrock_arn(
+                partition,
+                region,
+                "",
+                "foundation-model/anthropic.claude-v2",
+            );
+            assert!(
+                may(&t, role, action, &other).is_none(),
+                "{other} is allowed"
+            );
+        }
+        assert!(
+            may(
+                &t,
+                role,
+                action,
+                &bedrock_arn(
+                    partition,
+                    "us-east-2",
+                    "",
+                    &format!("foundation-model/{profile}")
+                )
+            )
+            .is_none(),
+            "a profile id is not a foundation model"
+        );
+    }
+    // Another planner: no Bedrock at all.
+    let t = rendered(&[("Planner", "llm"), ("BedrockModelId", profiles[0].0)]);
+    assert!(grants(&t, role, action).is_empty());
+}

@@ -317,7 +317,19 @@ fn data_plane_actions_are_scoped_to_named_resources() {
                 s.get("Resource").is_some(),
                 "{id}: statement allowing {data_plane:?} has no Resource"
             );
+            // A profile's foundation model in every region (`bedrock:*::foundation-model/
+            // <one model>`), usable only through that inference profile.
+            let through_profile = s["Condition"]["StringEquals"]
+                .get("bedrock:InferenceProfileArn")
+                .is_some();
             for r in resource_list(&s["Resource"]) {
+                let one_model_anywhere = r["Fn::Sub"][0]
+                    .as_str()
+                    .and_then(|t| t.split_once(":bedrock:*::foundation-model/"))
+                    .is_some_and(|(_, model)| !model.contains('*'));
+                if through_profile && one_model_anywhere {
+                    continue;
+                }
                 assert!(
                     !is_wildcard(r),
                     "{id}: {data_plane:?} is allowed on {r}; name the exact resource"

@@ -266,9 +266,10 @@ pub trait Redelivery: Send + Sync {
 }
 
 /// Starts the compensation saga of a run (a Step Functions execution named after the run
-/// in the cloud, so it starts at most once).
+/// and the saga attempt in the cloud, so each attempt starts at most once).
 #[async_trait]
 pub trait SagaStarter: Send + Sync {
-    /// Start the saga for `key`; starting one that already exists is not an error.
-    async fn start(&self, key: &RunKey, correlation_id: &str) -> StoreResult<()>;
+    /// Start saga attempt `attempt` (1 for the first) for `key`; starting one that already
+    /// exists is not an error.
+    async fn start(&self, key: &RunKey, correlation_id: &str, attempt: u32) -> StoreResult<()>;
 }

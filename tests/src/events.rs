@@ -260,15 +260,18 @@ impl Redelivery for RecordingRedelivery {
 #[derive(Default)]
 pub struct RecordingSaga {
     pub started: Mutex<Vec<(RunKey, String)>>,
+    /// The saga attempt of each start, in the same order.
+    pub attempts: Mutex<Vec<u32>>,
 }
 
 #[async_trait]
 impl SagaStarter for RecordingSaga {
-    async fn start(&self, key: &RunKey, correlation_id: &str) -> StoreResult<()> {
+    async fn start(&self, key: &RunKey, correlation_id: &str, attempt: u32) -> StoreResult<()> {
         self.started
             .lock()
             .expect("lock")
             .push((key.clone(), correlation_id.to_owned()));
+        self.attempts.lock().expect("lock").push(attempt);
         Ok(())
     }
 }

@@ -175,8 +175,8 @@ impl Sagas {
 
 #[async_trait]
 impl SagaStarter for Sagas {
-    async fn start(&self, key: &RunKey, correlation_id: &str) -> StoreResult<()> {
-        self.inner.start(key, correlation_id).await?;
+    async fn start(&self, key: &RunKey, correlation_id: &str, attempt: u32) -> StoreResult<()> {
+        self.inner.start(key, correlation_id, attempt).await?;
         self.started.lock().expect("lock").push(key.clone());
         Ok(())
     }
@@ -218,7 +218,9 @@ impl Fx {
         init_logs();
         let mut cloud = Cloud::create(test).await;
         let text = std::fs::read_to_string(asl_path()).expect("reading compensation.asl.json");
-        let definition = text.replace("${CompensateFunctionArn}", COMPENSATE_ARN);
+        let definition = text
+            .replace("${CompensateFunctionArn}", COMPENSATE_ARN)
+            .replace("${Partition}", "aws");
         let asl: Value = serde_json::from_str(&definition).expect("the ASL is JSON");
         let sfn = sfn_client(&cloud.emulators.moto, None);
         let state_machine_arn = sfn
@@ -652,6 +654,16 @@ impl SagaRun {
 /// reports it. Supports the state types the saga uses (Task, Choice with `IsPresent`,
 /// inline Map, Succeed, Fail) and fails loudly on anything else.
 async fn drive_saga(asl: &Value, app: &App, input: Value) -> SagaRun {
+    drive_saga_with(asl, app, input, &|_, _| None).await
+}
+
+/// Decides, for the n-th call (0-based) of a Task state, whether the function fails there
+/// as Lambda would report it (`{"Error", "Cause"}`) instead of running: a crash, a timeout,
+/// throttling.
+type Crash = dyn Fn(&str, usize) -> Option<Value> + Sync;
+
+/// [`drive_saga`] with Lambda faults injected by `crash`.
+async fn drive_saga_with(asl: &Value, app: &App, input: Value, crash: &Crash) -> SagaRun {
     let mut run = SagaRun {
         entered: Vec::new(),
         calls: Vec::new(),
@@ -665,8 +677,8 @@ async fn drive_saga(asl: &Value, app: &App, input: Value) -> SagaRun {
         assert!(state.is_object(), "the ASL has no state {name}");
         run.entered.push(name.clone());
         let result: Result<Value, Value> = match state["Type"].as_str() {
-            Some("Task") => task(app, &name, state, &data, &json!({}), &mut run.calls).await,
-            Some("Map") => map_state(app, state, &data, &mut run).await,
+            Some("Task") => task(app, &name, state, &data, &json!({}), &mut run.calls, crash).await,
+            Some("Map") => map_state(app, state, &data, &mut run, crash).await,
             Some("Choice") => {
                 let next = choose(state, &data);
                 name = next;
@@ -715,6 +727,7 @@ async fn map_state(
     state: &Value,
     data: &Value,
     run: &mut SagaRun,
+    crash: &Crash,
 ) -> Result<Value, Value> {
     assert_eq!(
         state["MaxConcurrency"],
@@ -742,7 +755,7 @@ async fn map_state(
                 "drive_saga supports only Task states inside a Map ({name})"
             );
             run.entered.push(name.clone());
-            input = task(app, &name, inner, &input, &ctx, &mut run.calls).await?;
+            input = task(app, &name, inner, &input, &ctx, &mut run.calls, crash).await?;
             if inner["End"] == json!(true) {
                 break;
             }
@@ -765,6 +778,7 @@ async fn task(
     input: &Value,
     ctx: &Value,
     calls: &mut Vec<TaskCall>,
+    crash: &Crash,
 ) -> Result<Value, Value> {
     assert_eq!(state["Resource"], "arn:aws:states:::lambda:invoke");
     assert_eq!(
@@ -777,13 +791,17 @@ async fn task(
         let mut ctx = ctx.clone();
         ctx["State"] = json!({"Name": name, "RetryCount": retry_count});
         let payload = render(&state["Parameters"]["Payload"], input, &ctx);
-        let outcome = match saga::handle_saga_input(app, payload.clone()).await {
-            Ok(out) => Ok(out),
-            Err(e) => {
-                let d: lambda_runtime::Diagnostic = e.into();
-                let cause = serde_json::to_string(&d).expect("error document");
-                Err(json!({"Error": d.error_type, "Cause": cause}))
-            }
+        let nth = calls.iter().filter(|c| c.state == name).count();
+        let outcome = match crash(name, nth) {
+            Some(fault) => Err(fault),
+            None => match saga::handle_saga_input(app, payload.clone()).await {
+                Ok(out) => Ok(out),
+                Err(e) => {
+                    let d: lambda_runtime::Diagnostic = e.into();
+                    let cause = serde_json::to_string(&d).expect("error document");
+                    Err(json!({"Error": d.error_type, "Cause": cause}))
+                }
+            },
         };
         calls.push(TaskCall {
             state: name.to_owned(),
@@ -1272,11 +1290,14 @@ async fn given_a_compensation_that_keeps_failing_when_the_saga_exhausts_its_retr
         let error = c.outcome.as_ref().expect_err("every attempt fails");
         assert_eq!(error["Error"], saga::TRANSIENT, "{error}");
     }
-    // RecordFailure sends the Catch's Cause: the last attempt's Lambda error document.
+    // RecordFailure sends what the Catch caught: the error name and, as the Cause, the
+    // last attempt's Lambda error document.
     let record = saga.calls_of("RecordFailure");
-    let cause = record[0].payload["failure"]["error"]
+    let caught = &record[0].payload["failure"]["error"];
+    assert_eq!(caught["Error"], saga::TRANSIENT, "{caught}");
+    let cause = caught["Cause"]
         .as_str()
-        .expect("failure.error is the Cause string")
+        .expect("the Cause is a string")
         .to_owned();
     let doc: Value = serde_json::from_str(&cause).expect("the Cause is the error document");
     assert_eq!(doc["errorType"], saga::TRANSIENT);
@@ -1805,4 +1826,214 @@ async fn given_an_unreadable_llm_key_secret_when_runs_are_created_then_the_patte
         health["status"], "ok",
         "a down endpoint is not a setup problem: {health}"
     );
+}
+
+// ---------------------------------------------------------------------------
+// The saga under Lambda faults, and an operator's retry
+// ---------------------------------------------------------------------------
+
+/// How the Lambda integration reports a fault of Lambda or of the function itself (not an
+/// answer of the compensate function).
+fn lambda_fault(error: &str) -> Value {
+    json!({"Error": error, "Cause": format!("{error} (injected by the test)")})
+}
+
+/// A run whose last step failed for good after two todo adds, with the saga the reactor
+/// started for it: its execution input.
+async fn failed_run_with_saga(fx: &Arc<Fx>) -> (RunKey, Value) {
+    let loops = fx.start_loops();
+    let key = fx.create_run(TWO_ADDS_THEN_CALCULATE).await;
+    eventually("the reactor to start the saga", WAIT, async || {
+        (fx.sagas.starts(&key) > 0).then_some(())
+    })
+    .await;
+    loops.stop().await;
+    let input = fx.execution_input(&key).await;
+    (key, input)
+}
+
+#[tokio::test]
+async fn given_lambda_faults_in_every_saga_task_when_they_pass_then_each_task_is_retried_and_the_run_is_compensated(
+) {
+    let fx = Fx::start(
+        "given_lambda_faults_in_every_saga_task",
+        config("calculator=fail_permanent", |_| {}),
+    )
+    .await;
+    let (key, input) = failed_run_with_saga(&fx).await;
+    // The first call of each task fails as Lambda reports its own faults: a function that
+    // timed out or ran out of memory, throttling, a service error.
+    let faults = [
+        ("Begin", "Lambda.Unknown"),
+        ("UndoStep", "Lambda.TooManyRequestsException"),
+        ("Finish", "Lambda.ServiceException"),
+    ];
+    let crash = move |state: &str, nth: usize| {
+        faults
+            .iter()
+            .find(|(s, _)| *s == state && nth == 0)
+            .map(|(_, e)| lambda_fault(e))
+    };
+    let saga = drive_saga_with(&fx.asl, &fx.compensate, input, &crash).await;
+
+    assert_eq!(
+        saga.end
+            .as_ref()
+            .map(|o| o["outcome"]["result"]["status"].clone()),
+        Ok(json!("compensated")),
+        "{saga:#?}"
+    );
+    for (state, error) in faults {
+        let calls = saga.calls_of(state);
+        assert_eq!(
+            calls[0].outcome.as_ref().err().map(|e| e["Error"].clone()),
+            Some(json!(error)),
+            "{state}"
+        );
+        assert!(calls[1].outcome.is_ok(), "{state} is retried after {error}");
+    }
+    let view = fx
+        .react_until(&key, "the run to be compensated", |v| settled(v.status))
+        .await;
+    assert_eq!(view.status, RunStatus::Compensated, "{view:#?}");
+    assert!(fx.todos().await.is_empty());
+}
+
+#[tokio::test]
+async fn given_a_saga_task_that_keeps_crashing_when_its_retries_run_out_then_the_failure_is_caught_and_the_run_ends_compensation_failed(
+) {
+    let fx = Fx::start(
+        "given_a_saga_task_that_keeps_crashing",
+        config("calculator=fail_permanent", |_| {}),
+    )
+    .await;
+    let (key, input) = failed_run_with_saga(&fx).await;
+    // Begin's function crashes on every call (out of memory, say): Begin's retries run
+    // out, the Catch records the failure instead of failing the execution.
+    let crash =
+        |state: &str, _nth: usize| (state == "Begin").then(|| lambda_fault("Lambda.Unknown"));
+    let saga = drive_saga_with(&fx.asl, &fx.compensate, input, &crash).await;
+
+    assert_eq!(
+        saga.entered,
+        ["Begin", "RecordFailure", "CompensationFailed"],
+        "{saga:#?}"
+    );
+    let retries = &fx.asl["States"]["Begin"]["Retry"]
+        .as_array()
+        .expect("Retry")
+        .iter()
+        .find(|r| {
+            r["ErrorEquals"]
+                .as_array()
+                .is_some_and(|e| e.contains(&json!("Lambda.Unknown")))
+        })
+        .expect("Begin retries Lambda.Unknown")["MaxAttempts"];
+    assert_eq!(
+        saga.calls_of("Begin").len() as u64,
+        retries.as_u64().expect("MaxAttempts") + 1
+    );
+    assert_eq!(
+        saga.calls_of("RecordFailure")[0]
+            .outcome
+            .as_ref()
+            .map(|o| o["status"].clone()),
+        Ok(json!("compensation_failed"))
+    );
+    let view = fx
+        .react_until(&key, "the failure to be recorded", |v| settled(v.status))
+        .await;
+    assert_eq!(view.status, RunStatus::CompensationFailed, "{view:#?}");
+    assert!(
+        view.error
+            .as_deref()
+            .is_some_and(|e| e.contains("Lambda.Unknown")),
+        "{:?}",
+        view.error
+    );
+}
+
+#[tokio::test]
+async fn given_a_saga_that_crashed_without_recording_it_when_an_operator_retries_then_a_new_execution_compensates_the_run(
+) {
+    let fx = Fx::start(
+        "given_a_saga_that_crashed_without_recording_it",
+        config("calculator=fail_permanent", |_| {}),
+    )
+    .await;
+    let (key, input) = failed_run_with_saga(&fx).await;
+    // Undoing s2 crashes, and so does recording the failure: the execution fails.
+    let crash = |state: &str, _nth: usize| {
+        matches!(state, "UndoStep" | "RecordFailure").then(|| lambda_fault("Runtime.ExitError"))
+    };
+    let saga = drive_saga_with(&fx.asl, &fx.compensate, input, &crash).await;
+    assert_eq!(saga.end, Err("Crane.SagaFailed".to_owned()), "{saga:#?}");
+    let stuck = fx
+        .react_until(&key, "the view to show the saga began", |v| {
+            v.status == RunStatus::Compensating
+        })
+        .await;
+    assert_eq!(
+        stuck.status,
+        RunStatus::Compensating,
+        "stuck: no saga will finish it"
+    );
+
+    // The operator's request, as the README shows it (the `retry` sample, for this run).
+    let mut request = sample("compensate", "retry");
+    request["tenant"] = json!(key.tenant);
+    request["run_id"] = json!(key.run_id);
+    let answer = saga::handle_saga_input(&fx.compensate, request)
+        .await
+        .expect("the retry is accepted");
+    let name = format!("{}-saga-2", key.run_id);
+    assert_eq!(answer["saga_attempt"], 2);
+    assert_eq!(answer["execution_name"], name.as_str());
+
+    // The reactor starts attempt 2 as a new execution (the run id is taken).
+    let execution = eventually("the second execution", WAIT, async || {
+        fx.react_once().await;
+        let executions = fx.executions().await;
+        executions
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, arn)| arn.clone())
+    })
+    .await;
+    let mut names: Vec<String> = fx.executions().await.into_iter().map(|(n, _)| n).collect();
+    names.sort();
+    assert_eq!(names, vec![key.run_id.clone(), name.clone()]);
+    let described = fx
+        .sfn
+        .describe_execution()
+        .execution_arn(execution)
+        .send()
+        .await
+        .expect("DescribeExecution");
+    let input: Value =
+        serde_json::from_str(described.input().expect("input")).expect("input is JSON");
+
+    let saga = drive_saga(&fx.asl, &fx.compensate, input).await;
+    assert_eq!(
+        saga.end
+            .as_ref()
+            .map(|o| o["outcome"]["result"]["status"].clone()),
+        Ok(json!("compensated")),
+        "{saga:#?}"
+    );
+    let view = fx
+        .react_until(&key, "the run to be compensated", |v| settled(v.status))
+        .await;
+    assert_eq!(view.status, RunStatus::Compensated, "{view:#?}");
+    assert!(fx.todos().await.is_empty(), "both adds undone");
+    let events = fx.events(&key).await;
+    assert!(event_types(&events).contains(&"CompensationRetryRequested"));
+    // A finished run has nothing to retry.
+    let mut again = sample("compensate", "retry");
+    again["tenant"] = json!(key.tenant);
+    again["run_id"] = json!(key.run_id);
+    let err = saga::handle_saga_input(&fx.compensate, again)
+        .await
+        .expect_err("nothing to retry");
+    assert_eq!(err.error_type(), saga::PERMANENT);
 }

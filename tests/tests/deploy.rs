@@ -576,3 +576,113 @@ fn create_run_may_invoke_the_configured_bedrock_model_or_inference_profile_and_n
     let t = rendered(&[("Planner", "llm"), ("BedrockModelId", profiles[0].0)]);
     assert!(grants(&t, role, action).is_empty());
 }
+
+// ---------------------------------------------------------------------------
+// 2. The saga survives Lambda's faults, in every partition
+// ---------------------------------------------------------------------------
+
+/// What the Lambda integration reports when the function itself or the Lambda service
+/// fails (throttling, service errors, a function that timed out or ran out of memory).
+const LAMBDA_FAULTS: [&str; 7] = [
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.ClientExecutionTimeoutException",
+    "Lambda.TooManyRequestsException",
+    "Lambda.Unknown",
+    "Sandbox.Timedout",
+];
+
+/// Every Task state of the definition, with its name, inner states (of a Map) included.
+fn tasks(states: &Value) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for (name, state) in states.as_object().expect("States") {
+        match state["Type"].as_str() {
+            Some("Task") => out.push((name.clone(), state.clone())),
+            Some("Map") => out.extend(tasks(&state["ItemProcessor"]["States"])),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn every_saga_task_retries_lambda_faults_with_backoff_and_every_failure_is_recorded() {
+    for (partition, console) in [
+        ("aws", "console.aws.amazon.com"),
+        ("aws-cn", "console.amazonaws.cn"),
+        ("aws-us-gov", "console.amazonaws-us-gov.com"),
+    ] {
+        let t = rendered(&[("AWS::Partition", partition)]);
+        let definition: Value = serde_json::from_str(
+            t["Resources"]["SagaStateMachine"]["Properties"]["DefinitionString"]
+                .as_str()
+                .expect("a rendered definition"),
+        )
+        .expect("the definition is JSON");
+        let states = &definition["States"];
+        let tasks = tasks(states);
+        assert!(tasks.len() >= 4, "Begin, UndoStep, Finish, RecordFailure");
+        for (name, task) in &tasks {
+            assert_eq!(
+                task["Resource"],
+                format!("arn:{partition}:states:::lambda:invoke"),
+                "{name}: the integration ARN is in the stack's partition"
+            );
+            for fault in LAMBDA_FAULTS {
+                let retrier = task["Retry"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|r| {
+                        r["ErrorEquals"]
+                            .as_array()
+                            .is_some_and(|e| e.contains(&Value::from(fault)))
+                    })
+                    .unwrap_or_else(|| panic!("{name} does not retry {fault}"));
+                assert!(
+                    retrier["BackoffRate"].as_f64().is_some_and(|b| b > 1.0)
+                        && retrier["IntervalSeconds"].as_u64().is_some_and(|i| i >= 1)
+                        && retrier["MaxAttempts"].as_u64().is_some_and(|m| m >= 3),
+                    "{name} retries {fault} without backoff: {retrier}"
+                );
+            }
+        }
+        // Every top-level Task or Map catches everything left: the failure is recorded
+        // (RecordFailure), and a failure to record it ends in a Fail state, alarmed.
+        for (name, state) in states.as_object().expect("States") {
+            if !matches!(state["Type"].as_str(), Some("Task" | "Map")) {
+                continue;
+            }
+            let catch_all = state["Catch"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["ErrorEquals"] == serde_json::json!(["States.ALL"]))
+                .unwrap_or_else(|| panic!("{name} has no Catch for States.ALL"));
+            let next = catch_all["Next"].as_str().expect("Next");
+            if name == "RecordFailure" {
+                assert_eq!(states[next]["Type"], "Fail", "{name} catches into {next}");
+            } else {
+                assert_eq!(next, "RecordFailure", "{name} catches into {next}");
+            }
+        }
+        let url = t["Outputs"]["DashboardUrl"]["Value"]
+            .as_str()
+            .expect("DashboardUrl");
+        assert!(
+            url.starts_with(&format!("https://{console}/cloudwatch/")),
+            "{url}"
+        );
+        assert!(
+            !serde_json::to_string(&t)
+                .expect("JSON")
+                .contains(if partition == "aws" {
+                    "arn:aws-"
+                } else {
+                    "arn:aws:"
+                }),
+            "an ARN of another partition is written out in the {partition} template"
+        );
+    }
+}

@@ -616,6 +616,72 @@ async fn given_the_failure_sample_when_finishing_then_the_step_and_error_come_fr
 }
 
 #[tokio::test]
+async fn given_a_failed_compensation_when_an_operator_sends_the_retry_sample_then_saga_attempt_2_is_started_and_it_compensates(
+) {
+    let m = MemoryApp::new();
+    failed_run_b(&m).await;
+    saga_task(&m, "begin").await.expect("begin");
+    saga_task(&m, "finish-failure").await.expect("finish");
+    assert_eq!(m.run(RUN_B).await.status, RunStatus::CompensationFailed);
+    m.take_effects();
+
+    let retried = saga_task(&m, "retry").await.expect("retry");
+    assert_eq!(
+        retried,
+        json!({
+            "tenant": TENANT,
+            "run_id": RUN_B,
+            "status": "compensating",
+            "saga_attempt": 2,
+            "execution_name": format!("{RUN_B}-saga-2"),
+        })
+    );
+    // The reactor starts attempt 2 (a new execution name), from the event in the log.
+    let effects = m.take_effects();
+    assert!(
+        matches!(effects.as_slice(), [Effect::Compensate { attempt: 2, key, .. }] if key.run_id == RUN_B),
+        "{effects:?}"
+    );
+    let saga_starter = RecordingSaga::default();
+    let key = RunKey::new(TENANT, RUN_B);
+    let records = m.store.load(&key).await.expect("load");
+    let last = records.last().expect("events").clone();
+    let event: StreamEvent = serde_json::from_value(json!({
+        "Records": [stream_record(&key, &last, "500000000000000000001")]
+    }))
+    .expect("stream event");
+    let response = stream::handle_stream_batch(
+        &m.app,
+        &RecordingDispatcher::default(),
+        &saga_starter,
+        event,
+    )
+    .await;
+    assert!(failures(&response).is_empty());
+    assert_eq!(*saga_starter.attempts.lock().expect("lock"), vec![2]);
+
+    // Saga attempt 2 undoes s1 again (the failed compensation) and finishes.
+    let begun = saga_task(&m, "begin").await.expect("begin");
+    assert_eq!(begun["steps"], json!(["s1"]));
+    saga_task(&m, "compensate-step")
+        .await
+        .expect("compensate_step");
+    let finished = saga_task(&m, "finish").await.expect("finish");
+    assert_eq!(finished["status"], "compensated");
+    assert_eq!(m.todos.count(TENANT).await.expect("todos"), 0);
+
+    // A compensated run has no saga to retry.
+    let err = saga_task(&m, "retry").await.expect_err("nothing to retry");
+    let d: lambda_runtime::Diagnostic = err.into();
+    assert_eq!(d.error_type, "Crane.PermanentError");
+    assert!(
+        d.error_message.contains("compensated"),
+        "{}",
+        d.error_message
+    );
+}
+
+#[tokio::test]
 async fn given_saga_errors_when_returned_then_their_types_are_the_ones_the_asl_matches() {
     let m = MemoryApp::new();
     failed_run_b(&m).await;
@@ -642,7 +708,13 @@ fn given_the_events_folder_when_listed_then_every_function_has_samples() {
         ("event-reactor", vec!["batch"]),
         (
             "compensate",
-            vec!["begin", "compensate-step", "finish", "finish-failure"],
+            vec![
+                "begin",
+                "compensate-step",
+                "finish",
+                "finish-failure",
+                "retry",
+            ],
         ),
     ] {
         let found: Vec<String> = samples(function).into_iter().map(|(c, _)| c).collect();

@@ -853,7 +853,9 @@ async fn run_saga(region: &str, begin_answer: Value, input: &Value) -> SagaRun {
     let asl = std::fs::read_to_string(repo().join("infra/statemachines/compensation.asl.json"))
         .expect("compensation.asl.json");
     let function_arn = format!("arn:aws:lambda:{region}:{ACCOUNT}:function:crane-compensate");
-    let definition = asl.replace("${CompensateFunctionArn}", &function_arn);
+    let definition = asl
+        .replace("${CompensateFunctionArn}", &function_arn)
+        .replace("${Partition}", "aws");
     let sfn = sfn_client(&endpoint, region);
     let name = format!("crane-saga-{}", uuid::Uuid::new_v4().simple());
     let machine = sfn

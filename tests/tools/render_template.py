@@ -26,6 +26,12 @@ pseudo = {"AWS::Region": "us-east-1", "AWS::AccountId": "123456789012", "AWS::Pa
           "AWS::StackName": "crane", "AWS::URLSuffix": "amazonaws.com"}
 for k, v in overrides.items():
     (pseudo if k.startswith("AWS::") else params)[k] = v
+# A partition implies its regions (SAM derives the partition of its own ARNs from the region).
+if "AWS::Region" not in overrides:
+    pseudo["AWS::Region"] = {"aws-cn": "cn-north-1", "aws-us-gov": "us-gov-west-1"}.get(
+        pseudo["AWS::Partition"], "us-east-1")
+if "AWS::URLSuffix" not in overrides and pseudo["AWS::Partition"] == "aws-cn":
+    pseudo["AWS::URLSuffix"] = "amazonaws.com.cn"
 session = boto3.session.Session(region_name=pseudo["AWS::Region"])
 cfn = Translator(managed_policy_map={}, sam_parser=Parser(), boto_session=session).translate(
     sam_template=sam, parameter_values=dict(params))
@@ -104,6 +110,14 @@ for rid, r in cfn["Resources"].items():
     if "Condition" in r and not condition(r["Condition"]):
         continue
     rendered["Resources"][rid] = resolve(r)
+# What CloudFormation does with a state machine's DefinitionSubstitutions at deploy time.
+for r in rendered["Resources"].values():
+    props = r.get("Properties", {})
+    if r.get("Type") == "AWS::StepFunctions::StateMachine" and "DefinitionSubstitutions" in props:
+        definition = props.get("DefinitionString", "")
+        for k, v in props.pop("DefinitionSubstitutions").items():
+            definition = definition.replace("${" + k + "}", str(v))
+        props["DefinitionString"] = definition
 for oid, o in cfn.get("Outputs", {}).items():
     if "Condition" in o and not condition(o["Condition"]):
         continue

@@ -213,7 +213,7 @@ impl Redelivery for Unconfigured {
 
 #[async_trait]
 impl SagaStarter for Unconfigured {
-    async fn start(&self, _key: &RunKey, _correlation_id: &str) -> StoreResult<()> {
+    async fn start(&self, _key: &RunKey, _correlation_id: &str, _attempt: u32) -> StoreResult<()> {
         Err(self.error())
     }
 }

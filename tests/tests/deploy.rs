@@ -686,3 +686,158 @@ fn every_saga_task_retries_lambda_faults_with_backoff_and_every_failure_is_recor
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// 8. The fixed monthly costs in docs/cost.md match what the stack creates
+// ---------------------------------------------------------------------------
+
+/// The `count per stack` column of a row of docs/cost.md's fixed-cost table.
+fn fixed_cost_count(cost_md: &str, item: &str) -> u64 {
+    let section = cost_md
+        .split("## Fixed monthly costs")
+        .nth(1)
+        .expect("docs/cost.md has a '## Fixed monthly costs' section");
+    let row = section
+        .lines()
+        .find(|l| l.starts_with(&format!("| {item} ")))
+        .unwrap_or_else(|| panic!("no '{item}' row in the fixed-cost table"));
+    row.split('|')
+        .nth(2)
+        .and_then(|c| c.trim().parse().ok())
+        .unwrap_or_else(|| panic!("'{item}' row has no count: {row}"))
+}
+
+#[tokio::test]
+async fn the_fixed_monthly_costs_count_what_the_stack_creates_and_emits() {
+    use crane::domain::{ErrorKind, Event, EventRecord};
+    use crane::entrypoints::metrics;
+
+    let cost = std::fs::read_to_string(repo().join("docs/cost.md")).expect("docs/cost.md");
+    let t = rendered(&[("AlarmEmail", "ops@example.com")]);
+    let of_type = |ty: &str| {
+        t["Resources"]
+            .as_object()
+            .expect("Resources")
+            .values()
+            .filter(|r| r["Type"] == ty)
+            .count() as u64
+    };
+    assert_eq!(
+        fixed_cost_count(&cost, "alarms"),
+        of_type("AWS::CloudWatch::Alarm")
+    );
+    assert_eq!(
+        fixed_cost_count(&cost, "dashboard"),
+        of_type("AWS::CloudWatch::Dashboard")
+    );
+
+    // Every metric the reactor can emit for a run using every tool: one custom metric per
+    // (name, dimension values) combination.
+    let m = crane_tests::events::MemoryApp::new();
+    let tools = m.app.registry.names();
+    let state = m
+        .seed(
+            "01977b6e-4c2a-7a3b-9f10-5e2d8c1a0b0f",
+            "calculate 2+3 and add a todo to buy milk",
+            chrono::Utc::now(),
+        )
+        .await;
+    let steps: Vec<(String, String)> = state
+        .steps
+        .iter()
+        .map(|s| (s.id.clone(), s.tool.clone()))
+        .collect();
+    let mut step_tools: Vec<&String> = steps.iter().map(|(_, t)| t).collect();
+    step_tools.sort();
+    step_tools.dedup();
+    assert_eq!(step_tools.len(), tools.len(), "the run uses every tool");
+    let now = chrono::Utc::now();
+    let mut events = vec![
+        Event::RunCompleted {
+            result: Value::Null,
+        },
+        Event::RunFailed {
+            error: "x".into(),
+            step_id: None,
+        },
+        Event::RunCompensated {},
+        Event::RunCompensationFailed {
+            step_id: "s1".into(),
+            error: "x".into(),
+        },
+        Event::RunCancelled {},
+        Event::StepCompensated {
+            step_id: "s1".into(),
+            attempts: 1,
+        },
+        Event::StepCompensationFailed {
+            step_id: "s1".into(),
+            error: "x".into(),
+            attempts: 1,
+        },
+    ];
+    for (id, _) in &steps {
+        events.extend([
+            Event::StepCompleted {
+                step_id: id.clone(),
+                attempt: 1,
+                output: Value::Null,
+                duration_ms: 1,
+            },
+            Event::StepAttemptFailed {
+                step_id: id.clone(),
+                attempt: 1,
+                error: "x".into(),
+                kind: ErrorKind::Transient,
+                duration_ms: 1,
+                retry_in_ms: Some(1),
+            },
+            Event::StepInterrupted {
+                step_id: id.clone(),
+                attempt: 1,
+                error: "x".into(),
+            },
+            Event::StepDeferred {
+                step_id: id.clone(),
+                attempt: 1,
+                reason: "x".into(),
+                until: now,
+            },
+        ]);
+    }
+    let mut records = vec![EventRecord::new(
+        1,
+        now,
+        Event::RunCreated {
+            tenant: "t".into(),
+            prompt: "p".into(),
+            correlation_id: "c".into(),
+            idempotency_key: None,
+        },
+    )];
+    records.extend(
+        events
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| EventRecord::new(i as u64 + 2, now, e)),
+    );
+    let mut combinations: Vec<(String, Vec<(String, String)>)> =
+        metrics::from_events(&records, Some(&state), now)
+            .into_iter()
+            .map(|m| {
+                let dims = m
+                    .dimensions
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                    .collect();
+                (m.name.to_owned(), dims)
+            })
+            .collect();
+    combinations.sort();
+    combinations.dedup();
+    assert_eq!(
+        fixed_cost_count(&cost, "custom metrics"),
+        combinations.len() as u64,
+        "docs/cost.md counts a different number of custom metrics than Crane emits: {combinations:#?}"
+    );
+}

@@ -265,10 +265,20 @@ impl Clock for SystemClock {
     }
 }
 
+/// Brings a delivered step job back sooner than its queue's visibility timeout (SQS
+/// `ChangeMessageVisibility` on the message's receipt handle), after a failure that had
+/// nothing to do with the job itself: throttling, a timeout, an unreachable store.
+#[async_trait]
+pub trait Redelivery: Send + Sync {
+    /// Make the received message `receipt_handle` visible again `seconds` from now.
+    async fn redeliver_in(&self, receipt_handle: &str, seconds: u32) -> StoreResult<()>;
+}
+
 /// Starts the compensation saga of a run (a Step Functions execution named after the run
-/// in the cloud, so it starts at most once).
+/// and the saga attempt in the cloud, so each attempt starts at most once).
 #[async_trait]
 pub trait SagaStarter: Send + Sync {
-    /// Start the saga for `key`; starting one that already exists is not an error.
-    async fn start(&self, key: &RunKey, correlation_id: &str) -> StoreResult<()>;
+    /// Start saga attempt `attempt` (1 for the first) for `key`; starting one that already
+    /// exists is not an error.
+    async fn start(&self, key: &RunKey, correlation_id: &str, attempt: u32) -> StoreResult<()>;
 }

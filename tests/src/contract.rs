@@ -1444,10 +1444,10 @@ pub mod saga {
         probe: SagaProbe,
     ) -> Result<()> {
         let key = RunKey::new(unique("tenant"), crane::domain::new_run_id());
-        probe.starter.start(&key, "corr-1").await?;
-        probe.starter.start(&key, "corr-1").await?;
+        probe.starter.start(&key, "corr-1", 1).await?;
+        probe.starter.start(&key, "corr-1", 1).await?;
         // Another input under the same name: Step Functions answers ExecutionAlreadyExists.
-        probe.starter.start(&key, "corr-2").await?;
+        probe.starter.start(&key, "corr-2", 1).await?;
 
         let executions = probe
             .sfn
@@ -1474,6 +1474,34 @@ pub mod saga {
         Ok(())
     }
 
+    pub async fn given_a_retry_request_when_its_saga_is_started_then_a_second_execution_runs_under_the_attempts_name(
+        probe: SagaProbe,
+    ) -> Result<()> {
+        let key = RunKey::new(unique("tenant"), crane::domain::new_run_id());
+        probe.starter.start(&key, "corr-1", 1).await?;
+        // The first saga crashed; an operator asked for attempt 2 (twice, by mistake).
+        probe.starter.start(&key, "corr-1", 2).await?;
+        probe.starter.start(&key, "corr-1", 2).await?;
+
+        let mut names: Vec<String> = probe
+            .sfn
+            .list_executions()
+            .state_machine_arn(&probe.state_machine_arn)
+            .send()
+            .await
+            .context("ListExecutions")?
+            .executions
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            vec![key.run_id.clone(), format!("{}-saga-2", key.run_id)]
+        );
+        Ok(())
+    }
+
     pub async fn given_a_missing_state_machine_when_a_saga_is_started_then_it_is_an_error(
         probe: SagaProbe,
     ) -> Result<()> {
@@ -1482,7 +1510,7 @@ pub mod saga {
             format!("{}-missing", probe.state_machine_arn),
         );
         let key = RunKey::new(unique("tenant"), crane::domain::new_run_id());
-        let result = crane::ports::SagaStarter::start(&missing, &key, "corr").await;
+        let result = crane::ports::SagaStarter::start(&missing, &key, "corr", 1).await;
         assert!(
             matches!(
                 result,

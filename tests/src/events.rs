@@ -14,7 +14,8 @@ use crane::domain::{fold, Event, EventRecord, RunKey, RunState};
 use crane::engine::{self, Effect, RetryPolicy};
 use crane::planner::PatternPlanner;
 use crane::ports::{
-    EventStore, Outbox, SagaStarter, StepDispatcher, StepJob, StoreError, StoreResult, SystemClock,
+    EventStore, Outbox, Redelivery, SagaStarter, StepDispatcher, StepJob, StoreError, StoreResult,
+    SystemClock,
 };
 use crane::tools::Registry;
 use serde_json::Value;
@@ -231,19 +232,46 @@ impl StepDispatcher for RecordingDispatcher {
     }
 }
 
+/// A [`Redelivery`] that records the visibility changes it is asked for.
+#[derive(Default)]
+pub struct RecordingRedelivery {
+    /// (receipt handle, seconds), in order.
+    pub calls: Mutex<Vec<(String, u32)>>,
+}
+
+impl RecordingRedelivery {
+    pub fn calls(&self) -> Vec<(String, u32)> {
+        self.calls.lock().expect("lock").clone()
+    }
+}
+
+#[async_trait]
+impl Redelivery for RecordingRedelivery {
+    async fn redeliver_in(&self, receipt_handle: &str, seconds: u32) -> StoreResult<()> {
+        self.calls
+            .lock()
+            .expect("lock")
+            .push((receipt_handle.to_owned(), seconds));
+        Ok(())
+    }
+}
+
 /// A saga starter that records the sagas it is asked to start.
 #[derive(Default)]
 pub struct RecordingSaga {
     pub started: Mutex<Vec<(RunKey, String)>>,
+    /// The saga attempt of each start, in the same order.
+    pub attempts: Mutex<Vec<u32>>,
 }
 
 #[async_trait]
 impl SagaStarter for RecordingSaga {
-    async fn start(&self, key: &RunKey, correlation_id: &str) -> StoreResult<()> {
+    async fn start(&self, key: &RunKey, correlation_id: &str, attempt: u32) -> StoreResult<()> {
         self.started
             .lock()
             .expect("lock")
             .push((key.clone(), correlation_id.to_owned()));
+        self.attempts.lock().expect("lock").push(attempt);
         Ok(())
     }
 }

@@ -4,4 +4,5 @@ pub mod aws;
 pub mod cloud;
 pub mod contract;
 pub mod events;
+pub mod infra;
 pub mod local;

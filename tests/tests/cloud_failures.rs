@@ -34,10 +34,10 @@ use crane::adapters::aws::{delay_seconds, saga_input};
 use crane::app::App;
 use crane::config::Config;
 use crane::domain::{ErrorKind, Event, EventRecord, RunKey, RunState, RunStatus, StepStatus};
-use crane::entrypoints::{build_app, http, saga, sqs, stream};
+use crane::entrypoints::{build_app, http, saga, sqs, stream, CloudPorts};
 use crane::ports::{
-    EventStore, RunViewStore, SagaStarter, StepDispatcher, StepJob, StoreResult, Todo, TodoQuery,
-    TodoStore,
+    EventStore, Redelivery, RunViewStore, SagaStarter, StepDispatcher, StepJob, StoreResult, Todo,
+    TodoQuery, TodoStore,
 };
 use crane::tools::Faults;
 use crane_tests::cloud::{sfn_client, unique, Cloud, RequestLog, StreamReader};
@@ -175,8 +175,8 @@ impl Sagas {
 
 #[async_trait]
 impl SagaStarter for Sagas {
-    async fn start(&self, key: &RunKey, correlation_id: &str) -> StoreResult<()> {
-        self.inner.start(key, correlation_id).await?;
+    async fn start(&self, key: &RunKey, correlation_id: &str, attempt: u32) -> StoreResult<()> {
+        self.inner.start(key, correlation_id, attempt).await?;
         self.started.lock().expect("lock").push(key.clone());
         Ok(())
     }
@@ -197,6 +197,7 @@ struct Fx {
     sagas: Arc<Sagas>,
     worker: Arc<App>,
     worker_sent: Arc<Dispatches>,
+    worker_redelivery: Arc<dyn Redelivery>,
     compensate: Arc<App>,
     sfn: aws_sdk_sfn::Client,
     state_machine_arn: String,
@@ -217,7 +218,9 @@ impl Fx {
         init_logs();
         let mut cloud = Cloud::create(test).await;
         let text = std::fs::read_to_string(asl_path()).expect("reading compensation.asl.json");
-        let definition = text.replace("${CompensateFunctionArn}", COMPENSATE_ARN);
+        let definition = text
+            .replace("${CompensateFunctionArn}", COMPENSATE_ARN)
+            .replace("${Partition}", "aws");
         let asl: Value = serde_json::from_str(&definition).expect("the ASL is JSON");
         let sfn = sfn_client(&cloud.emulators.moto, None);
         let state_machine_arn = sfn
@@ -248,6 +251,7 @@ impl Fx {
         });
         let (worker, ports) = function(&cloud);
         let worker_sent = Dispatches::new(ports.dispatcher, &cloud);
+        let worker_redelivery = ports.redelivery;
         let (compensate, _) = function(&cloud);
         let reader = cloud.stream_reader().await;
         Arc::new(Fx {
@@ -258,6 +262,7 @@ impl Fx {
             sagas,
             worker,
             worker_sent,
+            worker_redelivery,
             compensate,
             sfn,
             state_machine_arn,
@@ -444,8 +449,13 @@ impl Fx {
             .expect("lock")
             .extend(jobs.into_iter().map(|j| (now, j)));
         let t = Instant::now();
-        let resp =
-            sqs::handle_step_batch(&self.worker, self.worker_sent.as_ref(), event.clone()).await;
+        let resp = sqs::handle_step_batch(
+            &self.worker,
+            self.worker_sent.as_ref(),
+            self.worker_redelivery.as_ref(),
+            event.clone(),
+        )
+        .await;
         self.worker_calls
             .lock()
             .expect("lock")
@@ -555,15 +565,16 @@ async fn eventually<T>(
 
 /// Handle one SQS message with one worker function, and delete it as the event source
 /// mapping would.
-async fn handle_message(
-    cloud: &Cloud,
-    worker: &App,
-    dispatcher: &dyn StepDispatcher,
-    m: SqsMessage,
-) {
+async fn handle_message(cloud: &Cloud, worker: &App, ports: &CloudPorts, m: SqsMessage) {
     let mut event = SqsEvent::default();
     event.records = vec![m];
-    let resp = sqs::handle_step_batch(worker, dispatcher, event.clone()).await;
+    let resp = sqs::handle_step_batch(
+        worker,
+        ports.dispatcher.as_ref(),
+        ports.redelivery.as_ref(),
+        event.clone(),
+    )
+    .await;
     assert!(
         resp.batch_item_failures.is_empty(),
         "the job was handled (its failure is recorded as an event, not redelivered): {:?}",
@@ -643,6 +654,16 @@ impl SagaRun {
 /// reports it. Supports the state types the saga uses (Task, Choice with `IsPresent`,
 /// inline Map, Succeed, Fail) and fails loudly on anything else.
 async fn drive_saga(asl: &Value, app: &App, input: Value) -> SagaRun {
+    drive_saga_with(asl, app, input, &|_, _| None).await
+}
+
+/// Decides, for the n-th call (0-based) of a Task state, whether the function fails there
+/// as Lambda would report it (`{"Error", "Cause"}`) instead of running: a crash, a timeout,
+/// throttling.
+type Crash = dyn Fn(&str, usize) -> Option<Value> + Sync;
+
+/// [`drive_saga`] with Lambda faults injected by `crash`.
+async fn drive_saga_with(asl: &Value, app: &App, input: Value, crash: &Crash) -> SagaRun {
     let mut run = SagaRun {
         entered: Vec::new(),
         calls: Vec::new(),
@@ -656,8 +677,8 @@ async fn drive_saga(asl: &Value, app: &App, input: Value) -> SagaRun {
         assert!(state.is_object(), "the ASL has no state {name}");
         run.entered.push(name.clone());
         let result: Result<Value, Value> = match state["Type"].as_str() {
-            Some("Task") => task(app, &name, state, &data, &json!({}), &mut run.calls).await,
-            Some("Map") => map_state(app, state, &data, &mut run).await,
+            Some("Task") => task(app, &name, state, &data, &json!({}), &mut run.calls, crash).await,
+            Some("Map") => map_state(app, state, &data, &mut run, crash).await,
             Some("Choice") => {
                 let next = choose(state, &data);
                 name = next;
@@ -706,6 +727,7 @@ async fn map_state(
     state: &Value,
     data: &Value,
     run: &mut SagaRun,
+    crash: &Crash,
 ) -> Result<Value, Value> {
     assert_eq!(
         state["MaxConcurrency"],
@@ -733,7 +755,7 @@ async fn map_state(
                 "drive_saga supports only Task states inside a Map ({name})"
             );
             run.entered.push(name.clone());
-            input = task(app, &name, inner, &input, &ctx, &mut run.calls).await?;
+            input = task(app, &name, inner, &input, &ctx, &mut run.calls, crash).await?;
             if inner["End"] == json!(true) {
                 break;
             }
@@ -756,6 +778,7 @@ async fn task(
     input: &Value,
     ctx: &Value,
     calls: &mut Vec<TaskCall>,
+    crash: &Crash,
 ) -> Result<Value, Value> {
     assert_eq!(state["Resource"], "arn:aws:states:::lambda:invoke");
     assert_eq!(
@@ -768,13 +791,17 @@ async fn task(
         let mut ctx = ctx.clone();
         ctx["State"] = json!({"Name": name, "RetryCount": retry_count});
         let payload = render(&state["Parameters"]["Payload"], input, &ctx);
-        let outcome = match saga::handle_saga_input(app, payload.clone()).await {
-            Ok(out) => Ok(out),
-            Err(e) => {
-                let d: lambda_runtime::Diagnostic = e.into();
-                let cause = serde_json::to_string(&d).expect("error document");
-                Err(json!({"Error": d.error_type, "Cause": cause}))
-            }
+        let nth = calls.iter().filter(|c| c.state == name).count();
+        let outcome = match crash(name, nth) {
+            Some(fault) => Err(fault),
+            None => match saga::handle_saga_input(app, payload.clone()).await {
+                Ok(out) => Ok(out),
+                Err(e) => {
+                    let d: lambda_runtime::Diagnostic = e.into();
+                    let cause = serde_json::to_string(&d).expect("error document");
+                    Err(json!({"Error": d.error_type, "Cause": cause}))
+                }
+            },
         };
         calls.push(TaskCall {
             state: name.to_owned(),
@@ -1263,11 +1290,14 @@ async fn given_a_compensation_that_keeps_failing_when_the_saga_exhausts_its_retr
         let error = c.outcome.as_ref().expect_err("every attempt fails");
         assert_eq!(error["Error"], saga::TRANSIENT, "{error}");
     }
-    // RecordFailure sends the Catch's Cause: the last attempt's Lambda error document.
+    // RecordFailure sends what the Catch caught: the error name and, as the Cause, the
+    // last attempt's Lambda error document.
     let record = saga.calls_of("RecordFailure");
-    let cause = record[0].payload["failure"]["error"]
+    let caught = &record[0].payload["failure"]["error"];
+    assert_eq!(caught["Error"], saga::TRANSIENT, "{caught}");
+    let cause = caught["Cause"]
         .as_str()
-        .expect("failure.error is the Cause string")
+        .expect("the Cause is a string")
         .to_owned();
     let doc: Value = serde_json::from_str(&cause).expect("the Cause is the error document");
     assert_eq!(doc["errorType"], saga::TRANSIENT);
@@ -1438,7 +1468,13 @@ async fn given_a_worker_that_dies_mid_step_when_the_job_is_delivered_again_then_
     let mut event = SqsEvent::default();
     event.records = vec![m.clone()];
     let crashed = tokio::spawn(async move {
-        sqs::handle_step_batch(&hung, hung_ports.dispatcher.as_ref(), event).await
+        sqs::handle_step_batch(
+            &hung,
+            hung_ports.dispatcher.as_ref(),
+            hung_ports.redelivery.as_ref(),
+            event,
+        )
+        .await
     });
     eventually("the doomed worker to claim attempt 1", WAIT, async || {
         fx.events(&key)
@@ -1458,7 +1494,7 @@ async fn given_a_worker_that_dies_mid_step_when_the_job_is_delivered_again_then_
         &fx.cloud.clients(&RequestLog::default()),
         &fx.cloud.names,
     );
-    handle_message(&fx.cloud, &healthy, healthy_ports.dispatcher.as_ref(), m).await;
+    handle_message(&fx.cloud, &healthy, &healthy_ports, m).await;
     let view = fx
         .react_until(&key, "the run to finish", |v| v.status.is_finished())
         .await;
@@ -1564,7 +1600,7 @@ async fn given_workers_sharing_the_breakers_table_when_failures_reach_the_thresh
     ];
     let mut seen = Vec::new();
     for (m, (name, app, ports)) in messages.into_iter().zip(order) {
-        handle_message(&fx.cloud, app, ports.dispatcher.as_ref(), m).await;
+        handle_message(&fx.cloud, app, ports, m).await;
         let (version, state) = fx.breaker_item("calculator").await.expect("a breaker item");
         seen.push((name, version, state));
     }
@@ -1604,7 +1640,7 @@ async fn given_workers_sharing_the_breakers_table_when_failures_reach_the_thresh
     let key = fx.create_run("calculate 2+2").await;
     let m = fx.next_messages(1).await.remove(0);
     let t = Instant::now();
-    handle_message(&fx.cloud, &c, c_ports.dispatcher.as_ref(), m).await;
+    handle_message(&fx.cloud, &c, &c_ports, m).await;
     let fast = t.elapsed();
     let events = fx.events(&key).await;
     assert!(
@@ -1658,7 +1694,7 @@ async fn given_workers_sharing_the_breakers_table_when_failures_reach_the_thresh
         waited >= Duration::from_millis(1_000),
         "the job waited in the queue ({waited:?})"
     );
-    handle_message(&fx.cloud, &c, c_ports.dispatcher.as_ref(), back.remove(0)).await;
+    handle_message(&fx.cloud, &c, &c_ports, back.remove(0)).await;
     let view = fx
         .react_until(&key, "the run to complete", |v| v.status.is_finished())
         .await;
@@ -1671,4 +1707,395 @@ async fn given_workers_sharing_the_breakers_table_when_failures_reach_the_thresh
         fast.as_millis(),
         waited.as_millis()
     );
+}
+
+#[tokio::test]
+async fn given_the_store_unreachable_when_a_job_fails_then_its_message_returns_in_seconds_not_after_the_visibility_timeout(
+) {
+    let fx = Fx::start(
+        "given_the_store_unreachable_when_a_job_fails",
+        config("", |_| {}),
+    )
+    .await;
+    // The deployed queue's visibility timeout (template.yaml: 6 x the worker's 60 s).
+    fx.cloud
+        .sqs
+        .set_queue_attributes()
+        .queue_url(fx.cloud.queue_url())
+        .attributes(QueueAttributeName::VisibilityTimeout, "360")
+        .send()
+        .await
+        .expect("SetQueueAttributes");
+    let key = fx.create_run("calculate 6*7").await;
+    let mut messages = fx.next_messages(1).await;
+    let first = messages.remove(0);
+    assert_eq!(first.attributes["ApproximateReceiveCount"], "1");
+
+    // A worker whose DynamoDB endpoint refuses connections: an infrastructure failure,
+    // nothing to do with the job. Its SQS client is the real one (moto).
+    let mut clients = fx.cloud.clients(&RequestLog::default());
+    clients.dynamodb = crane_tests::cloud::dynamodb_client("http://127.0.0.1:9", None);
+    let (broken, ports) = build_app(&config("", |_| {}), &clients, &fx.cloud.names);
+    let mut event = SqsEvent::default();
+    event.records = vec![first];
+    let resp = sqs::handle_step_batch(
+        &broken,
+        ports.dispatcher.as_ref(),
+        ports.redelivery.as_ref(),
+        event.clone(),
+    )
+    .await;
+    assert_eq!(resp.batch_item_failures.len(), 1, "the job is reported");
+    let failed_at = Instant::now();
+    fx.cloud.acknowledge(&event, &resp).await;
+
+    // Without the shortened visibility it would stay hidden for 360 s.
+    let again = eventually(
+        "the job to come back",
+        Duration::from_secs(30),
+        async || fx.cloud.receive(1).await.map(|e| e.records),
+    )
+    .await;
+    let waited = failed_at.elapsed();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attributes["ApproximateReceiveCount"], "2");
+    let (lo, hi) = (sqs::redelivery_secs(1, 0.0), sqs::redelivery_secs(1, 1.0));
+    assert!(
+        waited >= Duration::from_secs(u64::from(lo)) - Duration::from_millis(500)
+            && waited <= Duration::from_secs(u64::from(hi) + 5),
+        "back after {waited:?}, expected {lo}-{hi} s"
+    );
+
+    // A healthy worker then runs it.
+    let mut event = SqsEvent::default();
+    event.records = again;
+    let resp = sqs::handle_step_batch(
+        &fx.worker,
+        fx.worker_sent.as_ref(),
+        fx.worker_redelivery.as_ref(),
+        event.clone(),
+    )
+    .await;
+    assert!(resp.batch_item_failures.is_empty(), "{resp:?}");
+    fx.cloud.acknowledge(&event, &resp).await;
+    let view = eventually("the run to complete", WAIT, async || {
+        fx.react_once().await;
+        fx.view(&key).await.filter(|v| v.status.is_finished())
+    })
+    .await;
+    assert_eq!(view.status, RunStatus::Completed, "{view:#?}");
+}
+
+/// A Secrets Manager client on moto.
+fn secrets_client(endpoint: &str) -> aws_sdk_secretsmanager::Client {
+    let config = aws_sdk_secretsmanager::Config::builder()
+        .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
+        .region(aws_sdk_secretsmanager::config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
+            "test",
+            "test",
+            None,
+            None,
+            "crane-tests",
+        ))
+        .build();
+    aws_sdk_secretsmanager::Client::from_conf(config)
+}
+
+/// create-run as deployed with Planner=llm and a key secret: its API answers.
+async fn invoke(app: &Arc<App>, event: Value) -> (u16, Value) {
+    let resp = http::invoke(app.clone(), event).await.expect("answers");
+    let status = resp["statusCode"].as_u64().expect("statusCode") as u16;
+    let body = serde_json::from_str(resp["body"].as_str().expect("body")).expect("JSON body");
+    (status, body)
+}
+
+#[tokio::test]
+async fn given_an_unreadable_llm_key_secret_when_runs_are_created_then_the_pattern_planner_plans_health_is_degraded_and_the_secret_is_read_later(
+) {
+    init_logs();
+    let cloud = crane_tests::cloud::Cloud::create("given_an_unreadable_llm_key_secret").await;
+    let secrets = secrets_client(&cloud.emulators.moto);
+    let secret_name = format!("crane-{}-llm-key", unique());
+    let vars: HashMap<String, String> = [
+        ("CRANE_PLANNER", "llm"),
+        // Nothing listens there: once the key is read, the LLM call itself fails over.
+        ("CRANE_LLM_BASE_URL", "http://127.0.0.1:9/v1"),
+        ("CRANE_LLM_MODEL", "test-model"),
+        ("CRANE_LLM_TIMEOUT_MS", "2000"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    // The secret does not exist yet: GetSecretValue fails at cold start.
+    let source = Arc::new(crane::entrypoints::llm_key::SecretsManagerSource::new(
+        secrets.clone(),
+        secret_name.clone(),
+    ));
+    let planner = crane::entrypoints::planner_with_key_secret(vars, source, Duration::from_secs(2))
+        .await
+        .expect("create-run starts although the secret cannot be read");
+    let (app, _) = crane::entrypoints::build_app_with(
+        &Config::default(),
+        &cloud.clients(&RequestLog::default()),
+        &cloud.names,
+        planner,
+    );
+
+    let (status, run) = invoke(&app, sample("create-run", "post-runs")).await;
+    assert_eq!(status, 201, "POST /runs still answers: {run}");
+    assert_eq!(run["planner"]["name"], "pattern");
+    assert_eq!(run["planner"]["requested"], "llm");
+    let reason = run["planner"]["fallback_reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        reason.contains("could not be read") && reason.contains(&secret_name),
+        "{reason}"
+    );
+    let (status, health) = invoke(&app, sample("create-run", "health")).await;
+    assert_eq!(status, 200);
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["planner"]["status"], "degraded");
+    assert!(
+        health["planner"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("ResourceNotFound")),
+        "{health}"
+    );
+
+    // The secret is fixed; a request after the retry interval reads it.
+    secrets
+        .create_secret()
+        .name(&secret_name)
+        .secret_string("sk-test")
+        .send()
+        .await
+        .expect("CreateSecret in moto");
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    let (status, run) = invoke(&app, sample("create-run", "post-runs")).await;
+    assert_eq!(status, 201, "{run}");
+    let reason = run["planner"]["fallback_reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        reason.contains("llm planner failed") && !reason.contains("could not be read"),
+        "with the key read, the LLM planner itself was asked (and its endpoint is down): {reason}"
+    );
+    let (_, health) = invoke(&app, sample("create-run", "health")).await;
+    assert_eq!(
+        health["status"], "ok",
+        "a down endpoint is not a setup problem: {health}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The saga under Lambda faults, and an operator's retry
+// ---------------------------------------------------------------------------
+
+/// How the Lambda integration reports a fault of Lambda or of the function itself (not an
+/// answer of the compensate function).
+fn lambda_fault(error: &str) -> Value {
+    json!({"Error": error, "Cause": format!("{error} (injected by the test)")})
+}
+
+/// A run whose last step failed for good after two todo adds, with the saga the reactor
+/// started for it: its execution input.
+async fn failed_run_with_saga(fx: &Arc<Fx>) -> (RunKey, Value) {
+    let loops = fx.start_loops();
+    let key = fx.create_run(TWO_ADDS_THEN_CALCULATE).await;
+    eventually("the reactor to start the saga", WAIT, async || {
+        (fx.sagas.starts(&key) > 0).then_some(())
+    })
+    .await;
+    loops.stop().await;
+    let input = fx.execution_input(&key).await;
+    (key, input)
+}
+
+#[tokio::test]
+async fn given_lambda_faults_in_every_saga_task_when_they_pass_then_each_task_is_retried_and_the_run_is_compensated(
+) {
+    let fx = Fx::start(
+        "given_lambda_faults_in_every_saga_task",
+        config("calculator=fail_permanent", |_| {}),
+    )
+    .await;
+    let (key, input) = failed_run_with_saga(&fx).await;
+    // The first call of each task fails as Lambda reports its own faults: a function that
+    // timed out or ran out of memory, throttling, a service error.
+    let faults = [
+        ("Begin", "Lambda.Unknown"),
+        ("UndoStep", "Lambda.TooManyRequestsException"),
+        ("Finish", "Lambda.ServiceException"),
+    ];
+    let crash = move |state: &str, nth: usize| {
+        faults
+            .iter()
+            .find(|(s, _)| *s == state && nth == 0)
+            .map(|(_, e)| lambda_fault(e))
+    };
+    let saga = drive_saga_with(&fx.asl, &fx.compensate, input, &crash).await;
+
+    assert_eq!(
+        saga.end
+            .as_ref()
+            .map(|o| o["outcome"]["result"]["status"].clone()),
+        Ok(json!("compensated")),
+        "{saga:#?}"
+    );
+    for (state, error) in faults {
+        let calls = saga.calls_of(state);
+        assert_eq!(
+            calls[0].outcome.as_ref().err().map(|e| e["Error"].clone()),
+            Some(json!(error)),
+            "{state}"
+        );
+        assert!(calls[1].outcome.is_ok(), "{state} is retried after {error}");
+    }
+    let view = fx
+        .react_until(&key, "the run to be compensated", |v| settled(v.status))
+        .await;
+    assert_eq!(view.status, RunStatus::Compensated, "{view:#?}");
+    assert!(fx.todos().await.is_empty());
+}
+
+#[tokio::test]
+async fn given_a_saga_task_that_keeps_crashing_when_its_retries_run_out_then_the_failure_is_caught_and_the_run_ends_compensation_failed(
+) {
+    let fx = Fx::start(
+        "given_a_saga_task_that_keeps_crashing",
+        config("calculator=fail_permanent", |_| {}),
+    )
+    .await;
+    let (key, input) = failed_run_with_saga(&fx).await;
+    // Begin's function crashes on every call (out of memory, say): Begin's retries run
+    // out, the Catch records the failure instead of failing the execution.
+    let crash =
+        |state: &str, _nth: usize| (state == "Begin").then(|| lambda_fault("Lambda.Unknown"));
+    let saga = drive_saga_with(&fx.asl, &fx.compensate, input, &crash).await;
+
+    assert_eq!(
+        saga.entered,
+        ["Begin", "RecordFailure", "CompensationFailed"],
+        "{saga:#?}"
+    );
+    let retries = &fx.asl["States"]["Begin"]["Retry"]
+        .as_array()
+        .expect("Retry")
+        .iter()
+        .find(|r| {
+            r["ErrorEquals"]
+                .as_array()
+                .is_some_and(|e| e.contains(&json!("Lambda.Unknown")))
+        })
+        .expect("Begin retries Lambda.Unknown")["MaxAttempts"];
+    assert_eq!(
+        saga.calls_of("Begin").len() as u64,
+        retries.as_u64().expect("MaxAttempts") + 1
+    );
+    assert_eq!(
+        saga.calls_of("RecordFailure")[0]
+            .outcome
+            .as_ref()
+            .map(|o| o["status"].clone()),
+        Ok(json!("compensation_failed"))
+    );
+    let view = fx
+        .react_until(&key, "the failure to be recorded", |v| settled(v.status))
+        .await;
+    assert_eq!(view.status, RunStatus::CompensationFailed, "{view:#?}");
+    assert!(
+        view.error
+            .as_deref()
+            .is_some_and(|e| e.contains("Lambda.Unknown")),
+        "{:?}",
+        view.error
+    );
+}
+
+#[tokio::test]
+async fn given_a_saga_that_crashed_without_recording_it_when_an_operator_retries_then_a_new_execution_compensates_the_run(
+) {
+    let fx = Fx::start(
+        "given_a_saga_that_crashed_without_recording_it",
+        config("calculator=fail_permanent", |_| {}),
+    )
+    .await;
+    let (key, input) = failed_run_with_saga(&fx).await;
+    // Undoing s2 crashes, and so does recording the failure: the execution fails.
+    let crash = |state: &str, _nth: usize| {
+        matches!(state, "UndoStep" | "RecordFailure").then(|| lambda_fault("Runtime.ExitError"))
+    };
+    let saga = drive_saga_with(&fx.asl, &fx.compensate, input, &crash).await;
+    assert_eq!(saga.end, Err("Crane.SagaFailed".to_owned()), "{saga:#?}");
+    let stuck = fx
+        .react_until(&key, "the view to show the saga began", |v| {
+            v.status == RunStatus::Compensating
+        })
+        .await;
+    assert_eq!(
+        stuck.status,
+        RunStatus::Compensating,
+        "stuck: no saga will finish it"
+    );
+
+    // The operator's request, as the README shows it (the `retry` sample, for this run).
+    let mut request = sample("compensate", "retry");
+    request["tenant"] = json!(key.tenant);
+    request["run_id"] = json!(key.run_id);
+    let answer = saga::handle_saga_input(&fx.compensate, request)
+        .await
+        .expect("the retry is accepted");
+    let name = format!("{}-saga-2", key.run_id);
+    assert_eq!(answer["saga_attempt"], 2);
+    assert_eq!(answer["execution_name"], name.as_str());
+
+    // The reactor starts attempt 2 as a new execution (the run id is taken).
+    let execution = eventually("the second execution", WAIT, async || {
+        fx.react_once().await;
+        let executions = fx.executions().await;
+        executions
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, arn)| arn.clone())
+    })
+    .await;
+    let mut names: Vec<String> = fx.executions().await.into_iter().map(|(n, _)| n).collect();
+    names.sort();
+    assert_eq!(names, vec![key.run_id.clone(), name.clone()]);
+    let described = fx
+        .sfn
+        .describe_execution()
+        .execution_arn(execution)
+        .send()
+        .await
+        .expect("DescribeExecution");
+    let input: Value =
+        serde_json::from_str(described.input().expect("input")).expect("input is JSON");
+
+    let saga = drive_saga(&fx.asl, &fx.compensate, input).await;
+    assert_eq!(
+        saga.end
+            .as_ref()
+            .map(|o| o["outcome"]["result"]["status"].clone()),
+        Ok(json!("compensated")),
+        "{saga:#?}"
+    );
+    let view = fx
+        .react_until(&key, "the run to be compensated", |v| settled(v.status))
+        .await;
+    assert_eq!(view.status, RunStatus::Compensated, "{view:#?}");
+    assert!(fx.todos().await.is_empty(), "both adds undone");
+    let events = fx.events(&key).await;
+    assert!(event_types(&events).contains(&"CompensationRetryRequested"));
+    // A finished run has nothing to retry.
+    let mut again = sample("compensate", "retry");
+    again["tenant"] = json!(key.tenant);
+    again["run_id"] = json!(key.run_id);
+    let err = saga::handle_saga_input(&fx.compensate, again)
+        .await
+        .expect_err("nothing to retry");
+    assert_eq!(err.error_type(), saga::PERMANENT);
 }

@@ -20,7 +20,8 @@ use crane::config::Config;
 use crane::domain::{Event, EventRecord, RunKey, RunState, RunStatus, StepStatus};
 use crane::entrypoints::{build_app, http, sqs, stream, CloudPorts};
 use crane::ports::{
-    EventStore, Outbox, RunViewStore, StepDispatcher, StepJob, StoreResult, TodoQuery, TodoStore,
+    EventStore, Outbox, Redelivery, RunViewStore, StepDispatcher, StepJob, StoreResult, TodoQuery,
+    TodoStore,
 };
 use crane_tests::cloud::{Cloud, RequestLog, StreamReader};
 use crane_tests::events::{sample, stream_sample_records, TENANT};
@@ -95,6 +96,7 @@ struct Functions {
     reactor_calls: Invocations,
     worker: Arc<App>,
     worker_dispatcher: Arc<Recorder>,
+    worker_redelivery: Arc<dyn Redelivery>,
     worker_log: RequestLog,
     worker_calls: Invocations,
     stream_failures: Mutex<Vec<String>>,
@@ -127,6 +129,7 @@ impl Functions {
         let reactor_ports = CloudPorts {
             dispatcher: reactor_sent.clone(),
             saga: ports.saga,
+            redelivery: ports.redelivery,
         };
         let worker_log = RequestLog::default();
         let (worker, ports) = function(&worker_log);
@@ -135,6 +138,7 @@ impl Functions {
             copies,
             sent: Mutex::new(Vec::new()),
         });
+        let worker_redelivery = ports.redelivery;
         Arc::new(Functions {
             cloud,
             api,
@@ -146,6 +150,7 @@ impl Functions {
             reactor_calls: Invocations::default(),
             worker,
             worker_dispatcher,
+            worker_redelivery,
             worker_log,
             worker_calls: Invocations::default(),
             stream_failures: Mutex::new(Vec::new()),
@@ -208,6 +213,7 @@ impl Functions {
             let resp = sqs::handle_step_batch(
                 &self.worker,
                 self.worker_dispatcher.as_ref(),
+                self.worker_redelivery.as_ref(),
                 event.clone(),
             )
             .await;

@@ -135,6 +135,16 @@ mod saga {
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn given_a_retry_request_when_its_saga_is_started_then_a_second_execution_runs_under_the_attempts_name(
+        ) -> Result<()> {
+            init_logs();
+            contract::saga::given_a_retry_request_when_its_saga_is_started_then_a_second_execution_runs_under_the_attempts_name(
+                SagaProbe::step_functions().await?,
+            )
+            .await
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn given_a_missing_state_machine_when_a_saga_is_started_then_it_is_an_error(
         ) -> Result<()> {
             init_logs();

@@ -14,7 +14,7 @@ use crane::entrypoints::{http, saga, sqs, stream};
 use crane::ports::{EventStore, RunViewStore, TodoStore};
 use crane_tests::events::{
     sample, samples, seed_from_stream_sample, stream_sample_records, MemoryApp,
-    RecordingDispatcher, RecordingSaga, RUN_A, RUN_B, RUN_B_PROMPT, TENANT,
+    RecordingDispatcher, RecordingRedelivery, RecordingSaga, RUN_A, RUN_B, RUN_B_PROMPT, TENANT,
 };
 use serde_json::{json, Value};
 
@@ -37,6 +37,7 @@ fn expected_statuses() -> BTreeMap<(&'static str, &'static str), u16> {
         (("create-run", "post-runs-empty-prompt"), 422),
         (("create-run", "post-runs-not-understood"), 422),
         (("create-run", "post-cancel"), 202),
+        (("create-run", "health"), 200),
         (("get-run", "list-runs"), 200),
         (("get-run", "list-runs-invalid-status"), 422),
         (("get-run", "get-run"), 200),
@@ -45,7 +46,8 @@ fn expected_statuses() -> BTreeMap<(&'static str, &'static str), u16> {
         (("get-run", "get-run-events"), 200),
         (("get-run", "list-todos"), 200),
         (("get-run", "list-tools"), 200),
-        (("get-run", "health"), 200),
+        (("get-run", "unrouted"), 404),
+        (("get-run", "unrouted-method"), 405),
         (("get-run", "openapi"), 200),
     ])
 }
@@ -150,7 +152,7 @@ async fn given_the_read_samples_when_invoked_then_they_show_run_a() {
 #[tokio::test]
 async fn given_a_named_stage_when_invoked_then_the_stage_prefix_is_not_part_of_the_route() {
     let m = MemoryApp::new();
-    let mut event = sample("get-run", "health");
+    let mut event = sample("create-run", "health");
     event["requestContext"]["stage"] = json!("prod");
     event["rawPath"] = json!("/prod/health");
     let (status, _, body) = invoke(&m, event).await;
@@ -177,8 +179,14 @@ async fn given_the_sample_sqs_batch_when_handled_then_only_the_malformed_message
     let event = sqs_sample();
     let malformed = message_id(&event, 4);
     let dispatcher = RecordingDispatcher::default();
+    let redelivery = RecordingRedelivery::default();
 
-    let response = sqs::handle_step_batch(&m.app, &dispatcher, event).await;
+    let response = sqs::handle_step_batch(&m.app, &dispatcher, &redelivery, event).await;
+    assert!(
+        redelivery.calls().is_empty(),
+        "a body that is not a job is no infrastructure hiccup: it waits out the visibility \
+         timeout on its way to the DLQ"
+    );
 
     let failed: Vec<String> = response
         .batch_item_failures
@@ -221,6 +229,88 @@ async fn run_a_with_s1_claimed(m: &MemoryApp) {
     m.append(&RunKey::new(TENANT, RUN_A), &[started]).await;
 }
 
+/// An event store that is down (throttled, timing out): every call fails as unavailable.
+struct DownEvents;
+
+#[async_trait::async_trait]
+impl EventStore for DownEvents {
+    async fn append(
+        &self,
+        _key: &RunKey,
+        _events: &[EventRecord],
+        _outbox: crane::ports::Outbox<'_>,
+    ) -> crane::ports::StoreResult<()> {
+        Err(crane::ports::StoreError::Unavailable(
+            "throttled (test)".into(),
+        ))
+    }
+
+    async fn load(&self, _key: &RunKey) -> crane::ports::StoreResult<Vec<EventRecord>> {
+        Err(crane::ports::StoreError::Unavailable(
+            "throttled (test)".into(),
+        ))
+    }
+}
+
+#[tokio::test]
+async fn given_the_store_is_down_when_jobs_are_handled_then_each_message_comes_back_early_with_backoff(
+) {
+    let m = MemoryApp::new();
+    let down = crane::app::App {
+        events: std::sync::Arc::new(DownEvents),
+        views: m.store.clone(),
+        todos: m.todos.clone(),
+        idempotency: m.store.clone(),
+        breakers: m.store.clone(),
+        registry: crane::tools::Registry::new(m.todos.clone()),
+        planner: std::sync::Arc::new(crane::planner::PatternPlanner),
+        clock: std::sync::Arc::new(crane::ports::SystemClock),
+        settings: m.app.settings,
+    };
+    let mut event = sqs_sample();
+    event.records.truncate(4); // the four jobs, not the malformed body
+    let redelivery = RecordingRedelivery::default();
+
+    let response = sqs::handle_step_batch(
+        &down,
+        &RecordingDispatcher::default(),
+        &redelivery,
+        event.clone(),
+    )
+    .await;
+
+    assert_eq!(
+        response.batch_item_failures.len(),
+        4,
+        "every job is retried"
+    );
+    let mut calls = redelivery.calls();
+    calls.sort();
+    let mut want: Vec<(String, u32, u32)> = event
+        .records
+        .iter()
+        .map(|r| {
+            let count: u32 = r.attributes["ApproximateReceiveCount"]
+                .parse()
+                .expect("count");
+            (r.receipt_handle.clone().expect("receipt handle"), count, 0)
+        })
+        .collect();
+    want.sort();
+    assert_eq!(calls.len(), want.len(), "{calls:?}");
+    for ((handle, seconds), (want_handle, count, _)) in calls.iter().zip(&want) {
+        assert_eq!(handle, want_handle);
+        let (lo, hi) = (
+            sqs::redelivery_secs(*count, 0.0),
+            sqs::redelivery_secs(*count, 1.0),
+        );
+        assert!(
+            (lo..=hi).contains(seconds),
+            "receive {count}: back in {seconds} s, not {lo}-{hi} s (the queue's 360 s visibility)"
+        );
+    }
+}
+
 fn only_s1(mut event: SqsEvent) -> SqsEvent {
     event.records.truncate(1);
     event
@@ -233,7 +323,13 @@ async fn given_a_job_whose_step_is_leased_when_handled_then_it_is_deferred_throu
     run_a_with_s1_claimed(&m).await;
     let dispatcher = RecordingDispatcher::default();
 
-    let response = sqs::handle_step_batch(&m.app, &dispatcher, only_s1(sqs_sample())).await;
+    let response = sqs::handle_step_batch(
+        &m.app,
+        &dispatcher,
+        &RecordingRedelivery::default(),
+        only_s1(sqs_sample()),
+    )
+    .await;
 
     assert!(response.batch_item_failures.is_empty());
     let jobs = dispatcher.jobs();
@@ -255,7 +351,8 @@ async fn given_the_queue_is_down_when_a_job_must_be_deferred_then_its_message_is
     let event = only_s1(sqs_sample());
     let id = message_id(&event, 0);
 
-    let response = sqs::handle_step_batch(&m.app, &dispatcher, event).await;
+    let response =
+        sqs::handle_step_batch(&m.app, &dispatcher, &RecordingRedelivery::default(), event).await;
 
     let failed: Vec<String> = response
         .batch_item_failures
@@ -519,6 +616,72 @@ async fn given_the_failure_sample_when_finishing_then_the_step_and_error_come_fr
 }
 
 #[tokio::test]
+async fn given_a_failed_compensation_when_an_operator_sends_the_retry_sample_then_saga_attempt_2_is_started_and_it_compensates(
+) {
+    let m = MemoryApp::new();
+    failed_run_b(&m).await;
+    saga_task(&m, "begin").await.expect("begin");
+    saga_task(&m, "finish-failure").await.expect("finish");
+    assert_eq!(m.run(RUN_B).await.status, RunStatus::CompensationFailed);
+    m.take_effects();
+
+    let retried = saga_task(&m, "retry").await.expect("retry");
+    assert_eq!(
+        retried,
+        json!({
+            "tenant": TENANT,
+            "run_id": RUN_B,
+            "status": "compensating",
+            "saga_attempt": 2,
+            "execution_name": format!("{RUN_B}-saga-2"),
+        })
+    );
+    // The reactor starts attempt 2 (a new execution name), from the event in the log.
+    let effects = m.take_effects();
+    assert!(
+        matches!(effects.as_slice(), [Effect::Compensate { attempt: 2, key, .. }] if key.run_id == RUN_B),
+        "{effects:?}"
+    );
+    let saga_starter = RecordingSaga::default();
+    let key = RunKey::new(TENANT, RUN_B);
+    let records = m.store.load(&key).await.expect("load");
+    let last = records.last().expect("events").clone();
+    let event: StreamEvent = serde_json::from_value(json!({
+        "Records": [stream_record(&key, &last, "500000000000000000001")]
+    }))
+    .expect("stream event");
+    let response = stream::handle_stream_batch(
+        &m.app,
+        &RecordingDispatcher::default(),
+        &saga_starter,
+        event,
+    )
+    .await;
+    assert!(failures(&response).is_empty());
+    assert_eq!(*saga_starter.attempts.lock().expect("lock"), vec![2]);
+
+    // Saga attempt 2 undoes s1 again (the failed compensation) and finishes.
+    let begun = saga_task(&m, "begin").await.expect("begin");
+    assert_eq!(begun["steps"], json!(["s1"]));
+    saga_task(&m, "compensate-step")
+        .await
+        .expect("compensate_step");
+    let finished = saga_task(&m, "finish").await.expect("finish");
+    assert_eq!(finished["status"], "compensated");
+    assert_eq!(m.todos.count(TENANT).await.expect("todos"), 0);
+
+    // A compensated run has no saga to retry.
+    let err = saga_task(&m, "retry").await.expect_err("nothing to retry");
+    let d: lambda_runtime::Diagnostic = err.into();
+    assert_eq!(d.error_type, "Crane.PermanentError");
+    assert!(
+        d.error_message.contains("compensated"),
+        "{}",
+        d.error_message
+    );
+}
+
+#[tokio::test]
 async fn given_saga_errors_when_returned_then_their_types_are_the_ones_the_asl_matches() {
     let m = MemoryApp::new();
     failed_run_b(&m).await;
@@ -545,7 +708,13 @@ fn given_the_events_folder_when_listed_then_every_function_has_samples() {
         ("event-reactor", vec!["batch"]),
         (
             "compensate",
-            vec!["begin", "compensate-step", "finish", "finish-failure"],
+            vec![
+                "begin",
+                "compensate-step",
+                "finish",
+                "finish-failure",
+                "retry",
+            ],
         ),
     ] {
         let found: Vec<String> = samples(function).into_iter().map(|(c, _)| c).collect();
@@ -558,7 +727,13 @@ fn given_the_handlers_when_compiled_then_their_futures_are_send() {
     fn send<T: Send>(_: T) {}
     let m = MemoryApp::new();
     let (dispatcher, saga_starter) = (RecordingDispatcher::default(), RecordingSaga::default());
-    send(sqs::handle_step_batch(&m.app, &dispatcher, sqs_sample()));
+    let redelivery = RecordingRedelivery::default();
+    send(sqs::handle_step_batch(
+        &m.app,
+        &dispatcher,
+        &redelivery,
+        sqs_sample(),
+    ));
     send(stream::handle_stream_batch(
         &m.app,
         &dispatcher,

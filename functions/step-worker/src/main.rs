@@ -1,5 +1,6 @@
 //! `step-worker`: SQS batches of step jobs in, partial batch responses out
-//! (`ReportBatchItemFailures`). Jobs that must wait go back to the queue with a delay.
+//! (`ReportBatchItemFailures`). Jobs that must wait go back to the queue with a delay;
+//! jobs that hit an infrastructure error come back early (shortened visibility).
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use crane::config::{Config, LogFormat};
@@ -13,7 +14,8 @@ async fn main() -> Result<(), Error> {
     let (app, ports) = app_from_env(&config, Function::StepWorker).await?;
     let (app, ports) = (&app, &ports);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        let batch = sqs::handle_step_batch(app, ports.dispatcher.as_ref(), event.payload);
+        let (dispatcher, redelivery) = (ports.dispatcher.as_ref(), ports.redelivery.as_ref());
+        let batch = sqs::handle_step_batch(app, dispatcher, redelivery, event.payload);
         Ok::<SqsBatchResponse, Error>(batch.await)
     }))
     .await

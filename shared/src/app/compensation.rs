@@ -147,7 +147,10 @@ impl App {
     }
 
     /// Record the saga's end: every step undone, or `failure` (the step whose
-    /// compensation exhausted its retries, and why).
+    /// compensation exhausted its retries, and why; or `unknown` when the saga itself
+    /// failed around the steps). A failure is recorded for a run the saga could not even
+    /// begin too (still `failed`, or cancelling), so no run is left waiting for a saga
+    /// that has ended.
     #[instrument(skip(self), fields(run_id = %key.run_id))]
     pub async fn finish_compensation(
         &self,
@@ -156,22 +159,28 @@ impl App {
     ) -> Result<RunState, AppError> {
         let state = self
             .update(key, |s| {
-                if s.status != RunStatus::Compensating {
-                    return Vec::new();
-                }
+                let cancelling = s.cancel_requested && !s.status.is_finished() && idle(s);
+                let before_begin = s.status == RunStatus::Failed || cancelling;
                 match &failure {
-                    Some((step_id, error, attempts)) => vec![
-                        Event::StepCompensationFailed {
+                    Some((step_id, error, attempts))
+                        if s.status == RunStatus::Compensating || before_begin =>
+                    {
+                        let mut events = Vec::new();
+                        if s.step(step_id).is_some() {
+                            events.push(Event::StepCompensationFailed {
+                                step_id: step_id.clone(),
+                                error: error.clone(),
+                                attempts: *attempts,
+                            });
+                        }
+                        events.push(Event::RunCompensationFailed {
                             step_id: step_id.clone(),
                             error: error.clone(),
-                            attempts: *attempts,
-                        },
-                        Event::RunCompensationFailed {
-                            step_id: step_id.clone(),
-                            error: error.clone(),
-                        },
-                    ],
-                    None => vec![Event::RunCompensated {}],
+                        });
+                        events
+                    }
+                    None if s.status == RunStatus::Compensating => vec![Event::RunCompensated {}],
+                    _ => Vec::new(),
                 }
             })
             .await?;
@@ -179,6 +188,68 @@ impl App {
             state.ok_or_else(|| AppError::NotFound(format!("run {} not found", key.run_id)))?;
         info!(status = state.status.as_str(), "compensation finished");
         Ok(state)
+    }
+
+    /// An operator's request to run the saga again, for a run whose saga crashed (left
+    /// `compensating`, or `failed` / cancelling without a saga that began) or whose
+    /// compensation failed (`compensation_failed`, after the cause was repaired). Appends
+    /// `CompensationRetryRequested` with the next saga attempt (2 for the first retry,
+    /// counted from the run's events); the reactor starts that attempt as a new
+    /// execution. Any other run is a conflict.
+    #[instrument(skip(self), fields(run_id = %key.run_id))]
+    pub async fn request_compensation_retry(
+        &self,
+        key: &RunKey,
+        reason: Option<String>,
+    ) -> Result<(RunState, u32), AppError> {
+        let registry = &self.registry;
+        for _ in 0..MAX_CONFLICTS {
+            let Some((state, events)) = self.load(key).await? else {
+                return Err(AppError::NotFound(format!("run {} not found", key.run_id)));
+            };
+            let cancelling = state.cancel_requested && !state.status.is_finished() && idle(&state);
+            let to_undo = !saga::compensation_order(&state, registry).is_empty();
+            let retryable = match state.status {
+                RunStatus::Compensating | RunStatus::CompensationFailed => true,
+                RunStatus::Failed => to_undo,
+                _ => cancelling,
+            };
+            if !retryable {
+                return Err(AppError::Conflict {
+                    code: "nothing_to_compensate",
+                    message: format!(
+                        "run {} is {}{}: there is no saga to retry",
+                        key.run_id,
+                        state.status.as_str(),
+                        if state.cancel_requested {
+                            " (cancel requested)"
+                        } else {
+                            ""
+                        }
+                    ),
+                });
+            }
+            let previous = events
+                .iter()
+                .filter(|e| matches!(e.event, Event::CompensationRetryRequested { .. }))
+                .count();
+            let attempt = u32::try_from(previous).unwrap_or(u32::MAX - 2) + 2;
+            let event = Event::CompensationRetryRequested {
+                attempt,
+                reason: reason.clone(),
+            };
+            match self.commit(&state, vec![event]).await {
+                Ok(after) => {
+                    info!(saga_attempt = attempt, "compensation retry requested");
+                    return Ok((after, attempt));
+                }
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(AppError::Store(StoreError::Unavailable(
+            "too much contention on this run".into(),
+        )))
     }
 
     /// The whole saga in process (the local runtime), with the compensation retry policy.

@@ -181,6 +181,15 @@ pub enum Event {
     },
     /// The run was cancelled and everything it did was undone.
     RunCancelled {},
+    /// An operator asked for the compensation saga to run again (its execution crashed and
+    /// left the run `compensating`, or a compensation failed and has been repaired): saga
+    /// attempt `attempt` (2 for the first retry) starts as a new execution, and undoes
+    /// what is still to undo.
+    CompensationRetryRequested {
+        attempt: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
 }
 
 impl Event {
@@ -204,6 +213,7 @@ impl Event {
             Event::RunCompensated {} => "RunCompensated",
             Event::RunCompensationFailed { .. } => "RunCompensationFailed",
             Event::RunCancelled {} => "RunCancelled",
+            Event::CompensationRetryRequested { .. } => "CompensationRetryRequested",
         }
     }
 

@@ -379,7 +379,7 @@ impl RunState {
             }
             Event::RunCompensationFailed { step_id, error } => {
                 self.status = RunStatus::CompensationFailed;
-                let msg = format!("compensation of step {step_id} failed: {error}");
+                let msg = format!("{COMPENSATION_FAILED_PREFIX}{step_id} failed: {error}");
                 self.error = Some(match self.error.take() {
                     Some(e) => format!("{e}; {msg}"),
                     None => msg,
@@ -390,6 +390,27 @@ impl RunState {
                 self.status = RunStatus::Cancelled;
                 self.finished_at = Some(at);
                 self.skip_pending();
+            }
+            Event::CompensationRetryRequested { .. } => {
+                // A failed compensation is tried again: its steps are back to undo, and
+                // the run is compensating (again). Any other status is left to the saga.
+                if self.status == RunStatus::CompensationFailed {
+                    self.status = RunStatus::Compensating;
+                    self.finished_at = None;
+                    for step in &mut self.steps {
+                        if step.status == StepStatus::CompensationFailed {
+                            step.status = StepStatus::Completed;
+                            step.compensation_error = None;
+                        }
+                    }
+                    self.error = self.error.take().and_then(|e| {
+                        let kept = match e.find(COMPENSATION_FAILED_PREFIX) {
+                            Some(i) => e[..i].trim_end_matches("; ").to_owned(),
+                            None => e,
+                        };
+                        (!kept.is_empty()).then_some(kept)
+                    });
+                }
             }
         }
         Ok(())
@@ -412,6 +433,10 @@ impl RunState {
             .filter_map(|s| s.output.as_ref().map(|o| (s.id.as_str(), o)))
     }
 }
+
+/// How a failed compensation reads in a run's `error` (after the failure that started the
+/// saga, if any): `compensation of step <id> failed: <error>`.
+const COMPENSATION_FAILED_PREFIX: &str = "compensation of step ";
 
 fn millis(ms: u64) -> Duration {
     Duration::milliseconds(i64::try_from(ms).unwrap_or(i64::MAX / 2))
@@ -467,6 +492,70 @@ mod tests {
                 ],
             },
         }
+    }
+
+    #[test]
+    fn given_a_failed_compensation_when_a_retry_is_requested_then_the_run_compensates_again_from_the_failed_step(
+    ) {
+        let mut events = vec![
+            created(),
+            planned(),
+            Event::StepStarted {
+                step_id: "s2".into(),
+                attempt: 1,
+                lease_ms: 1000,
+            },
+            Event::StepCompleted {
+                step_id: "s2".into(),
+                attempt: 1,
+                output: json!({"id": 1}),
+                duration_ms: 1,
+            },
+            Event::StepStarted {
+                step_id: "s1".into(),
+                attempt: 1,
+                lease_ms: 1000,
+            },
+            Event::StepFailed {
+                step_id: "s1".into(),
+                attempt: 1,
+                error: "boom".into(),
+            },
+            Event::RunFailed {
+                error: "step s1 failed: boom".into(),
+                step_id: Some("s1".into()),
+            },
+            Event::CompensationStarted {
+                steps: vec!["s2".into()],
+            },
+            Event::StepCompensationFailed {
+                step_id: "s2".into(),
+                error: "todo store down".into(),
+                attempts: 4,
+            },
+            Event::RunCompensationFailed {
+                step_id: "s2".into(),
+                error: "todo store down".into(),
+            },
+        ];
+        let failed = fold("r1", &log(events.clone())).expect("folds");
+        assert_eq!(failed.status, RunStatus::CompensationFailed);
+        assert!(failed
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("compensation of step s2")));
+
+        events.push(Event::CompensationRetryRequested {
+            attempt: 2,
+            reason: Some("todo store repaired".into()),
+        });
+        let again = fold("r1", &log(events)).expect("folds");
+        assert_eq!(again.status, RunStatus::Compensating);
+        assert_eq!(again.finished_at, None);
+        let s2 = again.step("s2").expect("s2");
+        assert_eq!(s2.status, StepStatus::Completed, "s2 is to undo again");
+        assert_eq!(s2.compensation_error, None);
+        assert_eq!(again.error.as_deref(), Some("step s1 failed: boom"));
     }
 
     #[test]

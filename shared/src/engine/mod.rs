@@ -50,8 +50,18 @@ pub fn cap_output(output: Value, max: usize) -> Value {
 pub enum Effect {
     /// Run this step attempt, not before `delay_ms` from now.
     Dispatch { job: StepJob, delay_ms: u64 },
-    /// Undo the run's completed steps (the saga).
-    Compensate { key: RunKey, correlation_id: String },
+    /// Undo the run's completed steps (the saga). `attempt` is 1 for the saga a failure or
+    /// a cancel starts, n for the saga an operator's (n-1)th retry request starts.
+    Compensate {
+        key: RunKey,
+        correlation_id: String,
+        #[serde(default = "first_saga")]
+        attempt: u32,
+    },
+}
+
+fn first_saga() -> u32 {
+    1
 }
 
 /// Steps that may start now: pending, never tried, every dependency completed, in a run
@@ -146,6 +156,13 @@ pub fn react(state: &RunState, new: &[EventRecord], registry: &Registry) -> Vec<
                     });
                 }
             }
+            Event::CompensationRetryRequested { attempt, .. } => {
+                push(Effect::Compensate {
+                    key: RunKey::new(&state.tenant, &state.run_id),
+                    correlation_id: state.correlation_id.clone(),
+                    attempt: *attempt,
+                });
+            }
             _ => {}
         }
     }
@@ -165,6 +182,7 @@ pub fn react(state: &RunState, new: &[EventRecord], registry: &Registry) -> Vec<
             push(Effect::Compensate {
                 key: RunKey::new(&state.tenant, &state.run_id),
                 correlation_id: state.correlation_id.clone(),
+                attempt: 1,
             });
         }
     }

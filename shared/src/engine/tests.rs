@@ -591,10 +591,51 @@ fn given_a_failed_run_with_completed_todo_steps_when_reacting_then_the_saga_star
         effects,
         vec![Effect::Compensate {
             key: RunKey::new("default", "r1"),
-            correlation_id: "c".into()
+            correlation_id: "c".into(),
+            attempt: 1,
         }]
     );
     assert_eq!(saga::compensation_order(&s, &registry()), vec!["s2"]);
+}
+
+#[test]
+fn given_a_retry_request_when_reacting_then_the_saga_starts_again_as_the_requested_attempt() {
+    let (s, records) = state(vec![
+        started("s2", 1),
+        completed("s2", json!({"id": 1})),
+        started("s1", 1),
+        Event::StepFailed {
+            step_id: "s1".into(),
+            attempt: 1,
+            error: "x".into(),
+        },
+        Event::RunFailed {
+            error: "x".into(),
+            step_id: Some("s1".into()),
+        },
+        Event::CompensationStarted {
+            steps: vec!["s2".into()],
+        },
+        Event::CompensationRetryRequested {
+            attempt: 2,
+            reason: Some("the saga crashed".into()),
+        },
+    ]);
+    assert_eq!(
+        react(&s, &records[records.len() - 1..], &registry()),
+        vec![Effect::Compensate {
+            key: RunKey::new("default", "r1"),
+            correlation_id: "c".into(),
+            attempt: 2,
+        }]
+    );
+}
+
+#[test]
+fn given_an_effect_stored_before_saga_attempts_when_read_then_it_is_the_first_attempt() {
+    let old = json!({"effect": "compensate", "key": {"tenant": "t", "run_id": "r"}, "correlation_id": "c"});
+    let effect: Effect = serde_json::from_value(old).expect("an old outbox row");
+    assert!(matches!(effect, Effect::Compensate { attempt: 1, .. }));
 }
 
 #[test]

@@ -4,7 +4,9 @@
 //! The metrics of a run are derived from its events as the stream reactor sees them
 //! (the event log drives every reaction, metrics included): runs by terminal status, step
 //! latency, failed attempts and retries by tool, compensations, and how far the reactor
-//! lags behind the events it reacts to.
+//! lags behind the events it reacts to. In Lambda every metric also carries the stack's
+//! name as dimension `Stack` ([`STACK_VAR`]), so two stacks in one account never sum
+//! each other's runs.
 
 use std::io::Write;
 use std::sync::OnceLock;
@@ -16,6 +18,13 @@ use crate::domain::{Event, EventRecord, RunState};
 
 /// The CloudWatch namespace of every Crane metric.
 pub const NAMESPACE: &str = "Crane";
+
+/// The stack the function belongs to (`template.yaml` sets it to `AWS::StackName`). Every
+/// metric carries it as its first dimension, `Stack`, so stacks sharing an account and
+/// region keep apart metrics, and each stack's dashboard shows only its own runs.
+pub const STACK_VAR: &str = "CRANE_STACK_NAME";
+/// The dimension naming the stack.
+pub const STACK_DIMENSION: &str = "Stack";
 
 /// A metric's unit, as CloudWatch spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +85,13 @@ impl Metric {
         self
     }
 
+    /// This metric, scoped to `stack`: `Stack` becomes its first dimension.
+    pub fn in_stack(mut self, stack: &str) -> Self {
+        self.dimensions
+            .insert(0, (STACK_DIMENSION, stack.to_owned()));
+        self
+    }
+
     /// The EMF document of this metric at `at`.
     pub fn to_emf(&self, at: DateTime<Utc>) -> Value {
         let dims: Vec<&str> = self.dimensions.iter().map(|(k, _)| *k).collect();
@@ -105,12 +121,34 @@ fn in_lambda() -> bool {
     *IN_LAMBDA.get_or_init(|| std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some())
 }
 
-/// Write `metrics` as EMF lines: to stdout in Lambda, to the debug log elsewhere (tests,
-/// local tools). Best effort: a failed write is dropped.
+/// `CRANE_STACK_NAME`, read once.
+fn stack() -> Option<&'static str> {
+    static STACK: OnceLock<Option<String>> = OnceLock::new();
+    STACK
+        .get_or_init(|| {
+            std::env::var(STACK_VAR)
+                .ok()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+        })
+        .as_deref()
+}
+
+/// Write `metrics` as EMF lines, each scoped to this function's stack
+/// ([`STACK_VAR`]): to stdout in Lambda, to the debug log elsewhere (tests, local tools).
+/// Best effort: a failed write is dropped.
 pub fn emit(metrics: &[Metric], at: DateTime<Utc>) {
     if metrics.is_empty() {
         return;
     }
+    let scoped: Vec<Metric>;
+    let metrics = match stack() {
+        Some(stack) => {
+            scoped = metrics.iter().map(|m| m.clone().in_stack(stack)).collect();
+            &scoped[..]
+        }
+        None => metrics,
+    };
     if !in_lambda() {
         for m in metrics {
             tracing::debug!(target: "crane::metrics", emf = %m.to_emf(at), "metric");
@@ -228,6 +266,30 @@ mod tests {
                 "StepLatency": 12.0,
             })
         );
+    }
+
+    #[test]
+    fn given_a_stack_when_a_metric_is_scoped_then_stack_is_its_first_dimension() {
+        let t = at("2026-01-02T03:04:05Z");
+        let doc = Metric::millis("StepLatency", 12)
+            .dimension("Tool", "calculator")
+            .in_stack("crane-staging")
+            .to_emf(t);
+        assert_eq!(
+            doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["Stack", "Tool"]])
+        );
+        assert_eq!(doc["Stack"], "crane-staging");
+        assert_eq!(doc["Tool"], "calculator");
+        let doc = Metric::count("RunsCreated")
+            .in_stack("crane-prod")
+            .to_emf(t);
+        assert_eq!(
+            doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["Stack"]]),
+            "a metric without dimensions of its own is still per stack"
+        );
+        assert_eq!(doc["Stack"], "crane-prod");
     }
 
     #[test]

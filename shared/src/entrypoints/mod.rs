@@ -8,17 +8,20 @@
 //! - [`stream`]: `event-reactor` projects the events table's stream into the runs view and
 //!   sends the reactions (step jobs, sagas).
 //! - [`saga`]: `compensate` runs the saga state machine's tasks.
+//! - [`llm_key`]: the LLM API key from Secrets Manager, re-read later if it failed.
 //! - [`metrics`]: CloudWatch Embedded Metric Format lines.
 //!
 //! [`app_from_env`] wires an [`App`] over the AWS adapters once per cold start;
 //! [`build_app`] does the same from explicit clients and names (tests, tools).
 
 pub mod http;
+pub mod llm_key;
 pub mod metrics;
 pub mod saga;
 pub mod sqs;
 pub mod stream;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -31,14 +34,18 @@ use crate::app::App;
 use crate::config::{Config, ConfigError};
 use crate::domain::RunKey;
 use crate::planner::{PatternPlanner, Planner};
-use crate::ports::{SagaStarter, StepDispatcher, StepJob, StoreError, StoreResult, SystemClock};
+use crate::ports::{
+    Redelivery, SagaStarter, StepDispatcher, StepJob, StoreError, StoreResult, SystemClock,
+};
 use crate::tools::Registry;
 
-/// The ports the App does not hold: where reactions are sent.
+/// The ports the App does not hold: where reactions are sent, and how the step worker
+/// brings a message back early.
 #[derive(Clone)]
 pub struct CloudPorts {
     pub dispatcher: Arc<dyn StepDispatcher>,
     pub saga: Arc<dyn SagaStarter>,
+    pub redelivery: Arc<dyn Redelivery>,
 }
 
 /// Which function is starting: it decides which resources must be configured.
@@ -81,18 +88,18 @@ pub enum SetupError {
     Config(#[from] ConfigError),
     #[error("planner: {0}")]
     Planner(#[from] crate::planner::select::SelectError),
-    #[error("reading the LLM API key from {LLM_API_KEY_SECRET_ARN_VAR}: {0}")]
-    Secret(String),
 }
 
 /// The Secrets Manager secret holding the LLM API key (Planner=llm on AWS): the key itself
 /// is never a template parameter or a plain environment variable.
 pub const LLM_API_KEY_SECRET_ARN_VAR: &str = "CRANE_LLM_API_KEY_SECRET_ARN";
 
-/// The planner the environment selects (`crate::planner::select`), with the LLM API key
-/// read once from Secrets Manager when `CRANE_LLM_API_KEY_SECRET_ARN` is set and no key is.
+/// The planner the environment selects (`crate::planner::select`). With `llm` selected,
+/// `CRANE_LLM_API_KEY_SECRET_ARN` set and no `CRANE_LLM_API_KEY`, the key is read from
+/// Secrets Manager ([`planner_with_key_secret`]): a failed read does not stop the function.
+/// Other planners never read the secret.
 pub async fn planner_from_env(sdk: &aws_config::SdkConfig) -> Result<Arc<dyn Planner>, SetupError> {
-    let mut vars: std::collections::HashMap<String, String> = std::env::vars().collect();
+    let vars: HashMap<String, String> = std::env::vars().collect();
     let has_key = vars
         .get("CRANE_LLM_API_KEY")
         .is_some_and(|k| !k.trim().is_empty());
@@ -100,26 +107,36 @@ pub async fn planner_from_env(sdk: &aws_config::SdkConfig) -> Result<Arc<dyn Pla
         .get(LLM_API_KEY_SECRET_ARN_VAR)
         .map(|v| v.trim().to_owned())
         .filter(|v| !v.is_empty());
-    if let (false, Some(arn)) = (has_key, secret_arn) {
-        let client = aws_sdk_secretsmanager::Client::new(sdk);
-        let secret = client
-            .get_secret_value()
-            .secret_id(&arn)
-            .send()
-            .await
-            .map_err(|e| {
-                SetupError::Secret(
-                    aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string(),
-                )
-            })?;
-        let key = secret
-            .secret_string()
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .ok_or_else(|| SetupError::Secret("the secret has no string value".into()))?;
-        vars.insert("CRANE_LLM_API_KEY".into(), key.to_owned());
+    match secret_arn {
+        Some(arn) if !has_key && llm_key::wants_llm(&vars) => {
+            let client = aws_sdk_secretsmanager::Client::new(sdk);
+            let source = Arc::new(llm_key::SecretsManagerSource::new(client, arn));
+            planner_with_key_secret(vars, source, llm_key::RETRY_EVERY).await
+        }
+        _ => Ok(crate::planner::select::planner_from_vars(&vars)?),
     }
-    Ok(crate::planner::select::planner_from_vars(&vars)?)
+}
+
+/// The `llm` planner of `vars` with its key read from `source` now, and again every
+/// `retry_every` while that fails (the pattern planner plans meanwhile, and the planner
+/// reports itself degraded). The rest of the configuration is checked at once: a bad
+/// base URL is a setup error, not a missing key.
+pub async fn planner_with_key_secret(
+    vars: HashMap<String, String>,
+    source: Arc<dyn llm_key::SecretSource>,
+    retry_every: std::time::Duration,
+) -> Result<Arc<dyn Planner>, SetupError> {
+    let mut probe = vars.clone();
+    probe.insert("CRANE_LLM_API_KEY".into(), "probe".into());
+    crate::planner::select::choice_from_vars(&probe)?;
+    let build: Box<llm_key::BuildPlanner> = Box::new(move |key: &str| {
+        let mut vars = vars.clone();
+        vars.insert("CRANE_LLM_API_KEY".into(), key.to_owned());
+        crate::planner::select::planner_from_vars(&vars).map_err(|e| e.to_string())
+    });
+    Ok(Arc::new(
+        llm_key::KeyedPlanner::start(source, build, retry_every).await,
+    ))
 }
 
 /// The AWS clients, built once per cold start.
@@ -188,8 +205,15 @@ impl StepDispatcher for Unconfigured {
 }
 
 #[async_trait]
+impl Redelivery for Unconfigured {
+    async fn redeliver_in(&self, _receipt_handle: &str, _seconds: u32) -> StoreResult<()> {
+        Err(self.error())
+    }
+}
+
+#[async_trait]
 impl SagaStarter for Unconfigured {
-    async fn start(&self, _key: &RunKey, _correlation_id: &str) -> StoreResult<()> {
+    async fn start(&self, _key: &RunKey, _correlation_id: &str, _attempt: u32) -> StoreResult<()> {
         Err(self.error())
     }
 }
@@ -227,15 +251,29 @@ pub fn build_app_with(
         clock: Arc::new(SystemClock),
         settings: config.settings,
     };
-    let dispatcher: Arc<dyn StepDispatcher> = match &names.step_queue_url {
-        Some(url) => Arc::new(SqsDispatcher::new(clients.sqs.clone(), url.clone())),
-        None => Arc::new(Unconfigured(STEP_QUEUE_URL_VAR)),
-    };
+    let (dispatcher, redelivery): (Arc<dyn StepDispatcher>, Arc<dyn Redelivery>) =
+        match &names.step_queue_url {
+            Some(url) => {
+                let queue = Arc::new(SqsDispatcher::new(clients.sqs.clone(), url.clone()));
+                (queue.clone(), queue)
+            }
+            None => (
+                Arc::new(Unconfigured(STEP_QUEUE_URL_VAR)),
+                Arc::new(Unconfigured(STEP_QUEUE_URL_VAR)),
+            ),
+        };
     let saga: Arc<dyn SagaStarter> = match &names.saga_state_machine_arn {
         Some(arn) => Arc::new(SfnSagaStarter::new(clients.sfn.clone(), arn.clone())),
         None => Arc::new(Unconfigured(SAGA_STATE_MACHINE_ARN_VAR)),
     };
-    (Arc::new(app), CloudPorts { dispatcher, saga })
+    (
+        Arc::new(app),
+        CloudPorts {
+            dispatcher,
+            saga,
+            redelivery,
+        },
+    )
 }
 
 /// The App and ports of `function`, configured from the environment (the standard AWS

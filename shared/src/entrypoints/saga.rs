@@ -7,7 +7,14 @@
 //! - `{"action":"compensate_step","tenant","run_id","step_id","attempt"}` (`attempt` is
 //!   `$$.State.RetryCount`, 0-based) -> `{"step_id","compensated":true}`.
 //! - `{"action":"finish","tenant","run_id","failure"?:{"step_id"?,"error"}}` -> the run's
-//!   final status.
+//!   final status. `error` is what the state machine's `Catch` caught: the error object
+//!   `{"Error","Cause"}` (or, from older definitions, just its `Cause`).
+//!
+//! And one action for an operator, not the state machine:
+//! - `{"action":"retry","tenant","run_id","reason"?}` -> `{"tenant","run_id","status",
+//!   "saga_attempt","execution_name"}`: run the saga again for a run whose saga crashed or
+//!   whose compensation failed ([`App::request_compensation_retry`]); the event reactor
+//!   then starts execution `execution_name`.
 //!
 //! Errors carry the type the state machine matches: [`TRANSIENT`] (retried) or
 //! [`PERMANENT`] (not). A failed `compensate_step` says which step failed and after how
@@ -56,6 +63,14 @@ pub enum SagaTask {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         correlation_id: Option<String>,
     },
+    /// An operator's request to run the saga again (invoked directly, not by the state
+    /// machine).
+    Retry {
+        tenant: String,
+        run_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
 }
 
 /// Why the saga failed, as the state machine's `Catch` recorded it.
@@ -100,6 +115,7 @@ impl SagaError {
             }
             _ => ErrorKind::Permanent,
         };
+
         Self {
             kind,
             message: e.to_string(),
@@ -196,6 +212,27 @@ pub async fn handle_saga_task(app: &App, task: SagaTask) -> Result<Value, SagaEr
                 "status": state.status.as_str(),
             }))
         }
+        SagaTask::Retry {
+            tenant,
+            run_id,
+            reason,
+        } => {
+            record_ids(&span, &run_id, None);
+            let key = RunKey::new(&tenant, &run_id);
+            let (state, attempt) = app
+                .request_compensation_retry(&key, reason)
+                .await
+                .map_err(SagaError::app)?;
+            let execution_name = crate::adapters::aws::execution_name(&run_id, attempt);
+            info!(saga_attempt = attempt, execution_name = %execution_name, "saga retry requested by an operator");
+            Ok(serde_json::json!({
+                "tenant": tenant,
+                "run_id": run_id,
+                "status": state.status.as_str(),
+                "saga_attempt": attempt,
+                "execution_name": execution_name,
+            }))
+        }
     }
 }
 
@@ -213,6 +250,10 @@ fn to_value<T: Serialize>(v: &T) -> Result<Value, SagaError> {
     })
 }
 
+fn unknown_step(f: &SagaFailure) -> String {
+    f.step_id.clone().unwrap_or_else(|| "unknown".to_owned())
+}
+
 /// `"s2: <message> (attempt 4)"`.
 pub fn step_failure_message(step_id: &str, message: &str, attempt: u32) -> String {
     format!("{step_id}: {message} (attempt {attempt})")
@@ -222,14 +263,38 @@ pub fn step_failure_message(step_id: &str, message: &str, attempt: u32) -> Strin
 /// Lambda error is the JSON error document as a string; its `errorMessage` is what
 /// [`step_failure_message`] wrote. Anything else is kept whole, with `unknown` as step.
 pub fn parse_failure(f: &SagaFailure) -> (String, String, u32) {
-    let raw = match &f.error {
+    // The whole caught error object: its Cause carries the detail (a Lambda error document
+    // for a function error, plain text otherwise); without one, its Error name.
+    let caught = f.error.as_object().filter(|o| o.contains_key("Error"));
+    let error = match caught {
+        Some(o) => {
+            let name = o.get("Error").and_then(Value::as_str).unwrap_or("error");
+            match o
+                .get("Cause")
+                .and_then(Value::as_str)
+                .filter(|c| !c.is_empty())
+            {
+                Some(cause)
+                    if serde_json::from_str::<Value>(cause).is_ok_and(|d| d.is_object()) =>
+                {
+                    Value::String(cause.to_owned())
+                }
+                // Not a step's failure (the function crashed, timed out, was throttled):
+                // no step to name.
+                Some(cause) => return (unknown_step(f), format!("{name}: {cause}"), 1),
+                None => return (unknown_step(f), name.to_owned(), 1),
+            }
+        }
+        None => f.error.clone(),
+    };
+    let raw = match &error {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),
         other => other.to_string(),
     };
     let doc: Option<Value> = serde_json::from_str(&raw)
         .ok()
-        .or_else(|| f.error.is_object().then(|| f.error.clone()));
+        .or_else(|| error.is_object().then(|| error.clone()));
     let message = doc
         .as_ref()
         .and_then(|d| d.get("errorMessage"))
@@ -319,6 +384,35 @@ mod tests {
                 1
             )
         );
+    }
+
+    #[test]
+    fn given_the_caught_error_object_when_parsed_then_its_cause_or_name_is_the_error() {
+        let msg = step_failure_message("s2", "todo 3 not found", 4);
+        let cause = json!({"errorType": PERMANENT, "errorMessage": msg}).to_string();
+        let parsed = parse_failure(&SagaFailure {
+            step_id: None,
+            error: json!({"Error": PERMANENT, "Cause": cause}),
+        });
+        assert_eq!(parsed, ("s2".into(), "todo 3 not found".into(), 4));
+        // A crash of the function around the steps (a timeout, out of memory).
+        let parsed = parse_failure(&SagaFailure {
+            step_id: None,
+            error: json!({"Error": "Lambda.Unknown", "Cause": "The function timed out"}),
+        });
+        assert_eq!(
+            parsed,
+            (
+                "unknown".into(),
+                "Lambda.Unknown: The function timed out".into(),
+                1
+            )
+        );
+        let parsed = parse_failure(&SagaFailure {
+            step_id: None,
+            error: json!({"Error": "States.Timeout"}),
+        });
+        assert_eq!(parsed, ("unknown".into(), "States.Timeout".into(), 1));
     }
 
     #[test]

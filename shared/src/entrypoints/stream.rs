@@ -85,7 +85,7 @@ pub async fn handle_stream_batch(
     let mut failed = vec![false; groups.len()];
     let mut states: Vec<Option<RunState>> = vec![None; groups.len()];
     let mut dispatches: Vec<(usize, (StepJob, u64))> = Vec::new();
-    let mut sagas: Vec<(usize, RunKey, String)> = Vec::new();
+    let mut sagas: Vec<(usize, RunKey, String, u32)> = Vec::new();
     for (i, result) in projected {
         match result {
             Ok(Projection { state, effects }) => {
@@ -96,7 +96,8 @@ pub async fn handle_stream_batch(
                         Effect::Compensate {
                             key,
                             correlation_id,
-                        } => sagas.push((i, key, correlation_id)),
+                            attempt,
+                        } => sagas.push((i, key, correlation_id, attempt)),
                     }
                 }
             }
@@ -125,10 +126,10 @@ pub async fn handle_stream_batch(
             }
         }
     }
-    for (i, key, correlation_id) in &sagas {
-        match saga.start(key, correlation_id).await {
+    for (i, key, correlation_id, attempt) in &sagas {
+        match saga.start(key, correlation_id, *attempt).await {
             Ok(()) => {
-                info!(run_id = %key.run_id, correlation_id = %correlation_id, "compensation saga started")
+                info!(run_id = %key.run_id, correlation_id = %correlation_id, saga_attempt = attempt, "compensation saga started")
             }
             Err(e) => {
                 warn!(run_id = %key.run_id, error = %e, "could not start the saga; the run's records will be retried");

@@ -913,6 +913,10 @@ fn every_event() -> Vec<Event> {
             error: "stuck".into(),
         },
         Event::RunCancelled {},
+        Event::CompensationRetryRequested {
+            attempt: 2,
+            reason: Some("the saga crashed".into()),
+        },
     ];
     // A new event type fails to compile here until it is added above (and documented).
     for e in &events {
@@ -933,7 +937,8 @@ fn every_event() -> Vec<Event> {
             | Event::StepCompensationFailed { .. }
             | Event::RunCompensated {}
             | Event::RunCompensationFailed { .. }
-            | Event::RunCancelled {} => {}
+            | Event::RunCancelled {}
+            | Event::CompensationRetryRequested { .. } => {}
         }
     }
     events

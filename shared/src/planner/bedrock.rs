@@ -149,6 +149,17 @@ impl BedrockPlanner {
                 error: LlmError::Timeout(format!("no answer within {} ms", self.config.timeout_ms)),
                 tool_choice_rejected: false,
             }),
+            Ok(Err(e)) if is_access_denied(&e) => {
+                let region = client
+                    .config()
+                    .region()
+                    .map_or_else(|| "the default region".to_owned(), ToString::to_string);
+                let detail = excerpt(&format!("{}", DisplayErrorContext(&e)));
+                Err(CallFailure {
+                    error: access_denied(&self.config.model_id, &region, &detail),
+                    tool_choice_rejected: false,
+                })
+            }
             Ok(result) => result.map_err(|e| CallFailure {
                 tool_choice_rejected: e.as_service_error().is_some_and(rejects_tool_choice),
                 error: classify_sdk_error(&e),
@@ -208,7 +219,35 @@ pub fn rejects_tool_choice(err: &ConverseError) -> bool {
         .any(|needle| message.contains(needle))
 }
 
-impl BedrockPlanner {}
+/// The IAM action Bedrock authorises a Converse call as.
+pub const CONVERSE_ACTION: &str = "bedrock:InvokeModel";
+
+/// Whether Bedrock refused the call for lack of permission.
+fn is_access_denied<R>(err: &SdkError<ConverseError, R>) -> bool {
+    matches!(
+        err.as_service_error(),
+        Some(ConverseError::AccessDeniedException(_))
+    )
+}
+
+/// An AccessDenied from Bedrock, named by the action and resource that were denied, so the
+/// log line and `GET /health` say what to grant (an inference profile also needs its
+/// foundation model in each of the profile's regions). Logged at error level here; as an
+/// [`LlmError::Auth`] it marks the planner degraded instead of hiding in the fallback.
+pub fn access_denied(model_id: &str, region: &str, detail: &str) -> LlmError {
+    tracing::error!(
+        planner = "bedrock",
+        action = CONVERSE_ACTION,
+        model = %model_id,
+        region = %region,
+        error = %detail,
+        "Bedrock denied {CONVERSE_ACTION} on {model_id} in {region}"
+    );
+    LlmError::Auth(format!(
+        "AccessDenied: {CONVERSE_ACTION} on {model_id} in {region} (for an inference profile, \
+         also on its foundation model in every region it routes to): {detail}"
+    ))
+}
 
 /// Everything a Converse request needs besides the model id.
 #[derive(Debug, Clone, PartialEq)]
@@ -863,6 +902,61 @@ mod tests {
             plan_from_converse_output(&no_message, &registry()),
             Err(LlmError::Unparseable(_))
         ));
+    }
+
+    /// A Bedrock planner whose calls are all denied.
+    struct Denied;
+
+    #[async_trait]
+    impl ModelPlanner for Denied {
+        fn name(&self) -> &'static str {
+            "bedrock"
+        }
+
+        fn model(&self) -> &str {
+            "us.anthropic.claude-3-5-haiku-20241022-v1:0"
+        }
+
+        async fn plan_with_model(
+            &self,
+            _prompt: &str,
+            _registry: &Registry,
+        ) -> Result<Planned, ModelFailure> {
+            Err(ModelFailure {
+                error: access_denied(
+                    self.model(),
+                    "eu-west-1",
+                    "User: arn:aws:sts::123456789012:assumed-role/x is not authorized",
+                ),
+                usage: Usage::default(),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn given_an_access_denied_when_planning_then_the_fallback_plans_but_the_planner_is_degraded_naming_the_denied_action(
+    ) {
+        let planner = super::super::hybrid::FallbackPlanner::new(Arc::new(Denied));
+        let planned = planner
+            .plan("calculate 2+3", &registry())
+            .await
+            .expect("the pattern planner takes over");
+        assert_eq!(planned.info.name, "pattern");
+        let degraded = planner
+            .degraded()
+            .expect("an AccessDenied is a setup problem");
+        for needle in [
+            "AccessDenied",
+            "bedrock:InvokeModel",
+            "us.anthropic.claude-3-5-haiku-20241022-v1:0",
+            "eu-west-1",
+        ] {
+            assert!(degraded.contains(needle), "{needle} not in {degraded}");
+        }
+        assert!(planned
+            .info
+            .fallback_reason
+            .is_some_and(|r| r.contains("bedrock:InvokeModel")));
     }
 
     #[test]

@@ -105,7 +105,7 @@ pub use aws_sdk_sfn;
 pub use aws_sdk_sqs;
 
 pub use idempotency::KEY_TTL as IDEMPOTENCY_KEY_TTL;
-pub use saga::{saga_input, SfnSagaStarter};
+pub use saga::{execution_name, saga_input, SfnSagaStarter};
 pub use sqs::{delay_seconds, SqsDispatcher, MAX_DELAY_SECONDS};
 
 use crate::ports::StoreError;

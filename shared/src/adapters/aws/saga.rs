@@ -1,4 +1,7 @@
-//! [`SagaStarter`] on Step Functions: one execution per run, named after the run.
+//! [`SagaStarter`] on Step Functions: one execution per saga attempt of a run, named after
+//! the run ([`execution_name`]): `<run id>` for the first attempt, `<run id>-saga-<n>` for
+//! the n-th (an operator's retry request, recorded as `CompensationRetryRequested`). A
+//! name already taken means that attempt was started: starting it again is a no-op.
 
 use async_trait::async_trait;
 use serde_json::json;
@@ -37,6 +40,16 @@ impl SfnSagaStarter {
     }
 }
 
+/// The execution name of saga attempt `attempt` of run `run_id` (at most 80 characters
+/// of `[A-Za-z0-9-_]`; a run id is a UUID).
+pub fn execution_name(run_id: &str, attempt: u32) -> String {
+    if attempt <= 1 {
+        run_id.to_owned()
+    } else {
+        format!("{run_id}-saga-{attempt}")
+    }
+}
+
 /// The execution input the saga state machine receives.
 pub fn saga_input(key: &RunKey, correlation_id: &str) -> serde_json::Value {
     json!({
@@ -49,18 +62,18 @@ pub fn saga_input(key: &RunKey, correlation_id: &str) -> serde_json::Value {
 #[async_trait]
 impl SagaStarter for SfnSagaStarter {
     #[instrument(level = "debug", skip(self), fields(run = %key))]
-    async fn start(&self, key: &RunKey, correlation_id: &str) -> StoreResult<()> {
+    async fn start(&self, key: &RunKey, correlation_id: &str, attempt: u32) -> StoreResult<()> {
         let result = self
             .client
             .start_execution()
             .state_machine_arn(&self.state_machine_arn)
-            .name(&key.run_id)
+            .name(execution_name(&key.run_id, attempt))
             .input(saga_input(key, correlation_id).to_string())
             .send()
             .await;
         match result {
             Ok(_) => Ok(()),
-            // The execution name is the run id: the saga was started already.
+            // The execution name is the run id and attempt: it was started already.
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|e| e.is_execution_already_exists()) =>
@@ -70,5 +83,20 @@ impl SagaStarter for SfnSagaStarter {
             }
             Err(e) => Err(sdk_error("StartExecution", e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_saga_attempts_when_named_then_the_first_is_the_run_id_and_retries_are_new_names() {
+        let run = "01977b6e-4c2a-7a3b-9f10-5e2d8c1a0b02";
+        assert_eq!(execution_name(run, 1), run);
+        assert_eq!(execution_name(run, 0), run);
+        assert_eq!(execution_name(run, 2), format!("{run}-saga-2"));
+        let long = execution_name(run, u32::MAX);
+        assert!(long.len() <= 80 && long.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
     }
 }

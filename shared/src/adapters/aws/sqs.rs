@@ -1,4 +1,5 @@
-//! [`StepDispatcher`] on an SQS standard queue.
+//! [`StepDispatcher`] on an SQS standard queue, and [`Redelivery`] of the messages the
+//! step worker received from it.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use tracing::instrument;
 
 use super::error::sdk_error;
 use super::{env_var, MissingEnv, STEP_QUEUE_URL_VAR};
-use crate::ports::{StepDispatcher, StepJob, StoreError, StoreResult};
+use crate::ports::{Redelivery, StepDispatcher, StepJob, StoreError, StoreResult};
 
 /// `SendMessageBatch` takes at most this many entries.
 const BATCH: usize = 10;
@@ -115,6 +116,24 @@ impl StepDispatcher for SqsDispatcher {
         for chunk in jobs.chunks(BATCH) {
             self.send_chunk(chunk).await?;
         }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Redelivery for SqsDispatcher {
+    #[instrument(level = "debug", skip(self, receipt_handle))]
+    async fn redeliver_in(&self, receipt_handle: &str, seconds: u32) -> StoreResult<()> {
+        // SQS accepts 0 to 43,200 seconds (12 hours).
+        let seconds = i32::try_from(seconds.min(43_200)).unwrap_or(43_200);
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.queue_url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(seconds)
+            .send()
+            .await
+            .map_err(|e| sdk_error("ChangeMessageVisibility", e))?;
         Ok(())
     }
 }

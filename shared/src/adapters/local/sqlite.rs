@@ -72,8 +72,20 @@ CREATE INDEX IF NOT EXISTS jobs_due ON jobs (due_at);
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum JobKind {
-    Step { job: StepJob },
-    Compensate { key: RunKey, correlation_id: String },
+    Step {
+        job: StepJob,
+    },
+    Compensate {
+        key: RunKey,
+        correlation_id: String,
+        /// The saga attempt (1 unless an operator asked for a retry).
+        #[serde(default = "first_saga")]
+        attempt: u32,
+    },
+}
+
+fn first_saga() -> u32 {
+    1
 }
 
 impl JobKind {
@@ -83,7 +95,10 @@ impl JobKind {
                 "step:{}/{}/{}/{}",
                 job.tenant, job.run_id, job.step_id, job.attempt
             ),
-            JobKind::Compensate { key, .. } => format!("compensate:{key}"),
+            JobKind::Compensate { key, attempt, .. } if *attempt <= 1 => {
+                format!("compensate:{key}")
+            }
+            JobKind::Compensate { key, attempt, .. } => format!("compensate:{key}#{attempt}"),
         }
     }
 
@@ -93,10 +108,12 @@ impl JobKind {
             Effect::Compensate {
                 key,
                 correlation_id,
+                attempt,
             } => (
                 JobKind::Compensate {
                     key: key.clone(),
                     correlation_id: correlation_id.clone(),
+                    attempt: *attempt,
                 },
                 0,
             ),

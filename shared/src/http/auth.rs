@@ -32,7 +32,7 @@ pub const MIN_KEY_BYTES: usize = 16;
 pub const MAX_TENANT_BYTES: usize = 128;
 
 /// Paths served without credentials.
-const PUBLIC_PATHS: [&str; 2] = ["/health", "/openapi.json"];
+pub(super) const PUBLIC_PATHS: [&str; 2] = ["/health", "/openapi.json"];
 
 /// The tenant of a request, set by [`authenticate`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -51,6 +51,8 @@ pub struct EdgeOptions {
     pub body_timeout: Option<Duration>,
     /// How the tenant of a request is established (default: development, one tenant).
     pub auth: super::Auth,
+    /// When set, each tenant's requests are admitted at this rate (429 beyond it).
+    pub rate_limit: Option<super::quota::RateLimit>,
 }
 
 /// A web origin: scheme, host and port (`https://app.example.com` is port 443).

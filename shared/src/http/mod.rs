@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod edge;
 mod error;
+pub mod quota;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -76,8 +77,14 @@ pub fn router_with(app: Arc<App>, edge: &EdgeOptions) -> Router {
     if let Some(timeout) = edge.body_timeout {
         router = router.layer(from_fn_with_state(timeout, edge::body_deadline));
     }
+    router = router.layer(from_fn(edge::require_json));
+    if let Some(limit) = edge.rate_limit {
+        router = router.layer(from_fn_with_state(
+            Arc::new(quota::Limiter::new(limit)),
+            quota::limit_rate,
+        ));
+    }
     router = router
-        .layer(from_fn(edge::require_json))
         .layer(from_fn_with_state(
             Arc::new(edge.auth.clone()),
             auth::authenticate,

@@ -2259,6 +2259,32 @@ async fn given_api_keys_when_a_route_is_called_without_one_then_a_documented_401
     assert_eq!(doc["paths"]["/health"]["get"]["security"], json!([]));
 }
 
+#[tokio::test]
+async fn given_a_tenant_rate_when_a_tenant_exceeds_it_then_a_documented_429_with_retry_after() {
+    let doc = doc();
+    let h = harness();
+    let edge = EdgeOptions {
+        rate_limit: Some(super::quota::RateLimit {
+            rate_per_s: 0.001,
+            burst: 2.0,
+        }),
+        ..EdgeOptions::default()
+    };
+    let limited = router_with(h.app.clone(), &edge);
+    for _ in 0..2 {
+        assert_eq!(send(&limited, get("/runs")).await.status, StatusCode::OK);
+    }
+    for (method, path) in [("get", "/runs"), ("post", "/runs")] {
+        let m = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+        let reply = send(&limited, request(m, path, Body::empty())).await;
+        reply.assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", path);
+        assert!(reply.header("retry-after").is_some_and(|v| v != "0"));
+        assert_documented(&doc, method, path, &reply);
+    }
+    // Health is never limited.
+    assert_eq!(send(&limited, get("/health")).await.status, StatusCode::OK);
+}
+
 // ---------------------------------------------------------------------------------------
 // Properties: no input gets a 5xx or a non-JSON answer
 // ---------------------------------------------------------------------------------------

@@ -329,6 +329,12 @@ impl Config {
                 1,
                 7 * 86_400_000,
             )?,
+            max_active_runs: v.num(
+                "CRANE_TENANT_MAX_ACTIVE_RUNS",
+                d.settings.max_active_runs,
+                0,
+                1_000_000,
+            )?,
         };
         let log_format = match v.get("CRANE_LOG_FORMAT").map(str::trim) {
             None | Some("text") => LogFormat::Text,

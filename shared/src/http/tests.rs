@@ -2285,6 +2285,68 @@ async fn given_a_tenant_rate_when_a_tenant_exceeds_it_then_a_documented_429_with
     assert_eq!(send(&limited, get("/health")).await.status, StatusCode::OK);
 }
 
+#[tokio::test]
+async fn given_a_cap_on_active_runs_when_a_tenant_reaches_it_then_429_for_it_alone_until_a_run_finishes(
+) {
+    let doc = doc();
+    let h = harness();
+    let app = Arc::new(App {
+        events: h.store.clone(),
+        views: h.store.clone(),
+        todos: h.app.todos.clone(),
+        idempotency: h.store.clone(),
+        breakers: h.store.clone(),
+        registry: h.app.registry.clone(),
+        planner: h.app.planner.clone(),
+        clock: Arc::new(SystemClock),
+        settings: Settings {
+            max_active_runs: 2,
+            ..settings()
+        },
+    });
+    let keys = super::KeyRing::new(&[
+        ("key-a-0123456789abcdef".into(), "tenant-a".into()),
+        ("key-b-0123456789abcdef".into(), "tenant-b".into()),
+    ]);
+    let edge = EdgeOptions {
+        auth: super::Auth::Keys(keys),
+        ..EdgeOptions::default()
+    };
+    let capped = router_with(app.clone(), &edge);
+    let post_as = |key: &'static str| {
+        with_headers(
+            post_json("/runs", &json!({"prompt": PROMPT})),
+            &[("authorization", key)],
+        )
+    };
+    const A: &str = "Bearer key-a-0123456789abcdef";
+    const B: &str = "Bearer key-b-0123456789abcdef";
+    for _ in 0..2 {
+        assert_eq!(send(&capped, post_as(A)).await.status, StatusCode::CREATED);
+    }
+    let refused = send(&capped, post_as(A)).await;
+    refused.assert_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_active_runs",
+        "A over its cap",
+    );
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert_documented(&doc, "post", "/runs", &refused);
+    assert_eq!(
+        send(&capped, post_as(B)).await.status,
+        StatusCode::CREATED,
+        "B has its own cap"
+    );
+    // Once A's runs finish, A may start more.
+    let h2 = Harness {
+        router: capped.clone(),
+        app,
+        store: h.store.clone(),
+    };
+    h2.drain().await;
+    assert_eq!(send(&capped, post_as(A)).await.status, StatusCode::CREATED);
+}
+
 // ---------------------------------------------------------------------------------------
 // Properties: no input gets a 5xx or a non-JSON answer
 // ---------------------------------------------------------------------------------------

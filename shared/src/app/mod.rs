@@ -497,7 +497,7 @@ impl App {
 
     /// `POST /runs/{id}/cancel`: stop scheduling, let running steps finish, compensate
     /// what completed; the run ends `cancelled`.
-    #[instrument(skip(self), fields(run_id = %key.run_id))]
+    #[instrument(skip(self), fields(tenant = %key.tenant, run_id = %key.run_id))]
     pub async fn cancel_run(
         &self,
         key: &RunKey,

@@ -8,8 +8,10 @@ use std::time::Duration;
 use crate::app::Settings;
 use crate::engine::breaker::BreakerConfig;
 use crate::engine::RetryPolicy;
+use crate::http::auth::{parse_keys, KeyParseError};
 use crate::http::edge::LOOPBACK_HOSTS;
-use crate::http::{EdgeOptions, Origin};
+use crate::http::quota::RateLimit;
+use crate::http::{Auth, EdgeOptions, KeyRing, Origin};
 use crate::tools::faults::{FaultParseError, Faults};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -22,6 +24,60 @@ pub enum ConfigError {
     },
     #[error(transparent)]
     Faults(#[from] FaultParseError),
+    #[error("{source_name}: {error}")]
+    Keys {
+        source_name: String,
+        #[source]
+        error: KeyParseError,
+    },
+    #[error("{path}: {error}")]
+    KeysFile { path: String, error: String },
+}
+
+/// Where `crane-local` finds its API keys: `CRANE_API_KEYS` (comma-separated key=tenant)
+/// and `CRANE_API_KEYS_FILE` (one key=tenant per line, reread on `SIGHUP`). Its `Debug`
+/// shows no key.
+#[derive(Clone, Default, PartialEq)]
+pub struct ApiKeys {
+    pub inline: Vec<(String, String)>,
+    pub file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for ApiKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeys")
+            .field("inline", &format_args!("{} keys", self.inline.len()))
+            .field("file", &self.file)
+            .finish()
+    }
+}
+
+impl ApiKeys {
+    /// Whether any key source is configured (else: development mode, one tenant).
+    pub fn configured(&self) -> bool {
+        !self.inline.is_empty() || self.file.is_some()
+    }
+
+    /// The key=tenant pairs of both sources, the file read now.
+    pub fn load(&self) -> Result<Vec<(String, String)>, ConfigError> {
+        let mut pairs = self.inline.clone();
+        if let Some(path) = &self.file {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::KeysFile {
+                path: path.display().to_string(),
+                error: e.to_string(),
+            })?;
+            let from_file = parse_keys(text.lines()).map_err(|error| ConfigError::Keys {
+                source_name: path.display().to_string(),
+                error,
+            })?;
+            for (key, tenant) in from_file {
+                if !pairs.iter().any(|(k, _)| *k == key) {
+                    pairs.push((key, tenant));
+                }
+            }
+        }
+        Ok(pairs)
+    }
 }
 
 /// Log output format.
@@ -52,6 +108,17 @@ pub struct HttpConfig {
     /// `CRANE_HTTP_MAX_CONNECTIONS`: open connections at most; at the limit, the connection
     /// idle the longest is closed to admit a new one.
     pub max_connections: usize,
+    /// `CRANE_API_KEYS` / `CRANE_API_KEYS_FILE` (local runtime).
+    pub api_keys: ApiKeys,
+    /// `CRANE_TENANT_CLAIM` (API Lambdas): the verified JWT claim naming the tenant.
+    pub tenant_claim: String,
+    /// `--insecure-no-auth` (local runtime): serve without keys on a non-loopback address.
+    pub insecure_no_auth: bool,
+    /// `CRANE_TENANT_RATE_PER_S` (local runtime): requests a second each tenant may make on
+    /// average; 0 = no limit.
+    pub tenant_rate_per_s: f64,
+    /// `CRANE_TENANT_BURST` (local runtime): requests a tenant may make at once.
+    pub tenant_burst: u32,
 }
 
 impl Default for HttpConfig {
@@ -63,6 +130,11 @@ impl Default for HttpConfig {
             body_timeout_ms: 30_000,
             idle_timeout_ms: 60_000,
             max_connections: 512,
+            api_keys: ApiKeys::default(),
+            tenant_claim: "sub".into(),
+            insecure_no_auth: false,
+            tenant_rate_per_s: 0.0,
+            tenant_burst: 100,
         }
     }
 }
@@ -140,19 +212,23 @@ impl Vars {
 }
 
 impl HttpConfig {
-    /// The router's guards behind API Gateway, which owns connections and `Host`: only the
-    /// browser origins apply.
+    /// The router's guards behind API Gateway, which owns connections and `Host`: the
+    /// browser origins, and the tenant from the authorizer's verified identity.
     pub fn edge(&self) -> EdgeOptions {
         EdgeOptions {
             cors_origins: self.cors_origins.clone(),
+            auth: Auth::Gateway {
+                claim: self.tenant_claim.clone(),
+            },
             ..EdgeOptions::default()
         }
     }
 
     /// The router's guards in `crane-local` listening on `addr`: a body deadline too, and
     /// on a loopback address only loopback `Host` names (and `CRANE_ALLOWED_HOSTS`), so a
-    /// web page cannot reach it through DNS rebinding.
-    pub fn local_edge(&self, addr: SocketAddr) -> EdgeOptions {
+    /// web page cannot reach it through DNS rebinding. With API keys configured, requests
+    /// are authenticated by `keys`; without, every request is the default tenant.
+    pub fn local_edge(&self, addr: SocketAddr, keys: Option<KeyRing>) -> EdgeOptions {
         let allowed_hosts = addr.ip().is_loopback().then(|| {
             LOOPBACK_HOSTS
                 .iter()
@@ -164,6 +240,11 @@ impl HttpConfig {
             cors_origins: self.cors_origins.clone(),
             allowed_hosts,
             body_timeout: Some(Duration::from_millis(self.body_timeout_ms)),
+            auth: keys.map_or(Auth::Open, Auth::Keys),
+            rate_limit: (self.tenant_rate_per_s > 0.0).then_some(RateLimit {
+                rate_per_s: self.tenant_rate_per_s,
+                burst: f64::from(self.tenant_burst),
+            }),
         }
     }
 }
@@ -248,6 +329,12 @@ impl Config {
                 1,
                 7 * 86_400_000,
             )?,
+            max_active_runs: v.num(
+                "CRANE_TENANT_MAX_ACTIVE_RUNS",
+                d.settings.max_active_runs,
+                0,
+                1_000_000,
+            )?,
         };
         let log_format = match v.get("CRANE_LOG_FORMAT").map(str::trim) {
             None | Some("text") => LogFormat::Text,
@@ -312,6 +399,26 @@ impl Config {
                 1,
                 1_000_000,
             )?,
+            api_keys: ApiKeys {
+                inline: parse_keys(v.list("CRANE_API_KEYS")).map_err(|error| {
+                    ConfigError::Keys {
+                        source_name: "CRANE_API_KEYS".into(),
+                        error,
+                    }
+                })?,
+                file: v.get("CRANE_API_KEYS_FILE").map(|f| PathBuf::from(f.trim())),
+            },
+            tenant_claim: v
+                .get("CRANE_TENANT_CLAIM")
+                .map_or(d.http.tenant_claim, |c| c.trim().to_owned()),
+            insecure_no_auth: false,
+            tenant_rate_per_s: v.num(
+                "CRANE_TENANT_RATE_PER_S",
+                d.http.tenant_rate_per_s,
+                0.0,
+                1_000_000.0,
+            )?,
+            tenant_burst: v.num("CRANE_TENANT_BURST", d.http.tenant_burst, 1, 1_000_000)?,
         };
         Ok(Config {
             addr: v.get("CRANE_ADDR").map_or(d.addr, str::to_owned),
@@ -392,14 +499,47 @@ mod tests {
             ),
             (100, 200, 300, 4)
         );
-        let loopback = c.http.local_edge("127.0.0.1:0".parse().expect("addr"));
+        let loopback = c
+            .http
+            .local_edge("127.0.0.1:0".parse().expect("addr"), None);
         let hosts = loopback.allowed_hosts.expect("loopback checks Host");
         assert_eq!(hosts, ["localhost", "127.0.0.1", "[::1]", "crane.internal"]);
         assert_eq!(loopback.body_timeout, Some(Duration::from_millis(200)));
-        let public = c.http.local_edge("0.0.0.0:0".parse().expect("addr"));
+        let public = c.http.local_edge("0.0.0.0:0".parse().expect("addr"), None);
         assert_eq!(public.allowed_hosts, None);
         assert_eq!(c.http.edge().allowed_hosts, None);
         assert_eq!(c.http.edge().cors_origins.len(), 2);
+    }
+
+    #[test]
+    fn given_api_keys_inline_and_in_a_file_when_loaded_then_both_apply_and_debug_hides_them() {
+        let file = std::env::temp_dir().join(format!("crane-keys-{}", uuid::Uuid::new_v4()));
+        std::fs::write(
+            &file,
+            "# tenant b\nkey-b-0123456789abcdef=tenant-b\n\nkey-a-0123456789abcdef=tenant-a\n",
+        )
+        .expect("write");
+        let c = Config::from_vars(vars(&[
+            ("CRANE_API_KEYS", "key-a-0123456789abcdef=tenant-a"),
+            ("CRANE_API_KEYS_FILE", file.to_str().expect("utf-8")),
+            ("CRANE_TENANT_CLAIM", "custom:tenant"),
+        ]))
+        .expect("valid");
+        assert!(c.http.api_keys.configured());
+        let pairs = c.http.api_keys.load().expect("loaded");
+        assert_eq!(pairs.len(), 2);
+        assert!(!format!("{c:?}").contains("0123456789abcdef"));
+        assert_eq!(
+            c.http.edge().auth,
+            Auth::Gateway {
+                claim: "custom:tenant".into()
+            }
+        );
+        std::fs::write(&file, "oops\n").expect("write");
+        assert!(c.http.api_keys.load().is_err());
+        std::fs::remove_file(&file).expect("remove");
+        assert!(c.http.api_keys.load().is_err());
+        assert!(!Config::default().http.api_keys.configured());
     }
 
     #[test]
@@ -415,9 +555,14 @@ mod tests {
             ("CRANE_ALLOWED_HOSTS", "evil.example/x"),
             ("CRANE_HTTP_MAX_CONNECTIONS", "0"),
             ("CRANE_HTTP_HEADER_TIMEOUT_MS", "soon"),
+            ("CRANE_API_KEYS", "short=tenant-a"),
+            ("CRANE_TENANT_RATE_PER_S", "-1"),
+            ("CRANE_TENANT_BURST", "0"),
+            ("CRANE_API_KEYS", "key-a-0123456789abcdef"),
         ] {
             let err = Config::from_vars(vars(&[(k, v)])).expect_err(k).to_string();
             assert!(err.contains(k) || k == "CRANE_FAULTS", "{err}");
+            assert!(!err.contains("0123456789abcdef"), "no key in {err}");
         }
     }
 }

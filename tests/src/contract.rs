@@ -577,6 +577,72 @@ pub mod views {
         Ok(())
     }
 
+    pub async fn given_a_cursor_of_one_tenant_when_another_lists_with_it_then_it_shows_none_of_the_first_tenants_runs(
+        store: Arc<dyn RunViewStore>,
+    ) -> Result<()> {
+        let (a, b) = (unique("tenant-a"), unique("tenant-b"));
+        let mut runs_a = Vec::new();
+        for i in 0..3i64 {
+            let v = view(
+                &a,
+                &crane::domain::new_run_id(),
+                at(i * 60, 0),
+                RunStatus::Running,
+                2,
+            )?;
+            assert!(store.put(&v).await?);
+            runs_a.push(v.run_id);
+        }
+        let run_b = view(
+            &b,
+            &crane::domain::new_run_id(),
+            at(30, 0),
+            RunStatus::Running,
+            2,
+        )?;
+        assert!(store.put(&run_b).await?);
+        let first = store
+            .list(
+                &a,
+                &ListQuery {
+                    status: None,
+                    limit: 1,
+                    cursor: None,
+                },
+            )
+            .await?;
+        let cursor = first.next_cursor.context("tenant A has a second page")?;
+        match store
+            .list(
+                &b,
+                &ListQuery {
+                    status: None,
+                    limit: 10,
+                    cursor: Some(cursor),
+                },
+            )
+            .await
+        {
+            Ok(page) => {
+                let leaked: Vec<&RunState> = page
+                    .items
+                    .iter()
+                    .filter(|v| runs_a.contains(&v.run_id))
+                    .collect();
+                assert!(
+                    leaked.is_empty(),
+                    "B saw A's runs through A's cursor: {leaked:?}"
+                );
+                assert!(page.items.iter().all(|v| v.tenant == b));
+            }
+            Err(e) => assert!(
+                matches!(e, crane::ports::StoreError::Invalid(_)),
+                "a foreign cursor is refused as invalid, not {e}"
+            ),
+        }
+        Ok(())
+    }
+
     pub async fn given_runs_of_several_statuses_when_listed_by_status_then_only_that_status_comes_newest_first(
         store: Arc<dyn RunViewStore>,
     ) -> Result<()> {

@@ -107,16 +107,127 @@ impl LocalServer {
         format!("{}{}", self.base, path)
     }
 
+    /// A client presenting `key` as `Authorization: Bearer`.
+    pub fn caller(&self, key: &str) -> Caller {
+        Caller {
+            base: self.base.clone(),
+            http: self.http.clone(),
+            key: Some(key.to_owned()),
+        }
+    }
+
+    /// A client presenting no credentials (development mode).
+    pub fn anonymous(&self) -> Caller {
+        Caller {
+            base: self.base.clone(),
+            http: self.http.clone(),
+            key: None,
+        }
+    }
+
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self.http.get(self.url(path)).send().await.expect("GET");
+        self.anonymous().get(path).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.anonymous().post(path, body).await
+    }
+
+    /// `POST /runs`; panics unless it is created.
+    pub async fn create_run(&self, prompt: &str) -> Value {
+        self.anonymous().create_run(prompt).await
+    }
+
+    /// Poll `GET /runs/{id}` until `done(run)` holds, or panic after `within`.
+    pub async fn wait_until(
+        &self,
+        run_id: &str,
+        within: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        self.anonymous().wait_until(run_id, within, done).await
+    }
+
+    /// Wait until the run reaches one of the statuses where nothing more happens.
+    pub async fn wait_settled(&self, run_id: &str) -> Value {
+        self.anonymous().wait_settled(run_id).await
+    }
+
+    /// [`LocalServer::wait_settled`], waiting at most `within`.
+    pub async fn wait_settled_within(&self, run_id: &str, within: Duration) -> Value {
+        self.anonymous().wait_settled_within(run_id, within).await
+    }
+
+    /// Run a prompt to its end.
+    pub async fn run_prompt(&self, prompt: &str) -> Value {
+        self.anonymous().run_prompt(prompt).await
+    }
+
+    pub async fn todos(&self) -> Vec<Value> {
+        self.anonymous().todos().await
+    }
+
+    /// Graceful shutdown; waits for the server task.
+    pub async fn stop(mut self) {
+        self.shutdown().await;
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            match tokio::time::timeout(Duration::from_secs(15), task).await {
+                Ok(Ok(Ok(()))) => {}
+                other => panic!("crane-local did not stop cleanly: {other:?}"),
+            }
+        }
+    }
+}
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A client of a running server, presenting an API key or none.
+#[derive(Clone)]
+pub struct Caller {
+    pub base: String,
+    pub http: reqwest::Client,
+    key: Option<String>,
+}
+
+impl Caller {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// A request to `path` with this caller's credentials.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let req = self.http.request(method, self.url(path));
+        match &self.key {
+            Some(key) => req.bearer_auth(key),
+            None => req,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .expect("GET");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         let r = self
-            .http
-            .post(self.url(path))
+            .request(reqwest::Method::POST, path)
             .json(&body)
             .send()
             .await
@@ -160,7 +271,7 @@ impl LocalServer {
             .await
     }
 
-    /// [`LocalServer::wait_settled`], waiting at most `within`. A `failed` run that still
+    /// [`Caller::wait_settled`], waiting at most `within`. A `failed` run that still
     /// has completed steps to undo is not settled: its saga is about to start.
     pub async fn wait_settled_within(&self, run_id: &str, within: Duration) -> Value {
         self.wait_until(run_id, within, |r| match r["status"].as_str() {
@@ -181,31 +292,6 @@ impl LocalServer {
     pub async fn todos(&self) -> Vec<Value> {
         let (_, body) = self.get("/todos").await;
         body["todos"].as_array().cloned().unwrap_or_default()
-    }
-
-    /// Graceful shutdown; waits for the server task.
-    pub async fn stop(mut self) {
-        self.shutdown().await;
-    }
-
-    async fn shutdown(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            match tokio::time::timeout(Duration::from_secs(15), task).await {
-                Ok(Ok(Ok(()))) => {}
-                other => panic!("crane-local did not stop cleanly: {other:?}"),
-            }
-        }
-    }
-}
-
-impl Drop for LocalServer {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
     }
 }
 

@@ -25,7 +25,7 @@ use crane::ports::{
 };
 use crane_tests::cloud::{Cloud, RequestLog, StreamReader};
 use crane_tests::events::{sample, stream_sample_records, TENANT};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// How long a run may take on the emulators before the test gives up.
 const DEADLINE: Duration = Duration::from_secs(90);
@@ -472,6 +472,77 @@ async fn given_duplicate_deliveries_and_two_workers_when_driven_then_one_correct
         }
     }
     assert!(sent.values().all(|n| *n == 1), "{sent:?}");
+}
+
+/// An API sample event aimed at `path` (a `{id}` in it is `run_id`) as tenant `sub`.
+fn as_tenant(function: &str, case: &str, sub: &str, path: &str, run_id: &str) -> Value {
+    let mut event = sample(function, case);
+    let path = path.replace("{id}", run_id);
+    let (raw_path, query) = path.split_once('?').unwrap_or((&path, ""));
+    event["rawPath"] = json!(raw_path);
+    event["rawQueryString"] = json!(query);
+    event["requestContext"]["http"]["path"] = json!(raw_path);
+    event["pathParameters"] = json!({"id": run_id});
+    event["requestContext"]["authorizer"]["jwt"]["claims"]["sub"] = json!(sub);
+    event
+}
+
+async fn api(f: &Functions, event: Value) -> (u16, Value) {
+    let resp = http::invoke(f.api.clone(), event).await.expect("answered");
+    let status = resp["statusCode"].as_u64().expect("statusCode") as u16;
+    let body = resp["body"]
+        .as_str()
+        .and_then(|b| serde_json::from_str(b).ok())
+        .unwrap_or(Value::Null);
+    (status, body)
+}
+
+#[tokio::test]
+async fn given_a_run_of_one_tenant_on_dynamodb_when_another_tenant_asks_then_it_is_not_found_anywhere(
+) {
+    let f = Functions::start("given_a_run_of_one_tenant_when_another_tenant_asks", 1).await;
+    let (key, view) = f.run_seed_dag(1).await;
+    assert_eq!(view.status, RunStatus::Completed);
+    let id = key.run_id.as_str();
+    for (function, case, path) in [
+        ("get-run", "get-run", "/runs/{id}"),
+        (
+            "get-run",
+            "get-run-at",
+            "/runs/{id}?at=2030-01-01T00:00:00Z",
+        ),
+        ("get-run", "get-run-events", "/runs/{id}/events"),
+        ("create-run", "post-cancel", "/runs/{id}/cancel"),
+    ] {
+        let (status, body) = api(&f, as_tenant(function, case, "tenant-b", path, id)).await;
+        assert_eq!(status, 404, "tenant-b {path}: {body}");
+        let (status, _) = api(&f, as_tenant(function, case, TENANT, path, id)).await;
+        assert_ne!(status, 404, "the owner finds {path}");
+    }
+    let (_, runs) = api(
+        &f,
+        as_tenant("get-run", "list-runs", "tenant-b", "/runs", id),
+    )
+    .await;
+    assert_eq!(runs["runs"], json!([]), "{runs}");
+    let (_, todos) = api(
+        &f,
+        as_tenant("get-run", "list-todos", "tenant-b", "/todos", id),
+    )
+    .await;
+    assert_eq!(todos["todos"], json!([]), "{todos}");
+    let (_, own) = api(&f, as_tenant("get-run", "list-todos", TENANT, "/todos", id)).await;
+    assert_eq!(own["todos"].as_array().map(Vec::len), Some(1), "{own}");
+    // tenant-b creates its own run, stored under its own key.
+    let (status, b_run) = api(&f, sample("create-run", "post-runs-tenant-b")).await;
+    assert_eq!(status, 201, "{b_run}");
+    assert_ne!(b_run["run_id"], json!(id));
+    assert!(
+        RunViewStore::get(&f.cloud.store, &RunKey::new("tenant-b", id))
+            .await
+            .expect("read")
+            .is_none()
+    );
 }
 
 #[tokio::test]

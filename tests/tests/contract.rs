@@ -55,6 +55,7 @@ contract_suite!(views, sqlite: Stores::sqlite()?, aws: Stores::dynamodb().await?
     given_many_runs_when_listed_in_pages_then_newest_first_without_duplicates_or_gaps,
     given_runs_of_several_statuses_when_listed_by_status_then_only_that_status_comes_newest_first,
     given_a_cursor_the_store_did_not_issue_when_listing_then_it_is_invalid,
+    given_a_cursor_of_one_tenant_when_another_lists_with_it_then_it_shows_none_of_the_first_tenants_runs,
 ]);
 
 contract_suite!(todos, sqlite: Stores::sqlite()?, aws: Stores::dynamodb().await?, port: todos, [

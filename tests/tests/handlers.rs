@@ -38,6 +38,12 @@ fn expected_statuses() -> BTreeMap<(&'static str, &'static str), u16> {
         (("create-run", "post-runs-not-understood"), 422),
         (("create-run", "post-cancel"), 202),
         (("create-run", "health"), 200),
+        (("create-run", "post-runs-tenant-b"), 201),
+        (("create-run", "post-runs-unauthorized"), 401),
+        (("get-run", "get-run-unauthorized"), 401),
+        (("get-run", "get-run-other-tenant"), 404),
+        (("get-run", "list-runs-other-tenant"), 200),
+        (("get-run", "list-runs-iam"), 200),
         (("get-run", "list-runs"), 200),
         (("get-run", "list-runs-invalid-status"), 422),
         (("get-run", "get-run"), 200),
@@ -147,6 +153,61 @@ async fn given_the_read_samples_when_invoked_then_they_show_run_a() {
         .all(|t| t["breaker"].is_object()));
     let (_, _, cancelled) = invoke(&m, sample("create-run", "post-cancel")).await;
     assert_eq!(cancelled["cancel_requested"], true);
+}
+
+#[tokio::test]
+async fn given_two_tenants_in_the_authorizer_context_when_invoked_then_each_sees_only_its_runs() {
+    let m = MemoryApp::new();
+    seed_from_stream_sample(&m).await;
+    let (status, _, b_run) = invoke(&m, sample("create-run", "post-runs-tenant-b")).await;
+    assert_eq!(status, 201, "{b_run}");
+    let (status, _, other) = invoke(&m, sample("get-run", "get-run-other-tenant")).await;
+    assert_eq!(status, 404, "tenant-b reading run A: {other}");
+    let (_, _, b_list) = invoke(&m, sample("get-run", "list-runs-other-tenant")).await;
+    let b_ids: Vec<&Value> = b_list["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .map(|r| &r["run_id"])
+        .collect();
+    assert!(!b_ids.contains(&&json!(RUN_A)), "{b_list}");
+    assert!(
+        m.app
+            .get_run(&RunKey::new(
+                "tenant-b",
+                b_run["run_id"].as_str().expect("id")
+            ))
+            .await
+            .is_ok(),
+        "B's run is stored under tenant-b"
+    );
+    let (_, _, a_list) = invoke(&m, sample("get-run", "list-runs")).await;
+    assert!(!a_list
+        .to_string()
+        .contains(b_run["run_id"].as_str().expect("id")));
+    let (_, _, iam_list) = invoke(&m, sample("get-run", "list-runs-iam")).await;
+    assert_eq!(
+        iam_list["runs"],
+        json!([]),
+        "the IAM principal is a tenant of its own"
+    );
+}
+
+#[tokio::test]
+async fn given_no_verified_identity_when_invoked_then_401_with_www_authenticate_even_with_headers()
+{
+    let m = MemoryApp::new();
+    seed_from_stream_sample(&m).await;
+    let mut event = sample("get-run", "get-run-unauthorized");
+    // A client-chosen header never names the tenant.
+    event["headers"]["x-tenant"] = json!("default");
+    event["headers"]["authorization"] = json!("Bearer anything");
+    let (status, headers, body) = invoke(&m, event).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(headers["www-authenticate"], "Bearer");
+    assert_eq!(body["error"]["code"], "unauthorized");
+    let (status, _, _) = invoke(&m, sample("create-run", "post-runs-unauthorized")).await;
+    assert_eq!(status, 401);
 }
 
 #[tokio::test]

@@ -212,6 +212,56 @@ fn resource_list(resource: &Value) -> Vec<&Value> {
 // ---------------------------------------------------------------------------
 
 #[test]
+fn the_http_api_always_has_an_authorizer_and_only_health_and_openapi_are_open() {
+    let t = template();
+    let choice = &t["Parameters"]["ApiAuthorizer"];
+    assert_eq!(
+        choice["AllowedValues"],
+        json!(["JWT", "AWS_IAM"]),
+        "no way to pick none"
+    );
+    assert_eq!(choice["Default"], "JWT");
+    assert!(
+        strings(&t["Transform"]).contains(&"AWS::LanguageExtensions".to_owned()),
+        "the Fn::If in Auth needs AWS::LanguageExtensions"
+    );
+    let auth = &resource("HttpApi")["Properties"]["Auth"];
+    assert_eq!(
+        auth["DefaultAuthorizer"],
+        json!({"Fn::If": ["UsesIamAuthorizer", "AWS_IAM", "JwtAuthorizer"]})
+    );
+    assert_eq!(auth["EnableIamAuthorizer"], true);
+    let jwt = auth["Authorizers"]["Fn::If"][2]["JwtAuthorizer"]["JwtConfiguration"].clone();
+    assert!(is_ref(&jwt["issuer"], "JwtIssuerUrl"), "{jwt}");
+    assert!(is_ref(&jwt["audience"][0], "JwtAudience"), "{jwt}");
+    // A JWT deployment without an issuer or audience is refused before anything is created.
+    let rule = &t["Rules"]["JwtAuthorizerNeedsItsIssuer"];
+    assert_eq!(
+        rule["RuleCondition"],
+        json!({"Fn::Equals": [{"Ref": "ApiAuthorizer"}, "JWT"]})
+    );
+    let asserted = rule["Assertions"].to_string();
+    assert!(asserted.contains("JwtIssuerUrl") && asserted.contains("JwtAudience"));
+    let mut open = Vec::new();
+    for (_, f) in functions() {
+        let Some(events) = function_prop(f, "Events").and_then(Value::as_object) else {
+            continue;
+        };
+        for event in events.values().filter(|e| e["Type"] == "HttpApi") {
+            let p = &event["Properties"];
+            if p.get("Auth").is_some() {
+                assert_eq!(p["Auth"], json!({"Authorizer": "NONE"}), "{p}");
+                open.push(p["Path"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+    }
+    open.sort();
+    assert_eq!(open, ["/health", "/openapi.json"]);
+    let env = &t["Globals"]["Function"]["Environment"]["Variables"];
+    assert!(is_ref(&env["CRANE_TENANT_CLAIM"], "TenantClaim"));
+}
+
+#[test]
 fn get_run_may_only_read() {
     let grants = grants_of("GetRunFunction");
     assert!(

@@ -5,6 +5,11 @@
 //! HTTP is served by [`server`], which bounds how long a client may take and how many
 //! connections it may hold.
 //!
+//! With API keys configured (`CRANE_API_KEYS`, `CRANE_API_KEYS_FILE`) every request needs
+//! one, and `SIGHUP` rereads them, so a key removed from the file is refused from then on.
+//! Without keys every request is the default tenant (development), which is allowed only
+//! on a loopback address unless `--insecure-no-auth` says otherwise.
+//!
 //! A `kill -9` loses nothing: jobs are written in the same transaction as the events that
 //! create them, and on start every interrupted job resumes.
 
@@ -16,7 +21,8 @@ use anyhow::Context;
 use chrono::Utc;
 use crane::adapters::local::{JobKind, LeasedJob, SqliteStore};
 use crane::app::{App, JobResult};
-use crane::config::Config;
+use crane::config::{ApiKeys, Config};
+use crane::http::KeyRing;
 use crane::ports::SystemClock;
 use crane::tools::Registry;
 use tokio::net::TcpListener;
@@ -64,23 +70,28 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let (app, store) = build(&config)?;
-    let released = store.release_all_leases().await?;
-    let queued = store.pending_jobs().await?;
     let addr = listener
         .local_addr()
         .context("reading the listening address")?;
+    let keys = key_ring(&config, addr)?;
+    let (app, store) = build(&config)?;
+    let released = store.release_all_leases().await?;
+    let queued = store.pending_jobs().await?;
     info!(
         addr = %addr,
         db = %config.db.display(),
         resumed_jobs = released,
         queued_jobs = queued,
         faults = config.faults.rules().len(),
+        api_keys = keys.as_ref().map_or(0, KeyRing::len),
         "crane-local started"
     );
+    let reloader = keys
+        .clone()
+        .map(|ring| tokio::spawn(reload_on_hangup(config.http.api_keys.clone(), ring)));
     let (stop_tx, stop_rx) = watch::channel(false);
     let dispatcher = tokio::spawn(dispatch_loop(app.clone(), store, config.workers, stop_rx));
-    let router = crane::http::router_with(app, &config.http.local_edge(addr));
+    let router = crane::http::router_with(app, &config.http.local_edge(addr, keys));
     server::serve(listener, router, Limits::from(&config.http), async move {
         shutdown.await;
         info!("shutting down");
@@ -91,8 +102,67 @@ pub async fn run(
         Ok(()) => {}
         Err(e) => error!(error = %e, "dispatcher task failed"),
     }
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
     info!("stopped");
     Ok(())
+}
+
+/// The API keys to check, or `None` for development mode (one tenant, no credentials),
+/// which is refused on an address other machines can reach unless explicitly allowed.
+fn key_ring(config: &Config, addr: std::net::SocketAddr) -> anyhow::Result<Option<KeyRing>> {
+    if config.http.api_keys.configured() {
+        let pairs = config
+            .http
+            .api_keys
+            .load()
+            .context("reading the API keys")?;
+        return Ok(Some(KeyRing::new(&pairs)));
+    }
+    if !addr.ip().is_loopback() && !config.http.insecure_no_auth {
+        anyhow::bail!(
+            "no API keys are configured and {addr} is not a loopback address: set \
+             CRANE_API_KEYS or CRANE_API_KEYS_FILE, or pass --insecure-no-auth to serve \
+             every caller as the default tenant"
+        );
+    }
+    warn!(
+        addr = %addr,
+        "no API keys configured: development mode, every request is the default tenant"
+    );
+    Ok(None)
+}
+
+/// Reread the API keys on every `SIGHUP`; a file that cannot be read keeps the old keys.
+async fn reload_on_hangup(keys: ApiKeys, ring: KeyRing) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            warn!("cannot listen for SIGHUP: API keys will not be reloaded");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            reload(&keys, &ring);
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (keys, ring);
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Replace the accepted keys with those configured now.
+pub fn reload(keys: &ApiKeys, ring: &KeyRing) {
+    match keys.load() {
+        Ok(pairs) => {
+            ring.replace(&pairs);
+            info!(api_keys = pairs.len(), "API keys reloaded");
+        }
+        Err(e) => warn!(error = %e, "API keys not reloaded; the previous keys stay"),
+    }
 }
 
 /// Take due jobs from the store and run them, at most `workers` at a time.

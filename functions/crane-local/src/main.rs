@@ -14,6 +14,10 @@ struct Args {
     /// SQLite database file (created if missing).
     #[arg(long, env = "CRANE_DB", default_value = "./crane.db")]
     db: std::path::PathBuf,
+    /// Serve without API keys (every caller is the default tenant) even on an address
+    /// other machines can reach. Without it, that refuses to start.
+    #[arg(long, env = "CRANE_INSECURE_NO_AUTH")]
+    insecure_no_auth: bool,
 }
 
 #[tokio::main]
@@ -22,6 +26,7 @@ async fn main() -> anyhow::Result<()> {
     let mut config = Config::from_env().context("reading configuration")?;
     config.addr = args.addr;
     config.db = args.db;
+    config.http.insecure_no_auth = args.insecure_no_auth;
     crane::telemetry::init(config.log_format);
     let listener = tokio::net::TcpListener::bind(&config.addr)
         .await

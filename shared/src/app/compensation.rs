@@ -59,7 +59,7 @@ impl App {
     /// Start compensating (if the run needs it) and return the steps still to undo, in
     /// order. `None` when there is nothing to do (the run is not failed or cancelled, or it
     /// was cancelled with nothing to undo, which ends it `cancelled` here).
-    #[instrument(skip(self), fields(run_id = %key.run_id))]
+    #[instrument(skip(self), fields(tenant = %key.tenant, run_id = %key.run_id))]
     pub async fn begin_compensation(
         &self,
         key: &RunKey,
@@ -93,7 +93,7 @@ impl App {
 
     /// Undo one completed step (attempt `attempt` of its compensation) and record it.
     /// Idempotent: a step already compensated is not touched again.
-    #[instrument(skip(self), fields(run_id = %key.run_id, step_id))]
+    #[instrument(skip(self), fields(tenant = %key.tenant, run_id = %key.run_id, step_id))]
     pub async fn compensate_step(
         &self,
         key: &RunKey,
@@ -151,7 +151,7 @@ impl App {
     /// failed around the steps). A failure is recorded for a run the saga could not even
     /// begin too (still `failed`, or cancelling), so no run is left waiting for a saga
     /// that has ended.
-    #[instrument(skip(self), fields(run_id = %key.run_id))]
+    #[instrument(skip(self), fields(tenant = %key.tenant, run_id = %key.run_id))]
     pub async fn finish_compensation(
         &self,
         key: &RunKey,

@@ -51,6 +51,8 @@ pub struct Settings {
     pub void_leases_before: Option<DateTime<Utc>>,
     /// Longest a step waits for its tool's circuit breaker before it fails.
     pub step_deadline_ms: u64,
+    /// Runs a tenant may have in flight (pending, running, compensating); 0 = no cap.
+    pub max_active_runs: usize,
 }
 
 impl Default for Settings {
@@ -63,6 +65,7 @@ impl Default for Settings {
             breaker: BreakerConfig::default(),
             void_leases_before: None,
             step_deadline_ms: 15 * 60 * 1_000,
+            max_active_runs: 0,
         }
     }
 }
@@ -84,6 +87,9 @@ pub enum AppError {
     /// The request conflicts with the resource's state (409).
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// The tenant is over a quota (429).
+    #[error("{message}")]
+    Quota { code: &'static str, message: String },
     #[error(transparent)]
     Plan(#[from] PlanError),
     #[error(transparent)]
@@ -223,6 +229,51 @@ impl App {
     }
 
     /// `POST /runs`: plan the prompt and record the run.
+    /// Refuse a new run when `tenant` already has `max_active_runs` in flight (as the
+    /// read model shows them; on AWS it trails the events by the stream's lag).
+    async fn check_active_runs(&self, tenant: &str) -> Result<(), AppError> {
+        let cap = self.settings.max_active_runs;
+        if cap == 0 {
+            return Ok(());
+        }
+        let mut active = 0;
+        for status in [
+            domain::RunStatus::Pending,
+            domain::RunStatus::Running,
+            domain::RunStatus::Compensating,
+        ] {
+            let mut cursor = None;
+            loop {
+                let page = self
+                    .views
+                    .list(
+                        tenant,
+                        &crate::ports::ListQuery {
+                            status: Some(status),
+                            limit: (cap - active).clamp(1, 100),
+                            cursor,
+                        },
+                    )
+                    .await?;
+                active += page.items.len();
+                if active >= cap {
+                    return Err(AppError::Quota {
+                        code: "too_many_active_runs",
+                        message: format!(
+                            "this tenant has {cap} runs in flight, its most \
+                             (CRANE_TENANT_MAX_ACTIVE_RUNS); retry when one finishes"
+                        ),
+                    });
+                }
+                match page.next_cursor {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
+            }
+        }
+        Ok(())
+    }
+
     #[instrument(skip(self, prompt), fields(tenant = %ctx.tenant, correlation_id = %ctx.correlation_id))]
     pub async fn create_run(
         &self,
@@ -262,6 +313,9 @@ impl App {
                     None => (run_id, bound) = (binding.run_id, true),
                 }
             }
+        }
+        if !bound {
+            self.check_active_runs(&ctx.tenant).await?;
         }
         let planned = self.planner.plan(prompt, &self.registry).await?;
         if let (Some(key), false) = (idempotency_key, bound) {
@@ -443,7 +497,7 @@ impl App {
 
     /// `POST /runs/{id}/cancel`: stop scheduling, let running steps finish, compensate
     /// what completed; the run ends `cancelled`.
-    #[instrument(skip(self), fields(run_id = %key.run_id))]
+    #[instrument(skip(self), fields(tenant = %key.tenant, run_id = %key.run_id))]
     pub async fn cancel_run(
         &self,
         key: &RunKey,

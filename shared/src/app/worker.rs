@@ -45,7 +45,7 @@ enum Gate {
 
 impl App {
     /// Run one step job.
-    #[instrument(skip(self, job), fields(run_id = %job.run_id, step_id = %job.step_id, attempt = job.attempt, correlation_id = %job.correlation_id))]
+    #[instrument(skip(self, job), fields(tenant = %job.tenant, run_id = %job.run_id, step_id = %job.step_id, attempt = job.attempt, correlation_id = %job.correlation_id))]
     pub async fn process_job(&self, job: &StepJob) -> Result<JobResult, AppError> {
         let key = job.key();
         let lease_ms = self.settings.lease_ms();

@@ -6,6 +6,10 @@
 //! (`/prod/runs`) is served as `/runs` (with the `$default` stage paths arrive as they
 //! are), and a request without `x-correlation-id` gets API Gateway's request id as its
 //! correlation id, so one id follows the run from the API through the queue and the saga.
+//!
+//! The identity API Gateway's authorizer verified (a JWT's claims, or the IAM caller) is
+//! copied from the request context into a [`GatewayIdentity`], from which the router takes
+//! the tenant. Only API Gateway writes the request context; no header can stand in for it.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -18,7 +22,7 @@ use tower::util::MapRequest;
 use tower::ServiceExt;
 
 use crate::app::App;
-use crate::http::EdgeOptions;
+use crate::http::{Auth, EdgeOptions, GatewayIdentity};
 
 /// The router served by the API functions.
 pub type ApiService = MapRequest<axum::Router, fn(lambda_http::Request) -> lambda_http::Request>;
@@ -48,10 +52,17 @@ pub enum InvokeError {
 
 /// Answer one API Gateway HTTP API event exactly as the deployed function would, returning
 /// the Lambda response document (`statusCode`, `headers`, `body`, ...). Used by the
-/// handler tests with the sample events.
+/// handler tests with the sample events (the tenant is the JWT's `sub`, the default of
+/// `CRANE_TENANT_CLAIM`).
 pub async fn invoke(app: Arc<App>, event: Value) -> Result<Value, InvokeError> {
+    let edge = EdgeOptions {
+        auth: Auth::Gateway {
+            claim: "sub".into(),
+        },
+        ..EdgeOptions::default()
+    };
     let request: LambdaRequest = serde_json::from_value(event).map_err(InvokeError::Event)?;
-    let adapter = lambda_http::Adapter::from(service(app, &EdgeOptions::default()));
+    let adapter = lambda_http::Adapter::from(service(app, &edge));
     let response = adapter
         .oneshot(LambdaEvent::new(request, Context::default()))
         .await
@@ -60,10 +71,23 @@ pub async fn invoke(app: Arc<App>, event: Value) -> Result<Value, InvokeError> {
 }
 
 fn adjust<B>(mut req: Request<B>) -> Request<B> {
-    let (stage, request_id) = match req.extensions().get::<RequestContext>() {
-        Some(RequestContext::ApiGatewayV2(ctx)) => (ctx.stage.clone(), ctx.request_id.clone()),
-        _ => (None, None),
+    let (stage, request_id, identity) = match req.extensions().get::<RequestContext>() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => (
+            ctx.stage.clone(),
+            ctx.request_id.clone(),
+            ctx.authorizer.as_ref().map(|a| GatewayIdentity {
+                claims: a.jwt.as_ref().map(|j| j.claims.clone()).unwrap_or_default(),
+                iam_principal: a
+                    .iam
+                    .as_ref()
+                    .and_then(|i| i.user_arn.clone().or_else(|| i.caller_id.clone())),
+            }),
+        ),
+        _ => (None, None, None),
     };
+    if let Some(identity) = identity {
+        req.extensions_mut().insert(identity);
+    }
     if let Some(stage) = stage.filter(|s| s != "$default" && !s.is_empty()) {
         if let Some(uri) = strip_stage(req.uri(), &stage) {
             *req.uri_mut() = uri;

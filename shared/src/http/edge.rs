@@ -32,14 +32,15 @@ pub const LOOPBACK_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
 
 /// Methods and request headers a preflight may be granted.
 const ALLOW_METHODS: &str = "GET, POST";
-const ALLOW_HEADERS: &str = "content-type, idempotency-key, x-correlation-id";
+const ALLOW_HEADERS: &str = "authorization, content-type, idempotency-key, x-correlation-id";
 /// Response headers a cross-origin page may read.
 const EXPOSE_HEADERS: &str = "location, x-correlation-id, idempotent-replayed";
 /// How long a browser may cache a preflight answer, in seconds.
 const PREFLIGHT_MAX_AGE: &str = "600";
 
 /// How the router guards its edge. [`EdgeOptions::default`] allows same-origin browser
-/// calls only, checks no `Host` and sets no body deadline (what the Lambdas serve).
+/// calls only, checks no `Host`, sets no body deadline and asks for no credentials (every
+/// request is the default tenant).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EdgeOptions {
     /// Origins (besides the request's own) allowed to call the API from a browser.
@@ -48,6 +49,10 @@ pub struct EdgeOptions {
     pub allowed_hosts: Option<Vec<String>>,
     /// When set, a request body must arrive whole within this time of being read.
     pub body_timeout: Option<Duration>,
+    /// How the tenant of a request is established (default: development, one tenant).
+    pub auth: super::Auth,
+    /// When set, each tenant's requests are admitted at this rate (429 beyond it).
+    pub rate_limit: Option<super::quota::RateLimit>,
 }
 
 /// A web origin: scheme, host and port (`https://app.example.com` is port 443).

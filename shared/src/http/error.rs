@@ -1,7 +1,8 @@
 //! Errors at the edge: every failure becomes `{"error": {"code", "message"}}` with a
 //! fitting status. Internal details are logged, not returned.
 
-use axum::http::StatusCode;
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -43,7 +44,12 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"error": {"code": self.code, "message": self.message}});
-        (self.status, Json(body)).into_response()
+        let mut resp = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            resp.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
     }
 }
 
@@ -54,6 +60,9 @@ impl From<AppError> for ApiError {
             AppError::NotFound(m) => ApiError::not_found(m),
             AppError::Conflict { code, message } => {
                 ApiError::new(StatusCode::CONFLICT, code, message)
+            }
+            AppError::Quota { code, message } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message)
             }
             AppError::Plan(PlanError::NotUnderstood(m)) => {
                 ApiError::unprocessable("prompt_not_understood", m)

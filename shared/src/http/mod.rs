@@ -1,10 +1,13 @@
 //! The HTTP API: one axum [`Router`] served by the local runtime (`crane-local`) and by the
 //! API Lambdas (`lambda_http::run`). Handlers translate requests into [`App`] calls and
 //! errors into `{"error": {"code", "message"}}`; no business rules live here. The guards
-//! every request passes first (origin, host, content type, body deadline) are in [`edge`].
+//! every request passes first (origin, host, content type, body deadline) are in [`edge`];
+//! the tenant of each request is fixed from its credentials in [`auth`].
 
+pub mod auth;
 pub mod edge;
 mod error;
+pub mod quota;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,8 +25,9 @@ use serde_json::{json, Value};
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::app::{App, RequestContext};
-use crate::domain::{RunKey, DEFAULT_TENANT};
+use crate::domain::RunKey;
 
+pub use auth::{Auth, GatewayIdentity, KeyRing, Tenant};
 pub use edge::{EdgeOptions, Origin};
 pub use error::ApiError;
 
@@ -73,8 +77,18 @@ pub fn router_with(app: Arc<App>, edge: &EdgeOptions) -> Router {
     if let Some(timeout) = edge.body_timeout {
         router = router.layer(from_fn_with_state(timeout, edge::body_deadline));
     }
+    router = router.layer(from_fn(edge::require_json));
+    if let Some(limit) = edge.rate_limit {
+        router = router.layer(from_fn_with_state(
+            Arc::new(quota::Limiter::new(limit)),
+            quota::limit_rate,
+        ));
+    }
     router = router
-        .layer(from_fn(edge::require_json))
+        .layer(from_fn_with_state(
+            Arc::new(edge.auth.clone()),
+            auth::authenticate,
+        ))
         .layer(from_fn_with_state(
             Arc::new(edge.cors_origins.clone()),
             edge::guard_origin,
@@ -101,9 +115,21 @@ async fn correlate(mut req: axum::extract::Request, next: axum::middleware::Next
     with_correlation(resp, &id)
 }
 
-/// The tenant of a request: one default tenant until authentication arrives.
-fn tenant(_headers: &HeaderMap) -> String {
-    DEFAULT_TENANT.to_owned()
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Tenant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Tenant>().cloned().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the request carries no verified identity",
+            )
+        })
+    }
 }
 
 fn correlation_id(headers: &HeaderMap) -> String {
@@ -123,7 +149,7 @@ fn with_correlation(mut resp: Response, id: &str) -> Response {
     resp
 }
 
-fn run_key(headers: &HeaderMap, id: &str) -> Result<RunKey, ApiError> {
+fn run_key(tenant: Tenant, id: &str) -> Result<RunKey, ApiError> {
     let valid = !id.is_empty()
         && id.len() <= 64
         && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
@@ -133,7 +159,7 @@ fn run_key(headers: &HeaderMap, id: &str) -> Result<RunKey, ApiError> {
             truncate(id)
         )));
     }
-    Ok(RunKey::new(tenant(headers), id))
+    Ok(RunKey::new(tenant.0, id))
 }
 
 fn truncate(s: &str) -> String {
@@ -200,6 +226,7 @@ fn prompt_of(body: &[u8]) -> Result<String, ApiError> {
 
 async fn create_run(
     State(app): State<Shared>,
+    tenant: Tenant,
     headers: HeaderMap,
     correlation: Option<axum::Extension<CorrelationId>>,
     body: Result<Bytes, BytesRejection>,
@@ -209,7 +236,7 @@ async fn create_run(
         None => correlation_id(&headers),
     };
     let ctx = RequestContext {
-        tenant: tenant(&headers),
+        tenant: tenant.0,
         correlation_id,
     };
     let body = body.map_err(|r| {
@@ -253,11 +280,11 @@ async fn create_run(
 
 async fn get_run(
     State(app): State<Shared>,
-    headers: HeaderMap,
+    tenant: Tenant,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let key = run_key(&headers, &path_id(path)?)?;
+    let key = run_key(tenant, &path_id(path)?)?;
     let q = query_of(query)?;
     let run = match q.get("at") {
         None => app.get_run(&key).await?,
@@ -280,17 +307,17 @@ async fn get_run(
 
 async fn run_events(
     State(app): State<Shared>,
-    headers: HeaderMap,
+    tenant: Tenant,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let key = run_key(&headers, &path_id(path)?)?;
+    let key = run_key(tenant, &path_id(path)?)?;
     let events = app.run_events(&key).await?;
     Ok(Json(json!({"run_id": key.run_id, "events": events})).into_response())
 }
 
 async fn list_runs(
     State(app): State<Shared>,
-    headers: HeaderMap,
+    tenant: Tenant,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let q = query_of(query)?;
@@ -299,7 +326,7 @@ async fn list_runs(
     let cursor = q.get("cursor").filter(|c| !c.is_empty()).cloned();
     let page = app
         .list_runs(
-            &tenant(&headers),
+            &tenant.0,
             q.get("status").map(String::as_str),
             limit,
             cursor,
@@ -331,17 +358,17 @@ fn limit_of(l: &str) -> Result<usize, ApiError> {
 
 async fn cancel_run(
     State(app): State<Shared>,
-    headers: HeaderMap,
+    tenant: Tenant,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let key = run_key(&headers, &path_id(path)?)?;
+    let key = run_key(tenant, &path_id(path)?)?;
     let run = app.cancel_run(&key, None).await?;
     Ok((StatusCode::ACCEPTED, Json(run)).into_response())
 }
 
 async fn list_todos(
     State(app): State<Shared>,
-    headers: HeaderMap,
+    tenant: Tenant,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let q = query_of(query)?;
@@ -355,7 +382,7 @@ async fn list_todos(
         })?),
     };
     let page = app
-        .list_todos(&tenant(&headers), limit, q.get("cursor").cloned())
+        .list_todos(&tenant.0, limit, q.get("cursor").cloned())
         .await?;
     Ok(Json(json!({"todos": page.items, "next_cursor": page.next_cursor})).into_response())
 }

@@ -2225,6 +2225,133 @@ async fn given_a_host_allowlist_when_another_host_asks_then_403_but_only_with_th
     assert_eq!(h.send(any).await.status, StatusCode::OK);
 }
 
+#[tokio::test]
+async fn given_api_keys_when_a_route_is_called_without_one_then_a_documented_401_and_with_one_it_is_served(
+) {
+    let doc = doc();
+    let h = harness();
+    let keys = super::KeyRing::new(&[("key-a-0123456789abcdef".into(), "tenant-a".into())]);
+    let edge = EdgeOptions {
+        auth: super::Auth::Keys(keys),
+        ..EdgeOptions::default()
+    };
+    let guarded = router_with(h.app.clone(), &edge);
+    for (method, path) in ROUTES {
+        let uri = path.replace("{id}", UNKNOWN_ID);
+        let m = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+        let req = || request(m.clone(), &uri, Body::empty());
+        let reply = send(&guarded, req()).await;
+        let keyed = send(
+            &guarded,
+            with_headers(req(), &[("authorization", "Bearer key-a-0123456789abcdef")]),
+        )
+        .await;
+        assert_ne!(keyed.status, StatusCode::UNAUTHORIZED, "{method} {path}");
+        if matches!(*path, "/health" | "/openapi.json") {
+            assert_eq!(reply.status, StatusCode::OK, "{path} is open");
+            continue;
+        }
+        reply.assert_error(StatusCode::UNAUTHORIZED, "unauthorized", path);
+        assert_eq!(reply.header("www-authenticate"), Some("Bearer"));
+        assert_documented(&doc, method, path, &reply);
+        let security = &doc["paths"][*path][*method]["security"];
+        assert!(
+            security.is_null(),
+            "{method} {path} keeps the global security"
+        );
+    }
+    assert_eq!(doc["security"], json!([{"apiKey": []}, {"jwt": []}]));
+    assert_eq!(doc["paths"]["/health"]["get"]["security"], json!([]));
+}
+
+#[tokio::test]
+async fn given_a_tenant_rate_when_a_tenant_exceeds_it_then_a_documented_429_with_retry_after() {
+    let doc = doc();
+    let h = harness();
+    let edge = EdgeOptions {
+        rate_limit: Some(super::quota::RateLimit {
+            rate_per_s: 0.001,
+            burst: 2.0,
+        }),
+        ..EdgeOptions::default()
+    };
+    let limited = router_with(h.app.clone(), &edge);
+    for _ in 0..2 {
+        assert_eq!(send(&limited, get("/runs")).await.status, StatusCode::OK);
+    }
+    for (method, path) in [("get", "/runs"), ("post", "/runs")] {
+        let m = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+        let reply = send(&limited, request(m, path, Body::empty())).await;
+        reply.assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", path);
+        assert!(reply.header("retry-after").is_some_and(|v| v != "0"));
+        assert_documented(&doc, method, path, &reply);
+    }
+    // Health is never limited.
+    assert_eq!(send(&limited, get("/health")).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn given_a_cap_on_active_runs_when_a_tenant_reaches_it_then_429_for_it_alone_until_a_run_finishes(
+) {
+    let doc = doc();
+    let h = harness();
+    let app = Arc::new(App {
+        events: h.store.clone(),
+        views: h.store.clone(),
+        todos: h.app.todos.clone(),
+        idempotency: h.store.clone(),
+        breakers: h.store.clone(),
+        registry: h.app.registry.clone(),
+        planner: h.app.planner.clone(),
+        clock: Arc::new(SystemClock),
+        settings: Settings {
+            max_active_runs: 2,
+            ..settings()
+        },
+    });
+    let keys = super::KeyRing::new(&[
+        ("key-a-0123456789abcdef".into(), "tenant-a".into()),
+        ("key-b-0123456789abcdef".into(), "tenant-b".into()),
+    ]);
+    let edge = EdgeOptions {
+        auth: super::Auth::Keys(keys),
+        ..EdgeOptions::default()
+    };
+    let capped = router_with(app.clone(), &edge);
+    let post_as = |key: &'static str| {
+        with_headers(
+            post_json("/runs", &json!({"prompt": PROMPT})),
+            &[("authorization", key)],
+        )
+    };
+    const A: &str = "Bearer key-a-0123456789abcdef";
+    const B: &str = "Bearer key-b-0123456789abcdef";
+    for _ in 0..2 {
+        assert_eq!(send(&capped, post_as(A)).await.status, StatusCode::CREATED);
+    }
+    let refused = send(&capped, post_as(A)).await;
+    refused.assert_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_active_runs",
+        "A over its cap",
+    );
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert_documented(&doc, "post", "/runs", &refused);
+    assert_eq!(
+        send(&capped, post_as(B)).await.status,
+        StatusCode::CREATED,
+        "B has its own cap"
+    );
+    // Once A's runs finish, A may start more.
+    let h2 = Harness {
+        router: capped.clone(),
+        app,
+        store: h.store.clone(),
+    };
+    h2.drain().await;
+    assert_eq!(send(&capped, post_as(A)).await.status, StatusCode::CREATED);
+}
+
 // ---------------------------------------------------------------------------------------
 // Properties: no input gets a 5xx or a non-JSON answer
 // ---------------------------------------------------------------------------------------

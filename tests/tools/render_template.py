@@ -32,6 +32,42 @@ if "AWS::Region" not in overrides:
         pseudo["AWS::Partition"], "us-east-1")
 if "AWS::URLSuffix" not in overrides and pseudo["AWS::Partition"] == "aws-cn":
     pseudo["AWS::URLSuffix"] = "amazonaws.com.cn"
+# AWS::LanguageExtensions runs before SAM in CloudFormation: it resolves the Fn::If whose
+# conditions depend only on parameters (the template uses that in the HTTP API's Auth).
+def pre_condition(c):
+    if isinstance(c, dict) and len(c) == 1:
+        (k, v), = c.items()
+        if k == "Condition":
+            return pre_condition(sam["Conditions"][v])
+        if k == "Fn::Equals":
+            a, b = (pre_value(x) for x in v)
+            return str(a) == str(b)
+        if k == "Fn::Not":
+            return not pre_condition(v[0])
+        if k == "Fn::And":
+            return all(pre_condition(x) for x in v)
+        if k == "Fn::Or":
+            return any(pre_condition(x) for x in v)
+    raise ValueError("cannot pre-resolve condition %r" % (c,))
+def pre_value(v):
+    if isinstance(v, dict) and list(v) == ["Ref"]:
+        return params.get(v["Ref"], pseudo.get(v["Ref"]))
+    return v
+def pre_if(v):
+    if isinstance(v, list):
+        return [pre_if(x) for x in v]
+    if isinstance(v, dict):
+        if list(v) == ["Fn::If"]:
+            name, yes, no = v["Fn::If"]
+            chosen = yes if pre_condition(sam["Conditions"][name]) else no
+            return pre_if(chosen)
+        return {k: x for k, x in ((k, pre_if(x)) for k, x in v.items()) if x != {"Ref": "AWS::NoValue"}}
+    return v
+transforms = sam.get("Transform", [])
+if "AWS::LanguageExtensions" in (transforms if isinstance(transforms, list) else [transforms]):
+    for r in sam.get("Resources", {}).values():
+        if r.get("Type") == "AWS::Serverless::HttpApi" and "Auth" in r.get("Properties", {}):
+            r["Properties"]["Auth"] = pre_if(r["Properties"]["Auth"])
 session = boto3.session.Session(region_name=pseudo["AWS::Region"])
 cfn = Translator(managed_policy_map={}, sam_parser=Parser(), boto_session=session).translate(
     sam_template=sam, parameter_values=dict(params))

@@ -75,27 +75,14 @@ async fn given_runs_in_flight_when_the_process_is_killed_and_restarted_then_ever
     wait_healthy(&http, &base).await;
 
     // Submit every run concurrently; remember the ones accepted.
-    let posts = (0..RUNS).map(|i| {
-        let http = http.clone();
-        let url = format!("{base}/runs");
-        async move {
-            let prompt = format!("add a todo to pack box {i} then calculate {i}*2");
-            let r = http
-                .post(url)
-                .json(&json!({"prompt": prompt}))
-                .send()
-                .await
-                .ok()?;
-            (r.status().as_u16() == 201).then_some(())?;
-            let body: Value = r.json().await.ok()?;
-            Some((body["run_id"].as_str()?.to_owned(), format!("pack box {i}")))
-        }
-    });
-    let accepted: HashMap<String, String> = futures::future::join_all(posts)
-        .await
-        .into_iter()
-        .flatten()
-        .collect();
+    let accepted = submit(
+        &http,
+        &base,
+        RUNS,
+        |i| format!("add a todo to pack box {i} then calculate {i}*2"),
+        |i| format!("pack box {i}"),
+    )
+    .await;
     assert_eq!(
         accepted.len(),
         RUNS,

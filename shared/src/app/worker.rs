@@ -300,21 +300,8 @@ impl App {
                     next: Some(next),
                     trial,
                 } => {
-                    let Ok(v) = serde_json::to_value(&next) else {
-                        return Gate::Open { trial: false };
-                    };
-                    match self.breakers.put(tool, version, &v).await {
-                        Ok(()) => {
-                            if next.name() != state.name() {
-                                warn!(
-                                    tool,
-                                    from = state.name(),
-                                    to = next.name(),
-                                    "circuit breaker transition"
-                                );
-                            }
-                            return Gate::Open { trial };
-                        }
+                    match self.store_breaker(tool, version, &state, &next).await {
+                        Ok(()) => return Gate::Open { trial },
                         // Another worker changed the breaker first: look again.
                         Err(StoreError::Conflict(_)) => continue,
                         Err(_) => return Gate::Open { trial: false },
@@ -361,21 +348,8 @@ impl App {
             if next == state {
                 return;
             }
-            let Ok(v) = serde_json::to_value(&next) else {
-                return;
-            };
-            match self.breakers.put(tool, version, &v).await {
-                Ok(()) => {
-                    if next.name() != state.name() {
-                        warn!(
-                            tool,
-                            from = state.name(),
-                            to = next.name(),
-                            "circuit breaker transition"
-                        );
-                    }
-                    return;
-                }
+            match self.store_breaker(tool, version, &state, &next).await {
+                Ok(()) => return,
                 Err(StoreError::Conflict(_)) => continue,
                 Err(e) => {
                     warn!(tool, error = %e, "could not update circuit breaker");
@@ -383,5 +357,28 @@ impl App {
                 }
             }
         }
+    }
+
+    /// Store `next` over the breaker state read at `version` (a conditional write) and log
+    /// a change of state.
+    async fn store_breaker(
+        &self,
+        tool: &str,
+        version: u64,
+        state: &BreakerState,
+        next: &BreakerState,
+    ) -> Result<(), StoreError> {
+        let v = serde_json::to_value(next)
+            .map_err(|e| StoreError::Corrupt(format!("breaker state: {e}")))?;
+        self.breakers.put(tool, version, &v).await?;
+        if next.name() != state.name() {
+            warn!(
+                tool,
+                from = state.name(),
+                to = next.name(),
+                "circuit breaker transition"
+            );
+        }
+        Ok(())
     }
 }

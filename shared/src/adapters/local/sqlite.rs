@@ -150,6 +150,37 @@ pub struct SqliteStore {
     readers: Arc<Vec<Mutex<Connection>>>,
     next_reader: Arc<AtomicUsize>,
     jobs_ready: Arc<Notify>,
+    hot: Arc<Mutex<HotRuns>>,
+}
+
+/// Most runs whose state is kept in memory. Beyond it an arbitrary one is dropped (it is
+/// folded from the log when next needed), so memory stays flat however many runs pass.
+const HOT_RUNS: usize = 16_384;
+
+/// The state of runs in flight as of their last append through this store (the log stays
+/// the truth: a run missing here is folded from it). Updated on the writer thread after
+/// each commit, in commit order, so it is never ahead of or behind what this store wrote;
+/// a process must be the only writer of its database file (as `crane-local` is). Finished
+/// runs leave the cache.
+#[derive(Default)]
+struct HotRuns {
+    states: std::collections::HashMap<RunKey, RunState>,
+}
+
+impl HotRuns {
+    /// `view` was just committed (called on the writer thread, in commit order).
+    fn committed(&mut self, key: &RunKey, view: RunState) {
+        if view.status.is_finished() {
+            self.states.remove(key);
+            return;
+        }
+        if self.states.len() >= HOT_RUNS && !self.states.contains_key(key) {
+            if let Some(evicted) = self.states.keys().next().cloned() {
+                self.states.remove(&evicted);
+            }
+        }
+        self.states.insert(key.clone(), view);
+    }
 }
 
 fn sql_err(e: rusqlite::Error) -> StoreError {
@@ -225,6 +256,7 @@ impl SqliteStore {
             readers: Arc::new(readers),
             next_reader: Arc::new(AtomicUsize::new(0)),
             jobs_ready: Arc::new(Notify::new()),
+            hot: Arc::new(Mutex::new(HotRuns::default())),
         })
     }
 
@@ -418,7 +450,19 @@ impl EventStore for SqliteStore {
         let jobs: Vec<(JobKind, u64)> = outbox.effects.iter().map(JobKind::from_effect).collect();
         let has_jobs = !jobs.is_empty();
         let now_ms = Utc::now().timestamp_millis();
-        self.write(move |tx| {
+        let (hot, hot_key, hot_view) = (self.hot.clone(), key.clone(), view.clone());
+        let remember: Box<dyn FnOnce(&StoreResult<()>) + Send> = Box::new(move |written| {
+            if let Ok(mut hot) = hot.lock() {
+                match written {
+                    Ok(()) => hot.committed(&hot_key, hot_view),
+                    // Whatever this writer believed about the run is out of date.
+                    Err(_) => {
+                        hot.states.remove(&hot_key);
+                    }
+                }
+            }
+        });
+        self.writer.write_then(move |tx| {
             let last: i64 = tx
                 .query_row(
                     "SELECT COALESCE(MAX(seq), 0) FROM events WHERE tenant = ?1 AND run_id = ?2",
@@ -442,12 +486,16 @@ impl EventStore for SqliteStore {
             }
             put_view(tx, &view)?;
             insert_jobs(tx, &jobs, now_ms)
-        })
+        }, Some(remember))
         .await?;
         if has_jobs {
             self.jobs_ready.notify_one();
         }
         Ok(())
+    }
+
+    async fn current_state(&self, key: &RunKey) -> Option<RunState> {
+        self.hot.lock().ok()?.states.get(key).cloned()
     }
 
     async fn load(&self, key: &RunKey) -> StoreResult<Vec<EventRecord>> {

@@ -30,9 +30,13 @@ trait Write: Send {
     fn answer(self: Box<Self>, committed: &StoreResult<()>);
 }
 
+/// Told a write's final result on the writer thread, in commit order, before its caller.
+type Hook<T> = Box<dyn FnOnce(&StoreResult<T>) + Send>;
+
 struct Pending<T, F> {
     work: Option<F>,
     result: Option<StoreResult<T>>,
+    hook: Option<Hook<T>>,
     reply: oneshot::Sender<StoreResult<T>>,
 }
 
@@ -58,6 +62,9 @@ where
             (None, Err(e)) => Err(e.clone()),
             (None, Ok(())) => Err(StoreError::Unavailable("write was never run".into())),
         };
+        if let Some(hook) = self.hook {
+            hook(&result);
+        }
         // The caller may have given up waiting (its task was dropped); nothing to do then.
         let _ = self.reply.send(result);
     }
@@ -91,10 +98,23 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
+        self.write_then(f, None).await
+    }
+
+    /// [`Self::write`], calling `hook` with the write's final result (`Ok` only once it
+    /// is committed) on the writer thread, in commit order, before the caller hears it.
+    /// What the hook keeps therefore follows the database exactly, never ahead of it and
+    /// never out of order.
+    pub async fn write_then<T, F>(&self, f: F, hook: Option<Hook<T>>) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
             work: Some(f),
             result: None,
+            hook,
             reply,
         };
         self.queue
@@ -267,5 +287,47 @@ mod tests {
             .await;
         assert_eq!(after, Ok(1));
         assert_eq!(count(&path.0), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn given_hooks_when_writes_commit_then_each_sees_its_result_in_commit_order() {
+        let (writer, _path) = writer();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let tasks: Vec<_> = (0..200i64)
+            .map(|k| {
+                let (writer, seen) = (writer.clone(), seen.clone());
+                tokio::spawn(async move {
+                    let hook: Hook<i64> = Box::new(move |r: &StoreResult<i64>| {
+                        seen.lock().expect("lock").push(r.clone());
+                    });
+                    writer
+                        .write_then(
+                            move |c| {
+                                // Even keys fail; odd ones return the row count so far, which
+                                // grows by one per committed write.
+                                if k % 2 == 0 {
+                                    return Err(StoreError::Conflict(format!("{k}")));
+                                }
+                                c.execute("INSERT INTO t (k) VALUES (?1)", [k])
+                                    .map_err(sql_err)?;
+                                c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
+                                    .map_err(sql_err)
+                            },
+                            Some(hook),
+                        )
+                        .await
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("join").ok();
+        }
+        let seen = seen.lock().expect("lock");
+        assert_eq!(seen.len(), 200, "every write's hook ran once");
+        let counts: Vec<i64> = seen
+            .iter()
+            .filter_map(|r| r.as_ref().ok().copied())
+            .collect();
+        assert_eq!(counts, (1..=100).collect::<Vec<_>>(), "in commit order");
     }
 }

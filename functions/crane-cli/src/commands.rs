@@ -282,6 +282,7 @@ async fn decide(
         };
         let status = answer["status"]
             .as_str()
+            .filter(|_| answer["run_id"].is_string())
             .map(|s| format!("; the run is {s}"))
             .unwrap_or_default();
         line(&format!("{done} step {step_id} of run {run_id}{status}"))?;

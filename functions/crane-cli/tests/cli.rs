@@ -421,7 +421,8 @@ async fn given_a_terminal_when_a_run_is_followed_then_step_lines_are_redrawn_in_
         eprintln!("skipped: no `script` to open a pseudo-terminal");
         return;
     }
-    let server = faulty("calculator=delay:300ms").await;
+    // Long enough steps for several redraws while they run, even on a loaded machine.
+    let server = faulty("calculator=delay:1s").await;
     let command = format!("'{}' run '{SEED}' --follow", env!("CARGO_BIN_EXE_crane"));
     let out = tokio::time::timeout(
         Duration::from_secs(60),
@@ -448,7 +449,9 @@ async fn given_a_terminal_when_a_run_is_followed_then_step_lines_are_redrawn_in_
         "{screen:?}"
     );
     assert!(
-        SPINNER_SEEN.iter().any(|s| screen.contains(s)),
+        SPINNER
+            .iter()
+            .any(|s| screen.contains(&format!("{s}\x1b[0m s1"))),
         "a spinner while the calculator runs: {screen:?}"
     );
     assert!(
@@ -462,4 +465,4 @@ async fn given_a_terminal_when_a_run_is_followed_then_step_lines_are_redrawn_in_
     server.stop().await;
 }
 
-const SPINNER_SEEN: [&str; 3] = ["⠋", "⠙", "⠹"];
+const SPINNER: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];

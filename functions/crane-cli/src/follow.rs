@@ -44,7 +44,7 @@ pub enum Mode {
     Quiet,
 }
 
-type Interrupt = Pin<Box<dyn Future<Output = io::Result<()>>>>;
+type Interrupt = Pin<Box<dyn Future<Output = ()>>>;
 
 /// Follow run `id` until it ends (or, for a `failed` run, until its saga ends); returns
 /// the run as last seen.
@@ -55,7 +55,12 @@ pub async fn follow(api: &Api, id: &str, mode: Mode) -> Result<Progress, CliErro
             Mode::Live { color } => Some(Live::new(color)),
             _ => None,
         },
-        interrupt: Box::pin(tokio::signal::ctrl_c()),
+        interrupt: Box::pin(async {
+            // Without a Ctrl-C handler (it could not be installed), never interrupt.
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }),
     };
     let result = watch.run(api, mode).await;
     if let Some(live) = &mut watch.live {
@@ -201,7 +206,17 @@ impl Live {
             frame: self.frame,
             color: self.color,
         };
-        self.paint(&render::frame(p, &style))
+        // One row stays free for the cursor, so the frame never scrolls the screen (a
+        // terminal that reports no size is taken as tall enough).
+        let rows = terminal_size::terminal_size()
+            .map(|(_, h)| usize::from(h.0))
+            .filter(|&h| h > 0)
+            .unwrap_or(usize::MAX);
+        self.paint(&render::frame_within(
+            p,
+            &style,
+            rows.saturating_sub(1).max(1),
+        ))
     }
 
     fn paint(&mut self, lines: &[String]) -> io::Result<()> {

@@ -43,6 +43,47 @@ pub fn frame(p: &Progress, style: &Style) -> Vec<String> {
     lines
 }
 
+/// [`frame`] in at most `max_lines` lines (a terminal's height): when the steps do not
+/// fit, the ones doing something (running, retrying, held, waiting for approval, failed,
+/// being undone) are kept first, in plan order, and a last line counts the others.
+pub fn frame_within(p: &Progress, style: &Style, max_lines: usize) -> Vec<String> {
+    let mut lines = frame(p, style);
+    if lines.len() <= max_lines {
+        return lines;
+    }
+    if max_lines < 3 {
+        lines.truncate(max_lines);
+        return lines;
+    }
+    let budget = max_lines - 2;
+    let mut order: Vec<usize> = (0..p.steps.len()).collect();
+    order.sort_by_key(|&i| (!busy(&p.steps[i]), i));
+    let mut kept: Vec<usize> = order.into_iter().take(budget).collect();
+    kept.sort_unstable();
+    let hidden = p.steps.len() - kept.len();
+    let mut fitted = vec![lines.remove(0)];
+    let mut steps: Vec<Option<String>> = lines.into_iter().map(Some).collect();
+    fitted.extend(
+        kept.iter()
+            .filter_map(|&i| steps.get_mut(i).and_then(Option::take)),
+    );
+    fitted.push(paint(
+        &format!("  … {hidden} more step{}", plural(hidden)),
+        DIM,
+        style.color,
+    ));
+    fitted
+}
+
+/// A step worth a line when not all fit.
+fn busy(s: &StepProgress) -> bool {
+    match s.status.as_str() {
+        "completed" | "skipped" | "compensated" => false,
+        "pending" => s.retry_at.is_some() || s.held.is_some(),
+        _ => true,
+    }
+}
+
 fn header(p: &Progress, style: &Style) -> String {
     let mut parts = vec![
         format!("run {}", p.run_id),

@@ -239,3 +239,41 @@ fn given_long_or_odd_values_when_summarised_then_they_are_clipped_to_one_line() 
     assert_eq!(seconds(42_000), "42 s");
     assert_eq!(seconds(600_000), "10 min");
 }
+
+#[test]
+fn given_more_steps_than_the_terminal_has_rows_when_fitted_then_busy_steps_are_kept_and_the_rest_counted(
+) {
+    let mut events = seed();
+    events.push(event(
+        3,
+        "StepCompleted",
+        json!({"step_id": "s1", "attempt": 1, "output": 5, "duration_ms": 2}),
+    ));
+    events.push(event(
+        4,
+        "StepCompleted",
+        json!({"step_id": "s2", "attempt": 1, "output": 50, "duration_ms": 2}),
+    ));
+    events.push(event(
+        5,
+        "StepStarted",
+        json!({"step_id": "s3", "attempt": 1, "lease_ms": 1000}),
+    ));
+    let p = folded(&events);
+    let style = plain("2026-01-02T03:04:06Z");
+    assert_eq!(frame_within(&p, &style, 10), frame(&p, &style), "it fits");
+
+    let fitted = frame_within(&p, &style, 4);
+    assert_eq!(fitted.len(), 4);
+    assert!(fitted[0].starts_with("run r1"), "{fitted:?}");
+    assert!(
+        fitted[1].contains(" s1 "),
+        "then the first steps in plan order: {fitted:?}"
+    );
+    assert!(
+        fitted[2].contains(" s3 ") && fitted[2].contains("running"),
+        "the running step is kept: {fitted:?}"
+    );
+    assert_eq!(fitted[3], "  … 2 more steps");
+    assert_eq!(frame_within(&p, &style, 2).len(), 2);
+}

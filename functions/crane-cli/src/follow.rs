@@ -81,14 +81,22 @@ impl Watch {
         let mut answered = false;
         let mut failures = 0;
         let mut saga_wait: Option<Instant> = None;
+        let mut long_poll = LONG_POLL;
         loop {
             let asked = Instant::now();
             let after = self.progress.last_seq;
-            let fresh = match self.wait(api.events(&id, after, LONG_POLL)).await? {
+            let fresh = match self.wait(api.events(&id, after, long_poll)).await? {
                 Ok(events) => {
                     answered = true;
                     failures = 0;
                     self.show(&events, mode)?
+                }
+                // A server that waits less long says so: ask for half as long.
+                Err(CliError::Api {
+                    status: 400, code, ..
+                }) if code == "invalid_wait" && !long_poll.is_zero() => {
+                    long_poll = Duration::from_secs(long_poll.as_secs() / 2);
+                    continue;
                 }
                 Err(e) if answered && transient(&e) && failures < RETRIES => {
                     failures += 1;

@@ -44,7 +44,9 @@ pub struct StepProgress {
     /// Held back by its tool's circuit breaker.
     pub held: Option<Held>,
     pub compensation_error: Option<String>,
-    /// What the approver said (approved or rejected).
+    /// Waiting for approval: when the request expires (which counts as a rejection).
+    pub approval_expires: Option<DateTime<Utc>>,
+    /// What became of its approval, with the approver's comment.
     pub verdict: Option<String>,
 }
 
@@ -119,7 +121,13 @@ impl Progress {
                                 rejections: count(&w["deferrals"]).max(1),
                             }),
                             compensation_error: opt_text(&s["compensation_error"]),
-                            verdict: None,
+                            approval_expires: time(&s["approval"]["expires_at"])
+                                .filter(|_| s["approval"]["decision"].is_null()),
+                            verdict: match s["approval"]["decision"].as_str() {
+                                Some("expired") => Some("approval expired".into()),
+                                Some(d) => Some(verdict(d, &s["approval"]["comment"])),
+                                None => None,
+                            },
                             id,
                         }
                     })
@@ -214,16 +222,28 @@ impl Progress {
                     rejections,
                 });
             }),
-            "ApprovalRequested" => self.with_step(&step_id, |s| {
-                s.status = "waiting_approval".into();
-            }),
+            "ApprovalRequested" => {
+                if self.status == "pending" {
+                    self.status = "running".into();
+                }
+                self.with_step(&step_id, |s| {
+                    s.status = "waiting_approval".into();
+                    s.approval_expires = time(&data["expires_at"]);
+                });
+            }
             "StepApproved" => self.with_step(&step_id, |s| {
                 s.status = "pending".into();
-                s.verdict = Some(verdict("approved", data));
+                s.approval_expires = None;
+                s.verdict = Some(verdict("approved", &data["comment"]));
             }),
             "StepRejected" => self.with_step(&step_id, |s| {
                 s.status = "rejected".into();
-                s.verdict = Some(verdict("rejected", data));
+                s.approval_expires = None;
+                s.verdict = Some(if data["expired"].as_bool() == Some(true) {
+                    "approval expired".into()
+                } else {
+                    verdict("rejected", &data["comment"])
+                });
             }),
             "RunCompleted" => {
                 self.status = "completed".into();
@@ -348,8 +368,8 @@ fn planned_step(p: &Value) -> StepProgress {
     }
 }
 
-fn verdict(what: &str, data: &Value) -> String {
-    match data["comment"].as_str().filter(|c| !c.is_empty()) {
+fn verdict(what: &str, comment: &Value) -> String {
+    match comment.as_str().filter(|c| !c.is_empty()) {
         Some(comment) => format!("{what}: {comment}"),
         None => what.to_owned(),
     }

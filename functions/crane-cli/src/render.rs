@@ -122,15 +122,15 @@ pub fn step_line(p: &Progress, s: &StepProgress, style: &Style, widths: [usize; 
             }
             (paint("✓", GREEN, c), d)
         }
-        "failed" => (
-            paint("✗", RED, c),
-            format!(
-                "failed after {} attempt{}: {}",
-                s.attempts,
-                plural(s.attempts as usize),
-                clip(s.error.as_deref().unwrap_or("unknown error"), 100)
-            ),
-        ),
+        "failed" => {
+            let error = clip(s.error.as_deref().unwrap_or("unknown error"), 100);
+            let detail = match (s.attempts, &s.verdict) {
+                (0, Some(verdict)) => format!("failed: {verdict}"),
+                (0, None) => format!("failed: {error}"),
+                (n, _) => format!("failed after {n} attempt{}: {error}", plural(n as usize)),
+            };
+            (paint("✗", RED, c), detail)
+        }
         "skipped" => (paint("–", DIM, c), paint("skipped", DIM, c)),
         "compensating" => (paint(spin, BLUE, c), "undoing".into()),
         "compensated" => (paint("↩", BLUE, c), "undone".into()),
@@ -144,10 +144,19 @@ pub fn step_line(p: &Progress, s: &StepProgress, style: &Style, widths: [usize; 
                 )
             ),
         ),
-        "waiting_approval" => (
-            paint("⏸", MAGENTA, c),
-            format!("waiting for approval: crane approve {} {}", p.run_id, s.id),
-        ),
+        "waiting_approval" => {
+            let expires = s
+                .approval_expires
+                .map(|t| format!(" (expires {})", countdown(t, style.now)))
+                .unwrap_or_default();
+            (
+                paint("⏸", MAGENTA, c),
+                format!(
+                    "waiting for approval{expires}: crane approve {} {}",
+                    p.run_id, s.id
+                ),
+            )
+        }
         "rejected" => (
             paint("✗", RED, c),
             s.verdict.clone().unwrap_or_else(|| "rejected".into()),

@@ -25,6 +25,8 @@ struct Stub {
     decisions: Mutex<Vec<(String, Value)>>,
     /// Answer the next events request after the first with a 503.
     fail_once: AtomicBool,
+    /// Refuse a longer `wait` with `400 invalid_wait`.
+    max_wait: Option<u64>,
 }
 
 fn event(seq: u64, kind: &str, data: Value) -> Value {
@@ -57,11 +59,15 @@ fn approval_run() -> Vec<Value> {
             "StepCompleted",
             json!({"step_id": "s1", "attempt": 1, "output": 5, "duration_ms": 1}),
         ),
-        event(5, "ApprovalRequested", json!({"step_id": "s2"})),
+        event(
+            5,
+            "ApprovalRequested",
+            json!({"step_id": "s2", "input": {"action": "add", "title": "5"}, "approver": "default", "expires_at": "2026-01-02T04:04:05Z"}),
+        ),
         event(
             6,
             "StepApproved",
-            json!({"step_id": "s2", "comment": "ship it"}),
+            json!({"step_id": "s2", "by": "default", "comment": "ship it"}),
         ),
         event(
             7,
@@ -90,6 +96,13 @@ async fn events(
     let after = q.get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
     let wait = q.get("wait").and_then(|w| w.parse().ok());
     stub.asked.lock().expect("lock").push((after, wait));
+    if let (Some(max), Some(wait)) = (stub.max_wait, wait) {
+        if wait > max {
+            let msg = format!("wait={wait} is not a number of seconds from 0 to {max}");
+            let body = json!({"error": {"code": "invalid_wait", "message": msg}});
+            return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+        }
+    }
     if after > 0 && stub.fail_once.swap(false, Ordering::SeqCst) {
         let body = json!({"error": {"code": "unavailable", "message": "try again"}});
         return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
@@ -220,4 +233,32 @@ async fn given_approve_and_reject_when_sent_then_they_post_the_comment_to_the_st
             ("/runs/r1/steps/s2/reject".to_owned(), json!({})),
         ]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_server_with_a_shorter_longest_wait_when_following_then_the_wait_is_halved_until_accepted(
+) {
+    let (url, stub) = serve(Stub {
+        events: approval_run(),
+        max_wait: Some(5),
+        ..Stub::default()
+    })
+    .await;
+    let out = crane(&url, &["events", "r1", "--follow", "--json"]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 9);
+    let waits: Vec<Option<u64>> = stub
+        .asked
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|a| a.1)
+        .collect();
+    assert_eq!(&waits[..3], &[Some(20), Some(10), Some(5)]);
+    assert!(waits[3..].iter().all(|w| *w == Some(5)), "{waits:?}");
 }

@@ -194,20 +194,74 @@ fn given_a_completed_step_of_an_unknown_tool_when_the_run_fails_then_a_saga_may_
 #[test]
 fn given_approval_events_when_folded_then_the_step_waits_and_then_shows_the_verdict() {
     let mut events = planned();
-    events.push(event(3, "ApprovalRequested", json!({"step_id": "s2"})));
-    assert_eq!(
-        folded(&events).step("s2").map(|s| s.status.clone()),
-        Some("waiting_approval".into())
-    );
+    events.push(event(3, "ApprovalRequested", json!({"step_id": "s2", "input": {"action": "add", "title": "5"}, "approver": "default", "expires_at": "2026-01-02T04:04:05Z"})));
+    let p = folded(&events);
+    assert_eq!(p.status, "running");
+    let s2 = p.step("s2").expect("s2");
+    assert_eq!(s2.status, "waiting_approval");
+    assert_eq!(s2.approval_expires, time(&json!("2026-01-02T04:04:05Z")));
     events.push(event(
         4,
         "StepRejected",
-        json!({"step_id": "s2", "comment": "not today"}),
+        json!({"step_id": "s2", "by": "default", "comment": "not today"}),
     ));
     let p = folded(&events);
     let s2 = p.step("s2").expect("s2");
-    assert_eq!(s2.status, "rejected");
+    assert_eq!(
+        (s2.status.as_str(), s2.approval_expires),
+        ("rejected", None)
+    );
     assert_eq!(s2.verdict.as_deref(), Some("rejected: not today"));
+    events.push(event(
+        5,
+        "StepFailed",
+        json!({"step_id": "s2", "attempt": 0, "error": "rejected by default"}),
+    ));
+    let p = folded(&events);
+    let s2 = p.step("s2").expect("s2");
+    assert_eq!(s2.status, "failed");
+    assert_eq!(
+        s2.verdict.as_deref(),
+        Some("rejected: not today"),
+        "the verdict stays"
+    );
+
+    let mut events = planned();
+    events.push(event(
+        3,
+        "ApprovalRequested",
+        json!({"step_id": "s2", "expires_at": "2026-01-02T04:04:05Z"}),
+    ));
+    events.push(event(
+        4,
+        "StepRejected",
+        json!({"step_id": "s2", "expired": true}),
+    ));
+    let p = folded(&events);
+    assert_eq!(
+        p.step("s2").and_then(|s| s.verdict.clone()).as_deref(),
+        Some("approval expired")
+    );
+}
+
+#[test]
+fn given_a_run_view_with_approvals_when_read_then_waiting_and_decided_steps_show_it() {
+    let view = json!({
+        "run_id": "r1", "status": "running",
+        "plan": {"steps": []},
+        "steps": [
+            {"id": "s1", "tool": "todo", "status": "waiting_approval", "attempts": 0,
+             "approval": {"requested_at": "2026-01-02T03:04:05Z", "expires_at": "2026-01-02T04:04:05Z", "approver": "default", "input": {}}},
+            {"id": "s2", "tool": "todo", "status": "pending", "attempts": 0,
+             "approval": {"requested_at": "2026-01-02T03:04:05Z", "expires_at": "2026-01-02T04:04:05Z", "approver": "default", "input": {},
+                          "decision": "approved", "comment": "ok"}},
+        ],
+    });
+    let p = Progress::from_view(&view);
+    assert!(p.steps[0].approval_expires.is_some());
+    assert_eq!(p.steps[0].verdict, None);
+    assert_eq!(p.steps[1].approval_expires, None);
+    assert_eq!(p.steps[1].verdict.as_deref(), Some("approved: ok"));
 }
 
 #[test]

@@ -107,7 +107,11 @@ fn given_compensation_and_approval_when_framed_then_undo_and_the_approve_command
         "StepCompleted",
         json!({"step_id": "s4", "attempt": 1, "output": {"id": 7}, "duration_ms": 1}),
     ));
-    events.push(event(4, "ApprovalRequested", json!({"step_id": "s3"})));
+    events.push(event(
+        4,
+        "ApprovalRequested",
+        json!({"step_id": "s3", "expires_at": "2026-01-02T03:09:06Z"}),
+    ));
     events.push(event(
         5,
         "StepFailed",
@@ -120,7 +124,8 @@ fn given_compensation_and_approval_when_framed_then_undo_and_the_approve_command
         lines[1]
     );
     assert!(
-        lines[3].contains("⏸") && lines[3].ends_with("waiting for approval: crane approve r1 s3"),
+        lines[3].contains("⏸")
+            && lines[3].ends_with("waiting for approval (expires in 5 min): crane approve r1 s3"),
         "{}",
         lines[3]
     );
@@ -276,4 +281,26 @@ fn given_more_steps_than_the_terminal_has_rows_when_fitted_then_busy_steps_are_k
     );
     assert_eq!(fitted[3], "  … 2 more steps");
     assert_eq!(frame_within(&p, &style, 2).len(), 2);
+}
+
+#[test]
+fn given_a_rejected_step_when_framed_then_it_failed_with_the_verdict_not_an_attempt_count() {
+    let mut events = seed();
+    events.push(event(3, "ApprovalRequested", json!({"step_id": "s1"})));
+    events.push(event(
+        4,
+        "StepRejected",
+        json!({"step_id": "s1", "comment": "no"}),
+    ));
+    events.push(event(
+        5,
+        "StepFailed",
+        json!({"step_id": "s1", "attempt": 0, "error": "rejected"}),
+    ));
+    let p = folded(&events);
+    let line = frame(&p, &plain("2026-01-02T03:04:06Z"))[1].clone();
+    assert!(
+        line.ends_with("s1  calculator  2+3           failed: rejected: no"),
+        "{line}"
+    );
 }

@@ -226,12 +226,16 @@ fn countdown(due: DateTime<Utc>, now: DateTime<Utc>) -> String {
     }
 }
 
-/// `ms` for people: "0.8 s", "12 s", "3 min".
+/// `ms` for people: "0.8 s", "12 s", "3 min", "5 h", "2 d".
 pub fn seconds(ms: i64) -> String {
+    const MIN: i64 = 60_000;
+    const HOUR: i64 = 60 * MIN;
     match ms {
         ..=9_999 => format!("{:.1} s", ms as f64 / 1000.0),
         10_000..=119_999 => format!("{} s", ms / 1000),
-        _ => format!("{} min", ms / 60_000),
+        _ if ms < 120 * MIN => format!("{} min", ms / MIN),
+        _ if ms < 48 * HOUR => format!("{} h", ms / HOUR),
+        _ => format!("{} d", ms / (24 * HOUR)),
     }
 }
 
@@ -309,6 +313,7 @@ pub fn event_lines(event: &Value, p: &Progress) -> Vec<String> {
             ),
             None => format!("attempt {attempt} failed: {}", err()),
         },
+        "StepFailed" if attempt == 0 => format!("failed: {}", err()),
         "StepFailed" => format!(
             "failed after {attempt} attempt{}: {}",
             plural(attempt as usize),

@@ -243,6 +243,8 @@ fn given_long_or_odd_values_when_summarised_then_they_are_clipped_to_one_line() 
     assert_eq!(seconds(850), "0.8 s");
     assert_eq!(seconds(42_000), "42 s");
     assert_eq!(seconds(600_000), "10 min");
+    assert_eq!(seconds(86_340_000), "23 h");
+    assert_eq!(seconds(3 * 86_400_000), "3 d");
 }
 
 #[test]

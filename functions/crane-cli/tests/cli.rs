@@ -413,14 +413,15 @@ async fn given_a_shell_when_completions_are_asked_then_a_script_is_printed() {
 /// The live frame needs a terminal: `script` (util-linux) gives the command one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_a_terminal_when_a_run_is_followed_then_step_lines_are_redrawn_in_place() {
-    if std::process::Command::new("script")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("skipped: no `script` to open a pseudo-terminal");
-        return;
-    }
+    // Never skipped: without `script` the test fails and says what to install.
+    assert!(
+        std::process::Command::new("script")
+            .arg("--version")
+            .output()
+            .is_ok(),
+        "this test needs `script` to open a pseudo-terminal: install util-linux \
+         (Debian: `apt-get install bsdutils`)"
+    );
     // Long enough steps for several redraws while they run, even on a loaded machine.
     let server = faulty("calculator=delay:1s").await;
     let command = format!("'{}' run '{SEED}' --follow", env!("CARGO_BIN_EXE_crane"));

@@ -16,6 +16,10 @@ use clap::Parser;
 use crane::config::Config;
 use serde_json::{json, Value};
 
+/// The same allocator as the `crane-local` binary, since the runtime runs in this process.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SEED: &str =
     "calculate 2+3 and calculate 10*5 and list todos then add a todo with the result";
 

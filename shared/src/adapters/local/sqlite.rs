@@ -316,11 +316,10 @@ impl SqliteStore {
             };
             let mut out = Vec::with_capacity(rows.len());
             for (id, payload) in rows {
-                tx.execute(
-                    "UPDATE jobs SET lease_until = ?1 WHERE id = ?2",
-                    params![now_ms + lease_ms, id],
-                )
-                .map_err(sql_err)?;
+                tx.prepare_cached("UPDATE jobs SET lease_until = ?1 WHERE id = ?2")
+                    .map_err(sql_err)?
+                    .execute(params![now_ms + lease_ms, id])
+                    .map_err(sql_err)?;
                 out.push(LeasedJob {
                     id,
                     kind: decode(&payload)?,
@@ -334,7 +333,9 @@ impl SqliteStore {
     /// The job is done: remove it.
     pub async fn finish_job(&self, id: i64) -> StoreResult<()> {
         self.write(move |conn| {
-            conn.execute("DELETE FROM jobs WHERE id = ?1", params![id])
+            conn.prepare_cached("DELETE FROM jobs WHERE id = ?1")
+                .map_err(sql_err)?
+                .execute(params![id])
                 .map_err(sql_err)?;
             Ok(())
         })
@@ -345,11 +346,10 @@ impl SqliteStore {
     pub async fn reschedule_job(&self, id: i64, due: DateTime<Utc>) -> StoreResult<()> {
         let due_ms = due.timestamp_millis();
         self.write(move |conn| {
-            conn.execute(
-                "UPDATE jobs SET due_at = ?1, lease_until = NULL WHERE id = ?2",
-                params![due_ms, id],
-            )
-            .map_err(sql_err)?;
+            conn.prepare_cached("UPDATE jobs SET due_at = ?1, lease_until = NULL WHERE id = ?2")
+                .map_err(sql_err)?
+                .execute(params![due_ms, id])
+                .map_err(sql_err)?;
             Ok(())
         })
         .await?;
@@ -361,11 +361,9 @@ impl SqliteStore {
     pub async fn next_due(&self) -> StoreResult<Option<DateTime<Utc>>> {
         self.read(|conn| {
             let ms: Option<i64> = conn
-                .query_row(
-                    "SELECT MIN(COALESCE(MAX(due_at, lease_until), due_at)) FROM jobs",
-                    [],
-                    |r| r.get(0),
-                )
+                .prepare_cached("SELECT MIN(COALESCE(MAX(due_at, lease_until), due_at)) FROM jobs")
+                .map_err(sql_err)?
+                .query_row([], |r| r.get(0))
                 .map_err(sql_err)?;
             Ok(ms.and_then(DateTime::from_timestamp_millis))
         })
@@ -376,11 +374,10 @@ impl SqliteStore {
     /// still hold one, so interrupted jobs resume at once.
     pub async fn release_all_leases(&self) -> StoreResult<usize> {
         self.write(|conn| {
-            conn.execute(
-                "UPDATE jobs SET lease_until = NULL WHERE lease_until IS NOT NULL",
-                [],
-            )
-            .map_err(sql_err)
+            conn.prepare_cached("UPDATE jobs SET lease_until = NULL WHERE lease_until IS NOT NULL")
+                .map_err(sql_err)?
+                .execute([])
+                .map_err(sql_err)
         })
         .await
     }
@@ -388,7 +385,9 @@ impl SqliteStore {
     /// Number of jobs queued (for health and tests).
     pub async fn pending_jobs(&self) -> StoreResult<u64> {
         self.read(|conn| {
-            conn.query_row("SELECT COUNT(*) FROM jobs", [], |r| r.get::<_, i64>(0))
+            conn.prepare_cached("SELECT COUNT(*) FROM jobs")
+                .map_err(sql_err)?
+                .query_row([], |r| r.get::<_, i64>(0))
                 .map(|n| n as u64)
                 .map_err(sql_err)
         })
@@ -410,21 +409,22 @@ fn insert_jobs(tx: &Connection, jobs: &[(JobKind, u64)], now_ms: i64) -> StoreRe
 
 fn put_view(tx: &Connection, view: &RunState) -> StoreResult<bool> {
     let n = tx
-        .execute(
+        .prepare_cached(
             "INSERT INTO runs (tenant, run_id, status, created_at, last_seq, body)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (tenant, run_id) DO UPDATE SET
                status = excluded.status, last_seq = excluded.last_seq, body = excluded.body
              WHERE excluded.last_seq > runs.last_seq",
-            params![
-                view.tenant,
-                view.run_id,
-                view.status.as_str(),
-                ts(view.created_at),
-                view.last_seq as i64,
-                encode(view)?
-            ],
         )
+        .map_err(sql_err)?
+        .execute(params![
+            view.tenant,
+            view.run_id,
+            view.status.as_str(),
+            ts(view.created_at),
+            view.last_seq as i64,
+            encode(view)?
+        ])
         .map_err(sql_err)?;
     Ok(n > 0)
 }
@@ -463,9 +463,7 @@ impl EventStore for SqliteStore {
             }
         });
         self.writer.write_then(move |tx| {
-            let last: i64 = tx
-                .query_row(
-                    "SELECT COALESCE(MAX(seq), 0) FROM events WHERE tenant = ?1 AND run_id = ?2",
+            let last: i64 = tx.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM events WHERE tenant = ?1 AND run_id = ?2").map_err(sql_err)?.query_row(
                     params![key.tenant, key.run_id],
                     |r| r.get(0),
                 )
@@ -544,15 +542,13 @@ impl RunViewStore for SqliteStore {
     async fn get(&self, key: &RunKey) -> StoreResult<Option<RunState>> {
         let key = key.clone();
         self.read(move |conn| {
-            conn.query_row(
-                "SELECT body FROM runs WHERE tenant = ?1 AND run_id = ?2",
-                params![key.tenant, key.run_id],
-                |r| r.get::<_, String>(0),
-            )
-            .optional()
-            .map_err(sql_err)?
-            .map(|b| decode(&b))
-            .transpose()
+            conn.prepare_cached("SELECT body FROM runs WHERE tenant = ?1 AND run_id = ?2")
+                .map_err(sql_err)?
+                .query_row(params![key.tenant, key.run_id], |r| r.get::<_, String>(0))
+                .optional()
+                .map_err(sql_err)?
+                .map(|b| decode(&b))
+                .transpose()
         })
         .await
     }
@@ -617,23 +613,22 @@ impl StepDispatcher for SqliteStore {
 }
 
 fn get_todo(conn: &Connection, tenant: &str, id: u64) -> StoreResult<Option<Todo>> {
-    conn.query_row(
-        "SELECT body FROM todos WHERE tenant = ?1 AND id = ?2",
-        params![tenant, id as i64],
-        |r| r.get::<_, String>(0),
-    )
-    .optional()
-    .map_err(sql_err)?
-    .map(|b| decode(&b))
-    .transpose()
+    conn.prepare_cached("SELECT body FROM todos WHERE tenant = ?1 AND id = ?2")
+        .map_err(sql_err)?
+        .query_row(params![tenant, id as i64], |r| r.get::<_, String>(0))
+        .optional()
+        .map_err(sql_err)?
+        .map(|b| decode(&b))
+        .transpose()
 }
 
 fn put_todo(conn: &Connection, tenant: &str, todo: &Todo) -> StoreResult<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO todos (tenant, id, body) VALUES (?1, ?2, ?3)
          ON CONFLICT (tenant, id) DO UPDATE SET body = excluded.body",
-        params![tenant, todo.id as i64, encode(todo)?],
     )
+    .map_err(sql_err)?
+    .execute(params![tenant, todo.id as i64, encode(todo)?])
     .map_err(sql_err)?;
     Ok(())
 }
@@ -653,11 +648,11 @@ impl TodoStore for SqliteStore {
         let result: StoreResult<Result<Todo, TodoError>> = self
             .write(move |tx| {
                 let done: Option<String> = tx
-                    .query_row(
+                    .prepare_cached(
                         "SELECT result FROM todo_effects WHERE tenant = ?1 AND effect_key = ?2",
-                        params![tenant, effect_key],
-                        |r| r.get(0),
                     )
+                    .map_err(sql_err)?
+                    .query_row(params![tenant, effect_key], |r| r.get(0))
                     .optional()
                     .map_err(sql_err)?;
                 if let Some(done) = done {
@@ -666,13 +661,13 @@ impl TodoStore for SqliteStore {
                 let todo = match &change {
                     TodoChange::Add { title } => {
                         let id: i64 = tx
-                            .query_row(
+                            .prepare_cached(
                                 "INSERT INTO todo_ids (tenant, last_id) VALUES (?1, 1)
                                  ON CONFLICT (tenant) DO UPDATE SET last_id = last_id + 1
                                  RETURNING last_id",
-                                params![tenant],
-                                |r| r.get(0),
                             )
+                            .map_err(sql_err)?
+                            .query_row(params![tenant], |r| r.get(0))
                             .map_err(sql_err)?;
                         let todo = Todo {
                             id: id as u64,
@@ -697,11 +692,10 @@ impl TodoStore for SqliteStore {
                         let Some(todo) = get_todo(tx, &tenant, *id)? else {
                             return Ok(Err(TodoError::NotFound(*id)));
                         };
-                        tx.execute(
-                            "DELETE FROM todos WHERE tenant = ?1 AND id = ?2",
-                            params![tenant, *id as i64],
-                        )
-                        .map_err(sql_err)?;
+                        tx.prepare_cached("DELETE FROM todos WHERE tenant = ?1 AND id = ?2")
+                            .map_err(sql_err)?
+                            .execute(params![tenant, *id as i64])
+                            .map_err(sql_err)?;
                         todo
                     }
                     TodoChange::Restore { todo } => {
@@ -709,10 +703,11 @@ impl TodoStore for SqliteStore {
                         todo.clone()
                     }
                 };
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO todo_effects (tenant, effect_key, result) VALUES (?1, ?2, ?3)",
-                    params![tenant, effect_key, encode(&todo)?],
                 )
+                .map_err(sql_err)?
+                .execute(params![tenant, effect_key, encode(&todo)?])
                 .map_err(sql_err)?;
                 Ok(Ok(todo))
             })
@@ -724,11 +719,11 @@ impl TodoStore for SqliteStore {
         let tenant = tenant.to_owned();
         let effect_key = effect_key.to_owned();
         self.read(move |conn| {
-            conn.query_row(
+            conn.prepare_cached(
                 "SELECT result FROM todo_effects WHERE tenant = ?1 AND effect_key = ?2",
-                params![tenant, effect_key],
-                |r| r.get::<_, String>(0),
             )
+            .map_err(sql_err)?
+            .query_row(params![tenant, effect_key], |r| r.get::<_, String>(0))
             .optional()
             .map_err(sql_err)?
             .map(|b| decode(&b))
@@ -780,13 +775,11 @@ impl TodoStore for SqliteStore {
     async fn count(&self, tenant: &str) -> StoreResult<u64> {
         let tenant = tenant.to_owned();
         self.read(move |conn| {
-            conn.query_row(
-                "SELECT COUNT(*) FROM todos WHERE tenant = ?1",
-                params![tenant],
-                |r| r.get::<_, i64>(0),
-            )
-            .map(|n| n as u64)
-            .map_err(sql_err)
+            conn.prepare_cached("SELECT COUNT(*) FROM todos WHERE tenant = ?1")
+                .map_err(sql_err)?
+                .query_row(params![tenant], |r| r.get::<_, i64>(0))
+                .map(|n| n as u64)
+                .map_err(sql_err)
         })
         .await
     }
@@ -802,16 +795,16 @@ impl IdempotencyStore for SqliteStore {
     ) -> StoreResult<Option<IdempotencyRecord>> {
         let (tenant, key) = (tenant.to_owned(), key.to_owned());
         self.read(move |conn| {
-            conn.query_row(
+            conn.prepare_cached(
                 "SELECT run_id, request_hash FROM idempotency_keys WHERE tenant = ?1 AND key = ?2",
-                params![tenant, key],
-                |r| {
-                    Ok(IdempotencyRecord {
-                        run_id: r.get(0)?,
-                        request_hash: r.get(1)?,
-                    })
-                },
             )
+            .map_err(sql_err)?
+            .query_row(params![tenant, key], |r| {
+                Ok(IdempotencyRecord {
+                    run_id: r.get(0)?,
+                    request_hash: r.get(1)?,
+                })
+            })
             .optional()
             .map_err(sql_err)
         })
@@ -827,15 +820,12 @@ impl IdempotencyStore for SqliteStore {
     ) -> StoreResult<IdempotencyRecord> {
         let (tenant, key, record) = (tenant.to_owned(), key.to_owned(), record.clone());
         self.write(move |tx| {
-            tx.execute(
-                "INSERT OR IGNORE INTO idempotency_keys (tenant, key, run_id, request_hash, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            tx.prepare_cached("INSERT OR IGNORE INTO idempotency_keys (tenant, key, run_id, request_hash, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)").map_err(sql_err)?.execute(
                 params![tenant, key, record.run_id, record.request_hash, ts(now)],
             )
             .map_err(sql_err)?;
-            let bound = tx
-                .query_row(
-                    "SELECT run_id, request_hash FROM idempotency_keys WHERE tenant = ?1 AND key = ?2",
+            let bound = tx.prepare_cached("SELECT run_id, request_hash FROM idempotency_keys WHERE tenant = ?1 AND key = ?2").map_err(sql_err)?.query_row(
                     params![tenant, key],
                     |r| Ok(IdempotencyRecord { run_id: r.get(0)?, request_hash: r.get(1)? }),
                 )
@@ -851,20 +841,20 @@ impl BreakerStore for SqliteStore {
     async fn get(&self, tool: &str) -> StoreResult<Option<StoredBreaker>> {
         let tool = tool.to_owned();
         self.read(move |conn| {
-            conn.query_row(
-                "SELECT state, version FROM breakers WHERE tool = ?1",
-                params![tool],
-                |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
-            )
-            .optional()
-            .map_err(sql_err)?
-            .map(|(s, v)| {
-                Ok(StoredBreaker {
-                    state: decode(&s)?,
-                    version: v as u64,
+            conn.prepare_cached("SELECT state, version FROM breakers WHERE tool = ?1")
+                .map_err(sql_err)?
+                .query_row(params![tool], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
                 })
-            })
-            .transpose()
+                .optional()
+                .map_err(sql_err)?
+                .map(|(s, v)| {
+                    Ok(StoredBreaker {
+                        state: decode(&s)?,
+                        version: v as u64,
+                    })
+                })
+                .transpose()
         })
         .await
     }
@@ -874,13 +864,11 @@ impl BreakerStore for SqliteStore {
         let body = encode(state)?;
         self.write(move |conn| {
             let n = if expected == 0 {
-                conn.execute(
-                    "INSERT OR IGNORE INTO breakers (tool, version, state) VALUES (?1, 1, ?2)",
+                conn.prepare_cached("INSERT OR IGNORE INTO breakers (tool, version, state) VALUES (?1, 1, ?2)").map_err(sql_err)?.execute(
                     params![tool, body],
                 )
             } else {
-                conn.execute(
-                    "UPDATE breakers SET version = version + 1, state = ?2 WHERE tool = ?1 AND version = ?3",
+                conn.prepare_cached("UPDATE breakers SET version = version + 1, state = ?2 WHERE tool = ?1 AND version = ?3").map_err(sql_err)?.execute(
                     params![tool, body, expected as i64],
                 )
             }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use tracing::{info, instrument, warn};
+use tracing::{debug, info, instrument, warn};
 
 use crate::domain::{
     self, fold, fold_until, Event, EventRecord, FoldError, RunKey, RunState, RunStatus,
@@ -234,6 +234,7 @@ impl App {
         if let Some(state) = self.events.current_state(key).await {
             return Ok(Some(state));
         }
+        debug!(run_id = %key.run_id, "state not at hand: folding the log");
         Ok(self.load(key).await?.map(|(state, _)| state))
     }
 

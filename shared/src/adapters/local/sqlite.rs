@@ -452,14 +452,10 @@ impl EventStore for SqliteStore {
         let now_ms = Utc::now().timestamp_millis();
         let (hot, hot_key, hot_view) = (self.hot.clone(), key.clone(), view.clone());
         let remember: Box<dyn FnOnce(&StoreResult<()>) + Send> = Box::new(move |written| {
-            if let Ok(mut hot) = hot.lock() {
-                match written {
-                    Ok(()) => hot.committed(&hot_key, hot_view),
-                    // Whatever this writer believed about the run is out of date.
-                    Err(_) => {
-                        hot.states.remove(&hot_key);
-                    }
-                }
+            // A refused append changes nothing: what is kept is what was committed, and a
+            // writer that lost a race simply reads the winner's state next.
+            if let (Ok(()), Ok(mut hot)) = (written, hot.lock()) {
+                hot.committed(&hot_key, hot_view);
             }
         });
         self.writer.write_then(move |tx| {

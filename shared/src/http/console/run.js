@@ -6,7 +6,7 @@
 import { api, enc } from './api.js';
 import { drawDag } from './dag.js';
 import { follow } from './live.js';
-import { badge, duration, errorBox, FINISHED, h, jsonBlock, sleep, time } from './ui.js';
+import { badge, clock, duration, errorBox, FINISHED, h, jsonBlock, sleep, time } from './ui.js';
 
 /** How long the slider must rest before the past state is fetched. */
 const TRAVEL_DEBOUNCE_MS = 120;
@@ -249,7 +249,7 @@ export function runView(root, runId) {
       timeline.append(h('li', {
         dataset: { seq: ev.seq, type: ev.type }, class: `ev ev-${ev.type}`,
         title: 'show the run as it was at this event', onclick: () => moveTo(k),
-      }, h('span', { class: 'seq' }, `#${ev.seq}`), h('span', { class: 'when' }, time(ev.at)),
+      }, h('span', { class: 'seq' }, `#${ev.seq}`), h('span', { class: 'when', title: ev.at }, clock(ev.at)),
       h('span', { class: 'type' }, ev.type), h('span', { class: 'what' }, summary(ev))));
     }
     [...timeline.children].forEach((li, k) => {

@@ -58,6 +58,13 @@ export function time(iso) {
   return `${date} ${t}.${String(d.getMilliseconds()).padStart(3, '0')}`;
 }
 
+/** The time of day only (HH:MM:SS.mmm), for the timeline. */
+export function clock(iso) {
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return iso || '';
+  return `${d.toLocaleTimeString(undefined, { hour12: false })}.${String(d.getMilliseconds()).padStart(3, '0')}`;
+}
+
 /** Milliseconds between two times, as "1.2 s" or "35 ms". */
 export function duration(from, to) {
   if (!from || !to) return '';

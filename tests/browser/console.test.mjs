@@ -161,9 +161,9 @@ async function newPage({ allow = () => false } = {}) {
   return page;
 }
 
-async function shot(page, name) {
+async function shot(page, name, { fullPage = true } = {}) {
   mkdirSync(ARTIFACTS, { recursive: true });
-  await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
+  await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage });
 }
 
 async function texts(page, selector, attr) {
@@ -269,6 +269,9 @@ describe('the console of a crane-local without API keys', () => {
       assert.doesNotMatch(await page.$eval(part, (e) => e.textContent), /\bnull\b|\bundefined\b|\bNaN\b|\[object Object\]/, part);
     }
     await shot(page, 'console-run');
+    await page.setViewport({ width: 1360, height: 1120 });
+    await shot(page, 'console-run-top', { fullPage: false }); // docs/img/console-run.png
+    await page.setViewport({ width: 1360, height: 900 });
 
     // To the event that planned the run: every step is pending then.
     const planned = events.findIndex((e) => e.type === 'PlanGenerated');

@@ -10,6 +10,7 @@ const NODE_H = 56;
 const COL_GAP = 84;
 const ROW_GAP = 22;
 const PAD = 16;
+const LANE = 26;
 
 /** The level of every step: 0 without dependencies, else 1 + the deepest dependency. */
 export function levels(steps) {
@@ -43,12 +44,16 @@ export function drawDag(plan, states, { selected, onSelect } = {}) {
     (columns[l] ||= []).push(st);
   }
   const rows = Math.max(1, ...columns.map((c) => (c ? c.length : 0)));
+  // Edges that skip a level run along a lane above the nodes instead of under them.
+  const skips = steps.some((st) => (st.depends_on || []).some((d) => level.get(st.id) - level.get(d) > 1));
+  const lane = PAD + 24;
+  const nodesTop = PAD + 18 + (skips ? LANE : 0);
   const width = PAD * 2 + columns.length * NODE_W + Math.max(0, columns.length - 1) * COL_GAP;
-  const height = PAD * 2 + 18 + rows * NODE_H + (rows - 1) * ROW_GAP;
+  const height = nodesTop + PAD + rows * NODE_H + (rows - 1) * ROW_GAP;
   const pos = new Map();
   columns.forEach((col, l) => {
     const colH = col.length * NODE_H + (col.length - 1) * ROW_GAP;
-    const top = PAD + 18 + (rows * NODE_H + (rows - 1) * ROW_GAP - colH) / 2;
+    const top = nodesTop + (rows * NODE_H + (rows - 1) * ROW_GAP - colH) / 2;
     col.forEach((st, i) => {
       pos.set(st.id, { x: PAD + l * (NODE_W + COL_GAP), y: top + i * (NODE_H + ROW_GAP) });
     });
@@ -79,9 +84,13 @@ export function drawDag(plan, states, { selected, onSelect } = {}) {
       const x2 = to.x;
       const y2 = to.y + NODE_H / 2;
       const mx = (x1 + x2) / 2;
+      const d = level.get(st.id) - level.get(dep) > 1
+        ? `M${x1},${y1} C${x1 + 30},${y1} ${x1 + 30},${lane} ${x1 + 60},${lane} `
+          + `L${x2 - 60},${lane} C${x2 - 30},${lane} ${x2 - 30},${y2} ${x2},${y2}`
+        : `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}`;
       const depStatus = states.get(dep)?.status || 'pending';
       edges.append(s('path', {
-        class: `edge from-${depStatus}`, d: `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}`,
+        class: `edge from-${depStatus}`, d,
         'marker-end': 'url(#dag-arrow)', dataset: { from: dep, to: st.id },
       }));
     }

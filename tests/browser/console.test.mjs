@@ -357,6 +357,50 @@ describe('the console of a crane-local without API keys', () => {
     await page.close();
   });
 
+  test('a step waiting for approval shows Approve and Reject, which POST the decision', async () => {
+    // No route on this server makes a step wait for approval yet, so the browser is shown
+    // a run in that state and the decision it posts is captured.
+    const run = await call(server.base, 'GET', `/runs/${runs.dag}`);
+    const { events } = await call(server.base, 'GET', `/runs/${runs.dag}/events`);
+    const waiting = structuredClone(run);
+    waiting.status = 'running';
+    waiting.finished_at = null;
+    waiting.result = null;
+    const last = waiting.steps[waiting.steps.length - 1];
+    Object.assign(last, { status: 'waiting_approval', output: null, finished_at: null });
+    const posted = [];
+    const page = await newPage();
+    await page.setRequestInterception(true);
+    page.on('request', (req) => {
+      const path = new URL(req.url()).pathname;
+      const json = (body) => req.respond({ status: 200, contentType: 'application/json', body: JSON.stringify(body) });
+      if (path === `/runs/${runs.dag}` && req.method() === 'GET') return json(waiting);
+      if (path === `/runs/${runs.dag}/events`) return json({ run_id: runs.dag, events });
+      if (path.startsWith(`/runs/${runs.dag}/steps/`)) {
+        posted.push({ method: req.method(), path, body: req.postData(), type: req.headers()['content-type'] });
+        return json(waiting);
+      }
+      return req.continue();
+    });
+    await page.goto(`${server.base}/#/runs/${runs.dag}`);
+    await page.waitForSelector(`#steps tr[data-step="${last.id}"][data-status="waiting_approval"] button.approve`, WAIT);
+    assert.equal(await page.$eval(`#dag g.node[data-step="${last.id}"]`, (n) => n.dataset.status), 'waiting_approval');
+    assert.equal(await page.$$eval('#steps button.approve', (bs) => bs.length), 1, 'only the waiting step');
+    await shot(page, 'console-run-waiting-approval');
+    await page.type(`#steps tr[data-step="${last.id}"] input.comment`, 'looks right');
+    const comment = `#steps tr[data-step="${last.id}"] input.comment`;
+    await page.click(`#steps tr[data-step="${last.id}"] button.approve`);
+    // The page redraws the run after a decision: a fresh, empty comment box.
+    await page.waitForFunction((sel) => document.querySelector(sel)?.value === '', WAIT, comment);
+    await page.click(`#steps tr[data-step="${last.id}"] button.reject`);
+    for (let i = 0; i < 900 && posted.length < 2; i++) await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(posted.map((p) => [p.method, p.path, p.body, p.type]), [
+      ['POST', `/runs/${runs.dag}/steps/${last.id}/approve`, '{"comment":"looks right"}', 'application/json'],
+      ['POST', `/runs/${runs.dag}/steps/${last.id}/reject`, '{}', 'application/json'],
+    ]);
+    await page.close();
+  });
+
   test('the tools page lists every tool with its breaker state', async () => {
     const { tools } = await call(server.base, 'GET', '/tools');
     const page = await newPage();

@@ -33,7 +33,7 @@ const ARTIFACTS = process.env.CRANE_BROWSER_ARTIFACTS || join(repo, 'target/brow
 /** Generous: a 2-core machine shared with builders can be very slow. */
 const WAIT = { timeout: 90_000 };
 /** Every calculator call takes this long, so runs using it can be watched while running. */
-const CALC_DELAY = '8s';
+const CALC_DELAY = '12s';
 const KEY = 'browser-test-key-0123456789abcdef';
 
 const SEED_DAG = 'calculate 2+3 and calculate 10*5 then add a todo with the result then list my todos';
@@ -225,14 +225,13 @@ describe('the console of a crane-local without API keys', () => {
     await page.waitForSelector('#runs[data-state="ready"][data-page="1"]', WAIT);
 
     await page.select('#status-filter', 'compensated');
-    await page.waitForFunction(() => location.hash === '#/?status=compensated', WAIT);
-    await page.waitForSelector('#runs[data-state="ready"]', WAIT);
+    await page.waitForSelector('#runs[data-state="ready"][data-filter="compensated"]', WAIT);
+    assert.equal(await page.evaluate(() => location.hash), '#/?status=compensated');
     assert.deepEqual(await texts(page, '#runs tbody tr', 'data-run-id'), [runs.failing]);
     await shot(page, 'console-runs-compensated');
 
     await page.select('#status-filter', 'completed');
-    await page.waitForFunction(() => location.hash === '#/?status=completed', WAIT);
-    await page.waitForSelector('#runs[data-state="ready"]', WAIT);
+    await page.waitForSelector('#runs[data-state="ready"][data-filter="completed"]', WAIT);
     const statuses = await texts(page, '#runs tbody tr', 'data-status');
     assert.equal(statuses.length, 20);
     assert.ok(statuses.every((s) => s === 'completed'), `only completed runs: ${statuses}`);

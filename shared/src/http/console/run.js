@@ -17,6 +17,7 @@ export function runView(root, runId) {
   let events = [];
   let pos = null; // index of the event shown, or null for "now" (following)
   let shown = null; // the run state on screen: `run`, or the run as of events[pos]
+  let shownSeq = ''; // the seq of the event `shown` is as of
   let selected = null;
   let live = null;
   let travelSeq = 0;
@@ -66,12 +67,13 @@ export function runView(root, runId) {
     renderTravel();
     renderTimeline();
     travel.dataset.state = 'loading';
+    // A newer position makes any answer still on its way for an older one stale.
+    const ticket = ++travelSeq;
     clearTimeout(travelTimer);
-    travelTimer = setTimeout(showSelected, TRAVEL_DEBOUNCE_MS);
+    travelTimer = setTimeout(() => showSelected(ticket), TRAVEL_DEBOUNCE_MS);
   }
 
-  async function showSelected() {
-    const ticket = ++travelSeq;
+  async function showSelected(ticket) {
     let state = run;
     if (!following()) {
       const at = events[pos].at;
@@ -84,9 +86,16 @@ export function runView(root, runId) {
       }
     }
     if (ticket !== travelSeq) return;
-    shown = state;
+    setShown(state);
     renderState();
     travel.dataset.state = 'ready';
+  }
+
+  /** Put `state` on screen as the run at the slider's event. */
+  function setShown(state) {
+    shown = state;
+    const ev = events[shownIndex()];
+    shownSeq = ev ? String(ev.seq) : '';
   }
 
   function shownIndex() {
@@ -101,7 +110,7 @@ export function runView(root, runId) {
     latest.disabled = following();
     travel.dataset.following = String(following());
     const ev = events[i];
-    travel.dataset.shownSeq = ev ? String(ev.seq) : '';
+    travel.dataset.sliderSeq = ev ? String(ev.seq) : '';
     sliderLabel.replaceChildren(ev
       ? h('span', {}, h('strong', {}, `event ${ev.seq} of ${events[events.length - 1].seq}`),
         ` · ${ev.type} · ${time(ev.at)}`,
@@ -147,7 +156,7 @@ export function runView(root, runId) {
     try {
       run = await api(`runs/${enc(runId)}/cancel`, { method: 'POST', signal: ctl.signal });
       message.replaceChildren();
-      if (following()) shown = run;
+      if (following()) setShown(run);
       renderAll();
     } catch (err) {
       if (ctl.signal.aborted) return;
@@ -183,6 +192,7 @@ export function runView(root, runId) {
     const plan = shown && shown.plan && shown.plan.steps && shown.plan.steps.length ? shown.plan : null;
     shownStatus.replaceChildren(shown ? badge(shown.status) : '');
     shownStatus.dataset.status = shown ? shown.status : '';
+    travel.dataset.shownSeq = shownSeq;
     dagBox.replaceChildren(plan
       ? drawDag(plan, states, { selected, onSelect: select })
       : h('p', { class: 'muted' }, 'No plan yet at this point.'));
@@ -275,7 +285,7 @@ export function runView(root, runId) {
       if ((run.last_seq ?? newest) >= newest || tries >= 4) break;
       await sleep(300, ctl.signal);
     }
-    if (following()) shown = run;
+    if (following()) setShown(run);
     renderAll();
     root.dataset.updates = String(Number(root.dataset.updates || 0) + 1);
   }
@@ -300,7 +310,7 @@ export function runView(root, runId) {
       }
       return;
     }
-    shown = run;
+    setShown(run);
     renderAll();
     travel.dataset.state = 'ready';
     root.dataset.state = 'ready';

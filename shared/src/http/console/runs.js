@@ -41,7 +41,7 @@ export function runsView(root, query) {
 
   const message = h('div', { id: 'runs-message' });
   const tbody = h('tbody');
-  const table = h('table', { id: 'runs', class: 'grid' },
+  const table = h('table', { id: 'runs', class: 'grid', dataset: { filter: status || 'all' } },
     h('thead', {}, h('tr', {}, ['Created', 'Status', 'Prompt', 'Steps', 'Run'].map((t) => h('th', {}, t)))),
     tbody);
   const prev = h('button', { id: 'prev-page', type: 'button', onclick: () => load(page - 1) }, '← Newer');

@@ -341,6 +341,29 @@ describe('the console of a crane-local without API keys', () => {
     await page.close();
   });
 
+  test('a run started from the form opens its page, and the runs list follows it until it finishes', async () => {
+    const page = await newPage();
+    await page.goto(`${server.base}/`);
+    await page.waitForSelector('#runs[data-state="ready"]', WAIT);
+    await page.evaluate(() => {
+      window.loadedOnce = true;
+    });
+    await page.type('#new-prompt', SLOW);
+    await page.click('#new-run button[type="submit"]');
+    await page.waitForFunction(() => location.hash.startsWith('#/runs/'), WAIT);
+    const id = decodeURIComponent((await page.evaluate(() => location.hash)).slice('#/runs/'.length));
+    await page.waitForSelector('#run-status', WAIT);
+    assert.equal((await call(server.base, 'GET', `/runs/${id}`)).prompt, SLOW);
+    await page.click('.crumbs a');
+    const row = `#runs tr[data-run-id="${id}"]`;
+    await page.waitForSelector(row, WAIT);
+    const first = await page.$eval(row, (r) => r.dataset.status);
+    assert.ok(['pending', 'running'].includes(first), `listed while still going: ${first}`);
+    await page.waitForSelector(`${row}[data-status="completed"]`, WAIT);
+    assert.equal(await page.evaluate(() => window.loadedOnce), true, 'the page was not reloaded');
+    await page.close();
+  });
+
   test('the cancel button cancels a running run', async () => {
     const page = await newPage();
     const { run_id: id } = await createRun(server.base, SLOW);

@@ -1,15 +1,19 @@
 // The runs list: newest first, a status filter, pages of PAGE_SIZE with the API's
-// cursors (a stack of them, so "Newer" goes back), and a form to start a run.
+// cursors (a stack of them, so "Newer" goes back), and a form to start a run. While a
+// run on the page is unfinished, the page is read again every REFRESH_MS.
 
 import { api, enc } from './api.js';
-import { badge, errorBox, h, RUN_STATUSES, time } from './ui.js';
+import { badge, errorBox, FINISHED, h, RUN_STATUSES, time } from './ui.js';
 
 const PAGE_SIZE = 20;
+const REFRESH_MS = 2000;
 
 export function runsView(root, query) {
   const status = RUN_STATUSES.includes(query.get('status')) ? query.get('status') : '';
   const cursors = ['']; // cursors[i] is the cursor of page i
   let page = 0;
+  let timer = null;
+  let loads = 0; // only the newest load may draw
   const ctl = new AbortController();
 
   const filter = h('select', {
@@ -57,9 +61,11 @@ export function runsView(root, query) {
       h('div', { class: 'row pager' }, prev, pageLabel, next)),
   );
 
-  async function load(p) {
+  async function load(p, { quiet = false } = {}) {
     if (p < 0 || p >= cursors.length) return;
-    table.dataset.state = 'loading';
+    clearTimeout(timer);
+    const ticket = ++loads;
+    if (!quiet) table.dataset.state = 'loading';
     const params = new URLSearchParams({ limit: String(PAGE_SIZE) });
     if (status) params.set('status', status);
     if (cursors[p]) params.set('cursor', cursors[p]);
@@ -67,11 +73,12 @@ export function runsView(root, query) {
     try {
       data = await api(`runs?${params}`, { signal: ctl.signal });
     } catch (err) {
-      if (ctl.signal.aborted) return;
+      if (ctl.signal.aborted || ticket !== loads) return;
       message.replaceChildren(errorBox(err));
       table.dataset.state = 'error';
       return;
     }
+    if (ticket !== loads) return;
     message.replaceChildren();
     page = p;
     cursors.length = p + 1;
@@ -86,6 +93,9 @@ export function runsView(root, query) {
     pageLabel.textContent = `page ${page + 1}`;
     table.dataset.state = 'ready';
     table.dataset.page = String(page + 1);
+    if (data.runs.some((r) => !FINISHED.has(r.status))) {
+      timer = setTimeout(() => load(page, { quiet: true }), REFRESH_MS);
+    }
   }
 
   function row(run) {
@@ -101,5 +111,8 @@ export function runsView(root, query) {
   }
 
   load(0);
-  return () => ctl.abort();
+  return () => {
+    ctl.abort();
+    clearTimeout(timer);
+  };
 }

@@ -190,7 +190,11 @@ describe('the console of a crane-local without API keys', () => {
 
   before(async () => {
     server = await startServer({
-      CRANE_FAULTS: `calculator=delay:${CALC_DELAY},todo.complete=fail_permanent`,
+      // todo.delete fails transiently: two such failures open the todo breaker (last test).
+      CRANE_FAULTS: `calculator=delay:${CALC_DELAY},todo.complete=fail_permanent,todo.delete=fail`,
+      CRANE_BREAKER_FAILURES: '2',
+      CRANE_BREAKER_OPEN_MS: '600000',
+      CRANE_RETRY_BASE_MS: '50',
     });
     const { base } = server;
     runs.failing = (await createRun(base, FAILING)).run_id;
@@ -443,6 +447,27 @@ describe('the console of a crane-local without API keys', () => {
       assert.ok(resp.headers.get('content-type').startsWith(type), `${path}: ${resp.headers.get('content-type')}`);
       assert.match(resp.headers.get('content-security-policy'), /script-src 'self'/);
     }
+  });
+
+  // Last: it leaves the todo breaker open.
+  test('the tools page shows a breaker that failures opened', async () => {
+    await createRun(server.base, "delete the todo 'buy milk'");
+    let todo;
+    for (let i = 0; i < 1200; i++) {
+      todo = (await call(server.base, 'GET', '/tools')).tools.find((t) => t.name === 'todo');
+      if (todo.breaker.state === 'open') break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(todo.breaker.state, 'open');
+    const page = await newPage();
+    await page.goto(`${server.base}/#/tools`);
+    await page.waitForSelector('#tools[data-state="ready"]', WAIT);
+    assert.equal(await page.$eval('#tools tr[data-tool="todo"]', (r) => r.dataset.breaker), 'open');
+    assert.match(await page.$eval('#tools tr[data-tool="todo"]', (r) => r.textContent), /fails fast until/);
+    assert.ok(await page.$('#tools tr[data-tool="todo"] .badge.status-open'));
+    assert.equal(await page.$eval('#tools tr[data-tool="calculator"]', (r) => r.dataset.breaker), 'closed');
+    await shot(page, 'console-tools-breaker-open');
+    await page.close();
   });
 });
 

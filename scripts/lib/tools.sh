@@ -4,6 +4,8 @@
 #   crane_install_dynamodb_local   -> .cache/dynamodb-local/DynamoDBLocal.jar
 #   crane_install_python_tools     -> .cache/venv (pins in scripts/requirements-tools.txt)
 #   crane_tools_path               -> puts .cache/venv/bin first on PATH
+#   crane_install_chromium         -> Chromium from the Debian package (apt-get, as root)
+#   crane_install_browser_deps     -> .cache/browser-test (tests/browser/package-lock.json)
 #
 # Everything is cached under $CRANE_REPO/.cache (git-ignored); a second run
 # with nothing changed skips both installers in well under a second.
@@ -207,4 +209,72 @@ crane_tools_path() {
     *":$CRANE_VENV/bin:"*) ;;
     *) export PATH="$CRANE_VENV/bin:$PATH" ;;
   esac
+}
+
+# ---------------------------------------------------------------------------
+# Browser tests: Chromium (the distribution's package) and puppeteer-core
+# ---------------------------------------------------------------------------
+CRANE_BROWSER_DEPS="$CRANE_CACHE/browser-test"
+CRANE_BROWSER_PACKAGE="$CRANE_REPO/tests/browser"
+
+# Prints the Chromium binary to drive: $CRANE_CHROMIUM, else chromium on PATH.
+crane_chromium_path() {
+  if [[ -n "${CRANE_CHROMIUM:-}" ]]; then
+    [[ -x "$CRANE_CHROMIUM" ]] && printf '%s\n' "$CRANE_CHROMIUM"
+    return
+  fi
+  command -v chromium || command -v chromium-browser
+}
+
+crane_install_chromium() {
+  if crane_chromium_path >/dev/null; then
+    return 0
+  fi
+  if [[ -n "${CRANE_CHROMIUM:-}" ]]; then
+    crane_err "CRANE_CHROMIUM=$CRANE_CHROMIUM is not an executable: point it at Chromium or unset it."
+    return 1
+  fi
+  if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
+    crane_err "Chromium is needed for the console's browser tests and is not installed:" \
+      "install it (Debian: 'sudo apt-get install -y chromium') or set CRANE_CHROMIUM=/path/to/chromium, then re-run."
+    return 1
+  fi
+  mkdir -p "$CRANE_LOG_DIR"
+  local log=$CRANE_LOG_DIR/chromium-install.log
+  crane_note "installing Chromium with apt-get (first run only; log: $log)"
+  if ! { DEBIAN_FRONTEND=noninteractive apt-get install -y chromium \
+         || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }; } >"$log" 2>&1; then
+    crane_err "'apt-get install -y chromium' failed; log: $log"
+    crane_log_tail "$log"
+    return 1
+  fi
+  crane_chromium_path >/dev/null || {
+    crane_err "apt-get installed chromium but no 'chromium' is on PATH; set CRANE_CHROMIUM."
+    return 1
+  }
+}
+
+# puppeteer-core (drives an existing Chromium, downloads none) pinned by
+# tests/browser/package-lock.json, installed with `npm ci` into .cache/browser-test.
+crane_install_browser_deps() {
+  local dir=$CRANE_BROWSER_DEPS lock=$CRANE_BROWSER_PACKAGE/package-lock.json
+  local stamp=$dir/.crane-lock.sha256 log=$CRANE_LOG_DIR/browser-deps-install.log want
+  if ! command -v npm >/dev/null 2>&1; then
+    crane_err "npm not found: the browser tests need Node.js >= 18 with npm (e.g. 'apt-get install nodejs npm')."
+    return 1
+  fi
+  want=$(cat "$CRANE_BROWSER_PACKAGE/package.json" "$lock" | sha256sum | cut -d' ' -f1)
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -d "$dir/node_modules/puppeteer-core" ]]; then
+    return 0
+  fi
+  mkdir -p "$dir" "$CRANE_LOG_DIR"
+  rm -f "$stamp"
+  cp "$CRANE_BROWSER_PACKAGE/package.json" "$lock" "$dir/"
+  crane_note "installing puppeteer-core into $dir (npm ci; log: $log)"
+  if ! (cd "$dir" && npm ci --no-audit --no-fund --ignore-scripts --no-update-notifier) >"$log" 2>&1; then
+    crane_err "'npm ci' of tests/browser/package-lock.json failed: is the npm registry reachable? log: $log"
+    crane_log_tail "$log"
+    return 1
+  fi
+  printf '%s\n' "$want" >"$stamp"
 }

@@ -17,7 +17,8 @@
 //! - [`app`]: the application services the entry points call (create run, process a
 //!   step job, react to new events, ...), written once over the ports.
 //! - [`http`]: the axum router served locally and, in the cloud, through `lambda_http`, and
-//!   the guards at its edge (origin, host, content type, body deadline).
+//!   the guards at its edge (origin, host, content type, body deadline), and the web
+//!   console's embedded files.
 //! - `entrypoints` (feature `aws`): the Lambda handlers: API Gateway requests, SQS step
 //!   batches, DynamoDB Stream batches and saga tasks into `app` calls; EMF metrics.
 //! - [`config`], [`telemetry`]: typed configuration from the environment; logging setup.

@@ -803,3 +803,50 @@ fn given_the_handlers_when_compiled_then_their_futures_are_send() {
     ));
     send(saga::handle_saga_input(&m.app, json!({})));
 }
+
+/// `event` (an API sample without an authorizer context, as API Gateway sends a route with
+/// `Authorizer: NONE`) for `GET path` on `stage`.
+fn open_get(path: &str, stage: &str) -> Value {
+    let mut event = sample("get-run", "get-run-unauthorized");
+    let route = format!("GET {}", path.trim_start_matches(&format!("/{stage}")));
+    event["rawPath"] = json!(path);
+    event["rawQueryString"] = json!("");
+    event["routeKey"] = json!(route);
+    event["requestContext"]["routeKey"] = json!(route);
+    event["requestContext"]["http"]["path"] = json!(path);
+    event["requestContext"]["stage"] = json!(stage);
+    event
+}
+
+#[tokio::test]
+async fn given_the_console_requested_through_api_gateway_without_a_token_then_its_files_are_served_and_the_api_is_not(
+) {
+    let m = MemoryApp::new();
+    for (path, stage, content_type, needle) in [
+        ("/", "$default", "text/html", "console/app.js"),
+        ("/console/app.js", "$default", "text/javascript", "import"),
+        (
+            "/prod/console/console.css",
+            "prod",
+            "text/css",
+            "--completed",
+        ),
+    ] {
+        let resp = http::invoke(m.app.clone(), open_get(path, stage))
+            .await
+            .expect("answered");
+        assert_eq!(resp["statusCode"], 200, "{path}: {resp}");
+        let ct = resp["headers"]["content-type"].as_str().unwrap_or_default();
+        assert!(ct.starts_with(content_type), "{path}: {ct}");
+        assert_ne!(resp["isBase64Encoded"], true, "{path}: sent as text");
+        let text = resp["body"].as_str().unwrap_or_default();
+        assert!(text.contains(needle), "{path}: {text:.200}");
+    }
+    let resp = http::invoke(m.app.clone(), open_get("/runs", "$default"))
+        .await
+        .expect("answered");
+    assert_eq!(
+        resp["statusCode"], 401,
+        "the API still needs the authorizer's identity"
+    );
+}

@@ -212,7 +212,7 @@ fn resource_list(resource: &Value) -> Vec<&Value> {
 // ---------------------------------------------------------------------------
 
 #[test]
-fn the_http_api_always_has_an_authorizer_and_only_health_and_openapi_are_open() {
+fn the_http_api_always_has_an_authorizer_and_only_health_openapi_and_the_console_files_are_open() {
     let t = template();
     let choice = &t["Parameters"]["ApiAuthorizer"];
     assert_eq!(
@@ -256,7 +256,7 @@ fn the_http_api_always_has_an_authorizer_and_only_health_and_openapi_are_open() 
         }
     }
     open.sort();
-    assert_eq!(open, ["/health", "/openapi.json"]);
+    assert_eq!(open, ["/", "/console/{file}", "/health", "/openapi.json"]);
     let env = &t["Globals"]["Function"]["Environment"]["Variables"];
     assert!(is_ref(&env["CRANE_TENANT_CLAIM"], "TenantClaim"));
 }

@@ -10,7 +10,7 @@
 //!   the Lambda entry point copies into a [`GatewayIdentity`] extension. No identity -> 401.
 //! - [`Auth::Open`] (development): one tenant, [`DEFAULT_TENANT`], for every request.
 //!
-//! `/health` and `/openapi.json` need no credentials.
+//! `/health`, `/openapi.json` and the web console's static files need no credentials.
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -33,6 +33,11 @@ pub const MAX_TENANT_BYTES: usize = 128;
 
 /// Paths served without credentials.
 pub(super) const PUBLIC_PATHS: [&str; 2] = ["/health", "/openapi.json"];
+
+/// Whether `path` is served without credentials: [`PUBLIC_PATHS`] and the console's files.
+pub(super) fn is_public(path: &str) -> bool {
+    PUBLIC_PATHS.contains(&path) || super::console::is_console_path(path)
+}
 
 /// The tenant of a request, set by [`authenticate`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -247,7 +252,7 @@ pub(super) async fn authenticate(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let public = PUBLIC_PATHS.contains(&req.uri().path());
+    let public = is_public(req.uri().path());
     let tenant = match auth.as_ref() {
         Auth::Open => Ok(DEFAULT_TENANT.to_owned()),
         Auth::Keys(ring) => {

@@ -2,9 +2,11 @@
 //! API Lambdas (`lambda_http::run`). Handlers translate requests into [`App`] calls and
 //! errors into `{"error": {"code", "message"}}`; no business rules live here. The guards
 //! every request passes first (origin, host, content type, body deadline) are in [`edge`];
-//! the tenant of each request is fixed from its credentials in [`auth`].
+//! the tenant of each request is fixed from its credentials in [`auth`]. The web console's
+//! static files (`/`, `/console/*`) are served by [`console`].
 
 pub mod auth;
+mod console;
 pub mod edge;
 mod error;
 pub mod quota;
@@ -70,6 +72,7 @@ pub fn router_with(app: Arc<App>, edge: &EdgeOptions) -> Router {
         .route("/tools", get(list_tools))
         .route("/health", get(health))
         .route("/openapi.json", get(openapi))
+        .merge(console::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

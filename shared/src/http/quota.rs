@@ -82,14 +82,14 @@ pub fn too_many(message: &str, retry_after: Duration) -> Response {
     resp
 }
 
-/// Admit a request if its tenant has a token left (the open `/health` and
-/// `/openapi.json` are not counted).
+/// Admit a request if its tenant has a token left (the open `/health`, `/openapi.json`
+/// and console files are not counted).
 pub(super) async fn limit_rate(
     State(limiter): State<Arc<Limiter>>,
     req: Request,
     next: Next,
 ) -> Response {
-    let public = super::auth::PUBLIC_PATHS.contains(&req.uri().path());
+    let public = super::auth::is_public(req.uri().path());
     let verdict = match req.extensions().get::<Tenant>() {
         Some(Tenant(tenant)) if !public => limiter.take(tenant, Instant::now()),
         _ => Ok(()),

@@ -395,19 +395,53 @@ impl SqliteStore {
     }
 }
 
-fn insert_jobs(tx: &Connection, jobs: &[(JobKind, u64)], now_ms: i64) -> StoreResult<()> {
+/// Jobs as rows (dedupe key, payload, due time), encoded by the caller, off the writer
+/// thread.
+fn job_rows(jobs: &[(JobKind, u64)]) -> StoreResult<Vec<(String, String, i64)>> {
+    let now_ms = Utc::now().timestamp_millis();
+    jobs.iter()
+        .map(|(kind, delay)| {
+            let due = now_ms.saturating_add(i64::try_from(*delay).unwrap_or(i64::MAX / 2));
+            Ok((kind.dedupe(), encode(kind)?, due))
+        })
+        .collect()
+}
+
+fn insert_jobs(tx: &Connection, rows: &[(String, String, i64)]) -> StoreResult<()> {
     let mut stmt = tx
         .prepare_cached("INSERT OR IGNORE INTO jobs (dedupe, payload, due_at) VALUES (?1, ?2, ?3)")
         .map_err(sql_err)?;
-    for (kind, delay) in jobs {
-        let due = now_ms.saturating_add(i64::try_from(*delay).unwrap_or(i64::MAX / 2));
-        stmt.execute(params![kind.dedupe(), encode(kind)?, due])
+    for (dedupe, payload, due) in rows {
+        stmt.execute(params![dedupe, payload, due])
             .map_err(sql_err)?;
     }
     Ok(())
 }
 
-fn put_view(tx: &Connection, view: &RunState) -> StoreResult<bool> {
+/// A run's view as its row: encoded by the caller, off the writer thread.
+struct ViewRow {
+    tenant: String,
+    run_id: String,
+    status: &'static str,
+    created_at: String,
+    last_seq: i64,
+    body: String,
+}
+
+impl ViewRow {
+    fn of(view: &RunState) -> StoreResult<Self> {
+        Ok(Self {
+            tenant: view.tenant.clone(),
+            run_id: view.run_id.clone(),
+            status: view.status.as_str(),
+            created_at: ts(view.created_at),
+            last_seq: view.last_seq as i64,
+            body: encode(view)?,
+        })
+    }
+}
+
+fn put_view(tx: &Connection, view: &ViewRow) -> StoreResult<bool> {
     let n = tx
         .prepare_cached(
             "INSERT INTO runs (tenant, run_id, status, created_at, last_seq, body)
@@ -420,10 +454,10 @@ fn put_view(tx: &Connection, view: &RunState) -> StoreResult<bool> {
         .execute(params![
             view.tenant,
             view.run_id,
-            view.status.as_str(),
-            ts(view.created_at),
-            view.last_seq as i64,
-            encode(view)?
+            view.status,
+            view.created_at,
+            view.last_seq,
+            view.body
         ])
         .map_err(sql_err)?;
     Ok(n > 0)
@@ -446,11 +480,11 @@ impl EventStore for SqliteStore {
             .iter()
             .map(|e| Ok((e.seq as i64, e.event.type_name(), encode(e)?)))
             .collect::<StoreResult<Vec<_>>>()?;
-        let view = outbox.view.clone();
+        let view = ViewRow::of(outbox.view)?;
         let jobs: Vec<(JobKind, u64)> = outbox.effects.iter().map(JobKind::from_effect).collect();
         let has_jobs = !jobs.is_empty();
-        let now_ms = Utc::now().timestamp_millis();
-        let (hot, hot_key, hot_view) = (self.hot.clone(), key.clone(), view.clone());
+        let jobs = job_rows(&jobs)?;
+        let (hot, hot_key, hot_view) = (self.hot.clone(), key.clone(), outbox.view.clone());
         let remember: Box<dyn FnOnce(&StoreResult<()>) + Send> = Box::new(move |written| {
             // A refused append changes nothing: what is kept is what was committed, and a
             // writer that lost a race simply reads the winner's state next.
@@ -479,7 +513,7 @@ impl EventStore for SqliteStore {
                 }
             }
             put_view(tx, &view)?;
-            insert_jobs(tx, &jobs, now_ms)
+            insert_jobs(tx, &jobs)
         }, Some(remember))
         .await?;
         if has_jobs {
@@ -589,8 +623,8 @@ impl RunViewStore for SqliteStore {
     }
 
     async fn put(&self, state: &RunState) -> StoreResult<bool> {
-        let view = state.clone();
-        self.write(move |tx| put_view(tx, &view)).await
+        let row = ViewRow::of(state)?;
+        self.write(move |tx| put_view(tx, &row)).await
     }
 }
 
@@ -601,8 +635,9 @@ impl StepDispatcher for SqliteStore {
             .iter()
             .map(|(j, d)| (JobKind::Step { job: j.clone() }, *d))
             .collect();
-        let now_ms = Utc::now().timestamp_millis();
-        self.write(move |tx| insert_jobs(tx, &jobs, now_ms)).await?;
+
+        let rows = job_rows(&jobs)?;
+        self.write(move |tx| insert_jobs(tx, &rows)).await?;
         self.jobs_ready.notify_one();
         Ok(())
     }

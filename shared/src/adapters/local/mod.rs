@@ -2,7 +2,9 @@
 //! in-memory (unit tests).
 
 pub mod memory;
+pub mod notify;
 mod private;
 pub mod sqlite;
 
+pub use notify::{AppendObserver, RunNotifier};
 pub use sqlite::{JobKind, LeasedJob, SqliteStore};

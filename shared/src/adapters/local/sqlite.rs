@@ -16,14 +16,15 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBeha
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use super::notify::{AppendObserver, RunNotifier};
 use super::private;
 use crate::adapters::todo_cursor;
 use crate::domain::{EventRecord, RunKey, RunState};
 use crate::engine::Effect;
 use crate::ports::{
-    BreakerStore, EventStore, IdempotencyRecord, IdempotencyStore, ListQuery, Outbox, Page,
-    RunViewStore, StepDispatcher, StepJob, StoreError, StoreResult, StoredBreaker, Todo,
-    TodoChange, TodoError, TodoQuery, TodoStore,
+    AppendSignals, BreakerStore, EventStore, IdempotencyRecord, IdempotencyStore, ListQuery,
+    Outbox, Page, RunViewStore, StepDispatcher, StepJob, StoreError, StoreResult, StoredBreaker,
+    Todo, TodoChange, TodoError, TodoQuery, TodoStore,
 };
 
 const READERS: usize = 4;
@@ -135,6 +136,8 @@ pub struct SqliteStore {
     readers: Arc<Vec<Mutex<Connection>>>,
     next_reader: Arc<AtomicUsize>,
     jobs_ready: Arc<Notify>,
+    notifier: Arc<RunNotifier>,
+    observers: Arc<std::sync::RwLock<Vec<Arc<dyn AppendObserver>>>>,
 }
 
 fn sql_err(e: rusqlite::Error) -> StoreError {
@@ -201,7 +204,22 @@ impl SqliteStore {
             readers: Arc::new(readers),
             next_reader: Arc::new(AtomicUsize::new(0)),
             jobs_ready: Arc::new(Notify::new()),
+            notifier: Arc::new(RunNotifier::default()),
+            observers: Arc::default(),
         })
+    }
+
+    /// The signals of this store's appends (also [`EventStore::signals`]).
+    pub fn notifier(&self) -> Arc<RunNotifier> {
+        self.notifier.clone()
+    }
+
+    /// Call `observer` after every committed append (metrics), on every clone.
+    pub fn observe(&self, observer: Arc<dyn AppendObserver>) {
+        self.observers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(observer);
     }
 
     /// Woken whenever jobs are added.
@@ -396,6 +414,7 @@ impl EventStore for SqliteStore {
         let Some(first) = events.first() else {
             return Ok(());
         };
+        let run = key;
         let key = key.clone();
         let first_seq = first.seq;
         let rows = events
@@ -437,7 +456,21 @@ impl EventStore for SqliteStore {
         if has_jobs {
             self.jobs_ready.notify_one();
         }
+        if let Some(last) = events.last() {
+            self.notifier.publish(run, last.seq);
+        }
+        let observers = self
+            .observers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for o in observers.iter() {
+            o.appended(run, events, outbox.view);
+        }
         Ok(())
+    }
+
+    fn signals(&self) -> Option<&dyn AppendSignals> {
+        Some(self.notifier.as_ref())
     }
 
     async fn load(&self, key: &RunKey) -> StoreResult<Vec<EventRecord>> {

@@ -46,6 +46,11 @@ pub fn build(config: &Config) -> anyhow::Result<(Arc<App>, SqliteStore)> {
     let planner = crane::planner::select::planner_from_env().context("choosing the planner")?;
     let store = SqliteStore::open(&config.db)
         .with_context(|| format!("opening the database {}", config.db.display()))?;
+    // Each watcher (long-poll, stream, `Prefer: wait`) holds a connection: half of them
+    // stay for everything else.
+    store
+        .notifier()
+        .set_max_watchers(config.http.max_connections / 2);
     let shared = Arc::new(store.clone());
     let registry = Registry::new(shared.clone()).with_faults(&config.faults);
     let mut settings = config.settings;

@@ -1983,6 +1983,10 @@ async fn given_failing_stores_when_each_route_is_called_then_a_documented_json_e
             assert!(reply.is_json(), "{case}: not JSON");
             match *path {
                 "/openapi.json" => assert_eq!(reply.status, StatusCode::OK, "{case}"),
+                // A store without append signals cannot stream.
+                "/runs/{id}/stream" => {
+                    reply.assert_error(StatusCode::NOT_FOUND, "streaming_unavailable", &case)
+                }
                 "/health" => {
                     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{case}");
                     assert_eq!(reply.body["store"], "unavailable", "{case}");

@@ -355,6 +355,29 @@ impl SqliteStore {
         .await
     }
 
+    /// The job queue at `now`: how many jobs are queued (due, delayed or leased), and how
+    /// long the oldest due job nobody holds has waited past its due time (zero if none).
+    pub async fn queue_stats(&self, now: DateTime<Utc>) -> StoreResult<(u64, std::time::Duration)> {
+        let now_ms = now.timestamp_millis();
+        self.read(move |conn| {
+            let (count, oldest): (i64, Option<i64>) = conn
+                .query_row(
+                    "SELECT COUNT(*), MIN(CASE WHEN due_at <= ?1
+                         AND (lease_until IS NULL OR lease_until <= ?1) THEN due_at END)
+                     FROM jobs",
+                    params![now_ms],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(sql_err)?;
+            let lag_ms = oldest.map_or(0, |due| now_ms.saturating_sub(due).max(0));
+            Ok((
+                u64::try_from(count).unwrap_or(0),
+                std::time::Duration::from_millis(u64::try_from(lag_ms).unwrap_or(0)),
+            ))
+        })
+        .await
+    }
+
     /// Number of jobs queued (for health and tests).
     pub async fn pending_jobs(&self) -> StoreResult<u64> {
         self.read(|conn| {

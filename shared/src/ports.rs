@@ -85,7 +85,7 @@ pub trait AppendSignals: Send + Sync {
 #[async_trait]
 pub trait LogWatch: Send {
     /// Resolves once an append was committed since the watch began or last resolved.
-    /// `false`: no more signals will come (fall back to polling).
+    /// `false`: no more signals will come (the process is shutting down): stop waiting.
     async fn changed(&mut self) -> bool;
 }
 

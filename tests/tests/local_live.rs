@@ -360,3 +360,41 @@ async fn given_a_malformed_prefer_wait_then_400_and_other_preferences_are_ignore
     assert_eq!(resp.status(), 201, "no wait preference: answered at once");
     assert!(resp.headers().get("preference-applied").is_none());
 }
+
+#[tokio::test]
+async fn given_an_open_stream_when_the_server_shuts_down_then_the_stream_ends_cleanly() {
+    let server = LocalServer::start_with(|c| {
+        c.faults = Faults::parse("calculator=delay:20s").expect("faults");
+    })
+    .await;
+    let run = server.create_run("calculate 2+3").await;
+    let id = run["run_id"].as_str().expect("run id").to_owned();
+    let resp = server
+        .http
+        .get(server.url(&format!("/runs/{id}/stream")))
+        .send()
+        .await
+        .expect("connect");
+    assert_eq!(resp.status(), 200);
+    let reader = tokio::spawn(async move {
+        let mut resp = resp;
+        let mut text = String::new();
+        loop {
+            match tokio::time::timeout(PATIENCE, resp.chunk()).await {
+                Ok(Ok(Some(chunk))) => text.push_str(&String::from_utf8_lossy(&chunk)),
+                Ok(Ok(None)) => return Ok(text),
+                Ok(Err(e)) => return Err(format!("stream broke: {e}; got {text}")),
+                Err(_) => return Err(format!("stream never ended; got {text}")),
+            }
+        }
+    });
+    // Let the stream deliver what exists, then stop the server mid-run.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.stop().await;
+    let text = reader.await.expect("reader").expect("ended cleanly");
+    assert!(text.contains("event: RunCreated"), "{text}");
+    assert!(
+        !text.contains("RunCompleted"),
+        "the run had not finished: {text}"
+    );
+}

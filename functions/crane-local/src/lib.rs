@@ -108,6 +108,7 @@ pub async fn run(
         .map(|ring| tokio::spawn(reload_on_hangup(config.http.api_keys.clone(), ring)));
     let (stop_tx, stop_rx) = watch::channel(false);
     let extra = metrics::routes(metrics.clone(), store.clone());
+    let notifier = store.notifier();
     let dispatcher = tokio::spawn(dispatch_loop(app.clone(), store, config.workers, stop_rx));
     let router =
         crane::http::router_extended(app, &config.http.local_edge(addr, keys), extra).layer(
@@ -116,6 +117,8 @@ pub async fn run(
     server::serve(listener, router, Limits::from(&config.http), async move {
         shutdown.await;
         info!("shutting down");
+        // Long-polls answer and streams end now rather than hold the drain up.
+        notifier.close();
         let _ = stop_tx.send(true);
     })
     .await;

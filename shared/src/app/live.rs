@@ -76,9 +76,8 @@ impl Waiter {
             Some(watch) => {
                 match tokio::time::timeout_at(self.deadline, watch.changed()).await {
                     Ok(true) => {}
-                    // No more signals: poll from here on.
-                    Ok(false) => self.watch = None,
-                    Err(_) => return false,
+                    // No more signals (shutting down): answer with what there is.
+                    Ok(false) | Err(_) => return false,
                 }
             }
             None => {

@@ -22,7 +22,7 @@ use serde_json::json;
 use tracing::warn;
 
 use super::{path_id, query_of, run_key, truncate, ApiError};
-use crate::app::live::{EventsAfter, MAX_EVENTS_WAIT, MAX_PREFER_WAIT, POLL_MAX, REQUEST_BUDGET};
+use crate::app::live::{EventsAfter, MAX_EVENTS_WAIT, MAX_PREFER_WAIT, REQUEST_BUDGET};
 use crate::app::App;
 use crate::domain::{EventRecord, RunKey, RunState};
 use crate::ports::LogWatch;
@@ -125,7 +125,7 @@ pub(super) fn prefer_wait(headers: &HeaderMap) -> Result<Option<Duration>, ApiEr
 
 /// Answer with `run` after waiting up to `wait` for it to settle: `settled_status` and
 /// `Preference-Applied: wait=N` when it settled, `pending_status` without that header
-/// when the wait ran out first.
+/// when the wait ran out first (or could not be applied: no watcher slot, a store error).
 /// The wait runs out [`REQUEST_BUDGET`] after `arrived` at the latest.
 pub(super) async fn settled_response(
     app: &App,
@@ -133,13 +133,21 @@ pub(super) async fn settled_response(
     (wait, arrived): (Duration, Instant),
     settled_status: StatusCode,
     pending_status: StatusCode,
-) -> Result<Response, ApiError> {
+) -> Response {
     let key = RunKey::new(&run.tenant, &run.run_id);
     let budget = REQUEST_BUDGET.saturating_sub(arrived.elapsed());
     let (run, settled) = if crate::app::live::is_settled(&run, &app.registry) {
         (run, true)
     } else {
-        app.await_settled(&key, wait.min(budget)).await?
+        match app.await_settled(&key, wait.min(budget)).await {
+            Ok(waited) => waited,
+            // The run exists (a POST has just created it): answer with it as it is rather
+            // than fail a request whose work is done, even with no watcher slot free.
+            Err(e) => {
+                warn!(run_id = %key.run_id, error = %e, "Prefer: wait not applied");
+                (run, false)
+            }
+        }
     };
     let status = if settled {
         settled_status
@@ -154,7 +162,7 @@ pub(super) async fn settled_response(
     }
     resp.headers_mut()
         .insert("vary", HeaderValue::from_static("Prefer"));
-    Ok(resp)
+    resp
 }
 
 /// Where a stream resumes: `Last-Event-ID` (a reconnecting `EventSource`), else `after=`.
@@ -249,8 +257,8 @@ impl Streaming {
                 return None;
             }
             if !self.watch.changed().await {
-                // No more signals (never expected): poll gently instead.
-                tokio::time::sleep(POLL_MAX).await;
+                // Shutting down: end the stream; the client resumes with Last-Event-ID.
+                return None;
             }
             match self.app.read_after(&self.key, self.after).await {
                 Ok(Some(page)) => self = self.with(page),

@@ -291,4 +291,71 @@ async fn given_the_watcher_cap_when_reached_then_another_watcher_gets_429() {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
+    // A run created with Prefer: wait is answered, not refused, when no slot is free.
+    let (status, headers, body) = l
+        .send(Some(KEY_A), "POST", "/runs", &[("prefer", "wait=5")])
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{}", json_of(&body));
+    assert!(headers.get("preference-applied").is_none());
+}
+
+/// The store of [`live`] without its append signals, as DynamoDB is seen from a Lambda.
+struct Unsignalled(Arc<MemoryStore>);
+
+#[async_trait::async_trait]
+impl crate::ports::EventStore for Unsignalled {
+    async fn append(
+        &self,
+        key: &RunKey,
+        events: &[crate::domain::EventRecord],
+        outbox: crate::ports::Outbox<'_>,
+    ) -> crate::ports::StoreResult<()> {
+        self.0.append(key, events, outbox).await
+    }
+
+    async fn load(
+        &self,
+        key: &RunKey,
+    ) -> crate::ports::StoreResult<Vec<crate::domain::EventRecord>> {
+        self.0.load(key).await
+    }
+}
+
+#[tokio::test]
+async fn given_a_store_without_signals_when_long_polling_then_polling_finds_the_new_events() {
+    let l = live();
+    let polling = Arc::new(App {
+        events: Arc::new(Unsignalled(l.store.clone())),
+        views: l.store.clone(),
+        todos: l.app.todos.clone(),
+        idempotency: l.store.clone(),
+        breakers: l.store.clone(),
+        registry: Registry::new(Arc::new(MemoryTodos::default())),
+        planner: Arc::new(FixedPlanner(Plan { steps: Vec::new() })),
+        clock: Arc::new(SystemClock),
+        settings: crate::app::Settings::default(),
+    });
+    let id = l.create("tenant-a").await;
+    let key = RunKey::new("tenant-a", &id);
+    let driver = l.drive_after(Duration::from_millis(300));
+    let page = polling
+        .events_after(&key, 2, Duration::from_secs(20))
+        .await
+        .expect("answered");
+    assert_eq!(page.events.first().map(|e| e.seq), Some(3), "{page:?}");
+    driver.await.expect("driver");
+    let streamed = router_with(polling.clone(), &EdgeOptions::default())
+        .oneshot(
+            Request::builder()
+                .uri(format!("/runs/{id}/stream"))
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("infallible");
+    assert_eq!(
+        streamed.status(),
+        StatusCode::NOT_FOUND,
+        "no signals, no stream"
+    );
 }

@@ -295,7 +295,7 @@ async fn create_run(
                 StatusCode::CREATED,
                 StatusCode::ACCEPTED,
             )
-            .await?
+            .await
         }
     };
     if let Ok(loc) = HeaderValue::from_str(&location) {
@@ -322,14 +322,14 @@ async fn get_run(
             let run = app.get_run(&key).await?;
             if let Some(wait) = live::prefer_wait(&headers)? {
                 let arrived = std::time::Instant::now();
-                return live::settled_response(
+                return Ok(live::settled_response(
                     &app,
                     run,
                     (wait, arrived),
                     StatusCode::OK,
                     StatusCode::OK,
                 )
-                .await;
+                .await);
             }
             run
         }

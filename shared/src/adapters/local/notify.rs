@@ -36,6 +36,8 @@ pub struct RunNotifier {
 
 #[derive(Debug)]
 struct Runs {
+    /// Set by [`RunNotifier::close`]: no more signals.
+    closed: bool,
     channels: HashMap<RunKey, watch::Sender<u64>>,
     /// Prune channels nobody watches when the map reaches this size.
     prune_at: usize,
@@ -47,6 +49,7 @@ impl Default for RunNotifier {
     fn default() -> Self {
         Self {
             runs: Mutex::new(Runs {
+                closed: false,
                 channels: HashMap::new(),
                 prune_at: MIN_PRUNE,
             }),
@@ -80,6 +83,15 @@ impl RunNotifier {
         }
     }
 
+    /// The process is shutting down: every watch ends (`changed` answers `false`), now
+    /// and for watches taken later, so long-polls answer and streams close instead of
+    /// holding the shutdown up; clients resume elsewhere with `after` / `Last-Event-ID`.
+    pub fn close(&self) {
+        let mut runs = self.lock();
+        runs.closed = true;
+        runs.channels.clear();
+    }
+
     fn lock(&self) -> MutexGuard<'_, Runs> {
         self.runs.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -98,6 +110,11 @@ impl AppendSignals for RunNotifier {
         }
         let slot = Slot(self.open.clone());
         let mut runs = self.lock();
+        if runs.closed {
+            // A channel whose sender is gone: the watch ends at once.
+            let rx = watch::channel(0).1;
+            return Ok(Box::new(Watch { rx, _slot: slot }));
+        }
         if runs.channels.len() >= runs.prune_at {
             runs.channels.retain(|_, tx| tx.receiver_count() > 0);
             runs.prune_at = (runs.channels.len() * 2).max(MIN_PRUNE);
@@ -164,6 +181,19 @@ mod tests {
         assert!(tokio::time::timeout(Duration::from_secs(5), w.changed())
             .await
             .expect("the earlier publish counts"));
+    }
+
+    #[tokio::test]
+    async fn given_watches_when_the_notifier_closes_then_they_end_and_new_ones_end_at_once() {
+        let n = RunNotifier::default();
+        let mut w = n.watch(&key("a")).expect("watch");
+        n.close();
+        assert!(!w.changed().await, "an open watch ends");
+        let mut late = n.watch(&key("a")).expect("watch");
+        assert!(
+            !late.changed().await,
+            "a watch taken after close ends at once"
+        );
     }
 
     #[test]

@@ -398,3 +398,85 @@ async fn given_an_open_stream_when_the_server_shuts_down_then_the_stream_ends_cl
         "the run had not finished: {text}"
     );
 }
+
+#[tokio::test]
+async fn given_short_idle_and_header_timeouts_when_a_long_poll_and_a_stream_outlast_them_then_both_are_answered(
+) {
+    let server = LocalServer::start_with(|c| {
+        c.http.idle_timeout_ms = 200;
+        c.http.header_timeout_ms = 200;
+        c.faults = Faults::parse("calculator=delay:1500ms").expect("faults");
+    })
+    .await;
+    let run = server.create_run("calculate 2+3").await;
+    let id = run["run_id"].as_str().expect("run id").to_owned();
+    let stream = {
+        let (http, url) = (
+            server.http.clone(),
+            server.url(&format!("/runs/{id}/stream")),
+        );
+        tokio::spawn(async move {
+            let resp = http.get(url).send().await.expect("connect");
+            assert_eq!(resp.status(), 200);
+            read_sse(resp).await
+        })
+    };
+    // StepStarted is seq 3; the next event comes when the 1.5 s tool call ends, long after
+    // the connection's idle timeout.
+    let (status, page) = server
+        .get(&format!("/runs/{id}/events?after=3&wait=20"))
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        !seqs(&page).is_empty(),
+        "answered with the next event: {page}"
+    );
+    let events = stream.await.expect("stream task");
+    assert_eq!(
+        events.last().and_then(|e| e.event.as_deref()),
+        Some("RunCompleted"),
+        "{events:#?}"
+    );
+}
+
+#[tokio::test]
+async fn given_the_connection_cap_when_a_new_client_comes_then_an_idle_connection_is_evicted_never_a_stream(
+) {
+    let server = LocalServer::start_with(|c| {
+        c.http.max_connections = 2;
+        c.faults = Faults::parse("calculator=delay:1500ms").expect("faults");
+    })
+    .await;
+    let run = server.create_run("calculate 2+3").await;
+    let id = run["run_id"].as_str().expect("run id").to_owned();
+    // Connection 1: an event stream (its own client, so it holds its own connection).
+    let stream = {
+        let url = server.url(&format!("/runs/{id}/stream"));
+        tokio::spawn(async move {
+            let resp = reqwest::Client::new()
+                .get(url)
+                .send()
+                .await
+                .expect("connect");
+            assert_eq!(resp.status(), 200);
+            read_sse(resp).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Connection 2: silent. Connection 3 must evict it, not the stream.
+    let _silent = server.connect().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let reply = server
+        .raw(
+            b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+            PATIENCE,
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let events = stream.await.expect("stream task");
+    assert_eq!(
+        events.last().and_then(|e| e.event.as_deref()),
+        Some("RunCompleted"),
+        "the stream survived: {events:#?}"
+    );
+}

@@ -2,7 +2,8 @@
 //! API Lambdas (`lambda_http::run`). Handlers translate requests into [`App`] calls and
 //! errors into `{"error": {"code", "message"}}`; no business rules live here. The guards
 //! every request passes first (origin, host, content type, body deadline) are in [`edge`];
-//! the tenant of each request is fixed from its credentials in [`auth`].
+//! the tenant of each request is fixed from its credentials in [`auth`]; watching runs
+//! (long-poll, event stream, `Prefer: wait`) is in [`live`].
 
 pub mod auth;
 pub mod edge;

@@ -403,9 +403,9 @@ async fn given_an_open_stream_when_the_server_shuts_down_then_the_stream_ends_cl
 async fn given_short_idle_and_header_timeouts_when_a_long_poll_and_a_stream_outlast_them_then_both_are_answered(
 ) {
     let server = LocalServer::start_with(|c| {
-        c.http.idle_timeout_ms = 200;
-        c.http.header_timeout_ms = 200;
-        c.faults = Faults::parse("calculator=delay:1500ms").expect("faults");
+        c.http.idle_timeout_ms = 500;
+        c.http.header_timeout_ms = 500;
+        c.faults = Faults::parse("calculator=delay:2500ms").expect("faults");
     })
     .await;
     let run = server.create_run("calculate 2+3").await;
@@ -421,7 +421,7 @@ async fn given_short_idle_and_header_timeouts_when_a_long_poll_and_a_stream_outl
             read_sse(resp).await
         })
     };
-    // StepStarted is seq 3; the next event comes when the 1.5 s tool call ends, long after
+    // StepStarted is seq 3; the next event comes when the 2.5 s tool call ends, long after
     // the connection's idle timeout.
     let (status, page) = server
         .get(&format!("/runs/{id}/events?after=3&wait=20"))
@@ -479,4 +479,46 @@ async fn given_the_connection_cap_when_a_new_client_comes_then_an_idle_connectio
         Some("RunCompleted"),
         "the stream survived: {events:#?}"
     );
+}
+
+#[tokio::test]
+async fn given_a_watcher_that_drops_mid_run_when_it_reconnects_with_last_event_id_then_it_misses_and_repeats_nothing(
+) {
+    let server = slow_server().await;
+    let run = server.create_run(SEED).await;
+    let id = run["run_id"].as_str().expect("run id").to_owned();
+    let url = server.url(&format!("/runs/{id}/stream"));
+    // First connection: read until three events have arrived, then hang up.
+    let mut resp = server.http.get(&url).send().await.expect("connect");
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while parse_sse(&text).len() < 3 || !text.ends_with("\n\n") {
+        match tokio::time::timeout_at(deadline, resp.chunk()).await {
+            Ok(Ok(Some(chunk))) => text.push_str(&String::from_utf8_lossy(&chunk)),
+            other => panic!("the first connection ended early: {other:?} after {text}"),
+        }
+    }
+    drop(resp);
+    let first: Vec<u64> = parse_sse(&text)
+        .iter()
+        .filter_map(|e| e.id.as_deref().and_then(|i| i.parse().ok()))
+        .collect();
+    let last = *first.last().expect("an event");
+    // Second connection, as EventSource reconnects: from the last id seen to the end.
+    let resp = server
+        .http
+        .get(&url)
+        .header("Last-Event-ID", last.to_string())
+        .send()
+        .await
+        .expect("reconnect");
+    assert_eq!(resp.status(), 200);
+    let second: Vec<u64> = read_sse(resp)
+        .await
+        .iter()
+        .filter_map(|e| e.id.as_deref().and_then(|i| i.parse().ok()))
+        .collect();
+    let (_, log) = server.get(&format!("/runs/{id}/events")).await;
+    let all: Vec<u64> = first.iter().chain(&second).copied().collect();
+    assert_eq!(all, seqs(&log), "first {first:?} then {second:?}");
 }

@@ -10,9 +10,10 @@
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tracing::warn;
 
 use super::{App, AppError};
-use crate::domain::{EventRecord, RunKey, RunState, RunStatus, StepStatus};
+use crate::domain::{fold, EventRecord, RunKey, RunState, RunStatus, StepStatus};
 use crate::engine::saga;
 use crate::ports::{LogWatch, WatchError};
 use crate::tools::Registry;
@@ -122,12 +123,22 @@ impl App {
         key: &RunKey,
         after: u64,
     ) -> Result<Option<EventsAfter>, AppError> {
-        let Some((state, events)) = self.load(key).await? else {
+        let events = self.events.load(key).await?;
+        if events.is_empty() {
             return Ok(None);
+        }
+        // The log is served even if it cannot be folded (it is the audit trail); such a
+        // run just never counts as settled.
+        let settled = match fold(&key.run_id, &events) {
+            Ok(state) => is_settled(&state, &self.registry),
+            Err(e) => {
+                warn!(run_id = %key.run_id, error = %e, "the run's log does not fold");
+                false
+            }
         };
         Ok(Some(EventsAfter {
             events: events.into_iter().filter(|e| e.seq > after).collect(),
-            settled: is_settled(&state, &self.registry),
+            settled,
         }))
     }
 

@@ -16,15 +16,16 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use super::notify::{AppendObserver, RunNotifier};
 use super::private;
 use super::writer::Writer;
 use crate::adapters::todo_cursor;
 use crate::domain::{EventRecord, RunKey, RunState};
 use crate::engine::Effect;
 use crate::ports::{
-    BreakerStore, EventStore, IdempotencyRecord, IdempotencyStore, ListQuery, Outbox, Page,
-    RunViewStore, StepDispatcher, StepJob, StoreError, StoreResult, StoredBreaker, Todo,
-    TodoChange, TodoError, TodoQuery, TodoStore,
+    AppendSignals, BreakerStore, EventStore, IdempotencyRecord, IdempotencyStore, ListQuery,
+    Outbox, Page, RunViewStore, StepDispatcher, StepJob, StoreError, StoreResult, StoredBreaker,
+    Todo, TodoChange, TodoError, TodoQuery, TodoStore,
 };
 
 const READERS: usize = 4;
@@ -151,6 +152,8 @@ pub struct SqliteStore {
     next_reader: Arc<AtomicUsize>,
     jobs_ready: Arc<Notify>,
     hot: Arc<Mutex<HotRuns>>,
+    notifier: Arc<RunNotifier>,
+    observers: Arc<std::sync::RwLock<Vec<Arc<dyn AppendObserver>>>>,
 }
 
 /// Most runs whose state is kept in memory. Beyond it an arbitrary one is dropped (it is
@@ -257,7 +260,22 @@ impl SqliteStore {
             next_reader: Arc::new(AtomicUsize::new(0)),
             jobs_ready: Arc::new(Notify::new()),
             hot: Arc::new(Mutex::new(HotRuns::default())),
+            notifier: Arc::new(RunNotifier::default()),
+            observers: Arc::default(),
         })
+    }
+
+    /// The signals of this store's appends (also [`EventStore::signals`]).
+    pub fn notifier(&self) -> Arc<RunNotifier> {
+        self.notifier.clone()
+    }
+
+    /// Call `observer` after every committed append (metrics), on every clone.
+    pub fn observe(&self, observer: Arc<dyn AppendObserver>) {
+        self.observers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(observer);
     }
 
     /// Woken whenever jobs are added.
@@ -382,6 +400,29 @@ impl SqliteStore {
         .await
     }
 
+    /// The job queue at `now`: how many jobs are queued (due, delayed or leased), and how
+    /// long the oldest due job nobody holds has waited past its due time (zero if none).
+    pub async fn queue_stats(&self, now: DateTime<Utc>) -> StoreResult<(u64, std::time::Duration)> {
+        let now_ms = now.timestamp_millis();
+        self.read(move |conn| {
+            let (count, oldest): (i64, Option<i64>) = conn
+                .query_row(
+                    "SELECT COUNT(*), MIN(CASE WHEN due_at <= ?1
+                         AND (lease_until IS NULL OR lease_until <= ?1) THEN due_at END)
+                     FROM jobs",
+                    params![now_ms],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(sql_err)?;
+            let lag_ms = oldest.map_or(0, |due| now_ms.saturating_sub(due).max(0));
+            Ok((
+                u64::try_from(count).unwrap_or(0),
+                std::time::Duration::from_millis(u64::try_from(lag_ms).unwrap_or(0)),
+            ))
+        })
+        .await
+    }
+
     /// Number of jobs queued (for health and tests).
     pub async fn pending_jobs(&self) -> StoreResult<u64> {
         self.read(|conn| {
@@ -474,6 +515,7 @@ impl EventStore for SqliteStore {
         let Some(first) = events.first() else {
             return Ok(());
         };
+        let run = key;
         let key = key.clone();
         let first_seq = first.seq;
         let rows = events
@@ -519,11 +561,25 @@ impl EventStore for SqliteStore {
         if has_jobs {
             self.jobs_ready.notify_one();
         }
+        if let Some(last) = events.last() {
+            self.notifier.publish(run, last.seq);
+        }
+        let observers = self
+            .observers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for o in observers.iter() {
+            o.appended(run, events, outbox.view);
+        }
         Ok(())
     }
 
     async fn current_state(&self, key: &RunKey) -> Option<RunState> {
         self.hot.lock().ok()?.states.get(key).cloned()
+    }
+
+    fn signals(&self) -> Option<&dyn AppendSignals> {
+        Some(self.notifier.as_ref())
     }
 
     async fn load(&self, key: &RunKey) -> StoreResult<Vec<EventRecord>> {

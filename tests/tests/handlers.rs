@@ -326,7 +326,7 @@ async fn given_the_store_is_down_when_jobs_are_handled_then_each_message_comes_b
         registry: crane::tools::Registry::new(m.todos.clone()),
         planner: std::sync::Arc::new(crane::planner::PatternPlanner),
         clock: std::sync::Arc::new(crane::ports::SystemClock),
-        settings: m.app.settings,
+        settings: m.app.settings.clone(),
     };
     let mut event = sqs_sample();
     event.records.truncate(4); // the four jobs, not the malformed body

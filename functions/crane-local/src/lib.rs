@@ -48,7 +48,7 @@ pub fn build(config: &Config) -> anyhow::Result<(Arc<App>, SqliteStore)> {
         .with_context(|| format!("opening the database {}", config.db.display()))?;
     let shared = Arc::new(store.clone());
     let registry = Registry::new(shared.clone()).with_faults(&config.faults);
-    let mut settings = config.settings;
+    let mut settings = config.settings.clone();
     settings.void_leases_before = Some(Utc::now());
     let app = App {
         events: shared.clone(),

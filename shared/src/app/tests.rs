@@ -18,6 +18,7 @@ fn step(id: &str, tool: &str, input: Value, deps: &[&str]) -> PlanStep {
         tool: tool.into(),
         input,
         depends_on: deps.iter().map(|d| d.to_string()).collect(),
+        requires_approval: false,
     }
 }
 

@@ -4,6 +4,7 @@
 //! every request passes first (origin, host, content type, body deadline) are in [`edge`];
 //! the tenant of each request is fixed from its credentials in [`auth`].
 
+mod approval;
 pub mod auth;
 pub mod edge;
 mod error;
@@ -45,6 +46,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/runs/{id}"),
     ("get", "/runs/{id}/events"),
     ("post", "/runs/{id}/cancel"),
+    ("post", "/runs/{id}/steps/{step_id}/approve"),
+    ("post", "/runs/{id}/steps/{step_id}/reject"),
     ("get", "/todos"),
     ("get", "/tools"),
     ("get", "/health"),
@@ -66,6 +69,7 @@ pub fn router_with(app: Arc<App>, edge: &EdgeOptions) -> Router {
         .route("/runs/{id}", get(get_run))
         .route("/runs/{id}/events", get(run_events))
         .route("/runs/{id}/cancel", post(cancel_run))
+        .merge(approval::routes())
         .route("/todos", get(list_todos))
         .route("/tools", get(list_tools))
         .route("/health", get(health))

@@ -57,6 +57,7 @@ fn step(id: &str, tool: &str, input: Value, deps: &[&str]) -> PlanStep {
         tool: tool.into(),
         input,
         depends_on: deps.iter().map(|d| (*d).to_owned()).collect(),
+        requires_approval: false,
     }
 }
 
@@ -724,7 +725,7 @@ fn given_the_openapi_document_when_compared_with_routes_then_they_are_the_same_s
 async fn given_each_documented_route_when_requested_then_the_router_serves_it() {
     let h = harness();
     for (method, path) in documented_routes(&doc()) {
-        let uri = path.replace("{id}", UNKNOWN_ID);
+        let uri = path.replace("{id}", UNKNOWN_ID).replace("{step_id}", "s1");
         let m = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
         let body = if path == "/runs" && m == Method::POST {
             Body::from(json!({"prompt": PROMPT}).to_string())
@@ -807,6 +808,7 @@ fn given_the_status_enums_when_compared_with_the_domain_then_they_are_the_same()
         StepStatus::Skipped,
         StepStatus::Compensated,
         StepStatus::CompensationFailed,
+        StepStatus::WaitingApproval,
     ];
     // A new variant must be added to `steps` (and the document): this match says so.
     for s in steps {
@@ -817,7 +819,8 @@ fn given_the_status_enums_when_compared_with_the_domain_then_they_are_the_same()
             | StepStatus::Failed
             | StepStatus::Skipped
             | StepStatus::Compensated
-            | StepStatus::CompensationFailed => {}
+            | StepStatus::CompensationFailed
+            | StepStatus::WaitingApproval => {}
         }
     }
     let step: Vec<Value> = steps
@@ -917,6 +920,23 @@ fn every_event() -> Vec<Event> {
             attempt: 2,
             reason: Some("the saga crashed".into()),
         },
+        Event::ApprovalRequested {
+            step_id: "s2".into(),
+            input: json!({"action": "delete", "id": 3}),
+            approver: "default".into(),
+            expires_at: chrono::DateTime::from_timestamp(1_767_409_445, 0).expect("valid time"),
+        },
+        Event::StepApproved {
+            step_id: "s2".into(),
+            by: "default".into(),
+            comment: Some("looks right".into()),
+        },
+        Event::StepRejected {
+            step_id: "s2".into(),
+            by: None,
+            comment: None,
+            expired: true,
+        },
     ];
     // A new event type fails to compile here until it is added above (and documented).
     for e in &events {
@@ -938,7 +958,10 @@ fn every_event() -> Vec<Event> {
             | Event::RunCompensated {}
             | Event::RunCompensationFailed { .. }
             | Event::RunCancelled {}
-            | Event::CompensationRetryRequested { .. } => {}
+            | Event::CompensationRetryRequested { .. }
+            | Event::ApprovalRequested { .. }
+            | Event::StepApproved { .. }
+            | Event::StepRejected { .. } => {}
         }
     }
     events
@@ -1971,7 +1994,7 @@ async fn given_failing_stores_when_each_route_is_called_then_a_documented_json_e
     for (error, status, code) in cases {
         let router = broken_router(error.clone());
         for (method, path) in ROUTES {
-            let uri = path.replace("{id}", UNKNOWN_ID);
+            let uri = path.replace("{id}", UNKNOWN_ID).replace("{step_id}", "s1");
             let m = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
             let body = if *path == "/runs" && m == Method::POST {
                 Body::from(json!({"prompt": PROMPT}).to_string())
@@ -2237,7 +2260,7 @@ async fn given_api_keys_when_a_route_is_called_without_one_then_a_documented_401
     };
     let guarded = router_with(h.app.clone(), &edge);
     for (method, path) in ROUTES {
-        let uri = path.replace("{id}", UNKNOWN_ID);
+        let uri = path.replace("{id}", UNKNOWN_ID).replace("{step_id}", "s1");
         let m = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
         let req = || request(m.clone(), &uri, Body::empty());
         let reply = send(&guarded, req()).await;

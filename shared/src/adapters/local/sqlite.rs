@@ -354,7 +354,13 @@ fn insert_jobs(
     now_ms: i64,
 ) -> StoreResult<()> {
     let mut stmt = tx
-        .prepare_cached("INSERT OR IGNORE INTO jobs (dedupe, payload, due_at) VALUES (?1, ?2, ?3)")
+        // A job queued again is due at the earlier of the two times (an approved step's
+        // job replaces its expiry timer, due much later); otherwise nothing changes.
+        .prepare_cached(
+            "INSERT INTO jobs (dedupe, payload, due_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (dedupe) DO UPDATE SET due_at = excluded.due_at
+             WHERE excluded.due_at < jobs.due_at",
+        )
         .map_err(sql_err)?;
     for (kind, delay) in jobs {
         let due = now_ms.saturating_add(i64::try_from(*delay).unwrap_or(i64::MAX / 2));

@@ -37,6 +37,7 @@ fn expected_statuses() -> BTreeMap<(&'static str, &'static str), u16> {
         (("create-run", "post-runs-empty-prompt"), 422),
         (("create-run", "post-runs-not-understood"), 422),
         (("create-run", "post-cancel"), 202),
+        (("create-run", "post-approve"), 409),
         (("create-run", "health"), 200),
         (("create-run", "post-runs-tenant-b"), 201),
         (("create-run", "post-runs-unauthorized"), 401),

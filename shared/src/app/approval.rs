@@ -3,6 +3,7 @@
 //! under the store's optimistic concurrency: of two concurrent decisions exactly one is
 //! written; the other re-reads the run, finds the step decided and is refused (409).
 
+use chrono::{DateTime, Utc};
 use tracing::{info, instrument};
 
 use super::{App, AppError, MAX_CONFLICTS};
@@ -11,12 +12,12 @@ use crate::engine::approval::{self, Decision, Refusal, MAX_COMMENT_CHARS};
 use crate::ports::StoreError;
 
 impl App {
-    /// `ApprovalRequested` for the steps of `state` that are ready but held.
-    pub(crate) fn approval_requests(&self, state: &RunState) -> Vec<Event> {
+    /// `ApprovalRequested` at `now` for the steps of `state` that are ready but held.
+    pub(crate) fn approval_requests(&self, state: &RunState, now: DateTime<Utc>) -> Vec<Event> {
         approval::requests(
             state,
             &self.registry,
-            self.now(),
+            now,
             self.settings.approval_timeout_ms,
         )
     }

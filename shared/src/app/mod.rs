@@ -192,10 +192,11 @@ impl App {
         state: &RunState,
         mut events: Vec<Event>,
     ) -> Result<RunState, StoreError> {
+        let now = self.now();
         if state.plan.steps.iter().any(|p| p.requires_approval) {
-            events.extend(self.approval_requests(&engine::simulate(state, &events)));
+            events.extend(self.approval_requests(&engine::simulate(state, &events), now));
         }
-        let records = engine::records(state, self.now(), events);
+        let records = engine::records(state, now, events);
         let mut after = state.clone();
         for rec in &records {
             after
@@ -372,9 +373,10 @@ impl App {
             plan: self.settings.approval.mark(planned.plan),
         };
         let mut events = vec![plan];
-        events.extend(self.approval_requests(&engine::simulate(&state, &events)));
+        let now = self.now();
+        events.extend(self.approval_requests(&engine::simulate(&state, &events), now));
         let mut records = vec![first];
-        records.extend(engine::records(&state, self.now(), events));
+        records.extend(engine::records(&state, now, events));
         let after = fold(&run_id, &records).map_err(fold_error)?;
         let effects = engine::react(&after, &records, &self.registry);
         match self

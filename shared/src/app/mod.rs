@@ -368,13 +368,16 @@ impl App {
         let first = EventRecord::new(1, self.now(), created);
         let state = fold(&run_id, std::slice::from_ref(&first)).map_err(fold_error)?;
         // The approval policy has the last word on every planner's plan.
-        let plan = Event::PlanGenerated {
+        let plan = self.settings.approval.mark(planned.plan);
+        let held = plan.steps.iter().any(|p| p.requires_approval);
+        let mut events = vec![Event::PlanGenerated {
             planner: planned.info,
-            plan: self.settings.approval.mark(planned.plan),
-        };
-        let mut events = vec![plan];
+            plan,
+        }];
         let now = self.now();
-        events.extend(self.approval_requests(&engine::simulate(&state, &events), now));
+        if held {
+            events.extend(self.approval_requests(&engine::simulate(&state, &events), now));
+        }
         let mut records = vec![first];
         records.extend(engine::records(&state, now, events));
         let after = fold(&run_id, &records).map_err(fold_error)?;

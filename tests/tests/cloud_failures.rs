@@ -2429,3 +2429,62 @@ async fn given_a_step_waiting_for_approval_on_the_cloud_path_when_cancelled_then
     let titles: Vec<String> = fx.todos().await.into_iter().map(|t| t.title).collect();
     assert_eq!(titles, ["buy milk"]);
 }
+
+#[tokio::test]
+async fn given_the_reactor_crashes_after_dispatching_an_approved_step_when_its_batch_is_replayed_then_the_step_runs_once(
+) {
+    let fx = Fx::start(
+        "given_the_reactor_crashes_after_dispatching_an_approved_step",
+        holding_deletes(86_400_000),
+    )
+    .await;
+    let loops = fx.start_loops();
+    fx.seed_todo("buy milk").await;
+    fx.seed_todo("buy tea").await;
+    let (key, _) = until_held(&fx, "delete the todo 'buy milk'", "s1", &[]).await;
+    let (status, body) = fx.decide(&key.run_id, "s1", "approve").await;
+    assert_eq!(status, 200, "{body}");
+    fx.react_until(&key, "the approved run to complete", |v| settled(v.status))
+        .await;
+    // Lambda retries a stream batch whose invocation died after its side effects: replay
+    // every batch that carried the approval, as if the first invocation had crashed.
+    let replays: Vec<StreamEvent> = fx
+        .batches
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|b| {
+            b.records.iter().any(|r| {
+                stream::decode_record(r).is_ok_and(|(k, rec)| {
+                    k == key && matches!(rec.event, Event::StepApproved { .. })
+                })
+            })
+        })
+        .cloned()
+        .collect();
+    assert!(!replays.is_empty(), "the approval went through the stream");
+    for batch in replays {
+        let resp = stream::handle_stream_batch(
+            &fx.reactor,
+            fx.reactor_sent.as_ref(),
+            fx.sagas.as_ref(),
+            batch,
+        )
+        .await;
+        assert!(resp.batch_item_failures.is_empty());
+    }
+    // The duplicate job reaches a worker and finds the step done.
+    eventually("the duplicate job to be handled", WAIT, async || {
+        (fx.received_for(&key, "s1") >= 2).then_some(())
+    })
+    .await;
+    loops.stop().await;
+    let events = fx.events(&key).await;
+    let starts = events
+        .iter()
+        .filter(|e| matches!(&e.event, Event::StepStarted { step_id, .. } if step_id == "s1"))
+        .count();
+    assert_eq!(starts, 1, "{:?}", event_types(&events));
+    let titles: Vec<String> = fx.todos().await.into_iter().map(|t| t.title).collect();
+    assert_eq!(titles, ["buy tea"]);
+}

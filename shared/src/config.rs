@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::adapters::local::Durability;
 use crate::app::Settings;
 use crate::engine::approval::ApprovalPolicy;
 use crate::engine::breaker::BreakerConfig;
@@ -147,6 +148,8 @@ pub struct Config {
     pub addr: String,
     /// `CRANE_DB` (local runtime): the SQLite file.
     pub db: PathBuf,
+    /// `CRANE_SYNC` (local runtime): `full` or `normal`; see [`Durability`].
+    pub sync: Durability,
     pub settings: Settings,
     /// `CRANE_FAULTS`: fault injection rules.
     pub faults: Faults,
@@ -162,6 +165,7 @@ impl Default for Config {
         Self {
             addr: "127.0.0.1:3000".into(),
             db: PathBuf::from("./crane.db"),
+            sync: Durability::default(),
             settings: Settings::default(),
             faults: Faults::none(),
             log_format: LogFormat::Text,
@@ -437,6 +441,18 @@ impl Config {
         Ok(Config {
             addr: v.get("CRANE_ADDR").map_or(d.addr, str::to_owned),
             db: v.get("CRANE_DB").map_or(d.db, PathBuf::from),
+            sync: match v.get("CRANE_SYNC").map(str::trim) {
+                None => d.sync,
+                Some(s) if s.eq_ignore_ascii_case("full") => Durability::Full,
+                Some(s) if s.eq_ignore_ascii_case("normal") => Durability::Normal,
+                Some(other) => {
+                    return Err(ConfigError::Invalid {
+                        name: "CRANE_SYNC",
+                        value: other.to_owned(),
+                        reason: "expected `full` or `normal`".into(),
+                    })
+                }
+            },
             settings,
             faults: Faults::parse(v.get("CRANE_FAULTS").unwrap_or(""))?,
             log_format,
@@ -463,6 +479,17 @@ mod tests {
         assert_eq!(c, Config::default());
         assert_eq!(c.settings.retry.base_ms, 1_000);
         assert_eq!(c.settings.retry.max_retries, 3);
+    }
+
+    #[test]
+    fn given_crane_sync_when_read_then_full_is_the_default_and_typos_are_refused() {
+        assert_eq!(Config::default().sync, Durability::Full);
+        let normal = Config::from_vars(vars(&[("CRANE_SYNC", "Normal")])).expect("valid");
+        assert_eq!(normal.sync, Durability::Normal);
+        let full = Config::from_vars(vars(&[("CRANE_SYNC", "full")])).expect("valid");
+        assert_eq!(full.sync, Durability::Full);
+        let err = Config::from_vars(vars(&[("CRANE_SYNC", "off")])).expect_err("invalid");
+        assert!(err.to_string().contains("CRANE_SYNC"), "{err}");
     }
 
     #[test]

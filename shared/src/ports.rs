@@ -57,6 +57,15 @@ pub trait EventStore: Send + Sync {
 
     /// The run's whole log, in sequence order (empty if the run does not exist).
     async fn load(&self, key: &RunKey) -> StoreResult<Vec<EventRecord>>;
+
+    /// The run's current state if the store keeps it at hand: an embedded store that sees
+    /// every append can keep the state of runs in flight in memory, saving a read and a
+    /// fold of the whole log per decision. `None` means "fold the log" (always correct: a
+    /// state that turns out stale only costs a conflict on the next append, after which
+    /// the store must not offer it again).
+    async fn current_state(&self, _key: &RunKey) -> Option<RunState> {
+        None
+    }
 }
 
 /// Which runs to list.

@@ -488,6 +488,76 @@ pub mod events {
         Ok(())
     }
 
+    /// What the store offers as a run's current state, checked against the fold of its log:
+    /// a store may offer nothing (fold the log), never something else.
+    async fn offered_state_is_the_fold(
+        store: &dyn EventStore,
+        key: &RunKey,
+        when: &str,
+    ) -> Result<Option<RunState>> {
+        let offered = store.current_state(key).await;
+        if let Some(state) = &offered {
+            let log = store.load(key).await?;
+            assert_eq!(
+                state,
+                &view_of(key, &log)?,
+                "{when}: offered state is the fold"
+            );
+        }
+        Ok(offered)
+    }
+
+    pub async fn given_appends_and_lost_races_when_the_store_offers_a_current_state_then_it_is_the_fold_of_the_log(
+        store: Arc<dyn EventStore>,
+    ) -> Result<()> {
+        let key = new_run();
+        assert_eq!(store.current_state(&key).await, None, "an unknown run");
+        let mut log = vec![created(&key, 0), planned(2)];
+        append(&*store, &key, &[], &log).await?;
+        offered_state_is_the_fold(&*store, &key, "after creation").await?;
+
+        let next = vec![started(3, "s1", 1)];
+        append(&*store, &key, &log, &next).await?;
+        log.extend(next);
+        offered_state_is_the_fold(&*store, &key, "after a claim").await?;
+
+        // A writer that lost a race must not leave its belief behind.
+        let lost = append(&*store, &key, &log[..2], &[started(3, "s2", 1)]).await;
+        assert!(matches!(lost, Err(StoreError::Conflict(_))), "{lost:?}");
+        offered_state_is_the_fold(&*store, &key, "after a lost race").await?;
+
+        let end = vec![
+            completed(4, "s1", json!(5)),
+            EventRecord::new(5, at(4, 0), Event::RunCompleted { result: json!(5) }),
+        ];
+        append(&*store, &key, &log, &end).await?;
+        offered_state_is_the_fold(&*store, &key, "after the run finished").await?;
+        Ok(())
+    }
+
+    /// Embedded store only (not a contract: the DynamoDB store keeps nothing in memory):
+    /// a run in flight is at hand after each append, a finished one is not.
+    pub async fn given_a_run_in_flight_when_appended_then_its_state_is_at_hand_until_it_finishes(
+        store: Arc<dyn EventStore>,
+    ) -> Result<()> {
+        let key = new_run();
+        let log = vec![created(&key, 0), planned(2), started(3, "s1", 1)];
+        append(&*store, &key, &[], &log).await?;
+        let at_hand = offered_state_is_the_fold(&*store, &key, "in flight").await?;
+        assert!(at_hand.is_some(), "a run in flight is kept at hand");
+        let end = vec![
+            completed(4, "s1", json!(5)),
+            EventRecord::new(5, at(4, 0), Event::RunCompleted { result: json!(5) }),
+        ];
+        append(&*store, &key, &log, &end).await?;
+        assert_eq!(
+            store.current_state(&key).await,
+            None,
+            "a finished run leaves"
+        );
+        Ok(())
+    }
+
     pub async fn given_one_run_id_in_two_tenants_when_loaded_then_each_tenant_sees_its_own_log(
         store: Arc<dyn EventStore>,
     ) -> Result<()> {

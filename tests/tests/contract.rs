@@ -48,6 +48,7 @@ contract_suite!(events, sqlite: Stores::sqlite()?, aws: Stores::dynamodb().await
     given_sixteen_writers_racing_on_one_run_when_each_retries_on_conflict_then_the_log_has_no_gaps_or_duplicates,
     given_one_run_id_in_two_tenants_when_loaded_then_each_tenant_sees_its_own_log,
     given_a_step_waiting_for_approval_when_eight_deciders_race_then_exactly_one_decision_is_written,
+    given_appends_and_lost_races_when_the_store_offers_a_current_state_then_it_is_the_fold_of_the_log,
 ]);
 
 contract_suite!(views, sqlite: Stores::sqlite()?, aws: Stores::dynamodb().await?, port: views, [
@@ -380,4 +381,14 @@ mod aws_shapes {
         );
         Ok(())
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_store_keeps_runs_in_flight_at_hand() -> Result<()> {
+    init_logs();
+    let fixture = Stores::sqlite()?;
+    contract::events::given_a_run_in_flight_when_appended_then_its_state_is_at_hand_until_it_finishes(
+        fixture.events.clone(),
+    )
+    .await
 }

@@ -16,6 +16,10 @@ use clap::Parser;
 use crane::config::Config;
 use serde_json::{json, Value};
 
+/// The same allocator as the `crane-local` binary, since the runtime runs in this process.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SEED: &str =
     "calculate 2+3 and calculate 10*5 and list todos then add a todo with the result";
 
@@ -35,6 +39,15 @@ struct Args {
     /// submitting the next (latency without a backlog). Default: open loop, submit all.
     #[arg(long)]
     closed: bool,
+    /// Fixed-rate open loop: submit this many runs per second, on schedule whatever the
+    /// server's answers, for `--duration` seconds (`--runs` and `--concurrency` are then
+    /// ignored). Latency counts from each run's scheduled send time, so a server that
+    /// falls behind cannot hide it (no coordinated omission).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    rate: Option<u32>,
+    /// Seconds to submit for in `--rate` mode.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    duration: u64,
     /// Measure this server instead of starting one in process.
     #[arg(long)]
     url: Option<String>,
@@ -74,12 +87,18 @@ async fn main() -> anyhow::Result<()> {
         .build()?;
     wait_healthy(&http, &base).await?;
 
-    // Phase 1: submit every run, `concurrency` POSTs in flight.
+    // Phase 1: submit every run, `concurrency` POSTs in flight (or on a fixed schedule).
     let started = Instant::now();
     let mut submitted: Vec<Submitted> = Vec::with_capacity(args.runs);
     let mut rejected = 0usize;
     let mut in_flight = tokio::task::JoinSet::new();
     let mut next = 0usize;
+    if let Some(rate) = args.rate {
+        let (s, r) = submit_at_rate(&http, &base, &args.prompt, rate, args.duration).await;
+        submitted = s;
+        rejected = r;
+        next = args.runs;
+    }
     while next < args.runs || !in_flight.is_empty() {
         while next < args.runs && in_flight.len() < args.concurrency {
             let (http, base, prompt, closed) =
@@ -158,15 +177,24 @@ async fn main() -> anyhow::Result<()> {
         let i = ((p / 100.0) * (latencies_ms.len() - 1) as f64).round() as usize;
         latencies_ms[i.min(latencies_ms.len() - 1)]
     };
-    let mode = if args.closed {
-        "closed loop"
-    } else {
-        "open loop"
-    };
-    println!(
-        "crane-bench: {} runs of {:?}, {} in flight ({mode}), against {}",
-        args.runs, args.prompt, args.concurrency, base
-    );
+    match args.rate {
+        Some(rate) => println!(
+            "crane-bench: {rate} runs/s for {} s of {:?} (fixed-rate open loop), against {}",
+            args.duration, args.prompt, base
+        ),
+        None => println!(
+            "crane-bench: {} runs of {:?}, {} in flight ({}), against {}",
+            args.runs,
+            args.prompt,
+            args.concurrency,
+            if args.closed {
+                "closed loop"
+            } else {
+                "open loop"
+            },
+            base
+        ),
+    }
     println!(
         "  accepted:   {} ({} rejected) in {:.2} s = {:.1} runs/s",
         submitted.len(),
@@ -193,6 +221,52 @@ async fn main() -> anyhow::Result<()> {
         let _ = task.await;
     }
     Ok(())
+}
+
+/// Submit `rate` runs per second for `duration` seconds, each POST on its own schedule
+/// (never waiting for earlier answers). Each run's clock starts at its scheduled time.
+async fn submit_at_rate(
+    http: &reqwest::Client,
+    base: &str,
+    prompt: &str,
+    rate: u32,
+    duration: u64,
+) -> (Vec<Submitted>, usize) {
+    let total = u64::from(rate) * duration;
+    let period = Duration::from_secs_f64(1.0 / f64::from(rate));
+    let start = tokio::time::Instant::now();
+    let wall_start = Utc::now();
+    let mut posts = tokio::task::JoinSet::new();
+    for i in 0..total {
+        let offset = period.mul_f64(i as f64);
+        tokio::time::sleep_until(start + offset).await;
+        let sent_at = wall_start
+            + chrono::Duration::from_std(offset).unwrap_or_else(|_| chrono::Duration::zero());
+        let (http, url, prompt) = (http.clone(), format!("{base}/runs"), prompt.to_owned());
+        posts.spawn(async move {
+            let r = http
+                .post(url)
+                .json(&json!({"prompt": prompt}))
+                .send()
+                .await
+                .ok()?;
+            if r.status().as_u16() != 201 {
+                return None;
+            }
+            let body: Value = r.json().await.ok()?;
+            let run_id = body["run_id"].as_str()?.to_owned();
+            Some(Submitted { run_id, sent_at })
+        });
+    }
+    let mut submitted = Vec::with_capacity(total as usize);
+    let mut rejected = 0;
+    while let Some(done) = posts.join_next().await {
+        match done {
+            Ok(Some(s)) => submitted.push(s),
+            _ => rejected += 1,
+        }
+    }
+    (submitted, rejected)
 }
 
 /// Poll a run until it leaves `pending`/`running` (closed-loop mode), for at most 60 s.

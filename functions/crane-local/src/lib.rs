@@ -44,7 +44,7 @@ const DRAIN: Duration = Duration::from_secs(10);
 /// Build the application over the embedded store at `config.db`.
 pub fn build(config: &Config) -> anyhow::Result<(Arc<App>, SqliteStore)> {
     let planner = crane::planner::select::planner_from_env().context("choosing the planner")?;
-    let store = SqliteStore::open(&config.db)
+    let store = SqliteStore::open_with(&config.db, config.sync)
         .with_context(|| format!("opening the database {}", config.db.display()))?;
     let shared = Arc::new(store.clone());
     let registry = Registry::new(shared.clone()).with_faults(&config.faults);

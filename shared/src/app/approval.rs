@@ -46,7 +46,7 @@ impl App {
             }
         }
         for _ in 0..MAX_CONFLICTS {
-            let Some((state, _)) = self.load(key).await? else {
+            let Some(state) = self.load_state(key).await? else {
                 return Err(AppError::NotFound(format!("run {} not found", key.run_id)));
             };
             let events =

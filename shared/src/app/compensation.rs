@@ -38,7 +38,7 @@ impl App {
         F: Fn(&RunState) -> Vec<Event>,
     {
         for _ in 0..MAX_CONFLICTS {
-            let Some((state, _)) = self.load(key).await? else {
+            let Some(state) = self.load_state(key).await? else {
                 return Err(AppError::NotFound(format!("run {} not found", key.run_id)));
             };
             let events = decide(&state);
@@ -100,7 +100,7 @@ impl App {
         step_id: &str,
         attempt: u32,
     ) -> Result<(), CompensateError> {
-        let Some((state, _)) = self.load(key).await? else {
+        let Some(state) = self.load_state(key).await? else {
             return Err(AppError::NotFound(format!("run {} not found", key.run_id)).into());
         };
         let step = state.step(step_id).ok_or_else(|| {

@@ -241,6 +241,15 @@ impl App {
         Ok(Some((state, events)))
     }
 
+    /// The run's current state, from the store's cache of runs in flight when it has one,
+    /// else folded from the log; `None` if the run does not exist.
+    pub async fn load_state(&self, key: &RunKey) -> Result<Option<RunState>, AppError> {
+        if let Some(state) = self.events.current_state(key).await {
+            return Ok(Some(state));
+        }
+        Ok(self.load(key).await?.map(|(state, _)| state))
+    }
+
     /// `POST /runs`: plan the prompt and record the run.
     /// Refuse a new run when `tenant` already has `max_active_runs` in flight (as the
     /// read model shows them; on AWS it trails the events by the stream's lag).
@@ -524,7 +533,7 @@ impl App {
         reason: Option<String>,
     ) -> Result<RunState, AppError> {
         for _ in 0..MAX_CONFLICTS {
-            let Some((state, _)) = self.load(key).await? else {
+            let Some(state) = self.load_state(key).await? else {
                 return Err(AppError::NotFound(format!("run {} not found", key.run_id)));
             };
             if state.cancel_requested && !state.status.is_finished() {

@@ -53,7 +53,7 @@ impl App {
         let mut gate: Option<(String, Gate)> = None;
         let mut claimed = None;
         for _ in 0..MAX_CONFLICTS {
-            let Some((state, _)) = self.load(&key).await? else {
+            let Some(state) = self.load_state(&key).await? else {
                 debug!("job for an unknown run: dropped");
                 return self.release(gate, JobResult::Done).await;
             };
@@ -182,7 +182,7 @@ impl App {
     ) -> Result<(), AppError> {
         let sample: f64 = rand::rng().random();
         for _ in 0..MAX_CONFLICTS {
-            let Some((state, _)) = self.load(key).await? else {
+            let Some(state) = self.load_state(key).await? else {
                 return Ok(());
             };
             let events = match engine::outcome(

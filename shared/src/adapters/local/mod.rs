@@ -4,5 +4,6 @@
 pub mod memory;
 mod private;
 pub mod sqlite;
+mod writer;
 
-pub use sqlite::{JobKind, LeasedJob, SqliteStore};
+pub use sqlite::{Durability, JobKind, LeasedJob, SqliteStore};

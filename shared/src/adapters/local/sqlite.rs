@@ -12,11 +12,12 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use base64::Engine as _;
 use chrono::{DateTime, SecondsFormat, Utc};
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use super::private;
+use super::writer::Writer;
 use crate::adapters::todo_cursor;
 use crate::domain::{EventRecord, RunKey, RunState};
 use crate::engine::Effect;
@@ -67,6 +68,20 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (due_at);
 ";
+
+/// How far a commit of the embedded store goes before it is acknowledged (`CRANE_SYNC` in the
+/// local runtime's configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Every commit is on stable storage (fsync'd) before a 201 is sent or the next step
+    /// is dispatched: survives a power loss. Commits are grouped, so under load one fsync
+    /// covers many writes.
+    #[default]
+    Full,
+    /// A commit is in the operating system's hands (SQLite WAL, `synchronous=NORMAL`):
+    /// survives a killed process, but a power loss may lose the last commits.
+    Normal,
+}
 
 /// A job in the local queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -131,10 +146,41 @@ pub struct LeasedJob {
 /// The SQLite-backed store. Cheap to clone.
 #[derive(Clone)]
 pub struct SqliteStore {
-    writer: Arc<Mutex<Connection>>,
+    writer: Writer,
     readers: Arc<Vec<Mutex<Connection>>>,
     next_reader: Arc<AtomicUsize>,
     jobs_ready: Arc<Notify>,
+    hot: Arc<Mutex<HotRuns>>,
+}
+
+/// Most runs whose state is kept in memory. Beyond it an arbitrary one is dropped (it is
+/// folded from the log when next needed), so memory stays flat however many runs pass.
+const HOT_RUNS: usize = 16_384;
+
+/// The state of runs in flight as of their last append through this store (the log stays
+/// the truth: a run missing here is folded from it). Updated on the writer thread after
+/// each commit, in commit order, so it is never ahead of or behind what this store wrote;
+/// a process must be the only writer of its database file (as `crane-local` is). Finished
+/// runs leave the cache.
+#[derive(Default)]
+struct HotRuns {
+    states: std::collections::HashMap<RunKey, RunState>,
+}
+
+impl HotRuns {
+    /// `view` was just committed (called on the writer thread, in commit order).
+    fn committed(&mut self, key: &RunKey, view: RunState) {
+        if view.status.is_finished() {
+            self.states.remove(key);
+            return;
+        }
+        if self.states.len() >= HOT_RUNS && !self.states.contains_key(key) {
+            if let Some(evicted) = self.states.keys().next().cloned() {
+                self.states.remove(&evicted);
+            }
+        }
+        self.states.insert(key.clone(), view);
+    }
 }
 
 fn sql_err(e: rusqlite::Error) -> StoreError {
@@ -163,15 +209,19 @@ fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-fn open(path: &Path) -> StoreResult<Connection> {
+fn open(path: &Path, sync: Durability) -> StoreResult<Connection> {
     let conn = Connection::open(path).map_err(sql_err)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(sql_err)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(sql_err)?;
     // In WAL mode NORMAL survives a crash of the process (kill -9); only a power loss can
-    // lose the last transactions.
-    conn.pragma_update(None, "synchronous", "NORMAL")
+    // lose the last transactions. FULL fsyncs the WAL at every commit.
+    let level = match sync {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", level)
         .map_err(sql_err)?;
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(sql_err)?;
@@ -179,28 +229,34 @@ fn open(path: &Path) -> StoreResult<Connection> {
 }
 
 impl SqliteStore {
-    /// Open (creating if needed) the database at `path`.
+    /// Open (creating if needed) the database at `path`, with the default durability.
     /// A new file is readable by its owner only (mode 0600, and so are its `-wal` and
     /// `-shm` files).
     pub fn open(path: impl AsRef<Path>) -> StoreResult<Self> {
+        Self::open_with(path, Durability::default())
+    }
+
+    /// [`Self::open`], choosing how durable a commit is before it is acknowledged.
+    pub fn open_with(path: impl AsRef<Path>, sync: Durability) -> StoreResult<Self> {
         let path = path.as_ref();
         let file_err = |e: std::io::Error| {
             StoreError::Unavailable(format!("cannot create {}: {e}", path.display()))
         };
         let created = private::create_private(path).map_err(file_err)?;
-        let writer = open(path)?;
+        let writer = open(path, sync)?;
         writer.execute_batch(SCHEMA).map_err(sql_err)?;
         if created {
             private::restrict(&private::companions(path)).map_err(file_err)?;
         }
         let readers = (0..READERS)
-            .map(|_| open(path).map(Mutex::new))
+            .map(|_| open(path, sync).map(Mutex::new))
             .collect::<StoreResult<Vec<_>>>()?;
         Ok(Self {
-            writer: Arc::new(Mutex::new(writer)),
+            writer: Writer::start(writer, sql_err)?,
             readers: Arc::new(readers),
             next_reader: Arc::new(AtomicUsize::new(0)),
             jobs_ready: Arc::new(Notify::new()),
+            hot: Arc::new(Mutex::new(HotRuns::default())),
         })
     }
 
@@ -209,18 +265,14 @@ impl SqliteStore {
         self.jobs_ready.clone()
     }
 
+    /// Run `f` in a transaction of the writer thread (group commit: see [`super::writer`]);
+    /// answers once it is committed.
     async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
-        let writer = self.writer.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = writer.lock().map_err(|_| poisoned())?;
-            f(&mut conn)
-        })
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("sqlite task failed: {e}")))?
+        self.writer.write(f).await
     }
 
     async fn read<T, F>(&self, f: F) -> StoreResult<T>
@@ -246,10 +298,7 @@ impl SqliteStore {
         lease_ms: i64,
     ) -> StoreResult<Vec<LeasedJob>> {
         let now_ms = now.timestamp_millis();
-        self.write(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sql_err)?;
+        self.write(move |tx| {
             let rows: Vec<(i64, String)> = {
                 let mut stmt = tx
                     .prepare_cached(
@@ -267,17 +316,15 @@ impl SqliteStore {
             };
             let mut out = Vec::with_capacity(rows.len());
             for (id, payload) in rows {
-                tx.execute(
-                    "UPDATE jobs SET lease_until = ?1 WHERE id = ?2",
-                    params![now_ms + lease_ms, id],
-                )
-                .map_err(sql_err)?;
+                tx.prepare_cached("UPDATE jobs SET lease_until = ?1 WHERE id = ?2")
+                    .map_err(sql_err)?
+                    .execute(params![now_ms + lease_ms, id])
+                    .map_err(sql_err)?;
                 out.push(LeasedJob {
                     id,
                     kind: decode(&payload)?,
                 });
             }
-            tx.commit().map_err(sql_err)?;
             Ok(out)
         })
         .await
@@ -286,7 +333,9 @@ impl SqliteStore {
     /// The job is done: remove it.
     pub async fn finish_job(&self, id: i64) -> StoreResult<()> {
         self.write(move |conn| {
-            conn.execute("DELETE FROM jobs WHERE id = ?1", params![id])
+            conn.prepare_cached("DELETE FROM jobs WHERE id = ?1")
+                .map_err(sql_err)?
+                .execute(params![id])
                 .map_err(sql_err)?;
             Ok(())
         })
@@ -297,11 +346,10 @@ impl SqliteStore {
     pub async fn reschedule_job(&self, id: i64, due: DateTime<Utc>) -> StoreResult<()> {
         let due_ms = due.timestamp_millis();
         self.write(move |conn| {
-            conn.execute(
-                "UPDATE jobs SET due_at = ?1, lease_until = NULL WHERE id = ?2",
-                params![due_ms, id],
-            )
-            .map_err(sql_err)?;
+            conn.prepare_cached("UPDATE jobs SET due_at = ?1, lease_until = NULL WHERE id = ?2")
+                .map_err(sql_err)?
+                .execute(params![due_ms, id])
+                .map_err(sql_err)?;
             Ok(())
         })
         .await?;
@@ -313,11 +361,9 @@ impl SqliteStore {
     pub async fn next_due(&self) -> StoreResult<Option<DateTime<Utc>>> {
         self.read(|conn| {
             let ms: Option<i64> = conn
-                .query_row(
-                    "SELECT MIN(COALESCE(MAX(due_at, lease_until), due_at)) FROM jobs",
-                    [],
-                    |r| r.get(0),
-                )
+                .prepare_cached("SELECT MIN(COALESCE(MAX(due_at, lease_until), due_at)) FROM jobs")
+                .map_err(sql_err)?
+                .query_row([], |r| r.get(0))
                 .map_err(sql_err)?;
             Ok(ms.and_then(DateTime::from_timestamp_millis))
         })
@@ -328,11 +374,10 @@ impl SqliteStore {
     /// still hold one, so interrupted jobs resume at once.
     pub async fn release_all_leases(&self) -> StoreResult<usize> {
         self.write(|conn| {
-            conn.execute(
-                "UPDATE jobs SET lease_until = NULL WHERE lease_until IS NOT NULL",
-                [],
-            )
-            .map_err(sql_err)
+            conn.prepare_cached("UPDATE jobs SET lease_until = NULL WHERE lease_until IS NOT NULL")
+                .map_err(sql_err)?
+                .execute([])
+                .map_err(sql_err)
         })
         .await
     }
@@ -340,7 +385,9 @@ impl SqliteStore {
     /// Number of jobs queued (for health and tests).
     pub async fn pending_jobs(&self) -> StoreResult<u64> {
         self.read(|conn| {
-            conn.query_row("SELECT COUNT(*) FROM jobs", [], |r| r.get::<_, i64>(0))
+            conn.prepare_cached("SELECT COUNT(*) FROM jobs")
+                .map_err(sql_err)?
+                .query_row([], |r| r.get::<_, i64>(0))
                 .map(|n| n as u64)
                 .map_err(sql_err)
         })
@@ -348,11 +395,7 @@ impl SqliteStore {
     }
 }
 
-fn insert_jobs(
-    tx: &rusqlite::Transaction<'_>,
-    jobs: &[(JobKind, u64)],
-    now_ms: i64,
-) -> StoreResult<()> {
+fn insert_jobs(tx: &Connection, jobs: &[(JobKind, u64)], now_ms: i64) -> StoreResult<()> {
     let mut stmt = tx
         // A job queued again is due at the earlier of the two times (an approved step's
         // job replaces its expiry timer, due much later); otherwise nothing changes.
@@ -370,23 +413,24 @@ fn insert_jobs(
     Ok(())
 }
 
-fn put_view(tx: &rusqlite::Transaction<'_>, view: &RunState) -> StoreResult<bool> {
+fn put_view(tx: &Connection, view: &RunState) -> StoreResult<bool> {
     let n = tx
-        .execute(
+        .prepare_cached(
             "INSERT INTO runs (tenant, run_id, status, created_at, last_seq, body)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (tenant, run_id) DO UPDATE SET
                status = excluded.status, last_seq = excluded.last_seq, body = excluded.body
              WHERE excluded.last_seq > runs.last_seq",
-            params![
-                view.tenant,
-                view.run_id,
-                view.status.as_str(),
-                ts(view.created_at),
-                view.last_seq as i64,
-                encode(view)?
-            ],
         )
+        .map_err(sql_err)?
+        .execute(params![
+            view.tenant,
+            view.run_id,
+            view.status.as_str(),
+            ts(view.created_at),
+            view.last_seq as i64,
+            encode(view)?
+        ])
         .map_err(sql_err)?;
     Ok(n > 0)
 }
@@ -412,11 +456,20 @@ impl EventStore for SqliteStore {
         let jobs: Vec<(JobKind, u64)> = outbox.effects.iter().map(JobKind::from_effect).collect();
         let has_jobs = !jobs.is_empty();
         let now_ms = Utc::now().timestamp_millis();
-        self.write(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_err)?;
-            let last: i64 = tx
-                .query_row(
-                    "SELECT COALESCE(MAX(seq), 0) FROM events WHERE tenant = ?1 AND run_id = ?2",
+        let (hot, hot_key, hot_view) = (self.hot.clone(), key.clone(), view.clone());
+        let remember: Box<dyn FnOnce(&StoreResult<()>) + Send> = Box::new(move |written| {
+            if let Ok(mut hot) = hot.lock() {
+                match written {
+                    Ok(()) => hot.committed(&hot_key, hot_view),
+                    // Whatever this writer believed about the run is out of date.
+                    Err(_) => {
+                        hot.states.remove(&hot_key);
+                    }
+                }
+            }
+        });
+        self.writer.write_then(move |tx| {
+            let last: i64 = tx.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM events WHERE tenant = ?1 AND run_id = ?2").map_err(sql_err)?.query_row(
                     params![key.tenant, key.run_id],
                     |r| r.get(0),
                 )
@@ -435,15 +488,18 @@ impl EventStore for SqliteStore {
                     stmt.execute(params![key.tenant, key.run_id, seq, ty, body]).map_err(sql_err)?;
                 }
             }
-            put_view(&tx, &view)?;
-            insert_jobs(&tx, &jobs, now_ms)?;
-            tx.commit().map_err(sql_err)
-        })
+            put_view(tx, &view)?;
+            insert_jobs(tx, &jobs, now_ms)
+        }, Some(remember))
         .await?;
         if has_jobs {
             self.jobs_ready.notify_one();
         }
         Ok(())
+    }
+
+    async fn current_state(&self, key: &RunKey) -> Option<RunState> {
+        self.hot.lock().ok()?.states.get(key).cloned()
     }
 
     async fn load(&self, key: &RunKey) -> StoreResult<Vec<EventRecord>> {
@@ -492,15 +548,13 @@ impl RunViewStore for SqliteStore {
     async fn get(&self, key: &RunKey) -> StoreResult<Option<RunState>> {
         let key = key.clone();
         self.read(move |conn| {
-            conn.query_row(
-                "SELECT body FROM runs WHERE tenant = ?1 AND run_id = ?2",
-                params![key.tenant, key.run_id],
-                |r| r.get::<_, String>(0),
-            )
-            .optional()
-            .map_err(sql_err)?
-            .map(|b| decode(&b))
-            .transpose()
+            conn.prepare_cached("SELECT body FROM runs WHERE tenant = ?1 AND run_id = ?2")
+                .map_err(sql_err)?
+                .query_row(params![key.tenant, key.run_id], |r| r.get::<_, String>(0))
+                .optional()
+                .map_err(sql_err)?
+                .map(|b| decode(&b))
+                .transpose()
         })
         .await
     }
@@ -546,13 +600,7 @@ impl RunViewStore for SqliteStore {
 
     async fn put(&self, state: &RunState) -> StoreResult<bool> {
         let view = state.clone();
-        self.write(move |conn| {
-            let tx = conn.transaction().map_err(sql_err)?;
-            let written = put_view(&tx, &view)?;
-            tx.commit().map_err(sql_err)?;
-            Ok(written)
-        })
-        .await
+        self.write(move |tx| put_view(tx, &view)).await
     }
 }
 
@@ -564,35 +612,29 @@ impl StepDispatcher for SqliteStore {
             .map(|(j, d)| (JobKind::Step { job: j.clone() }, *d))
             .collect();
         let now_ms = Utc::now().timestamp_millis();
-        self.write(move |conn| {
-            let tx = conn.transaction().map_err(sql_err)?;
-            insert_jobs(&tx, &jobs, now_ms)?;
-            tx.commit().map_err(sql_err)
-        })
-        .await?;
+        self.write(move |tx| insert_jobs(tx, &jobs, now_ms)).await?;
         self.jobs_ready.notify_one();
         Ok(())
     }
 }
 
 fn get_todo(conn: &Connection, tenant: &str, id: u64) -> StoreResult<Option<Todo>> {
-    conn.query_row(
-        "SELECT body FROM todos WHERE tenant = ?1 AND id = ?2",
-        params![tenant, id as i64],
-        |r| r.get::<_, String>(0),
-    )
-    .optional()
-    .map_err(sql_err)?
-    .map(|b| decode(&b))
-    .transpose()
+    conn.prepare_cached("SELECT body FROM todos WHERE tenant = ?1 AND id = ?2")
+        .map_err(sql_err)?
+        .query_row(params![tenant, id as i64], |r| r.get::<_, String>(0))
+        .optional()
+        .map_err(sql_err)?
+        .map(|b| decode(&b))
+        .transpose()
 }
 
 fn put_todo(conn: &Connection, tenant: &str, todo: &Todo) -> StoreResult<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO todos (tenant, id, body) VALUES (?1, ?2, ?3)
          ON CONFLICT (tenant, id) DO UPDATE SET body = excluded.body",
-        params![tenant, todo.id as i64, encode(todo)?],
     )
+    .map_err(sql_err)?
+    .execute(params![tenant, todo.id as i64, encode(todo)?])
     .map_err(sql_err)?;
     Ok(())
 }
@@ -610,16 +652,13 @@ impl TodoStore for SqliteStore {
         let effect_key = effect_key.to_owned();
         let change = change.clone();
         let result: StoreResult<Result<Todo, TodoError>> = self
-            .write(move |conn| {
-                let tx = conn
-                    .transaction_with_behavior(TransactionBehavior::Immediate)
-                    .map_err(sql_err)?;
+            .write(move |tx| {
                 let done: Option<String> = tx
-                    .query_row(
+                    .prepare_cached(
                         "SELECT result FROM todo_effects WHERE tenant = ?1 AND effect_key = ?2",
-                        params![tenant, effect_key],
-                        |r| r.get(0),
                     )
+                    .map_err(sql_err)?
+                    .query_row(params![tenant, effect_key], |r| r.get(0))
                     .optional()
                     .map_err(sql_err)?;
                 if let Some(done) = done {
@@ -628,13 +667,13 @@ impl TodoStore for SqliteStore {
                 let todo = match &change {
                     TodoChange::Add { title } => {
                         let id: i64 = tx
-                            .query_row(
+                            .prepare_cached(
                                 "INSERT INTO todo_ids (tenant, last_id) VALUES (?1, 1)
                                  ON CONFLICT (tenant) DO UPDATE SET last_id = last_id + 1
                                  RETURNING last_id",
-                                params![tenant],
-                                |r| r.get(0),
                             )
+                            .map_err(sql_err)?
+                            .query_row(params![tenant], |r| r.get(0))
                             .map_err(sql_err)?;
                         let todo = Todo {
                             id: id as u64,
@@ -643,40 +682,39 @@ impl TodoStore for SqliteStore {
                             created_at: now,
                             completed_at: None,
                         };
-                        put_todo(&tx, &tenant, &todo)?;
+                        put_todo(tx, &tenant, &todo)?;
                         todo
                     }
                     TodoChange::Complete { id } | TodoChange::Reopen { id } => {
-                        let Some(mut todo) = get_todo(&tx, &tenant, *id)? else {
+                        let Some(mut todo) = get_todo(tx, &tenant, *id)? else {
                             return Ok(Err(TodoError::NotFound(*id)));
                         };
                         todo.done = matches!(change, TodoChange::Complete { .. });
                         todo.completed_at = todo.done.then_some(now);
-                        put_todo(&tx, &tenant, &todo)?;
+                        put_todo(tx, &tenant, &todo)?;
                         todo
                     }
                     TodoChange::Delete { id } => {
-                        let Some(todo) = get_todo(&tx, &tenant, *id)? else {
+                        let Some(todo) = get_todo(tx, &tenant, *id)? else {
                             return Ok(Err(TodoError::NotFound(*id)));
                         };
-                        tx.execute(
-                            "DELETE FROM todos WHERE tenant = ?1 AND id = ?2",
-                            params![tenant, *id as i64],
-                        )
-                        .map_err(sql_err)?;
+                        tx.prepare_cached("DELETE FROM todos WHERE tenant = ?1 AND id = ?2")
+                            .map_err(sql_err)?
+                            .execute(params![tenant, *id as i64])
+                            .map_err(sql_err)?;
                         todo
                     }
                     TodoChange::Restore { todo } => {
-                        put_todo(&tx, &tenant, todo)?;
+                        put_todo(tx, &tenant, todo)?;
                         todo.clone()
                     }
                 };
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO todo_effects (tenant, effect_key, result) VALUES (?1, ?2, ?3)",
-                    params![tenant, effect_key, encode(&todo)?],
                 )
+                .map_err(sql_err)?
+                .execute(params![tenant, effect_key, encode(&todo)?])
                 .map_err(sql_err)?;
-                tx.commit().map_err(sql_err)?;
                 Ok(Ok(todo))
             })
             .await;
@@ -687,11 +725,11 @@ impl TodoStore for SqliteStore {
         let tenant = tenant.to_owned();
         let effect_key = effect_key.to_owned();
         self.read(move |conn| {
-            conn.query_row(
+            conn.prepare_cached(
                 "SELECT result FROM todo_effects WHERE tenant = ?1 AND effect_key = ?2",
-                params![tenant, effect_key],
-                |r| r.get::<_, String>(0),
             )
+            .map_err(sql_err)?
+            .query_row(params![tenant, effect_key], |r| r.get::<_, String>(0))
             .optional()
             .map_err(sql_err)?
             .map(|b| decode(&b))
@@ -743,13 +781,11 @@ impl TodoStore for SqliteStore {
     async fn count(&self, tenant: &str) -> StoreResult<u64> {
         let tenant = tenant.to_owned();
         self.read(move |conn| {
-            conn.query_row(
-                "SELECT COUNT(*) FROM todos WHERE tenant = ?1",
-                params![tenant],
-                |r| r.get::<_, i64>(0),
-            )
-            .map(|n| n as u64)
-            .map_err(sql_err)
+            conn.prepare_cached("SELECT COUNT(*) FROM todos WHERE tenant = ?1")
+                .map_err(sql_err)?
+                .query_row(params![tenant], |r| r.get::<_, i64>(0))
+                .map(|n| n as u64)
+                .map_err(sql_err)
         })
         .await
     }
@@ -765,16 +801,16 @@ impl IdempotencyStore for SqliteStore {
     ) -> StoreResult<Option<IdempotencyRecord>> {
         let (tenant, key) = (tenant.to_owned(), key.to_owned());
         self.read(move |conn| {
-            conn.query_row(
+            conn.prepare_cached(
                 "SELECT run_id, request_hash FROM idempotency_keys WHERE tenant = ?1 AND key = ?2",
-                params![tenant, key],
-                |r| {
-                    Ok(IdempotencyRecord {
-                        run_id: r.get(0)?,
-                        request_hash: r.get(1)?,
-                    })
-                },
             )
+            .map_err(sql_err)?
+            .query_row(params![tenant, key], |r| {
+                Ok(IdempotencyRecord {
+                    run_id: r.get(0)?,
+                    request_hash: r.get(1)?,
+                })
+            })
             .optional()
             .map_err(sql_err)
         })
@@ -789,22 +825,17 @@ impl IdempotencyStore for SqliteStore {
         now: DateTime<Utc>,
     ) -> StoreResult<IdempotencyRecord> {
         let (tenant, key, record) = (tenant.to_owned(), key.to_owned(), record.clone());
-        self.write(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_err)?;
-            tx.execute(
-                "INSERT OR IGNORE INTO idempotency_keys (tenant, key, run_id, request_hash, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+        self.write(move |tx| {
+            tx.prepare_cached("INSERT OR IGNORE INTO idempotency_keys (tenant, key, run_id, request_hash, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)").map_err(sql_err)?.execute(
                 params![tenant, key, record.run_id, record.request_hash, ts(now)],
             )
             .map_err(sql_err)?;
-            let bound = tx
-                .query_row(
-                    "SELECT run_id, request_hash FROM idempotency_keys WHERE tenant = ?1 AND key = ?2",
+            let bound = tx.prepare_cached("SELECT run_id, request_hash FROM idempotency_keys WHERE tenant = ?1 AND key = ?2").map_err(sql_err)?.query_row(
                     params![tenant, key],
                     |r| Ok(IdempotencyRecord { run_id: r.get(0)?, request_hash: r.get(1)? }),
                 )
                 .map_err(sql_err)?;
-            tx.commit().map_err(sql_err)?;
             Ok(bound)
         })
         .await
@@ -816,20 +847,20 @@ impl BreakerStore for SqliteStore {
     async fn get(&self, tool: &str) -> StoreResult<Option<StoredBreaker>> {
         let tool = tool.to_owned();
         self.read(move |conn| {
-            conn.query_row(
-                "SELECT state, version FROM breakers WHERE tool = ?1",
-                params![tool],
-                |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
-            )
-            .optional()
-            .map_err(sql_err)?
-            .map(|(s, v)| {
-                Ok(StoredBreaker {
-                    state: decode(&s)?,
-                    version: v as u64,
+            conn.prepare_cached("SELECT state, version FROM breakers WHERE tool = ?1")
+                .map_err(sql_err)?
+                .query_row(params![tool], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
                 })
-            })
-            .transpose()
+                .optional()
+                .map_err(sql_err)?
+                .map(|(s, v)| {
+                    Ok(StoredBreaker {
+                        state: decode(&s)?,
+                        version: v as u64,
+                    })
+                })
+                .transpose()
         })
         .await
     }
@@ -839,13 +870,11 @@ impl BreakerStore for SqliteStore {
         let body = encode(state)?;
         self.write(move |conn| {
             let n = if expected == 0 {
-                conn.execute(
-                    "INSERT OR IGNORE INTO breakers (tool, version, state) VALUES (?1, 1, ?2)",
+                conn.prepare_cached("INSERT OR IGNORE INTO breakers (tool, version, state) VALUES (?1, 1, ?2)").map_err(sql_err)?.execute(
                     params![tool, body],
                 )
             } else {
-                conn.execute(
-                    "UPDATE breakers SET version = version + 1, state = ?2 WHERE tool = ?1 AND version = ?3",
+                conn.prepare_cached("UPDATE breakers SET version = version + 1, state = ?2 WHERE tool = ?1 AND version = ?3").map_err(sql_err)?.execute(
                     params![tool, body, expected as i64],
                 )
             }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::adapters::local::Durability;
 use crate::app::Settings;
+use crate::engine::approval::ApprovalPolicy;
 use crate::engine::breaker::BreakerConfig;
 use crate::engine::RetryPolicy;
 use crate::http::auth::{parse_keys, KeyParseError};
@@ -338,6 +339,19 @@ impl Config {
                 d.settings.max_active_runs,
                 0,
                 1_000_000,
+            )?,
+            approval: ApprovalPolicy::parse(v.list("CRANE_APPROVAL")).map_err(|e| {
+                ConfigError::Invalid {
+                    name: "CRANE_APPROVAL",
+                    value: e.pattern.clone(),
+                    reason: e.to_string(),
+                }
+            })?,
+            approval_timeout_ms: v.num(
+                "CRANE_APPROVAL_TIMEOUT_MS",
+                d.settings.approval_timeout_ms,
+                1,
+                30 * 86_400_000,
             )?,
         };
         let log_format = match v.get("CRANE_LOG_FORMAT").map(str::trim) {

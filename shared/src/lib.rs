@@ -10,7 +10,8 @@
 //! - [`planner`]: prompt -> validated plan (pattern planner; LLM planners).
 //! - [`tools`]: the `Tool` trait, the registry, `calculator`, `todo`, fault injection.
 //! - [`engine`]: pure decisions: what is ready, what an outcome means, retry backoff,
-//!   circuit breaker, saga order, step references, the DAG.
+//!   circuit breaker, saga order, step references, the DAG, human approval (which steps
+//!   wait for a person, what a decision or an expiry means).
 //! - [`ports`]: one small trait per kind of I/O (event store, run views, dispatcher, todos,
 //!   idempotency keys, breakers, clock).
 //! - [`adapters`]: implementations of the ports: `local` (embedded SQLite, in-memory).

@@ -68,6 +68,9 @@ pub struct Metrics {
     job_queue_depth: Gauge,
     job_queue_lag: Gauge<f64, std::sync::atomic::AtomicU64>,
     watchers: Gauge,
+    approvals_requested: Counter,
+    approval_decisions: Family<Labels, Counter>,
+    approval_decision_time: Histogram,
     http_duration: Family<Labels, Histogram, fn() -> Histogram>,
     /// Serialises scrapes: each sets the scrape-time gauges, then renders.
     scrape: Mutex<()>,
@@ -180,6 +183,27 @@ impl Metrics {
             "Long-polls, event streams and Prefer: wait requests waiting now",
             watchers.clone(),
         );
+        let approvals_requested = Counter::default();
+        registry.register(
+            "approvals_requested",
+            "Steps held for a person's approval (EMF ApprovalsRequested); minus the decisions, the approvals waiting",
+            approvals_requested.clone(),
+        );
+        let approval_decisions = Family::<Labels, Counter>::default();
+        registry.register(
+            "approval_decisions",
+            "Decisions on held steps, by decision: approved, rejected or expired (EMF ApprovalDecisions)",
+            approval_decisions.clone(),
+        );
+        // From seconds to about 3 days: people take minutes or hours, expiry defaults to 24 h.
+        let approval_decision_time = Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(1.0, 4.0, 10),
+        );
+        registry.register(
+            "approval_decision_time_seconds",
+            "Time from a step's approval request to its decision (EMF ApprovalDecisionTime)",
+            approval_decision_time.clone(),
+        );
         let http_duration =
             Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
         registry.register(
@@ -203,6 +227,9 @@ impl Metrics {
             job_queue_depth,
             job_queue_lag,
             watchers,
+            approvals_requested,
+            approval_decisions,
+            approval_decision_time,
             http_duration,
             scrape: Mutex::new(()),
         }
@@ -271,8 +298,34 @@ impl Metrics {
                         .get_or_create(&labels(&[("outcome", "failed")]))
                         .inc();
                 }
+                Event::ApprovalRequested { .. } => {
+                    self.approvals_requested.inc();
+                }
+                Event::StepApproved { step_id, .. } => self.decided(rec, view, step_id, "approved"),
+                Event::StepRejected {
+                    step_id, expired, ..
+                } => {
+                    let decision = if *expired { "expired" } else { "rejected" };
+                    self.decided(rec, view, step_id, decision);
+                }
                 _ => {}
             }
+        }
+    }
+
+    /// A decision on a held step, and the time it took from its request (as the state
+    /// after the events knows it).
+    fn decided(&self, rec: &EventRecord, view: &RunState, step_id: &str, decision: &str) {
+        self.approval_decisions
+            .get_or_create(&labels(&[("decision", decision)]))
+            .inc();
+        let requested = view
+            .step(step_id)
+            .and_then(|s| s.approval.as_ref())
+            .map(|a| a.requested_at);
+        if let Some(requested) = requested {
+            let ms = (rec.at - requested).num_milliseconds().max(0);
+            self.approval_decision_time.observe(ms as f64 / 1_000.0);
         }
     }
 
@@ -430,6 +483,7 @@ mod tests {
                         tool: "calculator".into(),
                         input: json!({"expression": "2+3"}),
                         depends_on: Vec::new(),
+                        requires_approval: false,
                     }],
                 },
             },
@@ -445,6 +499,45 @@ mod tests {
             step_id: "s1".into(),
             attempt,
             lease_ms: 1_000,
+        }
+    }
+
+    #[test]
+    fn given_approval_requests_and_decisions_when_observed_then_they_count_by_decision() {
+        let m = Metrics::new();
+        let requested = Event::ApprovalRequested {
+            step_id: "s1".into(),
+            input: json!({"expression": "2+3"}),
+            approver: "t".into(),
+            expires_at: at(),
+        };
+        let (records, state) = run_with(vec![
+            requested.clone(),
+            Event::StepApproved {
+                step_id: "s1".into(),
+                by: "t".into(),
+                comment: None,
+            },
+        ]);
+        m.observe(&records, &state);
+        let (records, state) = run_with(vec![
+            requested,
+            Event::StepRejected {
+                step_id: "s1".into(),
+                by: None,
+                comment: None,
+                expired: true,
+            },
+        ]);
+        m.observe(&records, &state);
+        let text = m.render(&Snapshot::default());
+        for line in [
+            "crane_approvals_requested_total 2",
+            "crane_approval_decisions_total{decision=\"approved\"} 1",
+            "crane_approval_decisions_total{decision=\"expired\"} 1",
+            "crane_approval_decision_time_seconds_count 2",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
         }
     }
 

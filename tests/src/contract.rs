@@ -138,12 +138,14 @@ pub mod events {
                             tool: "calculator".into(),
                             input: json!({"expression": "2+3"}),
                             depends_on: vec![],
+                            requires_approval: false,
                         },
                         PlanStep {
                             id: "s2".into(),
                             tool: "todo".into(),
                             input: json!({"action": "add", "title": "buy milk {{s1}}"}),
                             depends_on: vec!["s1".into()],
+                            requires_approval: false,
                         },
                     ],
                 },
@@ -401,6 +403,88 @@ pub mod events {
             (WRITERS * EACH) as usize,
             "every writer's every event, once"
         );
+        Ok(())
+    }
+
+    /// s2 of [`planned`] held for approval since `seq`.
+    fn approval_requested(seq: u64) -> EventRecord {
+        EventRecord::new(
+            seq,
+            at(4, seq as i64),
+            Event::ApprovalRequested {
+                step_id: "s2".into(),
+                input: json!({"action": "add", "title": "buy milk 5"}),
+                approver: "t".into(),
+                expires_at: at(86_404, 0),
+            },
+        )
+    }
+
+    pub async fn given_a_step_waiting_for_approval_when_eight_deciders_race_then_exactly_one_decision_is_written(
+        store: Arc<dyn EventStore>,
+    ) -> Result<()> {
+        use crane::engine::approval::{decide, Decision, Refusal};
+        let key = new_run();
+        let mut first = vec![created(&key, 0), planned(2)];
+        first.extend([
+            started(3, "s1", 1),
+            completed(4, "s1", json!(5)),
+            approval_requested(5),
+        ]);
+        append(&*store, &key, &[], &first).await?;
+        let waiting = fold(&key.run_id, &store.load(&key).await?)?;
+        assert_eq!(waiting.awaiting_approval, ["s2"], "the approval folds back");
+
+        let tasks = (0..8u32).map(|i| {
+            let (store, key) = (store.clone(), key.clone());
+            tokio::spawn(async move {
+                let decision = if i % 2 == 0 {
+                    Decision::Approve
+                } else {
+                    Decision::Reject
+                };
+                for _ in 0..1_000 {
+                    let log = store.load(&key).await?;
+                    let state = fold(&key.run_id, &log)?;
+                    let events = match decide(&state, "s2", decision, &key.tenant, None) {
+                        Ok(events) => events,
+                        Err(Refusal::AlreadyDecided { .. }) => return Ok(false),
+                        Err(other) => bail!("decider {i}: {other}"),
+                    };
+                    let at = log.last().map_or(at(5, 0), |e| e.at);
+                    let new = EventRecord::batch(state.last_seq, at, events);
+                    match append(&*store, &key, &log, &new).await {
+                        Ok(()) => return Ok(true),
+                        Err(crane::ports::StoreError::Conflict(_)) => continue,
+                        Err(e) => bail!("decider {i}: {e}"),
+                    }
+                }
+                bail!("decider {i} never got through")
+            })
+        });
+        let mut written = 0;
+        for result in futures::future::join_all(tasks).await {
+            if result?? {
+                written += 1;
+            }
+        }
+        assert_eq!(
+            written, 1,
+            "exactly one decider wrote; the others were refused"
+        );
+        let log = store.load(&key).await?;
+        let decisions = log
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.event,
+                    Event::StepApproved { .. } | Event::StepRejected { .. }
+                )
+            })
+            .count();
+        assert_eq!(decisions, 1, "{log:#?}");
+        let state = fold(&key.run_id, &log)?;
+        assert!(state.awaiting_approval.is_empty());
         Ok(())
     }
 

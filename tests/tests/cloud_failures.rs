@@ -2099,3 +2099,392 @@ async fn given_a_saga_that_crashed_without_recording_it_when_an_operator_retries
         .expect_err("nothing to retry");
     assert_eq!(err.error_type(), saga::PERMANENT);
 }
+
+// ---------------------------------------------------------------------------
+// Human approval (issue 15): held steps wait in the log, their timer in SQS
+// ---------------------------------------------------------------------------
+
+/// Every function of an approval test holds todo deletes (`CRANE_APPROVAL=todo.delete`).
+fn holding_deletes(timeout_ms: u64) -> Config {
+    config("", |c| {
+        c.settings.approval =
+            crane::engine::approval::ApprovalPolicy::parse(["todo.delete"]).expect("policy");
+        c.settings.approval_timeout_ms = timeout_ms;
+    })
+}
+
+impl Fx {
+    /// `POST /runs/{id}/steps/{step_id}/approve|reject` (the `post-approve` sample).
+    async fn decide(&self, run_id: &str, step_id: &str, verb: &str) -> (u16, Value) {
+        let mut event = sample("create-run", "post-approve");
+        let path = format!("/runs/{run_id}/steps/{step_id}/{verb}");
+        event["routeKey"] = format!("POST /runs/{{id}}/steps/{{step_id}}/{verb}").into();
+        event["requestContext"]["routeKey"] = event["routeKey"].clone();
+        event["rawPath"] = path.clone().into();
+        event["requestContext"]["http"]["path"] = path.into();
+        event["pathParameters"]["id"] = run_id.into();
+        event["pathParameters"]["step_id"] = step_id.into();
+        if let Some(headers) = event["headers"].as_object_mut() {
+            headers.remove("content-length");
+        }
+        self.api(event).await
+    }
+
+    /// Run `add a todo to <title>` to its end with the background loops.
+    async fn seed_todo(&self, title: &str) {
+        let key = self.create_run(&format!("add a todo to {title}")).await;
+        self.react_until(&key, "the seeding run to complete", |v| {
+            v.status == RunStatus::Completed
+        })
+        .await;
+    }
+
+    /// Jobs the step-worker received for `step_id` of the run.
+    fn received_for(&self, key: &RunKey, step_id: &str) -> usize {
+        self.received
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(_, j)| j.run_id == key.run_id && j.step_id == step_id)
+            .count()
+    }
+}
+
+/// Create the run, let the loops work until `held` waits for approval and every other
+/// step that can run has completed.
+async fn until_held(fx: &Fx, prompt: &str, held: &str, done_first: &[&str]) -> (RunKey, RunState) {
+    let key = fx.create_run(prompt).await;
+    let view = eventually("the held step to wait for approval", WAIT, async || {
+        fx.view(&key).await.filter(|v| {
+            v.awaiting_approval == [held.to_owned()]
+                && done_first
+                    .iter()
+                    .all(|s| v.step(s).map(|s| s.status) == Some(StepStatus::Completed))
+        })
+    })
+    .await;
+    (key, view)
+}
+
+#[tokio::test]
+async fn given_a_delete_that_needs_approval_on_the_cloud_path_when_approved_then_only_its_timer_waited_in_sqs_and_then_it_ran(
+) {
+    let fx = Fx::start(
+        "given_a_delete_that_needs_approval_when_approved",
+        holding_deletes(86_400_000),
+    )
+    .await;
+    let loops = fx.start_loops();
+    fx.seed_todo("buy milk").await;
+    let (key, view) = until_held(
+        &fx,
+        "calculate 2+3 and delete the todo 'buy milk'",
+        "s2",
+        &["s1"],
+    )
+    .await;
+    assert_eq!(step(&view, "s2").status, StepStatus::WaitingApproval);
+    assert_eq!(view.status, RunStatus::Running);
+    assert!(view.plan.steps[1].requires_approval);
+    // Give a wrongly dispatched job time to arrive: none does.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        fx.received_for(&key, "s2"),
+        0,
+        "no worker saw the held step"
+    );
+    assert_eq!(fx.todos().await.len(), 1);
+    let timers: Vec<Sent> = fx
+        .reactor_sent
+        .sent()
+        .into_iter()
+        .filter(|s| s.job.run_id == key.run_id && s.job.step_id == "s2")
+        .collect();
+    assert_eq!(timers.len(), 1, "{timers:?}");
+    assert!(
+        (86_399_000..=86_400_000).contains(&timers[0].delay_ms),
+        "the expiry timer, due when the approval expires: {timers:?}"
+    );
+    assert_eq!(
+        delay_seconds(timers[0].delay_ms),
+        900,
+        "SQS holds it 15 minutes at most"
+    );
+
+    let (status, body) = fx.decide(&key.run_id, "s2", "approve").await;
+    assert_eq!(status, 200, "{body}");
+    let view = fx
+        .react_until(&key, "the run to complete", |v| settled(v.status))
+        .await;
+    loops.stop().await;
+    fx.assert_no_stream_failures();
+    assert_eq!(view.status, RunStatus::Completed, "{view:#?}");
+    assert!(fx.todos().await.is_empty(), "deleted once approved");
+    let types = event_types(&fx.events(&key).await);
+    let approved = types.iter().position(|t| *t == "StepApproved");
+    let started = types.iter().rposition(|t| *t == "StepStarted");
+    assert!(approved < started, "{types:?}");
+    let (status, err) = fx.decide(&key.run_id, "s2", "reject").await;
+    assert_eq!(
+        (status, err["error"]["code"].clone()),
+        (409, json!("already_decided"))
+    );
+}
+
+#[tokio::test]
+async fn given_a_waiting_delete_on_the_cloud_path_when_approve_and_reject_race_then_one_wins_and_a_rejection_is_compensated(
+) {
+    let fx = Fx::start(
+        "given_a_waiting_delete_when_approve_and_reject_race",
+        holding_deletes(86_400_000),
+    )
+    .await;
+    let loops = fx.start_loops();
+    fx.seed_todo("buy milk").await;
+    fx.seed_todo("buy tea").await;
+
+    // A race: exactly one decision is written (a conditional append), the other is a 409.
+    let (raced, _) = until_held(&fx, "delete the todo 'buy milk'", "s1", &[]).await;
+    let ((a, _), (r, _)) = tokio::join!(
+        fx.decide(&raced.run_id, "s1", "approve"),
+        fx.decide(&raced.run_id, "s1", "reject"),
+    );
+    let mut statuses = [a, r];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 409], "exactly one decision is written");
+    let decisions = fx
+        .events(&raced)
+        .await
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.event,
+                Event::StepApproved { .. } | Event::StepRejected { .. }
+            )
+        })
+        .count();
+    assert_eq!(decisions, 1);
+
+    // A rejection after a completed step: the step never runs, the saga undoes the add.
+    let (key, _) = until_held(
+        &fx,
+        "add a todo to buy eggs and delete the todo 'buy tea'",
+        "s2",
+        &["s1"],
+    )
+    .await;
+    let (status, rejected) = fx.decide(&key.run_id, "s2", "reject").await;
+    assert_eq!(status, 200, "{rejected}");
+    assert_eq!(rejected["status"], "failed", "{rejected}");
+    eventually("the saga to start", WAIT, async || {
+        (fx.sagas.starts(&key) > 0).then_some(())
+    })
+    .await;
+    fx.react_until(&raced, "the raced run to settle", |v| {
+        settled(v.status) || v.status == RunStatus::Failed
+    })
+    .await;
+    loops.stop().await;
+    let input = fx.execution_input(&key).await;
+    let saga = drive_saga(&fx.asl, &fx.compensate, input).await;
+    assert_eq!(
+        saga.end
+            .as_ref()
+            .map(|o| o["outcome"]["result"]["status"].clone()),
+        Ok(json!("compensated")),
+        "{saga:#?}"
+    );
+    let view = fx
+        .react_until(&key, "the run to be compensated", |v| settled(v.status))
+        .await;
+    assert_eq!(view.status, RunStatus::Compensated, "{view:#?}");
+    assert_eq!(step(&view, "s2").attempts, 0, "the rejected step never ran");
+    let titles: Vec<String> = fx.todos().await.into_iter().map(|t| t.title).collect();
+    assert!(
+        titles.contains(&"buy tea".to_owned()) && !titles.contains(&"buy eggs".to_owned()),
+        "eggs undone, tea never deleted: {titles:?}"
+    );
+}
+
+#[tokio::test]
+async fn given_nobody_decides_on_the_cloud_path_when_the_timer_comes_back_early_it_is_rearmed_and_when_due_the_step_is_rejected(
+) {
+    let fx = Fx::start(
+        "given_nobody_decides_when_the_timer_comes_back",
+        holding_deletes(3_000),
+    )
+    .await;
+    let loops = fx.start_loops();
+    fx.seed_todo("buy milk").await;
+    let (key, view) = until_held(
+        &fx,
+        "add a todo to buy eggs and delete the todo 'buy milk'",
+        "s2",
+        &[],
+    )
+    .await;
+    // A delivery before the expiry (SQS holds a timer at most 15 minutes) sends the timer
+    // back to the queue for the time that is left, and changes nothing.
+    let expires_at = step(&view, "s2")
+        .approval
+        .as_ref()
+        .map(|a| a.expires_at)
+        .expect("approval");
+    let early = StepJob {
+        tenant: key.tenant.clone(),
+        run_id: key.run_id.clone(),
+        step_id: "s2".into(),
+        attempt: 1,
+        correlation_id: view.correlation_id.clone(),
+    };
+    let mut event = SqsEvent::default();
+    event.records = vec![serde_json::from_value(json!({
+        "messageId": "early-timer",
+        "body": serde_json::to_string(&early).expect("job"),
+        "attributes": {"ApproximateReceiveCount": "1"},
+    }))
+    .expect("an SqsMessage")];
+    let before = fx.worker_sent.sent().len();
+    let resp = sqs::handle_step_batch(
+        &fx.worker,
+        fx.worker_sent.as_ref(),
+        fx.worker_redelivery.as_ref(),
+        event,
+    )
+    .await;
+    assert!(resp.batch_item_failures.is_empty());
+    let rearmed: Vec<Sent> = fx.worker_sent.sent()[before..].to_vec();
+    assert_eq!(rearmed.len(), 1, "{rearmed:?}");
+    assert!(
+        rearmed[0].delay_ms > 0 && rearmed[0].delay_ms <= 3_000,
+        "re-armed for what is left: {rearmed:?}"
+    );
+    let left_ms = (expires_at - chrono::Utc::now()).num_milliseconds();
+    assert!(
+        i64::try_from(rearmed[0].delay_ms).is_ok_and(|d| d >= left_ms),
+        "not before the expiry: {rearmed:?}"
+    );
+
+    // Nobody decides: the timer fires, the step is rejected as expired, the saga undoes
+    // the eggs.
+    eventually("the saga to start", WAIT, async || {
+        (fx.sagas.starts(&key) > 0).then_some(())
+    })
+    .await;
+    loops.stop().await;
+    let input = fx.execution_input(&key).await;
+    drive_saga(&fx.asl, &fx.compensate, input).await;
+    let view = fx
+        .react_until(&key, "the run to be compensated", |v| settled(v.status))
+        .await;
+    assert_eq!(view.status, RunStatus::Compensated, "{view:#?}");
+    let s2 = step(&view, "s2");
+    assert_eq!(
+        s2.approval.as_ref().and_then(|a| a.decision),
+        Some(crane::domain::ApprovalDecision::Expired)
+    );
+    assert_eq!(s2.attempts, 0);
+    let titles: Vec<String> = fx.todos().await.into_iter().map(|t| t.title).collect();
+    assert_eq!(titles, ["buy milk"]);
+}
+
+#[tokio::test]
+async fn given_a_step_waiting_for_approval_on_the_cloud_path_when_cancelled_then_it_is_skipped_and_completed_steps_undone(
+) {
+    let fx = Fx::start(
+        "given_a_step_waiting_for_approval_when_cancelled",
+        holding_deletes(86_400_000),
+    )
+    .await;
+    let loops = fx.start_loops();
+    fx.seed_todo("buy milk").await;
+    let (key, _) = until_held(
+        &fx,
+        "add a todo to buy eggs and delete the todo 'buy milk'",
+        "s2",
+        &["s1"],
+    )
+    .await;
+    let (status, body) = fx.cancel(&key.run_id).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["awaiting_approval"], json!([]));
+    eventually("the saga to start", WAIT, async || {
+        (fx.sagas.starts(&key) > 0).then_some(())
+    })
+    .await;
+    loops.stop().await;
+    let input = fx.execution_input(&key).await;
+    drive_saga(&fx.asl, &fx.compensate, input).await;
+    let view = fx
+        .react_until(&key, "the run to be cancelled", |v| settled(v.status))
+        .await;
+    assert_eq!(view.status, RunStatus::Cancelled, "{view:#?}");
+    assert_eq!(step(&view, "s2").status, StepStatus::Skipped);
+    assert_eq!(step(&view, "s1").status, StepStatus::Compensated);
+    assert_eq!(
+        fx.received_for(&key, "s2"),
+        0,
+        "no worker saw the held step"
+    );
+    let titles: Vec<String> = fx.todos().await.into_iter().map(|t| t.title).collect();
+    assert_eq!(titles, ["buy milk"]);
+}
+
+#[tokio::test]
+async fn given_the_reactor_crashes_after_dispatching_an_approved_step_when_its_batch_is_replayed_then_the_step_runs_once(
+) {
+    let fx = Fx::start(
+        "given_the_reactor_crashes_after_dispatching_an_approved_step",
+        holding_deletes(86_400_000),
+    )
+    .await;
+    let loops = fx.start_loops();
+    fx.seed_todo("buy milk").await;
+    fx.seed_todo("buy tea").await;
+    let (key, _) = until_held(&fx, "delete the todo 'buy milk'", "s1", &[]).await;
+    let (status, body) = fx.decide(&key.run_id, "s1", "approve").await;
+    assert_eq!(status, 200, "{body}");
+    fx.react_until(&key, "the approved run to complete", |v| settled(v.status))
+        .await;
+    // Lambda retries a stream batch whose invocation died after its side effects: replay
+    // every batch that carried the approval, as if the first invocation had crashed.
+    let replays: Vec<StreamEvent> = fx
+        .batches
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|b| {
+            b.records.iter().any(|r| {
+                stream::decode_record(r).is_ok_and(|(k, rec)| {
+                    k == key && matches!(rec.event, Event::StepApproved { .. })
+                })
+            })
+        })
+        .cloned()
+        .collect();
+    assert!(!replays.is_empty(), "the approval went through the stream");
+    for batch in replays {
+        let resp = stream::handle_stream_batch(
+            &fx.reactor,
+            fx.reactor_sent.as_ref(),
+            fx.sagas.as_ref(),
+            batch,
+        )
+        .await;
+        assert!(resp.batch_item_failures.is_empty());
+    }
+    // The duplicate job reaches a worker and finds the step done.
+    eventually("the duplicate job to be handled", WAIT, async || {
+        (fx.received_for(&key, "s1") >= 2).then_some(())
+    })
+    .await;
+    loops.stop().await;
+    let events = fx.events(&key).await;
+    let starts = events
+        .iter()
+        .filter(|e| matches!(&e.event, Event::StepStarted { step_id, .. } if step_id == "s1"))
+        .count();
+    assert_eq!(starts, 1, "{:?}", event_types(&events));
+    let titles: Vec<String> = fx.todos().await.into_iter().map(|t| t.title).collect();
+    assert_eq!(titles, ["buy tea"]);
+}

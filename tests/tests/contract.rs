@@ -47,6 +47,7 @@ contract_suite!(events, sqlite: Stores::sqlite()?, aws: Stores::dynamodb().await
     given_a_log_at_two_when_seq_five_is_appended_then_the_gap_is_refused,
     given_sixteen_writers_racing_on_one_run_when_each_retries_on_conflict_then_the_log_has_no_gaps_or_duplicates,
     given_one_run_id_in_two_tenants_when_loaded_then_each_tenant_sees_its_own_log,
+    given_a_step_waiting_for_approval_when_eight_deciders_race_then_exactly_one_decision_is_written,
     given_appends_and_lost_races_when_the_store_offers_a_current_state_then_it_is_the_fold_of_the_log,
 ]);
 

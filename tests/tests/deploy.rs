@@ -735,13 +735,26 @@ async fn the_fixed_monthly_costs_count_what_the_stack_creates_and_emits() {
     // (name, dimension values) combination.
     let m = crane_tests::events::MemoryApp::new();
     let tools = m.app.registry.names();
-    let state = m
+    let mut state = m
         .seed(
             "01977b6e-4c2a-7a3b-9f10-5e2d8c1a0b0f",
             "calculate 2+3 and add a todo to buy milk",
             chrono::Utc::now(),
         )
         .await;
+    // s2 (the todo add) waited for approval, so its decision has a time to measure.
+    if let Some(s2) = state.steps.iter_mut().find(|s| s.id == "s2") {
+        s2.approval = Some(crane::domain::StepApproval {
+            requested_at: chrono::Utc::now(),
+            expires_at: chrono::Utc::now(),
+            approver: "t".into(),
+            input: Value::Null,
+            decision: None,
+            decided_at: None,
+            decided_by: None,
+            comment: None,
+        });
+    }
     let steps: Vec<(String, String)> = state
         .steps
         .iter()
@@ -774,6 +787,29 @@ async fn the_fixed_monthly_costs_count_what_the_stack_creates_and_emits() {
             step_id: "s1".into(),
             error: "x".into(),
             attempts: 1,
+        },
+        Event::ApprovalRequested {
+            step_id: "s2".into(),
+            input: Value::Null,
+            approver: "t".into(),
+            expires_at: chrono::Utc::now(),
+        },
+        Event::StepApproved {
+            step_id: "s2".into(),
+            by: "t".into(),
+            comment: None,
+        },
+        Event::StepRejected {
+            step_id: "s2".into(),
+            by: Some("t".into()),
+            comment: None,
+            expired: false,
+        },
+        Event::StepRejected {
+            step_id: "s2".into(),
+            by: None,
+            comment: None,
+            expired: true,
         },
     ];
     for (id, _) in &steps {

@@ -37,6 +37,7 @@ fn expected_statuses() -> BTreeMap<(&'static str, &'static str), u16> {
         (("create-run", "post-runs-empty-prompt"), 422),
         (("create-run", "post-runs-not-understood"), 422),
         (("create-run", "post-cancel"), 202),
+        (("create-run", "post-approve"), 409),
         (("create-run", "health"), 200),
         (("create-run", "post-runs-tenant-b"), 201),
         (("create-run", "post-runs-unauthorized"), 401),
@@ -328,7 +329,7 @@ async fn given_the_store_is_down_when_jobs_are_handled_then_each_message_comes_b
         registry: crane::tools::Registry::new(m.todos.clone()),
         planner: std::sync::Arc::new(crane::planner::PatternPlanner),
         clock: std::sync::Arc::new(crane::ports::SystemClock),
-        settings: m.app.settings,
+        settings: m.app.settings.clone(),
     };
     let mut event = sqs_sample();
     event.records.truncate(4); // the four jobs, not the malformed body

@@ -317,7 +317,7 @@ async fn given_a_run_in_progress_when_cancelled_then_following_it_ends_cancelled
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn given_a_server_without_approval_routes_when_approving_then_its_404_is_one_line_and_exit_1()
+async fn given_a_step_not_waiting_for_approval_when_approving_then_the_409_is_one_line_and_exit_1()
 {
     let server = LocalServer::start_with(|_| {}).await;
     let run = server.run_prompt("calculate 2+3").await;
@@ -325,8 +325,21 @@ async fn given_a_server_without_approval_routes_when_approving_then_its_404_is_o
     for verb in ["approve", "reject"] {
         let out = crane(&server, &[verb, id, "s1", "--comment", "looks fine"]).await;
         assert_exit(&out, 1);
-        assert!(stderr(&out).contains("(404 not_found)"), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("(409 not_waiting_approval)"),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(
+            stderr(&out).trim_end().lines().count(),
+            1,
+            "{}",
+            stderr(&out)
+        );
     }
+    let out = crane(&server, &["approve", id, "s9"]).await;
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("(404 not_found)"), "{}", stderr(&out));
     let out = crane(&server, &["get", "no-such-run"]).await;
     assert_exit(&out, 1);
     let out = crane(&server, &["events", "no-such-run", "--follow"]).await;

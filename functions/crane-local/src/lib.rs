@@ -64,7 +64,7 @@ pub fn build_observed(
     store.observe(metrics.clone());
     let shared = Arc::new(store.clone());
     let registry = Registry::new(shared.clone()).with_faults(&config.faults);
-    let mut settings = config.settings;
+    let mut settings = config.settings.clone();
     settings.void_leases_before = Some(Utc::now());
     let app = App {
         events: shared.clone(),

@@ -299,3 +299,141 @@ async fn given_repeated_kills_in_quick_succession_when_restarted_then_no_run_fai
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
     }
 }
+
+/// `crane-local` holding todo deletes for approval, approvals expiring after `timeout_ms`.
+fn spawn_holding_deletes(db: &std::path::Path, port: u16, timeout_ms: u64) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_crane-local"))
+        .args(["--addr", &format!("127.0.0.1:{port}"), "--db"])
+        .arg(db)
+        .env("CRANE_APPROVAL", "todo.delete")
+        .env("CRANE_APPROVAL_TIMEOUT_MS", timeout_ms.to_string())
+        .env("CRANE_RETRY_BASE_MS", "50")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(if std::env::var_os("TEST_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .spawn()
+        .expect("start crane-local")
+}
+
+/// POST a run, then poll it until `done` holds (or panic after a generous deadline).
+async fn run_until(
+    http: &reqwest::Client,
+    base: &str,
+    id: &str,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let run = get_json(http, format!("{base}/runs/{id}")).await;
+        if done(&run) {
+            return run;
+        }
+        assert!(Instant::now() < deadline, "{what}: {run:#}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn post_run(http: &reqwest::Client, base: &str, prompt: &str) -> String {
+    let created: Value = http
+        .post(format!("{base}/runs"))
+        .json(&json!({ "prompt": prompt }))
+        .send()
+        .await
+        .expect("POST /runs")
+        .json()
+        .await
+        .expect("json");
+    created["run_id"].as_str().expect("run_id").to_owned()
+}
+
+fn step_status(run: &Value, id: &str) -> Value {
+    run["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|x| x["id"] == id))
+        .map(|s| s["status"].clone())
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn given_steps_waiting_for_approval_when_the_process_is_killed_then_the_wait_its_expiry_and_a_later_approval_survive(
+) {
+    let db = std::env::temp_dir().join(format!("crane-kill-approval-{}.db", uuid::Uuid::new_v4()));
+    let http = reqwest::Client::new();
+
+    // Life 1 (approvals expire after 2 s): run B waits to delete "buy tea" after adding eggs.
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = spawn_holding_deletes(&db, port, 2_000);
+    wait_healthy(&http, &base).await;
+    for title in ["buy milk", "buy tea"] {
+        let id = post_run(&http, &base, &format!("add a todo to {title}")).await;
+        run_until(&http, &base, &id, "seeding", |r| r["status"] == "completed").await;
+    }
+    let b = post_run(
+        &http,
+        &base,
+        "add a todo to buy eggs and delete the todo 'buy tea'",
+    )
+    .await;
+    // (On a very slow machine its 2 s may pass before the kill; it then expires in life 1.)
+    run_until(&http, &base, &b, "B to wait", |r| {
+        step_status(r, "s2") == "waiting_approval"
+            || ["failed", "compensating", "compensated"]
+                .contains(&r["status"].as_str().unwrap_or(""))
+    })
+    .await;
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+
+    // Life 2: B's expiry timer survived the kill and rejects it; run A starts waiting.
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = spawn_holding_deletes(&db, port, 600_000);
+    wait_healthy(&http, &base).await;
+    let run = run_until(&http, &base, &b, "B to expire and be compensated", |r| {
+        r["status"] == "compensated"
+    })
+    .await;
+    assert_eq!(step_status(&run, "s2"), "failed", "{run:#}");
+    assert_eq!(step_status(&run, "s1"), "compensated", "{run:#}");
+    let a = post_run(&http, &base, "delete the todo 'buy milk'").await;
+    run_until(&http, &base, &a, "A to wait", |r| {
+        r["awaiting_approval"] == json!(["s1"])
+    })
+    .await;
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+
+    // Life 3: A still waits, nothing ran; approving it runs it.
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = spawn_holding_deletes(&db, port, 600_000);
+    wait_healthy(&http, &base).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let run = get_json(&http, format!("{base}/runs/{a}")).await;
+    assert_eq!(step_status(&run, "s1"), "waiting_approval", "{run:#}");
+    assert_eq!(run["steps"][0]["attempts"], 0);
+    assert_eq!(todo_titles(&http, &base).await, ["buy milk", "buy tea"]);
+    let approved = http
+        .post(format!("{base}/runs/{a}/steps/s1/approve"))
+        .send()
+        .await
+        .expect("approve");
+    assert_eq!(approved.status().as_u16(), 200);
+    run_until(&http, &base, &a, "A to complete", |r| {
+        r["status"] == "completed"
+    })
+    .await;
+    assert_eq!(todo_titles(&http, &base).await, ["buy tea"]);
+
+    let _ = child.kill();
+    let _ = child.wait();
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+}

@@ -1,6 +1,7 @@
 //! Application services: what the entry points (HTTP, queue, stream, saga) call. Written
 //! once over the ports, so the local runtime and the Lambdas run the same code.
 
+mod approval;
 pub mod compensation;
 pub mod live;
 mod worker;
@@ -15,6 +16,7 @@ use tracing::{debug, info, instrument, warn};
 use crate::domain::{
     self, fold, fold_until, Event, EventRecord, FoldError, RunKey, RunState, RunStatus,
 };
+use crate::engine::approval::{self as approval_rules, ApprovalPolicy};
 use crate::engine::breaker::{BreakerConfig, BreakerState};
 use crate::engine::{self, Effect, RetryPolicy};
 use crate::planner::{PlanError, Planner};
@@ -38,7 +40,7 @@ pub const MAX_PAGE: usize = 100;
 const MAX_CONFLICTS: usize = 64;
 
 /// Engine settings, from [`crate::config::Config`].
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     pub retry: RetryPolicy,
     /// Retry policy of each compensation.
@@ -54,6 +56,10 @@ pub struct Settings {
     pub step_deadline_ms: u64,
     /// Runs a tenant may have in flight (pending, running, compensating); 0 = no cap.
     pub max_active_runs: usize,
+    /// Which steps wait for a person's approval (`CRANE_APPROVAL`).
+    pub approval: ApprovalPolicy,
+    /// How long an approval waits before it expires as a rejection.
+    pub approval_timeout_ms: u64,
 }
 
 impl Default for Settings {
@@ -67,6 +73,8 @@ impl Default for Settings {
             void_leases_before: None,
             step_deadline_ms: 15 * 60 * 1_000,
             max_active_runs: 0,
+            approval: ApprovalPolicy::default(),
+            approval_timeout_ms: approval_rules::DEFAULT_TIMEOUT_MS,
         }
     }
 }
@@ -178,13 +186,18 @@ impl App {
     }
 
     /// Append `events` to the run whose state is `state`, with the outbox (view and
-    /// effects) they imply. Returns the new state.
+    /// effects) they imply. Returns the new state. Steps the events make ready that need
+    /// approval get their `ApprovalRequested` in the same append.
     pub(crate) async fn commit(
         &self,
         state: &RunState,
-        events: Vec<Event>,
+        mut events: Vec<Event>,
     ) -> Result<RunState, StoreError> {
-        let records = engine::records(state, self.now(), events);
+        let now = self.now();
+        if state.plan.steps.iter().any(|p| p.requires_approval) {
+            events.extend(self.approval_requests(&engine::simulate(state, &events), now));
+        }
+        let records = engine::records(state, now, events);
         let mut after = state.clone();
         for rec in &records {
             after
@@ -365,12 +378,19 @@ impl App {
         };
         let first = EventRecord::new(1, self.now(), created);
         let state = fold(&run_id, std::slice::from_ref(&first)).map_err(fold_error)?;
-        let plan = Event::PlanGenerated {
+        // The approval policy has the last word on every planner's plan.
+        let plan = self.settings.approval.mark(planned.plan);
+        let held = plan.steps.iter().any(|p| p.requires_approval);
+        let mut events = vec![Event::PlanGenerated {
             planner: planned.info,
-            plan: planned.plan,
-        };
+            plan,
+        }];
+        let now = self.now();
+        if held {
+            events.extend(self.approval_requests(&engine::simulate(&state, &events), now));
+        }
         let mut records = vec![first];
-        records.extend(engine::records(&state, self.now(), vec![plan]));
+        records.extend(engine::records(&state, now, events));
         let after = fold(&run_id, &records).map_err(fold_error)?;
         let effects = engine::react(&after, &records, &self.registry);
         match self

@@ -18,6 +18,7 @@ fn step(id: &str, tool: &str, input: Value, deps: &[&str]) -> PlanStep {
         tool: tool.into(),
         input,
         depends_on: deps.iter().map(|d| d.to_string()).collect(),
+        requires_approval: false,
     }
 }
 
@@ -463,4 +464,83 @@ async fn given_an_open_breaker_when_the_step_deadline_passes_then_the_step_fails
         "{error}"
     );
     assert_eq!(run.steps[0].attempts, 1, "no attempt was spent waiting");
+}
+
+#[tokio::test]
+async fn given_a_planner_that_says_no_approval_when_the_policy_names_the_step_then_it_waits_and_runs_once_approved(
+) {
+    use crate::engine::approval::{ApprovalPolicy, Decision};
+    // The planner (a model, say) marks the delete as needing no approval and the add as
+    // needing one: the policy decides both.
+    let mut delete = step("s2", "todo", json!({"action": "delete", "id": 1}), &["s1"]);
+    delete.requires_approval = false;
+    let mut add = step("s1", "todo", json!({"action": "add", "title": "x"}), &[]);
+    add.requires_approval = true;
+    let mut h = harness(vec![add, delete], "");
+    h.app.settings.approval = ApprovalPolicy::parse(["todo.delete"]).expect("policy");
+
+    // Every job delivered three times: the held step's timer never starts it.
+    let run = h.run(3).await;
+    assert!(!run.plan.steps[0].requires_approval);
+    assert!(run.plan.steps[1].requires_approval);
+    assert_eq!(
+        run.step("s1").map(|s| s.status),
+        Some(StepStatus::Completed)
+    );
+    assert_eq!(
+        run.step("s2").map(|s| s.status),
+        Some(StepStatus::WaitingApproval)
+    );
+    assert_eq!(run.awaiting_approval, vec!["s2".to_string()]);
+    assert_eq!(h.todos.count("default").await.expect("count"), 1);
+
+    let key = RunKey::new("default", &run.run_id);
+    let after = h
+        .app
+        .decide_step(&key, "s2", Decision::Approve, Some("  ".into()))
+        .await
+        .expect("approved");
+    let approval = after.step("s2").and_then(|s| s.approval.clone());
+    assert_eq!(
+        approval.and_then(|a| a.comment),
+        None,
+        "a blank comment is none"
+    );
+    h.drain(3).await;
+    let done = h.app.get_run(&key).await.expect("run");
+    assert_eq!(done.status, RunStatus::Completed, "{done:#?}");
+    assert_eq!(h.todos.count("default").await.expect("count"), 0);
+    let again = h
+        .app
+        .decide_step(&key, "s2", Decision::Reject, None)
+        .await
+        .expect_err("decided");
+    assert!(matches!(
+        again,
+        AppError::Conflict {
+            code: "already_decided",
+            ..
+        }
+    ));
+    let long = "x".repeat(1_001);
+    assert!(matches!(
+        h.app
+            .decide_step(&key, "s2", Decision::Reject, Some(long))
+            .await,
+        Err(AppError::Invalid {
+            code: "comment_too_long",
+            ..
+        })
+    ));
+    assert!(matches!(
+        h.app
+            .decide_step(
+                &RunKey::new("other", &run.run_id),
+                "s2",
+                Decision::Approve,
+                None
+            )
+            .await,
+        Err(AppError::NotFound(_))
+    ));
 }

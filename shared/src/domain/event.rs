@@ -190,6 +190,35 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// A step that needs approval became ready: it is held, not dispatched, until a person
+    /// decides or `expires_at` passes (which counts as a rejection). `input` is the step's
+    /// input with references to earlier outputs filled in (what the tool would be given);
+    /// `approver` is who may decide (the run's tenant).
+    ApprovalRequested {
+        step_id: String,
+        input: Value,
+        approver: String,
+        expires_at: DateTime<Utc>,
+    },
+    /// The held step may run; it is dispatched now.
+    StepApproved {
+        step_id: String,
+        /// Who decided (the tenant of the request).
+        by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+    },
+    /// The held step must not run: it fails for good (a `StepFailed` follows), and the saga
+    /// undoes what completed. `expired` when no decision came in time (`by` is then absent).
+    StepRejected {
+        step_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        expired: bool,
+    },
 }
 
 impl Event {
@@ -214,6 +243,9 @@ impl Event {
             Event::RunCompensationFailed { .. } => "RunCompensationFailed",
             Event::RunCancelled {} => "RunCancelled",
             Event::CompensationRetryRequested { .. } => "CompensationRetryRequested",
+            Event::ApprovalRequested { .. } => "ApprovalRequested",
+            Event::StepApproved { .. } => "StepApproved",
+            Event::StepRejected { .. } => "StepRejected",
         }
     }
 
@@ -227,7 +259,10 @@ impl Event {
             | Event::StepInterrupted { step_id, .. }
             | Event::StepDeferred { step_id, .. }
             | Event::StepCompensated { step_id, .. }
-            | Event::StepCompensationFailed { step_id, .. } => Some(step_id),
+            | Event::StepCompensationFailed { step_id, .. }
+            | Event::ApprovalRequested { step_id, .. }
+            | Event::StepApproved { step_id, .. }
+            | Event::StepRejected { step_id, .. } => Some(step_id),
             _ => None,
         }
     }

@@ -66,6 +66,52 @@ pub enum StepStatus {
     Skipped,
     Compensated,
     CompensationFailed,
+    /// Held for a person's decision (`approval` says since when and until when).
+    WaitingApproval,
+}
+
+impl StepStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Pending => "pending",
+            StepStatus::Running => "running",
+            StepStatus::Completed => "completed",
+            StepStatus::Failed => "failed",
+            StepStatus::Skipped => "skipped",
+            StepStatus::Compensated => "compensated",
+            StepStatus::CompensationFailed => "compensation_failed",
+            StepStatus::WaitingApproval => "waiting_approval",
+        }
+    }
+}
+
+/// What became of a step's approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalDecision {
+    Approved,
+    Rejected,
+    /// Nobody decided before `expires_at`: a rejection.
+    Expired,
+}
+
+/// The approval of a step that needs one: asked when it became ready, decided (or not).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepApproval {
+    pub requested_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    /// Who may decide (the run's tenant).
+    pub approver: String,
+    /// The input the tool would be given, references filled in.
+    pub input: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<ApprovalDecision>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
 }
 
 /// The state of one step of a run.
@@ -96,6 +142,9 @@ pub struct StepState {
     /// While the tool's breaker keeps the step waiting: why, since when, and until when.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting: Option<Waiting>,
+    /// For a step that needs approval, once it was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<StepApproval>,
 }
 
 /// A step held back by its tool's circuit breaker, without using up an attempt.
@@ -140,6 +189,9 @@ pub struct RunState {
     /// Step ids in the order they completed (the saga undoes them in reverse).
     #[serde(default)]
     pub completion_order: Vec<String>,
+    /// Steps held for a person's decision right now, in plan order (empty when none).
+    #[serde(default)]
+    pub awaiting_approval: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
@@ -202,6 +254,7 @@ impl RunState {
             error: None,
             cancel_requested: false,
             completion_order: Vec::new(),
+            awaiting_approval: Vec::new(),
             created_at: rec.at,
             updated_at: rec.at,
             started_at: None,
@@ -252,6 +305,7 @@ impl RunState {
                         compensation_error: None,
                         interruptions: 0,
                         waiting: None,
+                        approval: None,
                     })
                     .collect();
             }
@@ -310,6 +364,7 @@ impl RunState {
                     step.next_attempt_at = None;
                     step.waiting = None;
                 }
+                self.note_awaiting();
             }
             Event::StepInterrupted { step_id, error, .. } => {
                 if let Some(step) = self.step_mut(step_id) {
@@ -391,6 +446,80 @@ impl RunState {
                 self.finished_at = Some(at);
                 self.skip_pending();
             }
+            Event::ApprovalRequested {
+                step_id,
+                input,
+                approver,
+                expires_at,
+            } => {
+                if self.status == RunStatus::Pending {
+                    self.status = RunStatus::Running;
+                    self.started_at = Some(at);
+                }
+                if let Some(step) = self
+                    .step_mut(step_id)
+                    .filter(|s| s.status == StepStatus::Pending)
+                {
+                    step.status = StepStatus::WaitingApproval;
+                    step.approval = Some(StepApproval {
+                        requested_at: at,
+                        expires_at: *expires_at,
+                        approver: approver.clone(),
+                        input: input.clone(),
+                        decision: None,
+                        decided_at: None,
+                        decided_by: None,
+                        comment: None,
+                    });
+                }
+                self.note_awaiting();
+            }
+            Event::StepApproved {
+                step_id,
+                by,
+                comment,
+            } => {
+                if let Some(step) = self
+                    .step_mut(step_id)
+                    .filter(|s| s.status == StepStatus::WaitingApproval)
+                {
+                    step.status = StepStatus::Pending;
+                    if let Some(a) = &mut step.approval {
+                        a.decision = Some(ApprovalDecision::Approved);
+                        a.decided_at = Some(at);
+                        a.decided_by = Some(by.clone());
+                        a.comment = comment.clone();
+                    }
+                }
+                self.note_awaiting();
+            }
+            Event::StepRejected {
+                step_id,
+                by,
+                comment,
+                expired,
+            } => {
+                if let Some(step) = self
+                    .step_mut(step_id)
+                    .filter(|s| s.status == StepStatus::WaitingApproval)
+                {
+                    // The StepFailed that follows says the same; a log cut between the two
+                    // (a time-travel read) still shows the step as decided.
+                    step.status = StepStatus::Failed;
+                    step.finished_at = Some(at);
+                    if let Some(a) = &mut step.approval {
+                        a.decision = Some(if *expired {
+                            ApprovalDecision::Expired
+                        } else {
+                            ApprovalDecision::Rejected
+                        });
+                        a.decided_at = Some(at);
+                        a.decided_by = by.clone();
+                        a.comment = comment.clone();
+                    }
+                }
+                self.note_awaiting();
+            }
             Event::CompensationRetryRequested { .. } => {
                 // A failed compensation is tried again: its steps are back to undo, and
                 // the run is compensating (again). Any other status is left to the saga.
@@ -418,12 +547,26 @@ impl RunState {
 
     fn skip_pending(&mut self) {
         for step in &mut self.steps {
-            if step.status == StepStatus::Pending {
+            if matches!(
+                step.status,
+                StepStatus::Pending | StepStatus::WaitingApproval
+            ) {
                 step.status = StepStatus::Skipped;
                 step.next_attempt_at = None;
                 step.waiting = None;
             }
         }
+        self.note_awaiting();
+    }
+
+    /// Keep `awaiting_approval` in step with the steps' statuses.
+    fn note_awaiting(&mut self) {
+        self.awaiting_approval = self
+            .steps
+            .iter()
+            .filter(|s| s.status == StepStatus::WaitingApproval)
+            .map(|s| s.id.clone())
+            .collect();
     }
 
     /// Outputs of completed steps, by id (for reference substitution).
@@ -482,12 +625,14 @@ mod tests {
                         tool: "calculator".into(),
                         input: json!({"expression": "1+1"}),
                         depends_on: vec![],
+                        requires_approval: false,
                     },
                     PlanStep {
                         id: "s2".into(),
                         tool: "todo".into(),
                         input: json!({"action": "add", "title": "x"}),
                         depends_on: vec![],
+                        requires_approval: false,
                     },
                 ],
             },

@@ -8,7 +8,10 @@ pub mod fold;
 pub mod plan;
 
 pub use event::{ErrorKind, Event, EventRecord, PlannerInfo, Usage};
-pub use fold::{fold, fold_until, FoldError, RunState, RunStatus, StepState, StepStatus, Waiting};
+pub use fold::{
+    fold, fold_until, ApprovalDecision, FoldError, RunState, RunStatus, StepApproval, StepState,
+    StepStatus, Waiting,
+};
 pub use plan::{Plan, PlanStep};
 
 use serde::{Deserialize, Serialize};

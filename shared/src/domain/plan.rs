@@ -18,6 +18,15 @@ pub struct PlanStep {
     pub input: Value,
     #[serde(default)]
     pub depends_on: Vec<String>,
+    /// The step waits for a person's decision before it runs. Set from the approval policy
+    /// (`CRANE_APPROVAL`) when the run is created, whatever a planner said, so a model can
+    /// neither skip nor invent an approval. Absent means `false`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub requires_approval: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Plan {

@@ -60,6 +60,7 @@ mod tests {
             tool: "calculator".into(),
             input: json!({"expression": "1"}),
             depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            requires_approval: false,
         }
     }
 

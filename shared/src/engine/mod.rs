@@ -3,6 +3,7 @@
 //! store writes the effects to an outbox in the event's transaction) and the cloud (whose
 //! stream reactor computes the same effects from the DynamoDB Stream).
 
+pub mod approval;
 pub mod breaker;
 pub mod dag;
 pub mod refs;
@@ -64,8 +65,8 @@ fn first_saga() -> u32 {
     1
 }
 
-/// Steps that may start now: pending, never tried, every dependency completed, in a run
-/// that is still going and not being cancelled.
+/// Steps that may start now: pending, never tried, every dependency completed, not held
+/// for approval, in a run that is still going and not being cancelled.
 pub fn ready_steps(state: &RunState) -> Vec<&str> {
     if state.status.is_finished() || state.cancel_requested {
         return Vec::new();
@@ -78,12 +79,18 @@ pub fn ready_steps(state: &RunState) -> Vec<&str> {
             state
                 .step(&p.id)
                 .is_some_and(|s| s.status == StepStatus::Pending && s.attempts == 0)
-                && p.depends_on
-                    .iter()
-                    .all(|d| state.step(d).map(|s| s.status) == Some(StepStatus::Completed))
+                && deps_completed(state, p)
+                && !approval::held(state, &p.id)
         })
         .map(|p| p.id.as_str())
         .collect()
+}
+
+/// Whether every step `p` depends on has completed.
+pub(crate) fn deps_completed(state: &RunState, p: &crate::domain::PlanStep) -> bool {
+    p.depends_on
+        .iter()
+        .all(|d| state.step(d).map(|s| s.status) == Some(StepStatus::Completed))
 }
 
 fn job(state: &RunState, step_id: &str, attempt: u32) -> StepJob {
@@ -155,6 +162,33 @@ pub fn react(state: &RunState, new: &[EventRecord], registry: &Registry) -> Vec<
                         delay_ms: *delay,
                     });
                 }
+            }
+            // A held step is not dispatched: its job is its expiry timer, due when the
+            // approval expires (a worker then records the expiry, or runs the step if it
+            // was approved meanwhile; SQS re-arms it every 15 minutes until then).
+            Event::ApprovalRequested {
+                step_id,
+                expires_at,
+                ..
+            } => {
+                let waiting = state
+                    .step(step_id)
+                    .is_some_and(|s| s.status == StepStatus::WaitingApproval);
+                if waiting && !state.status.is_finished() && !state.cancel_requested {
+                    let delay = (*expires_at - rec.at).num_milliseconds().max(0);
+                    push(Effect::Dispatch {
+                        job: job(state, step_id, 1),
+                        delay_ms: u64::try_from(delay).unwrap_or(0),
+                    });
+                }
+            }
+            Event::StepApproved { step_id, .. }
+                if ready_steps(state).contains(&step_id.as_str()) =>
+            {
+                push(Effect::Dispatch {
+                    job: job(state, step_id, 1),
+                    delay_ms: 0,
+                });
             }
             Event::CompensationRetryRequested { attempt, .. } => {
                 push(Effect::Compensate {
@@ -234,15 +268,22 @@ pub fn claim(
         Claim::Start { attempt, events }
     };
     match step.status {
+        StepStatus::WaitingApproval => match approval::expire(state, step_id, now) {
+            Some(Ok(events)) => Claim::Record(events),
+            Some(Err(expires_at)) => Claim::Later(expires_at),
+            None => Claim::Skip("step waits for approval without an expiry".into()),
+        },
         StepStatus::Pending => {
             if job_attempt <= step.attempts {
                 return Claim::Skip(format!("attempt {job_attempt} already ran"));
             }
-            let deps_done = state.plan.step(step_id).is_some_and(|p| {
-                p.depends_on
-                    .iter()
-                    .all(|d| state.step(d).map(|s| s.status) == Some(StepStatus::Completed))
-            });
+            if approval::held(state, step_id) {
+                return Claim::Skip("step waits for approval".into());
+            }
+            let deps_done = state
+                .plan
+                .step(step_id)
+                .is_some_and(|p| deps_completed(state, p));
             if !deps_done {
                 return Claim::Skip("dependencies have not completed".into());
             }
@@ -281,19 +322,7 @@ pub fn claim(
                 }
             }
         },
-        other => Claim::Skip(format!("step is already {}", step_status_name(other))),
-    }
-}
-
-fn step_status_name(s: StepStatus) -> &'static str {
-    match s {
-        StepStatus::Pending => "pending",
-        StepStatus::Running => "running",
-        StepStatus::Completed => "completed",
-        StepStatus::Failed => "failed",
-        StepStatus::Skipped => "skipped",
-        StepStatus::Compensated => "compensated",
-        StepStatus::CompensationFailed => "compensation_failed",
+        other => Claim::Skip(format!("step is already {}", other.as_str())),
     }
 }
 

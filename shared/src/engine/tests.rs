@@ -23,6 +23,7 @@ fn plan() -> Plan {
         tool: tool.into(),
         input,
         depends_on: deps.iter().map(|d| d.to_string()).collect(),
+        requires_approval: false,
     };
     Plan {
         steps: vec![

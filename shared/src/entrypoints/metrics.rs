@@ -206,6 +206,16 @@ pub fn from_events(
             Event::StepCompensationFailed { .. } => {
                 vec![Metric::count("Compensations").dimension("Outcome", "failed")]
             }
+            Event::ApprovalRequested { .. } => vec![Metric::count("ApprovalsRequested")],
+            Event::StepApproved { step_id, .. } => {
+                approval_decided(rec, state, step_id, "approved")
+            }
+            Event::StepRejected {
+                step_id, expired, ..
+            } => {
+                let decision = if *expired { "expired" } else { "rejected" };
+                approval_decided(rec, state, step_id, decision)
+            }
             _ => Vec::new(),
         };
         out.extend(ms.into_iter().map(|m| match rec.event.step_id() {
@@ -227,6 +237,27 @@ pub fn from_events(
             .collect();
     }
     out
+}
+
+/// A decision on a held step: counted by `Decision`, and the time the person took (from
+/// `ApprovalRequested`, as the state after the events knows it). Requests minus decisions
+/// is the number of approvals waiting.
+fn approval_decided(
+    rec: &EventRecord,
+    state: Option<&RunState>,
+    step_id: &str,
+    decision: &'static str,
+) -> Vec<Metric> {
+    let mut v = vec![Metric::count("ApprovalDecisions").dimension("Decision", decision)];
+    let requested = state
+        .and_then(|s| s.step(step_id))
+        .and_then(|s| s.approval.as_ref())
+        .map(|a| a.requested_at);
+    if let Some(requested) = requested {
+        let ms = (rec.at - requested).num_milliseconds().max(0) as u64;
+        v.push(Metric::millis("ApprovalDecisionTime", ms));
+    }
+    v
 }
 
 fn run_status(status: &'static str) -> Metric {
@@ -348,5 +379,85 @@ mod tests {
             "no state: the tool is unknown"
         );
         assert_eq!(ms[3].dimensions, vec![("Status", "completed".to_owned())]);
+    }
+
+    #[test]
+    fn given_approval_events_when_measured_then_requests_decisions_and_time_to_decide_are_counted()
+    {
+        let t = at("2026-01-02T03:04:05Z");
+        let mut state = crate::domain::fold(
+            "r1",
+            &[EventRecord::new(
+                1,
+                t,
+                Event::RunCreated {
+                    tenant: "default".into(),
+                    prompt: "p".into(),
+                    correlation_id: "c".into(),
+                    idempotency_key: None,
+                },
+            )],
+        )
+        .expect("folds");
+        state.steps.push(crate::domain::StepState {
+            id: "s1".into(),
+            tool: "todo".into(),
+            status: crate::domain::StepStatus::Pending,
+            attempts: 0,
+            output: None,
+            error: None,
+            started_at: None,
+            finished_at: None,
+            attempt_started_at: None,
+            lease_until: None,
+            next_attempt_at: None,
+            compensation_error: None,
+            interruptions: 0,
+            waiting: None,
+            approval: Some(crate::domain::StepApproval {
+                requested_at: t,
+                expires_at: t + chrono::Duration::hours(1),
+                approver: "default".into(),
+                input: json!({}),
+                decision: None,
+                decided_at: None,
+                decided_by: None,
+                comment: None,
+            }),
+        });
+        let later = t + chrono::Duration::seconds(90);
+        let records = vec![
+            EventRecord::new(
+                2,
+                t,
+                Event::ApprovalRequested {
+                    step_id: "s1".into(),
+                    input: json!({}),
+                    approver: "default".into(),
+                    expires_at: t + chrono::Duration::hours(1),
+                },
+            ),
+            EventRecord::new(
+                3,
+                later,
+                Event::StepRejected {
+                    step_id: "s1".into(),
+                    by: None,
+                    comment: None,
+                    expired: true,
+                },
+            ),
+        ];
+        let ms = from_events(&records, Some(&state), later);
+        let names: Vec<(&str, f64)> = ms.iter().map(|m| (m.name, m.value)).collect();
+        assert_eq!(
+            names[..3],
+            [
+                ("ApprovalsRequested", 1.0),
+                ("ApprovalDecisions", 1.0),
+                ("ApprovalDecisionTime", 90_000.0)
+            ]
+        );
+        assert_eq!(ms[1].dimensions, vec![("Decision", "expired".to_owned())]);
     }
 }

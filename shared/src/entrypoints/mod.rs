@@ -249,7 +249,7 @@ pub fn build_app_with(
         registry,
         planner,
         clock: Arc::new(SystemClock),
-        settings: config.settings,
+        settings: config.settings.clone(),
     };
     let (dispatcher, redelivery): (Arc<dyn StepDispatcher>, Arc<dyn Redelivery>) =
         match &names.step_queue_url {

@@ -40,6 +40,7 @@ fn live() -> Live {
             tool: "calculator".into(),
             input: json!({"expression": "2+3"}),
             depends_on: Vec::new(),
+            requires_approval: false,
         }],
     };
     let app = Arc::new(App {

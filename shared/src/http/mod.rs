@@ -6,6 +6,7 @@
 //! (long-poll, event stream, `Prefer: wait`) is in [`live`]. The web console's static
 //! files (`/`, `/console/*`) are served by [`console`].
 
+mod approval;
 pub mod auth;
 mod console;
 pub mod edge;
@@ -50,6 +51,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/runs/{id}/events"),
     ("get", "/runs/{id}/stream"),
     ("post", "/runs/{id}/cancel"),
+    ("post", "/runs/{id}/steps/{step_id}/approve"),
+    ("post", "/runs/{id}/steps/{step_id}/reject"),
     ("get", "/todos"),
     ("get", "/tools"),
     ("get", "/health"),
@@ -83,6 +86,7 @@ pub fn router_extended(app: Arc<App>, edge: &EdgeOptions, extra: Router<Arc<App>
         .route("/runs/{id}/events", get(live::run_events))
         .route("/runs/{id}/stream", get(live::stream))
         .route("/runs/{id}/cancel", post(cancel_run))
+        .merge(approval::routes())
         .route("/todos", get(list_todos))
         .route("/tools", get(list_tools))
         .route("/health", get(health))

@@ -59,6 +59,7 @@ fn step(id: &str, tool: &str, input: Value, deps: &[&str]) -> PlanStep {
         tool: tool.into(),
         input,
         depends_on: deps.iter().map(|d| (*d).to_owned()).collect(),
+        requires_approval: false,
     }
 }
 
@@ -731,7 +732,7 @@ async fn given_each_documented_route_when_requested_then_the_router_serves_it() 
         .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
         .collect();
     for (method, path) in documented_routes(&doc()).difference(&local_only).cloned() {
-        let uri = path.replace("{id}", UNKNOWN_ID);
+        let uri = path.replace("{id}", UNKNOWN_ID).replace("{step_id}", "s1");
         let m = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
         let body = if path == "/runs" && m == Method::POST {
             Body::from(json!({"prompt": PROMPT}).to_string())
@@ -814,6 +815,7 @@ fn given_the_status_enums_when_compared_with_the_domain_then_they_are_the_same()
         StepStatus::Skipped,
         StepStatus::Compensated,
         StepStatus::CompensationFailed,
+        StepStatus::WaitingApproval,
     ];
     // A new variant must be added to `steps` (and the document): this match says so.
     for s in steps {
@@ -824,7 +826,8 @@ fn given_the_status_enums_when_compared_with_the_domain_then_they_are_the_same()
             | StepStatus::Failed
             | StepStatus::Skipped
             | StepStatus::Compensated
-            | StepStatus::CompensationFailed => {}
+            | StepStatus::CompensationFailed
+            | StepStatus::WaitingApproval => {}
         }
     }
     let step: Vec<Value> = steps
@@ -924,6 +927,23 @@ fn every_event() -> Vec<Event> {
             attempt: 2,
             reason: Some("the saga crashed".into()),
         },
+        Event::ApprovalRequested {
+            step_id: "s2".into(),
+            input: json!({"action": "delete", "id": 3}),
+            approver: "default".into(),
+            expires_at: chrono::DateTime::from_timestamp(1_767_409_445, 0).expect("valid time"),
+        },
+        Event::StepApproved {
+            step_id: "s2".into(),
+            by: "default".into(),
+            comment: Some("looks right".into()),
+        },
+        Event::StepRejected {
+            step_id: "s2".into(),
+            by: None,
+            comment: None,
+            expired: true,
+        },
     ];
     // A new event type fails to compile here until it is added above (and documented).
     for e in &events {
@@ -945,7 +965,10 @@ fn every_event() -> Vec<Event> {
             | Event::RunCompensated {}
             | Event::RunCompensationFailed { .. }
             | Event::RunCancelled {}
-            | Event::CompensationRetryRequested { .. } => {}
+            | Event::CompensationRetryRequested { .. }
+            | Event::ApprovalRequested { .. }
+            | Event::StepApproved { .. }
+            | Event::StepRejected { .. } => {}
         }
     }
     events
@@ -1979,7 +2002,7 @@ async fn given_failing_stores_when_each_route_is_called_then_a_documented_json_e
     for (error, status, code) in cases {
         let router = broken_router(error.clone());
         for (method, path) in ROUTES {
-            let uri = path.replace("{id}", UNKNOWN_ID);
+            let uri = path.replace("{id}", UNKNOWN_ID).replace("{step_id}", "s1");
             let m = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
             let body = if *path == "/runs" && m == Method::POST {
                 Body::from(json!({"prompt": PROMPT}).to_string())
@@ -2249,7 +2272,7 @@ async fn given_api_keys_when_a_route_is_called_without_one_then_a_documented_401
     };
     let guarded = router_with(h.app.clone(), &edge);
     for (method, path) in ROUTES {
-        let uri = path.replace("{id}", UNKNOWN_ID);
+        let uri = path.replace("{id}", UNKNOWN_ID).replace("{step_id}", "s1");
         let m = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
         let req = || request(m.clone(), &uri, Body::empty());
         let reply = send(&guarded, req()).await;
@@ -2443,4 +2466,120 @@ fn given_arbitrary_ids_and_queries_when_read_then_a_json_answer_below_500() {
     if let Err(e) = result {
         panic!("{e}");
     }
+}
+
+/// A harness whose policy holds todo deletes: s1 adds a todo, s2 deletes it (held).
+fn approval_harness() -> Harness {
+    let store = Arc::new(MemoryStore::default());
+    let todos = Arc::new(MemoryTodos::default());
+    let steps = vec![
+        step("s1", "todo", json!({"action": "add", "title": "x"}), &[]),
+        step("s2", "todo", json!({"action": "delete", "id": 1}), &["s1"]),
+    ];
+    let app = Arc::new(App {
+        events: store.clone(),
+        views: store.clone(),
+        todos: todos.clone(),
+        idempotency: store.clone(),
+        breakers: store.clone(),
+        registry: Registry::new(todos),
+        planner: Arc::new(FixedPlanner(Plan { steps })),
+        clock: Arc::new(SystemClock),
+        settings: Settings {
+            approval: crate::engine::approval::ApprovalPolicy::parse(["todo.delete"])
+                .expect("policy"),
+            ..settings()
+        },
+    });
+    Harness {
+        router: router(app.clone()),
+        app,
+        store,
+    }
+}
+
+#[tokio::test]
+async fn given_a_step_waiting_for_approval_when_decided_over_http_then_every_answer_is_documented()
+{
+    let doc = doc();
+    let h = approval_harness();
+    let id = h.create().await;
+    h.drain().await;
+    let waiting = h.send(get(&format!("/runs/{id}"))).await;
+    assert_documented(&doc, "get", "/runs/{id}", &waiting);
+    assert_eq!(waiting.body["awaiting_approval"], json!(["s2"]));
+    assert_eq!(waiting.body["plan"]["steps"][1]["requires_approval"], true);
+    assert_eq!(waiting.body["steps"][1]["status"], "waiting_approval");
+    assert_eq!(
+        waiting.body["steps"][1]["approval"]["input"],
+        json!({"action": "delete", "id": 1})
+    );
+    let path = "/runs/{id}/steps/{step_id}/approve";
+    let approve = format!("/runs/{id}/steps/s2/approve");
+    let reject = format!("/runs/{id}/steps/s2/reject");
+    let cases: Vec<(Request<Body>, StatusCode, &str)> = vec![
+        (
+            post(&approve, "[1]"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        (
+            post(&approve, "{"),
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+        ),
+        (
+            post_json(&approve, &json!({"coment": "x"})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_field",
+        ),
+        (
+            post_json(&approve, &json!({"comment": 3})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_comment",
+        ),
+        (
+            post_json(&approve, &json!({"comment": "x".repeat(1_001)})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "comment_too_long",
+        ),
+        (
+            post(&format!("/runs/{id}/steps/s9/approve"), ""),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            post(&format!("/runs/{id}/steps/bad%20id/approve"), ""),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            post(&format!("/runs/{id}/steps/s1/approve"), ""),
+            StatusCode::CONFLICT,
+            "not_waiting_approval",
+        ),
+    ];
+    for (req, status, code) in cases {
+        let reply = h.send(req).await;
+        reply.assert_error(status, code, code);
+        assert_documented(&doc, "post", path, &reply);
+    }
+    let approved = h
+        .send(post_json(&approve, &json!({"comment": "fine"})))
+        .await;
+    assert_eq!(approved.status, StatusCode::OK, "{}", approved.body);
+    assert_documented(&doc, "post", path, &approved);
+    assert_eq!(
+        approved.body["steps"][1]["approval"]["decision"],
+        "approved"
+    );
+    let twice = h.send(post(&reject, "")).await;
+    twice.assert_error(StatusCode::CONFLICT, "already_decided", "twice");
+    assert_documented(&doc, "post", "/runs/{id}/steps/{step_id}/reject", &twice);
+    h.drain().await;
+    let done = h.send(get(&format!("/runs/{id}"))).await;
+    assert_eq!(done.body["status"], "completed", "{}", done.body);
+    assert_documented(&doc, "get", "/runs/{id}", &done);
+    let events = h.send(get(&format!("/runs/{id}/events"))).await;
+    assert_documented(&doc, "get", "/runs/{id}/events", &events);
 }

@@ -181,6 +181,7 @@ mod tests {
                 tool: tool.into(),
                 input,
                 depends_on: vec![],
+                requires_approval: false,
             }],
         }
     }

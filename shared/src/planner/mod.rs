@@ -211,6 +211,7 @@ mod tests {
             tool: tool.into(),
             input,
             depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            requires_approval: false,
         }
     }
 

@@ -2201,6 +2201,7 @@ fn build(clauses: Vec<(bool, Vec<Intent>)>) -> Result<Plan, PlanError> {
                 tool: tool.to_owned(),
                 input,
                 depends_on: deps.into_iter().map(step_id).collect(),
+                requires_approval: false,
             });
             made.push(this);
         }

@@ -450,7 +450,13 @@ fn job_rows(jobs: &[(JobKind, u64)]) -> StoreResult<Vec<(String, String, i64)>> 
 
 fn insert_jobs(tx: &Connection, rows: &[(String, String, i64)]) -> StoreResult<()> {
     let mut stmt = tx
-        .prepare_cached("INSERT OR IGNORE INTO jobs (dedupe, payload, due_at) VALUES (?1, ?2, ?3)")
+        // A job queued again is due at the earlier of the two times (an approved step's
+        // job replaces its expiry timer, due much later); otherwise nothing changes.
+        .prepare_cached(
+            "INSERT INTO jobs (dedupe, payload, due_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (dedupe) DO UPDATE SET due_at = excluded.due_at
+             WHERE excluded.due_at < jobs.due_at",
+        )
         .map_err(sql_err)?;
     for (dedupe, payload, due) in rows {
         stmt.execute(params![dedupe, payload, due])

@@ -22,6 +22,7 @@
 //! - `entrypoints` (feature `aws`): the Lambda handlers: API Gateway requests, SQS step
 //!   batches, DynamoDB Stream batches and saga tasks into `app` calls; EMF metrics.
 //! - [`config`], [`telemetry`]: typed configuration from the environment; logging setup.
+//! - [`prometheus`]: the local runtime's Prometheus metrics, named like the EMF ones.
 
 pub mod adapters;
 pub mod app;
@@ -33,5 +34,6 @@ pub mod entrypoints;
 pub mod http;
 pub mod planner;
 pub mod ports;
+pub mod prometheus;
 pub mod telemetry;
 pub mod tools;

@@ -60,12 +60,41 @@ pub trait EventStore: Send + Sync {
 
     /// The run's current state if the store keeps it at hand: an embedded store that sees
     /// every append can keep the state of runs in flight in memory, saving a read and a
-    /// fold of the whole log per decision. `None` means "fold the log" (always correct: a
-    /// state that turns out stale only costs a conflict on the next append, after which
-    /// the store must not offer it again).
+    /// fold of the whole log per decision. `None` means "fold the log". A state offered must
+    /// be exactly the fold of what was committed.
     async fn current_state(&self, _key: &RunKey) -> Option<RunState> {
         None
     }
+
+    /// Signals of the appends this store commits, for waiters in the same process (the
+    /// embedded store). `None` (the default; DynamoDB, whose writers are other processes):
+    /// waiters poll [`EventStore::load`] instead.
+    fn signals(&self) -> Option<&dyn AppendSignals> {
+        None
+    }
+}
+
+/// Why a watch of a run's log was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WatchError {
+    /// As many watches as the store allows are open (each holds a connection).
+    #[error("{0} watchers are open, the most this server allows")]
+    TooManyWatchers(usize),
+}
+
+/// Tells in-process waiters that a run's log grew, so that many watchers of a run cost no
+/// reads of the store until something happens. Signalled after the append's commit.
+pub trait AppendSignals: Send + Sync {
+    /// Watch `key`: the watch wakes for every append committed after this call.
+    fn watch(&self, key: &RunKey) -> Result<Box<dyn LogWatch>, WatchError>;
+}
+
+/// One watcher's view of a run's appends (see [`AppendSignals`]).
+#[async_trait]
+pub trait LogWatch: Send {
+    /// Resolves once an append was committed since the watch began or last resolved.
+    /// `false`: no more signals will come (the process is shutting down): stop waiting.
+    async fn changed(&mut self) -> bool;
 }
 
 /// Which runs to list.

@@ -613,3 +613,79 @@ async fn given_the_stream_sample_when_its_events_are_appended_then_dynamodb_loca
         assert_eq!(k, key);
     }
 }
+
+#[tokio::test]
+async fn given_runs_on_dynamodb_when_watched_through_the_lambda_router_then_long_poll_and_prefer_wait_poll_the_store(
+) {
+    let f = Functions::start("given_runs_on_dynamodb_when_watched", 1).await;
+    let (key, view) = f.run_seed_dag(1).await;
+    assert_eq!(view.status, RunStatus::Completed);
+    let id = key.run_id.as_str();
+    let last = view.last_seq;
+    // Settled: past its end the long-poll answers at once, empty; `after` alone filters.
+    let path = format!("/runs/{{id}}/events?after={last}&wait=20");
+    let (status, page) = api(
+        &f,
+        as_tenant("get-run", "get-run-events", TENANT, &path, id),
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["events"], json!([]));
+    let (status, page) = api(
+        &f,
+        as_tenant(
+            "get-run",
+            "get-run-events",
+            TENANT,
+            "/runs/{id}/events?after=2",
+            id,
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["events"][0]["seq"], 3, "{page}");
+    let (status, err) = api(
+        &f,
+        as_tenant(
+            "get-run",
+            "get-run-events",
+            TENANT,
+            "/runs/{id}/events?wait=21",
+            id,
+        ),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(err["error"]["code"], "invalid_wait");
+    // No stream through API Gateway: a JSON 404 that says what to do instead.
+    let (status, err) = api(
+        &f,
+        as_tenant("get-run", "get-run-events", TENANT, "/runs/{id}/stream", id),
+    )
+    .await;
+    assert_eq!(status, 404, "{err}");
+    assert_eq!(err["error"]["code"], "streaming_unavailable");
+    // Prefer: wait on a settled run: the run, with the preference applied.
+    let mut get = as_tenant("get-run", "get-run", TENANT, "/runs/{id}", id);
+    get["headers"]["prefer"] = json!("wait=5");
+    let resp = http::invoke(f.api.clone(), get).await.expect("answered");
+    assert_eq!(resp["statusCode"], 200, "{resp}");
+    assert_eq!(resp["headers"]["preference-applied"], "wait=5", "{resp}");
+    // A run nobody drives: the long-poll polls DynamoDB until its wait runs out.
+    let (status, b_run) = api(&f, sample("create-run", "post-runs-tenant-b")).await;
+    assert_eq!(status, 201, "{b_run}");
+    let b_id = b_run["run_id"].as_str().expect("run id");
+    let b_last = b_run["last_seq"].as_u64().expect("last_seq");
+    let path = format!("/runs/{{id}}/events?after={b_last}&wait=1");
+    let (status, page) = api(
+        &f,
+        as_tenant("get-run", "get-run-events", "tenant-b", &path, b_id),
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(
+        page["events"],
+        json!([]),
+        "nothing happened within the wait"
+    );
+}

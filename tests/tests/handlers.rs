@@ -50,6 +50,8 @@ fn expected_statuses() -> BTreeMap<(&'static str, &'static str), u16> {
         (("get-run", "get-run-at"), 200),
         (("get-run", "get-run-not-found"), 404),
         (("get-run", "get-run-events"), 200),
+        (("get-run", "get-run-events-long-poll"), 200),
+        (("get-run", "get-run-prefer-wait"), 200),
         (("get-run", "list-todos"), 200),
         (("get-run", "list-tools"), 200),
         (("get-run", "unrouted"), 404),

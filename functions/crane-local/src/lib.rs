@@ -24,11 +24,13 @@ use crane::app::{App, JobResult};
 use crane::config::{ApiKeys, Config};
 use crane::http::KeyRing;
 use crane::ports::SystemClock;
+use crane::prometheus::{Metrics, ObservedBreakers};
 use crane::tools::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tracing::{error, info, warn};
 
+pub mod metrics;
 pub mod server;
 
 use server::Limits;
@@ -43,9 +45,23 @@ const DRAIN: Duration = Duration::from_secs(10);
 
 /// Build the application over the embedded store at `config.db`.
 pub fn build(config: &Config) -> anyhow::Result<(Arc<App>, SqliteStore)> {
+    build_observed(config, Arc::new(Metrics::new()))
+}
+
+/// [`build`], counting into `metrics`: every committed append and breaker change.
+pub fn build_observed(
+    config: &Config,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<(Arc<App>, SqliteStore)> {
     let planner = crane::planner::select::planner_from_env().context("choosing the planner")?;
     let store = SqliteStore::open_with(&config.db, config.sync)
         .with_context(|| format!("opening the database {}", config.db.display()))?;
+    // Each watcher (long-poll, stream, `Prefer: wait`) holds a connection: half of them
+    // stay for everything else.
+    store
+        .notifier()
+        .set_max_watchers(config.http.max_connections / 2);
+    store.observe(metrics.clone());
     let shared = Arc::new(store.clone());
     let registry = Registry::new(shared.clone()).with_faults(&config.faults);
     let mut settings = config.settings;
@@ -55,7 +71,7 @@ pub fn build(config: &Config) -> anyhow::Result<(Arc<App>, SqliteStore)> {
         views: shared.clone(),
         todos: shared.clone(),
         idempotency: shared.clone(),
-        breakers: shared,
+        breakers: Arc::new(ObservedBreakers::new(shared, metrics)),
         registry,
         planner,
         clock: Arc::new(SystemClock),
@@ -74,7 +90,8 @@ pub async fn run(
         .local_addr()
         .context("reading the listening address")?;
     let keys = key_ring(&config, addr)?;
-    let (app, store) = build(&config)?;
+    let metrics = Arc::new(Metrics::new());
+    let (app, store) = build_observed(&config, metrics.clone())?;
     let released = store.release_all_leases().await?;
     let queued = store.pending_jobs().await?;
     info!(
@@ -90,11 +107,18 @@ pub async fn run(
         .clone()
         .map(|ring| tokio::spawn(reload_on_hangup(config.http.api_keys.clone(), ring)));
     let (stop_tx, stop_rx) = watch::channel(false);
+    let extra = metrics::routes(metrics.clone(), store.clone());
+    let notifier = store.notifier();
     let dispatcher = tokio::spawn(dispatch_loop(app.clone(), store, config.workers, stop_rx));
-    let router = crane::http::router_with(app, &config.http.local_edge(addr, keys));
+    let router =
+        crane::http::router_extended(app, &config.http.local_edge(addr, keys), extra).layer(
+            axum::middleware::from_fn_with_state(metrics, crane::prometheus::track_http),
+        );
     server::serve(listener, router, Limits::from(&config.http), async move {
         shutdown.await;
         info!("shutting down");
+        // Long-polls answer and streams end now rather than hold the drain up.
+        notifier.close();
         let _ = stop_tx.send(true);
     })
     .await;

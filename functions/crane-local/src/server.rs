@@ -6,6 +6,11 @@
 //! - A request body must arrive within the body timeout (the router's deadline, 408).
 //! - A connection with no request under way and no bytes moving for the idle timeout is
 //!   closed (this also drops a client that stops reading a response).
+//! - A request is under way until its handler answers, however long that takes (a
+//!   long-poll waits up to 20 s, `Prefer: wait` up to 25 s). An event stream
+//!   (`text/event-stream`) is under way until its body ends: never idle, never evicted,
+//!   but closed when no bytes have moved for [`STREAM_STALL`] (it sends a keep-alive every
+//!   15 s, so only a client that stopped reading stalls it).
 //! - At most `max_connections` are open; at the limit, the connection idle the longest is
 //!   closed to admit the new one, so a flood of silent connections cannot lock out
 //!   `/health`. Connections all busy with requests make new ones wait in the backlog.
@@ -22,6 +27,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::body::{Body, Bytes};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::Response;
 use axum::Router;
 use crane::config::HttpConfig;
 use hyper::body::Incoming;
@@ -37,6 +45,9 @@ use tracing::{debug, info, warn};
 
 /// How long shutdown waits for connections to finish their requests.
 const DRAIN: Duration = Duration::from_secs(10);
+/// An event stream is closed when no bytes have moved for this long (or the idle timeout,
+/// if longer): three of its keep-alive intervals.
+pub const STREAM_STALL: Duration = Duration::from_secs(45);
 /// Pause after a failed accept (e.g. out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -68,6 +79,8 @@ struct Conn {
     head_since: AtomicU64,
     /// Requests being answered.
     in_flight: AtomicUsize,
+    /// Event streams being sent (answered, body still open).
+    streaming: AtomicUsize,
     /// Told to close (evicted to admit a new connection).
     close: Notify,
 }
@@ -81,6 +94,7 @@ impl Conn {
             // A new connection is expected to send a request: its header clock runs.
             head_since: AtomicU64::new(now + 1),
             in_flight: AtomicUsize::new(0),
+            streaming: AtomicUsize::new(0),
             close: Notify::new(),
         }
     }
@@ -103,17 +117,25 @@ impl Conn {
         self.last_io.store(self.now(), Ordering::Relaxed);
     }
 
-    /// Whether nothing is being answered (the connection may be evicted).
+    /// Whether nothing is being answered or streamed (the connection may be evicted).
     fn is_idle(&self) -> bool {
-        self.in_flight.load(Ordering::Acquire) == 0
+        self.in_flight.load(Ordering::Acquire) == 0 && self.streaming.load(Ordering::Acquire) == 0
     }
 
     /// Why the connection must close now, or when to look again.
     fn check(&self, limits: &Limits) -> Result<Instant, &'static str> {
         let now = self.now();
-        if !self.is_idle() {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
             // The handler's own limits and the body deadline apply; look again later.
             return Ok(self.epoch + Duration::from_millis(now) + limits.idle_timeout);
+        }
+        if self.streaming.load(Ordering::Acquire) > 0 {
+            let stall = as_ms(limits.idle_timeout.max(STREAM_STALL));
+            let stalled_at = self.last_io.load(Ordering::Relaxed) + stall;
+            if now >= stalled_at {
+                return Err("event stream stalled");
+            }
+            return Ok(self.epoch + Duration::from_millis(stalled_at));
         }
         let idle_until = self.last_io.load(Ordering::Relaxed) + as_ms(limits.idle_timeout);
         let mut next = idle_until;
@@ -156,6 +178,56 @@ impl Drop for InFlight {
         self.0.wrote();
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// Marks an event stream under way for as long as its body is open.
+struct Streaming(Arc<Conn>);
+
+impl Streaming {
+    fn enter(conn: Arc<Conn>) -> Self {
+        conn.streaming.fetch_add(1, Ordering::AcqRel);
+        Self(conn)
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        self.0.wrote();
+        self.0.streaming.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its connection marked as streaming until it ends.
+struct StreamBody {
+    inner: Body,
+    _streaming: Streaming,
+}
+
+impl http_body::Body for StreamBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn is_event_stream(resp: &Response<Body>) -> bool {
+    resp.headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"))
 }
 
 /// A TCP stream that records its traffic on its [`Conn`].
@@ -336,10 +408,24 @@ async fn serve_connection(
     });
     let requests = conn.clone();
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-        let guard = InFlight::enter(requests.clone());
+        let conn = requests.clone();
+        let guard = InFlight::enter(conn.clone());
         let router = router.clone();
         async move {
             let resp = router.oneshot(req).await;
+            let resp = resp.map(|resp| {
+                if is_event_stream(&resp) {
+                    let streaming = Streaming::enter(conn);
+                    resp.map(|inner| {
+                        Body::new(StreamBody {
+                            inner,
+                            _streaming: streaming,
+                        })
+                    })
+                } else {
+                    resp
+                }
+            });
             drop(guard);
             resp
         }

@@ -2,6 +2,7 @@
 //! once over the ports, so the local runtime and the Lambdas run the same code.
 
 pub mod compensation;
+pub mod live;
 mod worker;
 
 use std::sync::Arc;

@@ -2,13 +2,15 @@
 //! API Lambdas (`lambda_http::run`). Handlers translate requests into [`App`] calls and
 //! errors into `{"error": {"code", "message"}}`; no business rules live here. The guards
 //! every request passes first (origin, host, content type, body deadline) are in [`edge`];
-//! the tenant of each request is fixed from its credentials in [`auth`]. The web console's
-//! static files (`/`, `/console/*`) are served by [`console`].
+//! the tenant of each request is fixed from its credentials in [`auth`]; watching runs
+//! (long-poll, event stream, `Prefer: wait`) is in [`live`]. The web console's static
+//! files (`/`, `/console/*`) are served by [`console`].
 
 pub mod auth;
 mod console;
 pub mod edge;
 mod error;
+pub mod live;
 pub mod quota;
 
 use std::collections::HashMap;
@@ -46,12 +48,17 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/runs"),
     ("get", "/runs/{id}"),
     ("get", "/runs/{id}/events"),
+    ("get", "/runs/{id}/stream"),
     ("post", "/runs/{id}/cancel"),
     ("get", "/todos"),
     ("get", "/tools"),
     ("get", "/health"),
     ("get", "/openapi.json"),
 ];
+
+/// Routes documented in the OpenAPI document that only `crane-local` serves (through
+/// [`router_extended`]); elsewhere they are a 404.
+pub const LOCAL_ROUTES: &[(&str, &str)] = &[("get", "/metrics")];
 
 type Shared = Arc<App>;
 
@@ -63,16 +70,25 @@ pub fn router(app: Arc<App>) -> Router {
 
 /// Build the router over an [`App`], guarded as `edge` says.
 pub fn router_with(app: Arc<App>, edge: &EdgeOptions) -> Router {
+    router_extended(app, edge, Router::new())
+}
+
+/// Build the router over an [`App`] with `extra` routes (the local runtime's
+/// [`LOCAL_ROUTES`]), all guarded as `edge` says: the same host, origin, credentials and
+/// rate checks as every other route.
+pub fn router_extended(app: Arc<App>, edge: &EdgeOptions, extra: Router<Arc<App>>) -> Router {
     let mut router = Router::new()
         .route("/runs", post(create_run).get(list_runs))
         .route("/runs/{id}", get(get_run))
-        .route("/runs/{id}/events", get(run_events))
+        .route("/runs/{id}/events", get(live::run_events))
+        .route("/runs/{id}/stream", get(live::stream))
         .route("/runs/{id}/cancel", post(cancel_run))
         .route("/todos", get(list_todos))
         .route("/tools", get(list_tools))
         .route("/health", get(health))
         .route("/openapi.json", get(openapi))
         .merge(console::routes())
+        .merge(extra)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -234,6 +250,7 @@ async fn create_run(
     correlation: Option<axum::Extension<CorrelationId>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let arrived = std::time::Instant::now();
     let correlation_id = match correlation {
         Some(axum::Extension(CorrelationId(id))) => id,
         None => correlation_id(&headers),
@@ -260,6 +277,7 @@ async fn create_run(
         }
     })?;
     let prompt = prompt_of(&body)?;
+    let wait = live::prefer_wait(&headers)?;
     let key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => Some(v.to_str().map_err(|_| {
@@ -270,8 +288,21 @@ async fn create_run(
         })?),
     };
     let created = app.create_run(&ctx, &prompt, key).await?;
-    let mut resp = (StatusCode::CREATED, Json(&created.run)).into_response();
-    if let Ok(loc) = HeaderValue::from_str(&format!("/runs/{}", created.run.run_id)) {
+    let location = format!("/runs/{}", created.run.run_id);
+    let mut resp = match wait {
+        None => (StatusCode::CREATED, Json(&created.run)).into_response(),
+        Some(wait) => {
+            live::settled_response(
+                &app,
+                created.run,
+                (wait, arrived),
+                StatusCode::CREATED,
+                StatusCode::ACCEPTED,
+            )
+            .await
+        }
+    };
+    if let Ok(loc) = HeaderValue::from_str(&location) {
         resp.headers_mut().insert("location", loc);
     }
     if created.replayed {
@@ -286,11 +317,26 @@ async fn get_run(
     tenant: Tenant,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let key = run_key(tenant, &path_id(path)?)?;
     let q = query_of(query)?;
     let run = match q.get("at") {
-        None => app.get_run(&key).await?,
+        None => {
+            let run = app.get_run(&key).await?;
+            if let Some(wait) = live::prefer_wait(&headers)? {
+                let arrived = std::time::Instant::now();
+                return Ok(live::settled_response(
+                    &app,
+                    run,
+                    (wait, arrived),
+                    StatusCode::OK,
+                    StatusCode::OK,
+                )
+                .await);
+            }
+            run
+        }
         Some(at) => {
             // A literal '+' of an offset arrives as a space unless it was percent-encoded.
             let at = DateTime::parse_from_rfc3339(&at.trim().replace(' ', "+")).map_err(|_| {
@@ -306,16 +352,6 @@ async fn get_run(
         }
     };
     Ok(Json(run).into_response())
-}
-
-async fn run_events(
-    State(app): State<Shared>,
-    tenant: Tenant,
-    path: Result<Path<String>, PathRejection>,
-) -> Result<Response, ApiError> {
-    let key = run_key(tenant, &path_id(path)?)?;
-    let events = app.run_events(&key).await?;
-    Ok(Json(json!({"run_id": key.run_id, "events": events})).into_response())
 }
 
 async fn list_runs(

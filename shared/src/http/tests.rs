@@ -22,7 +22,9 @@ use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-use super::{router, router_with, EdgeOptions, Origin, MAX_BODY_BYTES, OPENAPI, ROUTES};
+use super::{
+    router, router_with, EdgeOptions, Origin, LOCAL_ROUTES, MAX_BODY_BYTES, OPENAPI, ROUTES,
+};
 use crate::adapters::local::memory::{MemoryStore, MemoryTodos};
 use crate::adapters::local::SqliteStore;
 use crate::app::{App, Settings, MAX_PROMPT_CHARS};
@@ -712,6 +714,7 @@ fn given_the_openapi_document_when_compared_with_routes_then_they_are_the_same_s
     let documented = documented_routes(&doc());
     let served: BTreeSet<(String, String)> = ROUTES
         .iter()
+        .chain(LOCAL_ROUTES)
         .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
         .collect();
     assert_eq!(
@@ -723,7 +726,11 @@ fn given_the_openapi_document_when_compared_with_routes_then_they_are_the_same_s
 #[tokio::test]
 async fn given_each_documented_route_when_requested_then_the_router_serves_it() {
     let h = harness();
-    for (method, path) in documented_routes(&doc()) {
+    let local_only: BTreeSet<(String, String)> = LOCAL_ROUTES
+        .iter()
+        .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+        .collect();
+    for (method, path) in documented_routes(&doc()).difference(&local_only).cloned() {
         let uri = path.replace("{id}", UNKNOWN_ID);
         let m = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
         let body = if path == "/runs" && m == Method::POST {
@@ -1984,6 +1991,10 @@ async fn given_failing_stores_when_each_route_is_called_then_a_documented_json_e
             assert!(reply.is_json(), "{case}: not JSON");
             match *path {
                 "/openapi.json" => assert_eq!(reply.status, StatusCode::OK, "{case}"),
+                // A store without append signals cannot stream.
+                "/runs/{id}/stream" => {
+                    reply.assert_error(StatusCode::NOT_FOUND, "streaming_unavailable", &case)
+                }
                 "/health" => {
                     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{case}");
                     assert_eq!(reply.body["store"], "unavailable", "{case}");

@@ -7,12 +7,13 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use super::notify::RunNotifier;
 use crate::adapters::todo_cursor;
 use crate::domain::{EventRecord, RunKey, RunState};
 use crate::ports::{
-    BreakerStore, EventStore, IdempotencyRecord, IdempotencyStore, ListQuery, Outbox, Page,
-    RunViewStore, StoreError, StoreResult, StoredBreaker, Todo, TodoChange, TodoError, TodoQuery,
-    TodoStore,
+    AppendSignals, BreakerStore, EventStore, IdempotencyRecord, IdempotencyStore, ListQuery,
+    Outbox, Page, RunViewStore, StoreError, StoreResult, StoredBreaker, Todo, TodoChange,
+    TodoError, TodoQuery, TodoStore,
 };
 
 fn poisoned() -> StoreError {
@@ -136,6 +137,8 @@ pub struct MemoryStore {
     keys: Mutex<HashMap<(String, String), IdempotencyRecord>>,
     breakers: Mutex<HashMap<String, StoredBreaker>>,
     pub outbox: Mutex<Vec<crate::engine::Effect>>,
+    /// Signals of committed appends (see [`EventStore::signals`]).
+    pub notifier: RunNotifier,
 }
 
 #[async_trait]
@@ -169,7 +172,14 @@ impl EventStore for MemoryStore {
             .lock()
             .map_err(|_| poisoned())?
             .extend_from_slice(outbox.effects);
+        if let Some(last) = events.last() {
+            self.notifier.publish(key, last.seq);
+        }
         Ok(())
+    }
+
+    fn signals(&self) -> Option<&dyn AppendSignals> {
+        Some(&self.notifier)
     }
 
     async fn load(&self, key: &RunKey) -> StoreResult<Vec<EventRecord>> {

@@ -2,8 +2,10 @@
 //! in-memory (unit tests).
 
 pub mod memory;
+pub mod notify;
 mod private;
 pub mod sqlite;
 mod writer;
 
+pub use notify::{AppendObserver, RunNotifier};
 pub use sqlite::{Durability, JobKind, LeasedJob, SqliteStore};

@@ -16,15 +16,16 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use super::notify::{AppendObserver, RunNotifier};
 use super::private;
 use super::writer::Writer;
 use crate::adapters::todo_cursor;
 use crate::domain::{EventRecord, RunKey, RunState};
 use crate::engine::Effect;
 use crate::ports::{
-    BreakerStore, EventStore, IdempotencyRecord, IdempotencyStore, ListQuery, Outbox, Page,
-    RunViewStore, StepDispatcher, StepJob, StoreError, StoreResult, StoredBreaker, Todo,
-    TodoChange, TodoError, TodoQuery, TodoStore,
+    AppendSignals, BreakerStore, EventStore, IdempotencyRecord, IdempotencyStore, ListQuery,
+    Outbox, Page, RunViewStore, StepDispatcher, StepJob, StoreError, StoreResult, StoredBreaker,
+    Todo, TodoChange, TodoError, TodoQuery, TodoStore,
 };
 
 const READERS: usize = 4;
@@ -151,6 +152,8 @@ pub struct SqliteStore {
     next_reader: Arc<AtomicUsize>,
     jobs_ready: Arc<Notify>,
     hot: Arc<Mutex<HotRuns>>,
+    notifier: Arc<RunNotifier>,
+    observers: Arc<std::sync::RwLock<Vec<Arc<dyn AppendObserver>>>>,
 }
 
 /// Most runs whose state is kept in memory. Beyond it an arbitrary one is dropped (it is
@@ -257,7 +260,22 @@ impl SqliteStore {
             next_reader: Arc::new(AtomicUsize::new(0)),
             jobs_ready: Arc::new(Notify::new()),
             hot: Arc::new(Mutex::new(HotRuns::default())),
+            notifier: Arc::new(RunNotifier::default()),
+            observers: Arc::default(),
         })
+    }
+
+    /// The signals of this store's appends (also [`EventStore::signals`]).
+    pub fn notifier(&self) -> Arc<RunNotifier> {
+        self.notifier.clone()
+    }
+
+    /// Call `observer` after every committed append (metrics), on every clone.
+    pub fn observe(&self, observer: Arc<dyn AppendObserver>) {
+        self.observers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(observer);
     }
 
     /// Woken whenever jobs are added.
@@ -382,6 +400,29 @@ impl SqliteStore {
         .await
     }
 
+    /// The job queue at `now`: how many jobs are queued (due, delayed or leased), and how
+    /// long the oldest due job nobody holds has waited past its due time (zero if none).
+    pub async fn queue_stats(&self, now: DateTime<Utc>) -> StoreResult<(u64, std::time::Duration)> {
+        let now_ms = now.timestamp_millis();
+        self.read(move |conn| {
+            let (count, oldest): (i64, Option<i64>) = conn
+                .query_row(
+                    "SELECT COUNT(*), MIN(CASE WHEN due_at <= ?1
+                         AND (lease_until IS NULL OR lease_until <= ?1) THEN due_at END)
+                     FROM jobs",
+                    params![now_ms],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(sql_err)?;
+            let lag_ms = oldest.map_or(0, |due| now_ms.saturating_sub(due).max(0));
+            Ok((
+                u64::try_from(count).unwrap_or(0),
+                std::time::Duration::from_millis(u64::try_from(lag_ms).unwrap_or(0)),
+            ))
+        })
+        .await
+    }
+
     /// Number of jobs queued (for health and tests).
     pub async fn pending_jobs(&self) -> StoreResult<u64> {
         self.read(|conn| {
@@ -395,19 +436,53 @@ impl SqliteStore {
     }
 }
 
-fn insert_jobs(tx: &Connection, jobs: &[(JobKind, u64)], now_ms: i64) -> StoreResult<()> {
+/// Jobs as rows (dedupe key, payload, due time), encoded by the caller, off the writer
+/// thread.
+fn job_rows(jobs: &[(JobKind, u64)]) -> StoreResult<Vec<(String, String, i64)>> {
+    let now_ms = Utc::now().timestamp_millis();
+    jobs.iter()
+        .map(|(kind, delay)| {
+            let due = now_ms.saturating_add(i64::try_from(*delay).unwrap_or(i64::MAX / 2));
+            Ok((kind.dedupe(), encode(kind)?, due))
+        })
+        .collect()
+}
+
+fn insert_jobs(tx: &Connection, rows: &[(String, String, i64)]) -> StoreResult<()> {
     let mut stmt = tx
         .prepare_cached("INSERT OR IGNORE INTO jobs (dedupe, payload, due_at) VALUES (?1, ?2, ?3)")
         .map_err(sql_err)?;
-    for (kind, delay) in jobs {
-        let due = now_ms.saturating_add(i64::try_from(*delay).unwrap_or(i64::MAX / 2));
-        stmt.execute(params![kind.dedupe(), encode(kind)?, due])
+    for (dedupe, payload, due) in rows {
+        stmt.execute(params![dedupe, payload, due])
             .map_err(sql_err)?;
     }
     Ok(())
 }
 
-fn put_view(tx: &Connection, view: &RunState) -> StoreResult<bool> {
+/// A run's view as its row: encoded by the caller, off the writer thread.
+struct ViewRow {
+    tenant: String,
+    run_id: String,
+    status: &'static str,
+    created_at: String,
+    last_seq: i64,
+    body: String,
+}
+
+impl ViewRow {
+    fn of(view: &RunState) -> StoreResult<Self> {
+        Ok(Self {
+            tenant: view.tenant.clone(),
+            run_id: view.run_id.clone(),
+            status: view.status.as_str(),
+            created_at: ts(view.created_at),
+            last_seq: view.last_seq as i64,
+            body: encode(view)?,
+        })
+    }
+}
+
+fn put_view(tx: &Connection, view: &ViewRow) -> StoreResult<bool> {
     let n = tx
         .prepare_cached(
             "INSERT INTO runs (tenant, run_id, status, created_at, last_seq, body)
@@ -420,10 +495,10 @@ fn put_view(tx: &Connection, view: &RunState) -> StoreResult<bool> {
         .execute(params![
             view.tenant,
             view.run_id,
-            view.status.as_str(),
-            ts(view.created_at),
-            view.last_seq as i64,
-            encode(view)?
+            view.status,
+            view.created_at,
+            view.last_seq,
+            view.body
         ])
         .map_err(sql_err)?;
     Ok(n > 0)
@@ -440,17 +515,18 @@ impl EventStore for SqliteStore {
         let Some(first) = events.first() else {
             return Ok(());
         };
+        let run = key;
         let key = key.clone();
         let first_seq = first.seq;
         let rows = events
             .iter()
             .map(|e| Ok((e.seq as i64, e.event.type_name(), encode(e)?)))
             .collect::<StoreResult<Vec<_>>>()?;
-        let view = outbox.view.clone();
+        let view = ViewRow::of(outbox.view)?;
         let jobs: Vec<(JobKind, u64)> = outbox.effects.iter().map(JobKind::from_effect).collect();
         let has_jobs = !jobs.is_empty();
-        let now_ms = Utc::now().timestamp_millis();
-        let (hot, hot_key, hot_view) = (self.hot.clone(), key.clone(), view.clone());
+        let jobs = job_rows(&jobs)?;
+        let (hot, hot_key, hot_view) = (self.hot.clone(), key.clone(), outbox.view.clone());
         let remember: Box<dyn FnOnce(&StoreResult<()>) + Send> = Box::new(move |written| {
             // A refused append changes nothing: what is kept is what was committed, and a
             // writer that lost a race simply reads the winner's state next.
@@ -479,17 +555,31 @@ impl EventStore for SqliteStore {
                 }
             }
             put_view(tx, &view)?;
-            insert_jobs(tx, &jobs, now_ms)
+            insert_jobs(tx, &jobs)
         }, Some(remember))
         .await?;
         if has_jobs {
             self.jobs_ready.notify_one();
+        }
+        if let Some(last) = events.last() {
+            self.notifier.publish(run, last.seq);
+        }
+        let observers = self
+            .observers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for o in observers.iter() {
+            o.appended(run, events, outbox.view);
         }
         Ok(())
     }
 
     async fn current_state(&self, key: &RunKey) -> Option<RunState> {
         self.hot.lock().ok()?.states.get(key).cloned()
+    }
+
+    fn signals(&self) -> Option<&dyn AppendSignals> {
+        Some(self.notifier.as_ref())
     }
 
     async fn load(&self, key: &RunKey) -> StoreResult<Vec<EventRecord>> {
@@ -589,8 +679,8 @@ impl RunViewStore for SqliteStore {
     }
 
     async fn put(&self, state: &RunState) -> StoreResult<bool> {
-        let view = state.clone();
-        self.write(move |tx| put_view(tx, &view)).await
+        let row = ViewRow::of(state)?;
+        self.write(move |tx| put_view(tx, &row)).await
     }
 }
 
@@ -601,8 +691,9 @@ impl StepDispatcher for SqliteStore {
             .iter()
             .map(|(j, d)| (JobKind::Step { job: j.clone() }, *d))
             .collect();
-        let now_ms = Utc::now().timestamp_millis();
-        self.write(move |tx| insert_jobs(tx, &jobs, now_ms)).await?;
+
+        let rows = job_rows(&jobs)?;
+        self.write(move |tx| insert_jobs(tx, &rows)).await?;
         self.jobs_ready.notify_one();
         Ok(())
     }

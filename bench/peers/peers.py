@@ -396,6 +396,8 @@ def measure(system, args, wrk, logs: Path, rep: int) -> dict:
         r["checkpoint"] = ckpt
         if fsyncs is not None:
             r["fsync_per_wf"] = fsyncs / n if n else None
+        if n == 0:
+            raise RuntimeError(f"{system.label}: no workflow of the burst completed; see {logs}")
         log(f"  {system.label}: burst accepted {accepted}, completed {n} "
             f"({r['burst_completed_per_s']:.0f}/s), cpu {r['cpu_ms_per_wf']:.2f} ms/wf, "
             f"fsync {r.get('fsync_per_wf')}, rss {r['rss_mib']:.0f} MiB")
@@ -416,6 +418,8 @@ def measure(system, args, wrk, logs: Path, rep: int) -> dict:
             r[f"p50_{mode}"] = percentile(lats, 50)
             r[f"p99_{mode}"] = percentile(lats, 99)
             r[f"single_n_{mode}"] = len(lats)
+            if not lats:
+                raise RuntimeError(f"{system.label} [{mode}]: no workflow finished; see {logs}")
             log(f"  {system.label} [{mode}]: rr32 {r[f'rr_per_s_{mode}']:.0f}/s, "
                 f"{r[f'rr_requests_per_wf_{mode}']} req/wf; single p50 {r[f'p50_{mode}']} "
                 f"p99 {r[f'p99_{mode}']} ms over {len(lats)}")

@@ -1,8 +1,9 @@
 // The web console in a real browser: starts crane-local (debug build) on port 0 with
-// injected faults, seeds runs through the API, and drives headless Chromium with
-// puppeteer-core. DOM assertions only (never durations): every wait is for a DOM
-// condition with a generous timeout, so a loaded machine is slow, not red. Any console
-// error or page error fails the test. Screenshots go to the artifacts directory.
+// injected faults (another with CRANE_APPROVAL, another with API keys), seeds runs through
+// the API, and drives headless Chromium with puppeteer-core. DOM assertions only (never
+// durations): every wait is for a DOM condition with a generous timeout, so a loaded
+// machine is slow, not red. Any console error or page error fails the test. Screenshots
+// go to the artifacts directory.
 //
 //   node --test tests/browser/console.test.mjs
 //
@@ -40,6 +41,8 @@ const SEED_DAG = 'calculate 2+3 and calculate 10*5 then add a todo with the resu
 const QUICK = 'add a todo to buy milk and list my todos';
 const FAILING = 'add a todo to call mom then complete todo 1';
 const SLOW = 'calculate 6*7 and calculate 1+1 then add a todo with the result';
+/** With CRANE_APPROVAL=todo.add its second step (s2, the todo) waits for a person. */
+const HELD = 'calculate 2+3 then add a todo with the result';
 
 /** The absolute path of an executable on PATH, or undefined. */
 function onPath(name) {
@@ -120,12 +123,21 @@ async function createRun(base, prompt) {
 
 /** Poll the API until the run's status satisfies `done` (seeding only; the browser waits on the DOM). */
 async function awaitRun(base, id, done) {
+  return awaitRunWhere(base, id, (run) => done(run.status), 'expected status');
+}
+
+/** Poll the API until the run's step `stepId` waits for approval. */
+async function awaitApproval(base, id, stepId) {
+  return awaitRunWhere(base, id, (run) => (run.awaiting_approval || []).includes(stepId), `${stepId} waiting for approval`);
+}
+
+async function awaitRunWhere(base, id, done, what) {
   for (let i = 0; i < 1200; i++) {
     const run = await call(base, 'GET', `/runs/${id}`);
-    if (done(run.status)) return run;
+    if (done(run)) return run;
     await new Promise((r) => setTimeout(r, 100));
   }
-  throw new Error(`run ${id} did not reach the expected status`);
+  throw new Error(`run ${id} did not reach the ${what}`);
 }
 
 /** Levels of a plan computed here, independently of the console: 1 + deepest dependency. */
@@ -383,50 +395,6 @@ describe('the console of a crane-local without API keys', () => {
     await page.close();
   });
 
-  test('a step waiting for approval shows Approve and Reject, which POST the decision', async () => {
-    // No route on this server makes a step wait for approval yet, so the browser is shown
-    // a run in that state and the decision it posts is captured.
-    const run = await call(server.base, 'GET', `/runs/${runs.dag}`);
-    const { events } = await call(server.base, 'GET', `/runs/${runs.dag}/events`);
-    const waiting = structuredClone(run);
-    waiting.status = 'running';
-    waiting.finished_at = null;
-    waiting.result = null;
-    const last = waiting.steps[waiting.steps.length - 1];
-    Object.assign(last, { status: 'waiting_approval', output: null, finished_at: null });
-    const posted = [];
-    const page = await newPage();
-    await page.setRequestInterception(true);
-    page.on('request', (req) => {
-      const path = new URL(req.url()).pathname;
-      const json = (body) => req.respond({ status: 200, contentType: 'application/json', body: JSON.stringify(body) });
-      if (path === `/runs/${runs.dag}` && req.method() === 'GET') return json(waiting);
-      if (path === `/runs/${runs.dag}/events`) return json({ run_id: runs.dag, events });
-      if (path.startsWith(`/runs/${runs.dag}/steps/`)) {
-        posted.push({ method: req.method(), path, body: req.postData(), type: req.headers()['content-type'] });
-        return json(waiting);
-      }
-      return req.continue();
-    });
-    await page.goto(`${server.base}/#/runs/${runs.dag}`);
-    await page.waitForSelector(`#steps tr[data-step="${last.id}"][data-status="waiting_approval"] button.approve`, WAIT);
-    assert.equal(await page.$eval(`#dag g.node[data-step="${last.id}"]`, (n) => n.dataset.status), 'waiting_approval');
-    assert.equal(await page.$$eval('#steps button.approve', (bs) => bs.length), 1, 'only the waiting step');
-    await shot(page, 'console-run-waiting-approval');
-    await page.type(`#steps tr[data-step="${last.id}"] input.comment`, 'looks right');
-    const comment = `#steps tr[data-step="${last.id}"] input.comment`;
-    await page.click(`#steps tr[data-step="${last.id}"] button.approve`);
-    // The page redraws the run after a decision: a fresh, empty comment box.
-    await page.waitForFunction((sel) => document.querySelector(sel)?.value === '', WAIT, comment);
-    await page.click(`#steps tr[data-step="${last.id}"] button.reject`);
-    for (let i = 0; i < 900 && posted.length < 2; i++) await new Promise((r) => setTimeout(r, 100));
-    assert.deepEqual(posted.map((p) => [p.method, p.path, p.body, p.type]), [
-      ['POST', `/runs/${runs.dag}/steps/${last.id}/approve`, '{"comment":"looks right"}', 'application/json'],
-      ['POST', `/runs/${runs.dag}/steps/${last.id}/reject`, '{}', 'application/json'],
-    ]);
-    await page.close();
-  });
-
   test('the tools page lists every tool with its breaker state', async () => {
     const { tools } = await call(server.base, 'GET', '/tools');
     const page = await newPage();
@@ -467,6 +435,93 @@ describe('the console of a crane-local without API keys', () => {
     assert.ok(await page.$('#tools tr[data-tool="todo"] .badge.status-open'));
     assert.equal(await page.$eval('#tools tr[data-tool="calculator"]', (r) => r.dataset.breaker), 'closed');
     await shot(page, 'console-tools-breaker-open');
+    await page.close();
+  });
+});
+
+describe('the console of a crane-local that holds steps for approval', () => {
+  let server;
+
+  before(async () => {
+    server = await startServer({ CRANE_APPROVAL: 'todo.add' });
+  });
+
+  after(async () => {
+    await server?.stop();
+    assert.deepEqual(problems, [], 'the console logged errors');
+  });
+
+  /** A new HELD run whose todo step waits, and a page open on it with the step's buttons. */
+  async function openWaiting() {
+    const { run_id: id } = await createRun(server.base, HELD);
+    await awaitApproval(server.base, id, 's2');
+    const page = await newPage();
+    await page.goto(`${server.base}/#/runs/${id}`);
+    await page.waitForSelector('#steps tr[data-step="s2"][data-status="waiting_approval"] button.approve', WAIT);
+    assert.equal(await page.$eval('#run-status', (e) => e.dataset.status), 'running');
+    assert.equal(await page.$eval('#dag g.node[data-step="s2"]', (n) => n.dataset.status), 'waiting_approval');
+    assert.equal(await page.$eval('#dag g.node[data-step="s1"]', (n) => n.dataset.status), 'completed');
+    assert.equal(await page.$$eval('#steps button.approve', (bs) => bs.length), 1, 'only the waiting step');
+    assert.equal(await page.$$eval('#steps button.reject', (bs) => bs.length), 1, 'only the waiting step');
+    assert.ok((await texts(page, '#timeline li', 'data-type')).includes('ApprovalRequested'));
+    await page.evaluate(() => {
+      window.loadedOnce = true;
+    });
+    return { id, page };
+  }
+
+  /** The run's events once the page's timeline shows all of them. */
+  async function eventsShown(page, id) {
+    const { events } = await call(server.base, 'GET', `/runs/${id}/events`);
+    await page.waitForFunction((n) => document.querySelectorAll('#timeline li').length === n, WAIT, events.length);
+    assert.deepEqual(await texts(page, '#timeline li', 'data-type'), events.map((e) => e.type));
+    return events;
+  }
+
+  test('Approve with a comment runs the waiting step, and the page follows the run to completed', async () => {
+    const { id, page } = await openWaiting();
+    await shot(page, 'console-run-waiting-approval');
+    await page.type('#steps tr[data-step="s2"] input.comment', 'looks right');
+    await page.click('#steps tr[data-step="s2"] button.approve');
+    await page.waitForSelector('#run-status[data-status="completed"]', WAIT);
+    assert.equal(await page.evaluate(() => window.loadedOnce), true, 'the page was not reloaded');
+    await page.waitForFunction(() => [...document.querySelectorAll('#dag g.node')].every((n) => n.dataset.status === 'completed'), WAIT);
+    assert.equal(await page.$('#steps button.approve'), null, 'no buttons once decided');
+    assert.match(await page.$eval('#steps tr[data-step="s2"]', (r) => r.textContent), /"title": "5"/, 'the todo got the result');
+
+    const events = await eventsShown(page, id);
+    const approved = events.filter((e) => e.type === 'StepApproved');
+    assert.equal(approved.length, 1, events.map((e) => e.type).join(' '));
+    assert.deepEqual(approved[0].data, { step_id: 's2', by: 'default', comment: 'looks right' });
+    assert.ok(!events.some((e) => e.type === 'StepRejected'));
+    assert.equal((await call(server.base, 'GET', `/runs/${id}`)).status, 'completed');
+    await shot(page, 'console-run-approved');
+    await page.close();
+  });
+
+  test('Reject fails the waiting step without running it, and the page follows the run to its end', async () => {
+    const { id, page } = await openWaiting();
+    // No comment: the console posts `{}`.
+    await page.click('#steps tr[data-step="s2"] button.reject');
+    await page.waitForSelector('#run-status:is([data-status="failed"], [data-status="compensated"])', WAIT);
+    assert.equal(await page.evaluate(() => window.loadedOnce), true, 'the page was not reloaded');
+    await page.waitForSelector('#steps tr[data-step="s2"][data-status="failed"]', WAIT);
+    assert.equal(await page.$('#steps button.reject'), null, 'no buttons once decided');
+    assert.match(await page.$eval('#steps tr[data-step="s2"]', (r) => r.textContent), /rejected by default/);
+    assert.match(await page.$eval('#run-error', (e) => e.textContent), /rejected by default/);
+
+    const events = await eventsShown(page, id);
+    const rejected = events.filter((e) => e.type === 'StepRejected');
+    assert.equal(rejected.length, 1, events.map((e) => e.type).join(' '));
+    assert.equal(rejected[0].data.step_id, 's2');
+    assert.equal(rejected[0].data.by, 'default');
+    assert.equal(rejected[0].data.comment, undefined, 'no comment was given');
+    assert.ok(!events.some((e) => e.type === 'StepApproved'));
+    assert.ok(!events.some((e) => e.type === 'StepStarted' && e.data.step_id === 's2'), 'the rejected step never ran');
+    const run = await call(server.base, 'GET', `/runs/${id}`);
+    assert.ok(['failed', 'compensated'].includes(run.status), run.status);
+    assert.equal(await page.$eval('#run-status', (e) => e.dataset.status), run.status);
+    await shot(page, 'console-run-rejected');
     await page.close();
   });
 });

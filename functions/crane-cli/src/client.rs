@@ -110,6 +110,25 @@ impl Api {
         self.json(req, url).await
     }
 
+    /// Whether run `id` has settled, as the server judges it: `GET /runs/{id}` with
+    /// `Prefer: wait=0` carries `Preference-Applied` exactly when nothing more will happen
+    /// to the run by itself (a failed run's saga, for instance, still to come). A server
+    /// without `Prefer` support never says so: then only a final status ends a watch.
+    pub async fn settled(&self, id: &str) -> Result<bool, CliError> {
+        let url = self.url(&["runs", id]);
+        let req = self
+            .request(Method::GET, url.clone())
+            .header("prefer", "wait=0");
+        let resp = send(req, &url).await?;
+        let status = resp.status().as_u16();
+        let applied = resp.headers().contains_key("preference-applied");
+        let body = read_json(resp, &url).await?;
+        if status >= 400 {
+            return Err(api_error(status, &body));
+        }
+        Ok(applied)
+    }
+
     /// The events of run `id` after sequence number `after`, waiting up to `wait` for some
     /// to exist (`GET /runs/{id}/events?after=&wait=`). A server that ignores `after`
     /// answers the whole log at once; the caller keeps only what it has not seen.

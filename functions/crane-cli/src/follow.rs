@@ -25,9 +25,6 @@ const QUICK: Duration = Duration::from_millis(200);
 const PAUSE: Duration = Duration::from_millis(250);
 /// How often the live frame is redrawn (spinner, countdowns).
 const TICK: Duration = Duration::from_millis(100);
-/// How long a `failed` run whose completed steps this client cannot judge is watched
-/// for a compensation saga before it is taken as final.
-const SAGA_GRACE: Duration = Duration::from_secs(10);
 /// Transient errors in a row tolerated once following has begun.
 const RETRIES: u32 = 5;
 
@@ -80,7 +77,6 @@ impl Watch {
         let id = self.progress.run_id.clone();
         let mut answered = false;
         let mut failures = 0;
-        let mut saga_wait: Option<Instant> = None;
         let mut long_poll = LONG_POLL;
         loop {
             let asked = Instant::now();
@@ -107,13 +103,14 @@ impl Watch {
             };
             match self.progress.ending() {
                 Ending::Ended => return Ok(()),
-                Ending::AwaitingSaga { certain: false } => {
-                    let since = *saga_wait.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= SAGA_GRACE {
+                // Whether a saga follows is the server's to say (it knows which tools
+                // compensate): once it calls the failed run settled, the watch ends.
+                Ending::AwaitingSaga { .. } => {
+                    if self.wait(api.settled(&id)).await?? {
                         return Ok(());
                     }
                 }
-                Ending::AwaitingSaga { certain: true } | Ending::Running => saga_wait = None,
+                Ending::Running => {}
             }
             if fresh == 0 && asked.elapsed() < QUICK {
                 self.wait(tokio::time::sleep(PAUSE)).await?;

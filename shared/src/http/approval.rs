@@ -10,7 +10,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::Value;
 
-use super::{run_key, truncate, ApiError, Shared, Tenant, MAX_BODY_BYTES};
+use super::{object_with_only, run_key, truncate, ApiError, Shared, Tenant, MAX_BODY_BYTES};
 use crate::engine::approval::Decision;
 
 /// The routes, merged into the API's router.
@@ -86,27 +86,11 @@ fn comment_of(body: &[u8]) -> Result<Option<String>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(
-            "malformed_json",
-            format!("request body is not valid JSON: {e}"),
-        )
-    })?;
-    let Value::Object(mut obj) = value else {
-        return Err(ApiError::unprocessable(
-            "invalid_body",
-            "request body must be a JSON object like {\"comment\": \"looks right\"}, or empty",
-        ));
-    };
-    if let Some(field) = obj.keys().find(|k| k.as_str() != "comment") {
-        return Err(ApiError::unprocessable(
-            "unknown_field",
-            format!(
-                "unknown field '{}': the only field is 'comment'",
-                truncate(field)
-            ),
-        ));
-    }
+    let mut obj = object_with_only(
+        body,
+        "comment",
+        "request body must be a JSON object like {\"comment\": \"looks right\"}, or empty",
+    )?;
     match obj.remove("comment") {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),

@@ -205,6 +205,34 @@ fn query_of(
     })
 }
 
+/// A JSON request body that must be an object whose only field may be `field`, parsed by
+/// hand so every mistake gets a precise message (`shape` says what was expected).
+pub(crate) fn object_with_only(
+    body: &[u8],
+    field: &str,
+    shape: &str,
+) -> Result<serde_json::Map<String, Value>, ApiError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(
+            "malformed_json",
+            format!("request body is not valid JSON: {e}"),
+        )
+    })?;
+    let Value::Object(obj) = value else {
+        return Err(ApiError::unprocessable("invalid_body", shape.to_owned()));
+    };
+    if let Some(other) = obj.keys().find(|k| k.as_str() != field) {
+        return Err(ApiError::unprocessable(
+            "unknown_field",
+            format!(
+                "unknown field '{}': the only field is '{field}'",
+                truncate(other)
+            ),
+        ));
+    }
+    Ok(obj)
+}
+
 /// Parse the `POST /runs` body by hand so every mistake gets a precise message.
 fn prompt_of(body: &[u8]) -> Result<String, ApiError> {
     if body.is_empty() {
@@ -213,27 +241,11 @@ fn prompt_of(body: &[u8]) -> Result<String, ApiError> {
             "request body must be a JSON object like {\"prompt\": \"calculate 2+3\"}",
         ));
     }
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(
-            "malformed_json",
-            format!("request body is not valid JSON: {e}"),
-        )
-    })?;
-    let Value::Object(mut obj) = value else {
-        return Err(ApiError::unprocessable(
-            "invalid_body",
-            "request body must be a JSON object like {\"prompt\": \"calculate 2+3\"}",
-        ));
-    };
-    if let Some(field) = obj.keys().find(|k| k.as_str() != "prompt") {
-        return Err(ApiError::unprocessable(
-            "unknown_field",
-            format!(
-                "unknown field '{}': the only field is 'prompt'",
-                truncate(field)
-            ),
-        ));
-    }
+    let mut obj = object_with_only(
+        body,
+        "prompt",
+        "request body must be a JSON object like {\"prompt\": \"calculate 2+3\"}",
+    )?;
     match obj.remove("prompt") {
         None => Err(ApiError::unprocessable(
             "prompt_required",

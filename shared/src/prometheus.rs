@@ -51,6 +51,16 @@ fn latency_histogram() -> Histogram {
     ))
 }
 
+/// `metric`, registered under `name` with its `help`; the returned handle shares its
+/// values with the registered one.
+fn registered<M>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M
+where
+    M: prometheus_client::registry::Metric + Clone,
+{
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 /// Every metric of the local runtime. Cheap to share behind an `Arc`.
 pub struct Metrics {
     registry: Registry,
@@ -98,118 +108,96 @@ pub struct Snapshot {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("crane");
-        let runs = Family::<Labels, Counter>::default();
-        registry.register(
+        let runs = registered(
+            &mut registry,
             "runs",
             "Runs that reached a final status, by status (EMF Runs)",
-            runs.clone(),
+            Family::<Labels, Counter>::default(),
         );
-        let runs_created = Counter::default();
-        registry.register(
+        let runs_created = registered(
+            &mut registry,
             "runs_created",
             "Runs created (EMF RunsCreated)",
-            runs_created.clone(),
+            Counter::default(),
         );
-        let step_attempts = Family::<Labels, Counter>::default();
-        registry.register(
+        let step_attempts = registered(
+            &mut registry,
             "step_attempts",
             "Step attempts started, by tool",
-            step_attempts.clone(),
+            Family::<Labels, Counter>::default(),
         );
-        let step_latency =
-            Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
-        registry.register(
+        let step_latency = registered(
+            &mut registry,
             "step_latency_seconds",
             "Duration of successful step attempts, by tool (EMF StepLatency)",
-            step_latency.clone(),
+            Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram),
         );
-        let step_attempt_failures = Family::<Labels, Counter>::default();
-        registry.register(
+        let step_attempt_failures = registered(
+            &mut registry,
             "step_attempt_failures",
             "Step attempts that failed, by tool (EMF StepAttemptFailures)",
-            step_attempt_failures.clone(),
+            Family::<Labels, Counter>::default(),
         );
-        let step_retries = Family::<Labels, Counter>::default();
-        registry.register(
+        let step_retries = registered(
+            &mut registry,
             "step_retries",
             "Failed attempts followed by a retry, by tool (EMF StepRetries)",
-            step_retries.clone(),
+            Family::<Labels, Counter>::default(),
         );
-        let step_interruptions = Family::<Labels, Counter>::default();
-        registry.register(
-            "step_interruptions",
-            "Attempts whose worker died (lease expired or runtime restarted), by tool (EMF StepInterruptions)",
-            step_interruptions.clone(),
-        );
-        let breaker_rejections = Family::<Labels, Counter>::default();
-        registry.register(
-            "breaker_rejections",
-            "Steps deferred because their tool's circuit breaker refused the call, by tool (EMF BreakerRejections)",
-            breaker_rejections.clone(),
-        );
-        let compensations = Family::<Labels, Counter>::default();
-        registry.register(
+        let step_interruptions = registered(&mut registry, "step_interruptions", "Attempts whose worker died (lease expired or runtime restarted), by tool (EMF StepInterruptions)", Family::<Labels, Counter>::default());
+        let breaker_rejections = registered(&mut registry, "breaker_rejections", "Steps deferred because their tool's circuit breaker refused the call, by tool (EMF BreakerRejections)", Family::<Labels, Counter>::default());
+        let compensations = registered(
+            &mut registry,
             "compensations",
             "Step compensations, by outcome: compensated or failed (EMF Compensations)",
-            compensations.clone(),
+            Family::<Labels, Counter>::default(),
         );
-        let breaker_transitions = Family::<Labels, Counter>::default();
-        registry.register(
+        let breaker_transitions = registered(
+            &mut registry,
             "breaker_transitions",
             "Circuit breaker state changes, by tool, from and to",
-            breaker_transitions.clone(),
+            Family::<Labels, Counter>::default(),
         );
-        let breaker_state = Family::<Labels, Gauge>::default();
-        registry.register(
+        let breaker_state = registered(
+            &mut registry,
             "breaker_state",
             "1 for each tool's current circuit breaker state, 0 for the others",
-            breaker_state.clone(),
+            Family::<Labels, Gauge>::default(),
         );
-        let job_queue_depth = Gauge::default();
-        registry.register(
+        let job_queue_depth = registered(
+            &mut registry,
             "job_queue_depth",
             "Step and compensation jobs queued (due, delayed for a retry, or running)",
-            job_queue_depth.clone(),
+            Gauge::default(),
         );
-        let job_queue_lag = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
-        registry.register(
+        let job_queue_lag = registered(
+            &mut registry,
             "job_queue_lag_seconds",
             "How long the oldest due job has waited for a worker (0 when none waits)",
-            job_queue_lag.clone(),
+            Gauge::<f64, std::sync::atomic::AtomicU64>::default(),
         );
-        let watchers = Gauge::default();
-        registry.register(
+        let watchers = registered(
+            &mut registry,
             "watchers",
             "Long-polls, event streams and Prefer: wait requests waiting now",
-            watchers.clone(),
+            Gauge::default(),
         );
-        let approvals_requested = Counter::default();
-        registry.register(
-            "approvals_requested",
-            "Steps held for a person's approval (EMF ApprovalsRequested); minus the decisions, the approvals waiting",
-            approvals_requested.clone(),
-        );
-        let approval_decisions = Family::<Labels, Counter>::default();
-        registry.register(
-            "approval_decisions",
-            "Decisions on held steps, by decision: approved, rejected or expired (EMF ApprovalDecisions)",
-            approval_decisions.clone(),
-        );
+        let approvals_requested = registered(&mut registry, "approvals_requested", "Steps held for a person's approval (EMF ApprovalsRequested); minus the decisions, the approvals waiting", Counter::default());
+        let approval_decisions = registered(&mut registry, "approval_decisions", "Decisions on held steps, by decision: approved, rejected or expired (EMF ApprovalDecisions)", Family::<Labels, Counter>::default());
         // From seconds to about 3 days: people take minutes or hours, expiry defaults to 24 h.
-        let approval_decision_time = Histogram::new(
-            prometheus_client::metrics::histogram::exponential_buckets(1.0, 4.0, 10),
-        );
-        registry.register(
+        let approval_decision_time = registered(
+            &mut registry,
             "approval_decision_time_seconds",
             "Time from a step's approval request to its decision (EMF ApprovalDecisionTime)",
-            approval_decision_time.clone(),
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                1.0, 4.0, 10,
+            )),
         );
-        let http_duration =
-            Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
-        registry.register(
+        let http_duration = registered(
+            &mut registry,
             "http_request_duration_seconds",
             "HTTP requests until the response head, by method, route template and status",
-            http_duration.clone(),
+            Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram),
         );
         Self {
             registry,

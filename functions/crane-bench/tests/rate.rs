@@ -34,7 +34,10 @@ fn given_a_rate_and_a_duration_when_run_then_rate_times_duration_runs_are_sent_a
         "{stdout}"
     );
     assert!(stdout.contains("accepted:   8 (0 rejected)"), "{stdout}");
-    assert!(stdout.contains("completed:  8 (0 ended otherwise)"), "{stdout}");
+    assert!(
+        stdout.contains("completed:  8 (0 ended otherwise)"),
+        "{stdout}"
+    );
 }
 
 #[test]

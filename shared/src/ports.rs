@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::domain::{EventRecord, RunKey, RunState, RunStatus};
-use crate::engine::Effect;
+use crate::domain::{Effect, EventRecord, RunKey, RunState, RunStatus};
+pub use crate::domain::{StepJob, Todo, TodoChange};
 
 /// What can go wrong talking to a store or queue.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -125,60 +125,11 @@ pub trait RunViewStore: Send + Sync {
     async fn put(&self, state: &RunState) -> StoreResult<bool>;
 }
 
-/// A unit of work for a step worker: one attempt of one step of one run.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct StepJob {
-    pub tenant: String,
-    pub run_id: String,
-    pub step_id: String,
-    pub attempt: u32,
-    pub correlation_id: String,
-}
-
-impl StepJob {
-    pub fn key(&self) -> RunKey {
-        RunKey::new(&self.tenant, &self.run_id)
-    }
-}
-
 /// Sends step jobs to workers (SQS in the cloud, the outbox table locally).
 #[async_trait]
 pub trait StepDispatcher: Send + Sync {
     /// Deliver every job at least once, not before `delay_ms` from now.
     async fn dispatch(&self, jobs: &[(StepJob, u64)]) -> StoreResult<()>;
-}
-
-/// A todo item.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Todo {
-    pub id: u64,
-    pub title: String,
-    pub done: bool,
-    pub created_at: DateTime<Utc>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub completed_at: Option<DateTime<Utc>>,
-}
-
-/// A change to a tenant's todos.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum TodoChange {
-    Add {
-        title: String,
-    },
-    Complete {
-        id: u64,
-    },
-    Reopen {
-        id: u64,
-    },
-    Delete {
-        id: u64,
-    },
-    /// Put back a deleted todo exactly as it was (the compensation of a delete).
-    Restore {
-        todo: Todo,
-    },
 }
 
 /// Errors of todo operations that the tool reports to the user.

@@ -5,14 +5,20 @@
 
 pub mod event;
 pub mod fold;
+pub mod job;
+pub mod number;
 pub mod plan;
+pub mod refs;
+pub mod todo;
 
-pub use event::{ErrorKind, Event, EventRecord, PlannerInfo, Usage};
+pub use event::{ErrorKind, Event, EventRecord, PlannerInfo, ToolError, Usage};
 pub use fold::{
     fold, fold_until, ApprovalDecision, FoldError, RunState, RunStatus, StepApproval, StepState,
     StepStatus, Waiting,
 };
+pub use job::{Effect, StepJob};
 pub use plan::{Plan, PlanStep};
+pub use todo::{Todo, TodoChange};
 
 use serde::{Deserialize, Serialize};
 

@@ -14,7 +14,6 @@ use serde_json::Value;
 
 use super::{conclude, deps_completed, refs, simulate};
 use crate::domain::{ApprovalDecision, Event, Plan, PlanStep, RunState, StepStatus};
-use crate::tools::Registry;
 
 /// Default time a person has to decide: 24 hours.
 pub const DEFAULT_TIMEOUT_MS: u64 = 24 * 60 * 60 * 1_000;
@@ -132,7 +131,7 @@ pub fn held(state: &RunState, step_id: &str) -> bool {
 /// is shown with references filled in; a person has until `now + timeout_ms` to decide.
 pub fn requests(
     state: &RunState,
-    registry: &Registry,
+    tools: &dyn super::ToolFacts,
     now: DateTime<Utc>,
     timeout_ms: u64,
 ) -> Vec<Event> {
@@ -152,10 +151,7 @@ pub fn requests(
             }) && deps_completed(state, p)
         })
         .map(|p| {
-            let schema = registry
-                .get(&p.tool)
-                .map(|t| t.input_schema())
-                .unwrap_or(Value::Null);
+            let schema = tools.input_schema(&p.tool);
             let outputs: Vec<(&str, &Value)> = state.outputs().collect();
             let lookup = |id: &str| outputs.iter().find(|(k, _)| *k == id).map(|(_, v)| *v);
             let input = refs::substitute(&p.input, &schema, &lookup).unwrap_or(p.input.clone());

@@ -6,19 +6,29 @@
 pub mod approval;
 pub mod breaker;
 pub mod dag;
-pub mod refs;
+pub use crate::domain::refs;
 pub mod retry;
 pub mod saga;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::domain::{ErrorKind, Event, EventRecord, RunKey, RunState, RunStatus, StepStatus};
-use crate::ports::StepJob;
-use crate::tools::{Registry, ToolError};
+pub use crate::domain::Effect;
+use crate::domain::{
+    ErrorKind, Event, EventRecord, RunKey, RunState, RunStatus, StepJob, StepStatus, ToolError,
+};
 
 pub use retry::RetryPolicy;
+
+/// What the engine needs to know about a plan's tools, and nothing more. The tool
+/// registry implements it; the engine never sees the tools themselves.
+pub trait ToolFacts {
+    /// Whether a completed call of `tool` with `input` has something to undo.
+    fn compensable(&self, tool: &str, input: &Value) -> bool;
+
+    /// The JSON Schema of `tool`'s input, `Value::Null` for a tool not offered.
+    fn input_schema(&self, tool: &str) -> Value;
+}
 
 /// Largest step output stored in a run (its JSON text, in bytes). A larger output is
 /// replaced by [`cap_output`]'s truncation marker, so no tool can bloat the log and views.
@@ -43,26 +53,6 @@ pub fn cap_output(output: Value, max: usize) -> Value {
         "original_bytes": text.len(),
         "preview": &text[..end],
     })
-}
-
-/// Something that must happen because of new events.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(tag = "effect", rename_all = "snake_case")]
-pub enum Effect {
-    /// Run this step attempt, not before `delay_ms` from now.
-    Dispatch { job: StepJob, delay_ms: u64 },
-    /// Undo the run's completed steps (the saga). `attempt` is 1 for the saga a failure or
-    /// a cancel starts, n for the saga an operator's (n-1)th retry request starts.
-    Compensate {
-        key: RunKey,
-        correlation_id: String,
-        #[serde(default = "first_saga")]
-        attempt: u32,
-    },
-}
-
-fn first_saga() -> u32 {
-    1
 }
 
 /// Steps that may start now: pending, never tried, every dependency completed, not held
@@ -116,7 +106,7 @@ fn needs_compensation(state: &RunState) -> bool {
 
 /// The reaction to `new` events, given the state after them. Deterministic, so computing
 /// it twice (a replayed stream batch) yields the same effects, which are idempotent.
-pub fn react(state: &RunState, new: &[EventRecord], registry: &Registry) -> Vec<Effect> {
+pub fn react(state: &RunState, new: &[EventRecord], tools: &dyn ToolFacts) -> Vec<Effect> {
     let mut effects = Vec::new();
     let mut push = |e: Effect| {
         if !effects.contains(&e) {
@@ -211,7 +201,7 @@ pub fn react(state: &RunState, new: &[EventRecord], registry: &Registry) -> Vec<
         )
     });
     if triggers_saga && needs_compensation(state) {
-        let wants = state.cancel_requested || !saga::compensation_order(state, registry).is_empty();
+        let wants = state.cancel_requested || !saga::compensation_order(state, tools).is_empty();
         if wants {
             push(Effect::Compensate {
                 key: RunKey::new(&state.tenant, &state.run_id),

@@ -8,6 +8,7 @@ use serde_json::json;
 use super::*;
 use crate::adapters::local::memory::MemoryTodos;
 use crate::domain::{fold, Plan, PlanStep, PlannerInfo};
+use crate::tools::Registry;
 
 fn t(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(1_800_000_000_000 + ms).expect("valid")

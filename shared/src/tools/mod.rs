@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::domain::ErrorKind;
+pub use crate::domain::ToolError;
 use crate::ports::TodoStore;
 
 pub use faults::{FaultRule, Faults};
@@ -39,30 +39,6 @@ impl ToolContext {
     /// The key the compensation of this step is recorded under.
     pub fn compensation_key(&self) -> String {
         format!("{}/{}/undo", self.run_id, self.step_id)
-    }
-}
-
-/// A tool failure, classified so the engine knows whether to retry.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{message}")]
-pub struct ToolError {
-    pub kind: ErrorKind,
-    pub message: String,
-}
-
-impl ToolError {
-    pub fn permanent(message: impl Into<String>) -> Self {
-        Self {
-            kind: ErrorKind::Permanent,
-            message: message.into(),
-        }
-    }
-
-    pub fn transient(message: impl Into<String>) -> Self {
-        Self {
-            kind: ErrorKind::Transient,
-            message: message.into(),
-        }
     }
 }
 
@@ -174,5 +150,16 @@ impl std::fmt::Debug for Registry {
         f.debug_struct("Registry")
             .field("tools", &self.names())
             .finish()
+    }
+}
+
+impl crate::engine::ToolFacts for Registry {
+    fn compensable(&self, tool: &str, input: &Value) -> bool {
+        self.get(tool)
+            .is_some_and(|t| t.compensation(input).is_some())
+    }
+
+    fn input_schema(&self, tool: &str) -> Value {
+        self.get(tool).map_or(Value::Null, |t| t.input_schema())
     }
 }

@@ -10,6 +10,7 @@ use super::*;
 use crate::adapters::local::memory::MemoryTodos;
 use crate::domain::{fold, EventRecord, PlannerInfo, RunStatus};
 use crate::engine::{claim, react, records, Claim, Effect, RetryPolicy};
+use crate::tools::Registry;
 
 const HOUR_MS: u64 = 3_600_000;
 

@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::tools::expr::format_number;
+use super::number::format_number;
 
 /// Longest step id a reference may name.
 const MAX_ID_LEN: usize = 64;

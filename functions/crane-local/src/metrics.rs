@@ -6,14 +6,13 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use chrono::Utc;
 use crane::adapters::local::SqliteStore;
 use crane::app::App;
-use crane::http::ApiError;
+use crane::http::{ApiError, ErrorCode};
 use crane::prometheus::{Metrics, Snapshot};
 use tracing::warn;
 
@@ -33,12 +32,8 @@ async fn scrape(app: &App, metrics: &Metrics, store: &SqliteStore) -> Response {
         Ok(stats) => stats,
         Err(e) => {
             warn!(error = %e, "metrics: the job queue cannot be read");
-            return ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the store does not answer",
-            )
-            .into_response();
+            return ApiError::new(ErrorCode::Unavailable, "the store does not answer")
+                .into_response();
         }
     };
     let breakers = match app.tools().await {

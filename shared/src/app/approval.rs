@@ -6,9 +6,9 @@
 use chrono::{DateTime, Utc};
 use tracing::{info, instrument};
 
-use super::{App, AppError, MAX_CONFLICTS};
+use super::{App, AppError, Refusal, MAX_CONFLICTS};
 use crate::domain::{Event, RunKey, RunState};
-use crate::engine::approval::{self, Decision, Refusal, MAX_COMMENT_CHARS};
+use crate::engine::approval::{self, Decision, MAX_COMMENT_CHARS};
 use crate::ports::StoreError;
 
 impl App {
@@ -39,8 +39,8 @@ impl App {
         if let Some(c) = &comment {
             let chars = c.chars().count();
             if chars > MAX_COMMENT_CHARS {
-                return Err(AppError::invalid(
-                    "comment_too_long",
+                return Err(AppError::refused(
+                    Refusal::CommentTooLong,
                     format!("comment is {chars} characters; the limit is {MAX_COMMENT_CHARS}"),
                 ));
             }
@@ -52,21 +52,21 @@ impl App {
             let events =
                 match approval::decide(&state, step_id, decision, &key.tenant, comment.clone()) {
                     Ok(events) => events,
-                    Err(Refusal::NoSuchStep(_)) => {
+                    Err(approval::Refusal::NoSuchStep(_)) => {
                         return Err(AppError::NotFound(format!(
                             "run {} has no step {step_id}",
                             key.run_id
                         )))
                     }
-                    Err(r @ Refusal::AlreadyDecided { .. }) => {
-                        return Err(AppError::Conflict {
-                            code: "already_decided",
+                    Err(r @ approval::Refusal::AlreadyDecided { .. }) => {
+                        return Err(AppError::Refused {
+                            why: Refusal::AlreadyDecided,
                             message: r.to_string(),
                         })
                     }
-                    Err(r @ Refusal::NotWaiting { .. }) => {
-                        return Err(AppError::Conflict {
-                            code: "not_waiting_approval",
+                    Err(r @ approval::Refusal::NotWaiting { .. }) => {
+                        return Err(AppError::Refused {
+                            why: Refusal::NotWaitingApproval,
                             message: r.to_string(),
                         })
                     }

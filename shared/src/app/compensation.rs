@@ -10,7 +10,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tracing::{info, instrument, warn};
 
-use super::{App, AppError, JobResult, MAX_CONFLICTS};
+use super::{App, AppError, JobResult, Refusal, MAX_CONFLICTS};
 use crate::domain::{Event, RunKey, RunState, RunStatus, StepStatus};
 use crate::engine::saga;
 use crate::ports::StoreError;
@@ -215,8 +215,8 @@ impl App {
                 _ => cancelling,
             };
             if !retryable {
-                return Err(AppError::Conflict {
-                    code: "nothing_to_compensate",
+                return Err(AppError::Refused {
+                    why: Refusal::NothingToCompensate,
                     message: format!(
                         "run {} is {}{}: there is no saga to retry",
                         key.run_id,

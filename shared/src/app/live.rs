@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::warn;
 
-use super::{App, AppError};
+use super::{App, AppError, Refusal};
 use crate::domain::{fold, EventRecord, RunKey, RunState, RunStatus, StepStatus};
 use crate::engine::saga;
 use crate::ports::{LogWatch, WatchError};
@@ -92,8 +92,8 @@ impl Waiter {
 }
 
 fn too_many(e: WatchError) -> AppError {
-    AppError::Quota {
-        code: "too_many_watchers",
+    AppError::Refused {
+        why: Refusal::TooManyWatchers,
         message: format!("{e}; retry later"),
     }
 }

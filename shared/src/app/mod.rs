@@ -88,27 +88,63 @@ impl Settings {
 /// Everything that can go wrong serving a request, mapped to HTTP at the edge.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum AppError {
-    /// The request is well-formed but unacceptable (422).
+    /// A rule of the application refused the request; `why` says which.
     #[error("{message}")]
-    Invalid { code: &'static str, message: String },
+    Refused {
+        /// The rule that refused.
+        why: Refusal,
+        /// What a person reads: what was refused and why.
+        message: String,
+    },
+    /// The run (or the step named) does not exist for this tenant.
     #[error("{0}")]
     NotFound(String),
-    /// The request conflicts with the resource's state (409).
-    #[error("{message}")]
-    Conflict { code: &'static str, message: String },
-    /// The tenant is over a quota (429).
-    #[error("{message}")]
-    Quota { code: &'static str, message: String },
+    /// The planner could not plan the prompt.
     #[error(transparent)]
     Plan(#[from] PlanError),
+    /// A store or queue failed; its error is kept as the source.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
+/// Which rule refused a request. The HTTP layer gives each its code and status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// An `Idempotency-Key` that is not 1-255 visible ASCII characters.
+    InvalidIdempotencyKey,
+    /// An idempotency key already used for a different request.
+    IdempotencyKeyReused,
+    /// A prompt with nothing but whitespace.
+    PromptEmpty,
+    /// A prompt over the length limit.
+    PromptTooLong,
+    /// A status filter that names no run status.
+    InvalidStatus,
+    /// A page size outside the allowed range.
+    LimitOutOfRange,
+    /// A page cursor the store did not hand out.
+    InvalidCursor,
+    /// An approval comment over the length limit.
+    CommentTooLong,
+    /// The tenant has as many unfinished runs as it may have.
+    TooManyActiveRuns,
+    /// As many watchers wait as the server allows.
+    TooManyWatchers,
+    /// The run has finished: it can no longer be cancelled.
+    RunFinished,
+    /// The run has no saga to start or retry.
+    NothingToCompensate,
+    /// A person has already decided on the step.
+    AlreadyDecided,
+    /// The step is not waiting for a decision.
+    NotWaitingApproval,
+}
+
 impl AppError {
-    fn invalid(code: &'static str, message: impl Into<String>) -> Self {
-        AppError::Invalid {
-            code,
+    /// A refusal by rule `why`, with its message.
+    pub fn refused(why: Refusal, message: impl Into<String>) -> Self {
+        AppError::Refused {
+            why,
             message: message.into(),
         }
     }
@@ -169,8 +205,8 @@ fn check_idempotency_key(key: &str) -> Result<(), AppError> {
     if valid {
         Ok(())
     } else {
-        Err(AppError::invalid(
-            "invalid_idempotency_key",
+        Err(AppError::refused(
+            Refusal::InvalidIdempotencyKey,
             format!("Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"),
         ))
     }
@@ -281,8 +317,8 @@ impl App {
                     .await?;
                 active += page.items.len();
                 if active >= cap {
-                    return Err(AppError::Quota {
-                        code: "too_many_active_runs",
+                    return Err(AppError::Refused {
+                        why: Refusal::TooManyActiveRuns,
                         message: format!(
                             "this tenant has {cap} runs in flight, its most \
                              (CRANE_TENANT_MAX_ACTIVE_RUNS); retry when one finishes"
@@ -307,15 +343,15 @@ impl App {
     ) -> Result<Created, AppError> {
         let prompt = prompt.trim();
         if prompt.is_empty() {
-            return Err(AppError::invalid(
-                "prompt_empty",
+            return Err(AppError::refused(
+                Refusal::PromptEmpty,
                 "prompt must not be empty",
             ));
         }
         let chars = prompt.chars().count();
         if chars > MAX_PROMPT_CHARS {
-            return Err(AppError::invalid(
-                "prompt_too_long",
+            return Err(AppError::refused(
+                Refusal::PromptTooLong,
                 format!("prompt is {chars} characters; the limit is {MAX_PROMPT_CHARS}"),
             ));
         }
@@ -433,8 +469,8 @@ impl App {
         request_hash: &str,
     ) -> Result<Option<Created>, AppError> {
         if binding.request_hash != request_hash {
-            return Err(AppError::invalid(
-                "idempotency_key_reused",
+            return Err(AppError::refused(
+                Refusal::IdempotencyKeyReused,
                 "this Idempotency-Key was already used for a different request",
             ));
         }
@@ -495,16 +531,16 @@ impl App {
             None => None,
             Some(s) => Some(RunStatus::parse(s).ok_or_else(|| {
                 let names: Vec<&str> = RunStatus::ALL.iter().map(|s| s.as_str()).collect();
-                AppError::invalid(
-                    "invalid_status",
+                AppError::refused(
+                    Refusal::InvalidStatus,
                     format!("status must be one of {}", names.join(", ")),
                 )
             })?),
         };
         let limit = limit.unwrap_or(DEFAULT_PAGE);
         if !(1..=MAX_PAGE).contains(&limit) {
-            return Err(AppError::invalid(
-                "invalid_limit",
+            return Err(AppError::refused(
+                Refusal::LimitOutOfRange,
                 format!("limit must be from 1 to {MAX_PAGE}"),
             ));
         }
@@ -520,7 +556,7 @@ impl App {
             )
             .await
             .map_err(|e| match e {
-                StoreError::Invalid(m) => AppError::invalid("invalid_cursor", m),
+                StoreError::Invalid(m) => AppError::refused(Refusal::InvalidCursor, m),
                 other => AppError::Store(other),
             })?;
         Ok(page)
@@ -542,8 +578,8 @@ impl App {
                 return Ok(state);
             }
             if state.status.is_finished() {
-                return Err(AppError::Conflict {
-                    code: "run_finished",
+                return Err(AppError::Refused {
+                    why: Refusal::RunFinished,
                     message: format!(
                         "run {} is already {} and cannot be cancelled",
                         key.run_id,
@@ -583,8 +619,8 @@ impl App {
     ) -> Result<Page<Todo>, AppError> {
         let limit = limit.unwrap_or(TodoQuery::DEFAULT_LIMIT);
         if !(1..=TodoQuery::MAX_LIMIT).contains(&limit) {
-            return Err(AppError::invalid(
-                "invalid_limit",
+            return Err(AppError::refused(
+                Refusal::LimitOutOfRange,
                 format!("limit must be from 1 to {}", TodoQuery::MAX_LIMIT),
             ));
         }
@@ -592,7 +628,7 @@ impl App {
             .list(tenant, &TodoQuery { limit, cursor })
             .await
             .map_err(|e| match e {
-                StoreError::Invalid(m) => AppError::invalid("invalid_cursor", m),
+                StoreError::Invalid(m) => AppError::refused(Refusal::InvalidCursor, m),
                 other => AppError::Store(other),
             })
     }

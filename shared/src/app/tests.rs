@@ -353,7 +353,13 @@ async fn given_a_running_run_when_cancelled_then_completed_steps_are_compensated
     assert_eq!(run.step("s2").map(|s| s.status), Some(StepStatus::Skipped));
     assert!(h.todos.count("default").await.expect("count") == 0);
     let again = h.app.cancel_run(&key, None).await.expect_err("finished");
-    assert!(matches!(again, AppError::Conflict { .. }));
+    assert!(matches!(
+        again,
+        AppError::Refused {
+            why: Refusal::RunFinished,
+            ..
+        }
+    ));
 }
 
 #[tokio::test]
@@ -378,8 +384,8 @@ async fn given_an_idempotency_key_when_posted_twice_then_the_same_run_is_returne
         .expect_err("reused");
     assert!(matches!(
         other,
-        AppError::Invalid {
-            code: "idempotency_key_reused",
+        AppError::Refused {
+            why: Refusal::IdempotencyKeyReused,
             ..
         }
     ));
@@ -517,8 +523,8 @@ async fn given_a_planner_that_says_no_approval_when_the_policy_names_the_step_th
         .expect_err("decided");
     assert!(matches!(
         again,
-        AppError::Conflict {
-            code: "already_decided",
+        AppError::Refused {
+            why: Refusal::AlreadyDecided,
             ..
         }
     ));
@@ -527,8 +533,8 @@ async fn given_a_planner_that_says_no_approval_when_the_policy_names_the_step_th
         h.app
             .decide_step(&key, "s2", Decision::Reject, Some(long))
             .await,
-        Err(AppError::Invalid {
-            code: "comment_too_long",
+        Err(AppError::Refused {
+            why: Refusal::CommentTooLong,
             ..
         })
     ));

@@ -10,7 +10,9 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::Value;
 
-use super::{object_with_only, run_key, truncate, ApiError, Shared, Tenant, MAX_BODY_BYTES};
+use super::{
+    object_with_only, run_key, truncate, ApiError, ErrorCode, Shared, Tenant, MAX_BODY_BYTES,
+};
 use crate::engine::approval::Decision;
 
 /// The routes, merged into the API's router.
@@ -50,18 +52,16 @@ async fn decide(
     let body = body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
+                ErrorCode::BodyTooLarge,
                 format!("request body is larger than {MAX_BODY_BYTES} bytes"),
             )
         } else if super::edge::is_body_timeout(&r) {
             ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
+                ErrorCode::BodyTimeout,
                 "the request body did not arrive in time",
             )
         } else {
-            ApiError::bad_request("unreadable_body", r.body_text())
+            ApiError::new(ErrorCode::UnreadableBody, r.body_text())
         }
     })?;
     let comment = comment_of(&body)?;
@@ -94,8 +94,8 @@ fn comment_of(body: &[u8]) -> Result<Option<String>, ApiError> {
     match obj.remove("comment") {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(ApiError::unprocessable(
-            "invalid_comment",
+        Some(_) => Err(ApiError::new(
+            ErrorCode::InvalidComment,
             "field 'comment' must be a string",
         )),
     }

@@ -17,11 +17,11 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use axum::extract::{Request, State};
 use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::ApiError;
+use super::{ApiError, ErrorCode};
 use crate::domain::DEFAULT_TENANT;
 
 /// Longest API key accepted (bytes); every comparison runs over this many bytes.
@@ -200,7 +200,7 @@ impl std::fmt::Debug for KeyRing {
 
 /// The 401 every authentication failure gets; `why` never quotes the credentials.
 fn unauthorized(why: &str) -> Response {
-    let mut resp = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", why).into_response();
+    let mut resp = ApiError::new(ErrorCode::Unauthorized, why).into_response();
     resp.headers_mut()
         .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     resp

@@ -25,7 +25,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::time::Sleep;
 
-use super::ApiError;
+use super::{ApiError, ErrorCode};
 
 /// Host names a server on a loopback address answers to (any port).
 pub const LOOPBACK_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
@@ -152,8 +152,7 @@ pub(super) async fn guard_host(
         let known = split_host_port(&host).is_some_and(|(name, _)| allowed.contains(&name));
         if !known {
             return ApiError::new(
-                StatusCode::FORBIDDEN,
-                "host_not_allowed",
+                ErrorCode::HostNotAllowed,
                 format!(
                     "this server answers only to {}; add other names to CRANE_ALLOWED_HOSTS",
                     allowed.join(", ")
@@ -185,8 +184,7 @@ pub(super) async fn guard_origin(
         && req.headers().contains_key(ACCESS_CONTROL_REQUEST_METHOD);
     if !(same_origin || listed) {
         return ApiError::new(
-            StatusCode::FORBIDDEN,
-            "origin_not_allowed",
+            ErrorCode::OriginNotAllowed,
             "requests from this origin are not allowed; list it in CRANE_CORS_ORIGINS",
         )
         .into_response();
@@ -230,8 +228,7 @@ pub(super) async fn require_json(req: Request, next: Next) -> Response {
     let empty = body.is_end_stream() || body.size_hint().upper() == Some(0);
     if !empty && !is_json(req.headers()) {
         return ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "a request body must be JSON, sent with Content-Type: application/json",
         )
         .into_response();

@@ -21,7 +21,7 @@ use axum::Json;
 use serde_json::json;
 use tracing::warn;
 
-use super::{path_id, query_of, run_key, truncate, ApiError};
+use super::{path_id, query_of, run_key, truncate, ApiError, ErrorCode};
 use crate::app::live::{EventsAfter, MAX_EVENTS_WAIT, MAX_PREFER_WAIT, REQUEST_BUDGET};
 use crate::app::App;
 use crate::domain::{EventRecord, RunKey, RunState};
@@ -37,8 +37,8 @@ fn after_of(q: &HashMap<String, String>) -> Result<u64, ApiError> {
     match q.get("after") {
         None => Ok(0),
         Some(a) => seq_of(a).ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_after",
+            ApiError::new(
+                ErrorCode::InvalidAfter,
                 format!(
                     "after={} is not a sequence number (an integer from 0)",
                     truncate(a)
@@ -63,8 +63,8 @@ fn wait_of(q: &HashMap<String, String>) -> Result<Duration, ApiError> {
     let max = MAX_EVENTS_WAIT.as_secs();
     match seq_of(w) {
         Some(s) if s <= max => Ok(Duration::from_secs(s)),
-        _ => Err(ApiError::bad_request(
-            "invalid_wait",
+        _ => Err(ApiError::new(
+            ErrorCode::InvalidWait,
             format!(
                 "wait={} is not a number of seconds from 0 to {max}",
                 truncate(w)
@@ -95,8 +95,8 @@ pub(super) fn prefer_wait(headers: &HeaderMap) -> Result<Option<Duration>, ApiEr
     let mut wait = None;
     for value in headers.get_all("prefer") {
         let bad = || {
-            ApiError::bad_request(
-                "invalid_prefer",
+            ApiError::new(
+                ErrorCode::InvalidPrefer,
                 "Prefer must be visible ASCII, e.g. 'Prefer: wait=10'",
             )
         };
@@ -109,8 +109,8 @@ pub(super) fn prefer_wait(headers: &HeaderMap) -> Result<Option<Duration>, ApiEr
             }
             let val = val.trim().trim_matches('"');
             let secs = seq_of(val).ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_prefer",
+                ApiError::new(
+                    ErrorCode::InvalidPrefer,
                     format!(
                         "Prefer: wait={} is not a whole number of seconds",
                         truncate(val)
@@ -170,8 +170,8 @@ fn resume_after(headers: &HeaderMap, q: &HashMap<String, String>) -> Result<u64,
     match headers.get("last-event-id") {
         None => after_of(q),
         Some(v) => v.to_str().ok().and_then(seq_of).ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_last_event_id",
+            ApiError::new(
+                ErrorCode::InvalidLastEventId,
                 "Last-Event-ID must be the sequence number of an event",
             )
         }),
@@ -192,14 +192,13 @@ pub(super) async fn stream(
     let after = resume_after(&headers, &q)?;
     let Some(signals) = app.events.signals() else {
         return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "streaming_unavailable",
+            ErrorCode::StreamingUnavailable,
             "this deployment does not stream; long-poll GET /runs/{id}/events?after=&wait= instead",
         ));
     };
     let watch = signals.watch(&key).map_err(|e| {
-        ApiError::from(crate::app::AppError::Quota {
-            code: "too_many_watchers",
+        ApiError::from(crate::app::AppError::Refused {
+            why: crate::app::Refusal::TooManyWatchers,
             message: format!("{e}; retry later"),
         })
     })?;

@@ -34,7 +34,7 @@ use crate::domain::RunKey;
 
 pub use auth::{Auth, GatewayIdentity, KeyRing, Tenant};
 pub use edge::{EdgeOptions, Origin};
-pub use error::ApiError;
+pub use error::{ApiError, ErrorCode};
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -147,8 +147,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Tenant {
     ) -> Result<Self, Self::Rejection> {
         parts.extensions.get::<Tenant>().cloned().ok_or_else(|| {
             ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
+                ErrorCode::Unauthorized,
                 "the request carries no verified identity",
             )
         })
@@ -198,8 +197,8 @@ fn query_of(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<HashMap<String, String>, ApiError> {
     query.map(|Query(q)| q).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_query",
+        ApiError::new(
+            ErrorCode::InvalidQuery,
             format!("the query string is malformed: {}", e.body_text()),
         )
     })
@@ -213,17 +212,17 @@ pub(crate) fn object_with_only(
     shape: &str,
 ) -> Result<serde_json::Map<String, Value>, ApiError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(
-            "malformed_json",
+        ApiError::new(
+            ErrorCode::MalformedJson,
             format!("request body is not valid JSON: {e}"),
         )
     })?;
     let Value::Object(obj) = value else {
-        return Err(ApiError::unprocessable("invalid_body", shape.to_owned()));
+        return Err(ApiError::new(ErrorCode::InvalidBody, shape.to_owned()));
     };
     if let Some(other) = obj.keys().find(|k| k.as_str() != field) {
-        return Err(ApiError::unprocessable(
-            "unknown_field",
+        return Err(ApiError::new(
+            ErrorCode::UnknownField,
             format!(
                 "unknown field '{}': the only field is '{field}'",
                 truncate(other)
@@ -236,8 +235,8 @@ pub(crate) fn object_with_only(
 /// Parse the `POST /runs` body by hand so every mistake gets a precise message.
 fn prompt_of(body: &[u8]) -> Result<String, ApiError> {
     if body.is_empty() {
-        return Err(ApiError::bad_request(
-            "missing_body",
+        return Err(ApiError::new(
+            ErrorCode::MissingBody,
             "request body must be a JSON object like {\"prompt\": \"calculate 2+3\"}",
         ));
     }
@@ -247,13 +246,13 @@ fn prompt_of(body: &[u8]) -> Result<String, ApiError> {
         "request body must be a JSON object like {\"prompt\": \"calculate 2+3\"}",
     )?;
     match obj.remove("prompt") {
-        None => Err(ApiError::unprocessable(
-            "prompt_required",
+        None => Err(ApiError::new(
+            ErrorCode::PromptRequired,
             "field 'prompt' is required",
         )),
         Some(Value::String(s)) => Ok(s),
-        Some(_) => Err(ApiError::unprocessable(
-            "invalid_prompt",
+        Some(_) => Err(ApiError::new(
+            ErrorCode::InvalidPrompt,
             "field 'prompt' must be a string",
         )),
     }
@@ -278,18 +277,16 @@ async fn create_run(
     let body = body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
+                ErrorCode::BodyTooLarge,
                 format!("request body is larger than {MAX_BODY_BYTES} bytes"),
             )
         } else if edge::is_body_timeout(&r) {
             ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
+                ErrorCode::BodyTimeout,
                 "the request body did not arrive in time",
             )
         } else {
-            ApiError::bad_request("unreadable_body", r.body_text())
+            ApiError::new(ErrorCode::UnreadableBody, r.body_text())
         }
     })?;
     let prompt = prompt_of(&body)?;
@@ -297,8 +294,8 @@ async fn create_run(
     let key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => Some(v.to_str().map_err(|_| {
-            ApiError::unprocessable(
-                "invalid_idempotency_key",
+            ApiError::new(
+                ErrorCode::InvalidIdempotencyKey,
                 "Idempotency-Key must be visible ASCII",
             )
         })?),
@@ -356,8 +353,8 @@ async fn get_run(
         Some(at) => {
             // A literal '+' of an offset arrives as a space unless it was percent-encoded.
             let at = DateTime::parse_from_rfc3339(&at.trim().replace(' ', "+")).map_err(|_| {
-                ApiError::bad_request(
-                    "invalid_at",
+                ApiError::new(
+                    ErrorCode::InvalidAt,
                     format!(
                         "at={} is not an RFC 3339 time like 2026-01-02T03:04:05Z",
                         truncate(at)
@@ -399,8 +396,8 @@ fn limit_of(l: &str) -> Result<usize, ApiError> {
         None => (false, t.strip_prefix('+').unwrap_or(t)),
     };
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
+        return Err(ApiError::new(
+            ErrorCode::InvalidLimit,
             format!("limit={} is not an integer", truncate(l)),
         ));
     }
@@ -430,8 +427,8 @@ async fn list_todos(
     let limit = match q.get("limit") {
         None => None,
         Some(l) => Some(l.trim().parse::<usize>().map_err(|_| {
-            ApiError::bad_request(
-                "invalid_limit",
+            ApiError::new(
+                ErrorCode::InvalidLimit,
                 format!("limit={} is not a number", truncate(l)),
             )
         })?),
@@ -470,8 +467,7 @@ async fn not_found() -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         "method not allowed on this route; see GET /openapi.json",
     )
 }

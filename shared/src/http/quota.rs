@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::http::header::RETRY_AFTER;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::{ApiError, Tenant};
+use super::{ApiError, ErrorCode, Tenant};
 
 /// Buckets kept at most; the fullest (idlest) are dropped beyond this, which only ever
 /// forgives a tenant.
@@ -74,8 +74,7 @@ impl Limiter {
 /// The 429 a tenant over its quota gets; `Retry-After` in whole seconds, at least 1.
 pub fn too_many(message: &str, retry_after: Duration) -> Response {
     let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-    let mut resp =
-        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message).into_response();
+    let mut resp = ApiError::new(ErrorCode::RateLimited, message).into_response();
     if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
         resp.headers_mut().insert(RETRY_AFTER, v);
     }
@@ -106,6 +105,7 @@ pub(super) async fn limit_rate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::StatusCode;
 
     #[test]
     fn given_a_burst_when_spent_then_the_tenant_waits_and_other_tenants_do_not() {

@@ -9,6 +9,6 @@ use crane::entrypoints::{app_from_env, http, Function};
 async fn main() -> Result<(), lambda_http::Error> {
     crane::telemetry::init(LogFormat::Json);
     let config = Config::from_env()?;
-    let (app, _) = app_from_env(&config, Function::Api).await?;
+    let (app, _) = app_from_env(&config, Function::GetRun).await?;
     lambda_http::run(http::service(app, &config.http.edge())).await
 }

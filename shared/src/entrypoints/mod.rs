@@ -53,8 +53,9 @@ pub struct CloudPorts {
 pub enum Function {
     /// `create-run`: tables, and the planner the environment selects (it plans prompts).
     CreateRun,
-    /// `get-run`: tables only.
-    Api,
+    /// `get-run`: every route but `POST /runs` (reads, cancel, approvals, events);
+    /// tables only.
+    GetRun,
     /// `step-worker`: tables and the step queue (to defer jobs).
     StepWorker,
     /// `event-reactor`: tables, the step queue and the saga state machine.

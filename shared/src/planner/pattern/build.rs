@@ -7,15 +7,15 @@ use serde_json::{json, Value};
 use crate::domain::{Plan, PlanStep};
 use crate::engine::refs::reference_to;
 use crate::planner::PlanError;
+use crate::tools::expr::Operator;
 
-use super::arithmetic::shape;
 use super::intents::{Intent, Piece, RefKind, RefUse, Target, Title, TodoVerb};
 
 /// What an earlier step was, for resolving references and ordering the todo store.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) enum Made {
     /// A calculation and its top-level operator.
-    Calc(Option<char>),
+    Calc(Option<Operator>),
     /// A todo action, and whether it names a todo its output can stand for.
     Todo { writes: bool, names_todo: bool },
 }
@@ -84,7 +84,7 @@ pub(super) fn build(clauses: Vec<(bool, Vec<Intent>)>) -> Result<Plan, PlanError
                     }
                     let mut names = names.into_iter();
                     let expression = e.render(|_| names.next().unwrap_or_default());
-                    let (_, top) = shape(&e.placeholder());
+                    let top = e.outline().and_then(|o| o.top);
                     (
                         "calculator",
                         json!({ "expression": expression }),

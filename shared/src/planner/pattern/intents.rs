@@ -1,6 +1,6 @@
 //! Intents: what a clause asks for, before references are resolved.
 
-use super::arithmetic::is_atomic;
+use crate::tools::expr::{self, Operator, Outline};
 
 /// What an earlier-result phrase asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,12 +23,12 @@ pub(super) enum RefKind {
 
 impl RefKind {
     /// The top-level operator a calculation must have to be preferred.
-    pub(super) fn operator(self) -> Option<char> {
+    pub(super) fn operator(self) -> Option<Operator> {
         match self {
-            RefKind::Sum => Some('+'),
-            RefKind::Product => Some('*'),
-            RefKind::Difference => Some('-'),
-            RefKind::Quotient => Some('/'),
+            RefKind::Sum => Some(Operator::Add),
+            RefKind::Product => Some(Operator::Mul),
+            RefKind::Difference => Some(Operator::Sub),
+            RefKind::Quotient => Some(Operator::Div),
             RefKind::Any | RefKind::Todo | RefKind::Previous => None,
         }
     }
@@ -93,10 +93,16 @@ impl Expr {
         self.render(|_| "1".to_owned())
     }
 
+    /// What the calculator reads in the expression (references read as numbers), or
+    /// `None` when it cannot parse it.
+    pub(super) fn outline(&self) -> Option<Outline> {
+        expr::outline(&self.placeholder()).ok()
+    }
+
     /// The expression as an operand: parenthesised unless it is a single number, reference
     /// or parenthesised group.
     pub(super) fn operand(self) -> Expr {
-        if is_atomic(&self.placeholder()) {
+        if self.outline().is_some_and(|o| o.atomic) {
             return self;
         }
         let mut out = Expr::default();

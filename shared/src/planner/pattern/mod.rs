@@ -1,0 +1,195 @@
+//! The pattern planner: a deterministic, offline planner for the requests people type most.
+//!
+//! It understands arithmetic (for the `calculator` tool) and the todo list (for the `todo`
+//! tool), in any capitalisation, with politeness ("please", "can you ...") and trailing
+//! punctuation, combined into compound prompts ("calculate 2+3 and then add the result to my
+//! todos"). Anything else is refused with [`PlanError::NotUnderstood`], whose message quotes
+//! the part it could not read and says what it does understand.
+//!
+//! # How a prompt is read
+//!
+//! 1. `tokenize`: the prompt becomes words (lowercased copies, used only for matching),
+//!    numbers, quoted strings and symbols, each with its byte range in the prompt. Titles are
+//!    sliced out of the prompt by those ranges, so they keep the user's capitalisation and
+//!    punctuation, and no byte offset is ever computed on a lowercased copy.
+//! 2. `split`: the prompt is cut into clauses at separators ("and", "then", "after that",
+//!    commas, semicolons, sentence ends, new lines), but only where the text after the
+//!    separator is itself a complete request. "add a todo to buy milk and eggs" is one
+//!    clause; "calculate 2+3 and list todos" is two. Quoted text is one token, so it is
+//!    never split.
+//! 3. `parse_clause`: each clause goes through the intent matchers in turn: list,
+//!    complete, delete, get, add, arithmetic. A todo title that is a calculation in words
+//!    ("add the sum of 2 and 3 to my todos") becomes a calculator step and an add that
+//!    references it.
+//! 4. `build`: intents become steps `s1, s2, ...` in prompt order. References ("the
+//!    result", "the sum", "it") are resolved to earlier steps; a step depends on the steps it
+//!    references, on every step before the latest "then", and (for the todo store) on every
+//!    earlier todo step when either of them writes.
+//!
+//! Every loop consumes at least one token, so the work is linear in the prompt (quote
+//! pairing aside, which is quadratic only in the number of unmatched quotes), and nothing
+//! indexes out of bounds: all slicing goes through `get` or through lengths just checked.
+
+mod arithmetic;
+mod build;
+mod clauses;
+mod intents;
+mod references;
+#[cfg(test)]
+mod tests;
+mod todo;
+mod tokens;
+mod vocabulary;
+
+use async_trait::async_trait;
+
+use super::{PlanError, Planned, Planner, MAX_STEPS};
+use crate::domain::{Plan, PlannerInfo};
+use crate::tools::Registry;
+use build::build;
+use clauses::{parse_clause, split, Clause, LEAD_FILLERS};
+use intents::{Intent, Parse};
+use todo::{ADD_DETS, ADD_VERBS, REMINDER_LEADS};
+use tokens::{prefix_len, strip_prefix, strip_prefixes, text, tokenize, Tok};
+use vocabulary::TODO_NOUNS;
+
+/// What the pattern planner understands, appended to every "not understood" message.
+pub const UNDERSTOOD: &str = "I understand: arithmetic (\"calculate 2+3\", \"what is 10*5\"), \
+todos (\"add a todo to buy milk\", \"list my todos\", \"complete todo 3\", \"delete the todo \
+'buy milk'\"), combined with \"and\", \"then\", commas or semicolons, and \"the result\" to use \
+an earlier answer.";
+
+/// Longest part of a prompt quoted back in an error message, in characters.
+const MAX_QUOTE_CHARS: usize = 80;
+
+/// The deterministic, offline planner. See the [module documentation](self).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PatternPlanner;
+
+impl PatternPlanner {
+    /// Turn `prompt` into a raw (not yet validated) plan whose steps are `s1, s2, ...` in
+    /// prompt order. Pure and deterministic.
+    pub fn plan_prompt(&self, prompt: &str) -> Result<Plan, PlanError> {
+        let toks = tokenize(prompt);
+        let clauses = split(prompt, &toks);
+        let mut parsed: Vec<(bool, Vec<Intent>)> = Vec::new();
+        let mut filler: Option<&str> = None;
+        let mut count = 0usize;
+        for clause in &clauses {
+            let parse = match &clause.parse {
+                Some(p) => p.clone(),
+                None => parse_clause(prompt, clause.tokens(&toks)),
+            };
+            match parse {
+                Parse::Intents(intents) => {
+                    count += intents.len();
+                    parsed.push((clause.after_then, intents));
+                }
+                Parse::Filler => {
+                    filler.get_or_insert(text(prompt, clause.tokens(&toks)));
+                }
+                Parse::Unknown => return Err(explain_failure(prompt, &toks, clause)),
+            }
+        }
+        if parsed.is_empty() {
+            return Err(match filler {
+                Some(f) => not_understood(f, None),
+                None if prompt.trim().is_empty() => PlanError::NotUnderstood(format!(
+                    "There is nothing to do: the prompt is empty. {UNDERSTOOD}"
+                )),
+                None => not_understood(prompt, None),
+            });
+        }
+        if count > MAX_STEPS {
+            return Err(PlanError::Invalid(format!(
+                "the plan has {count} steps, more than the limit of {MAX_STEPS}"
+            )));
+        }
+        build(parsed)
+    }
+}
+
+#[async_trait]
+impl Planner for PatternPlanner {
+    fn name(&self) -> &'static str {
+        "pattern"
+    }
+
+    async fn plan(&self, prompt: &str, registry: &Registry) -> Result<Planned, PlanError> {
+        let mut plan = self.plan_prompt(prompt)?;
+        super::validate(&mut plan, registry)?;
+        Ok(Planned {
+            plan,
+            info: PlannerInfo {
+                name: "pattern".into(),
+                ..Default::default()
+            },
+            fallback_detail: None,
+        })
+    }
+}
+
+/// The "not understood" error for `part` of a prompt, with an optional hint.
+fn not_understood(part: &str, hint: Option<&str>) -> PlanError {
+    let part = part.trim();
+    let quoted = if part.chars().count() > MAX_QUOTE_CHARS {
+        format!(
+            "{}...",
+            part.chars().take(MAX_QUOTE_CHARS).collect::<String>()
+        )
+    } else {
+        part.to_owned()
+    };
+    PlanError::NotUnderstood(match hint {
+        Some(h) => format!("I don't know how to do \"{quoted}\" ({h}). {UNDERSTOOD}"),
+        None => format!("I don't know how to do \"{quoted}\". {UNDERSTOOD}"),
+    })
+}
+
+/// Explain why `clause` failed: when the clause was merged from several segments and a
+/// leading part of it is a request, quote only the part after it.
+fn explain_failure(src: &str, toks: &[Tok], clause: &Clause) -> PlanError {
+    // Bounded, so a clause merged from thousands of segments stays linear to explain.
+    const MAX_TRIES: usize = 16;
+    for k in (1..clause.segments.len().min(MAX_TRIES)).rev() {
+        let (Some(first), Some(last), Some(bad), Some(end)) = (
+            clause.segments.first(),
+            clause.segments.get(k - 1),
+            clause.segments.get(k),
+            clause.segments.last(),
+        ) else {
+            continue;
+        };
+        let head = toks.get(first.start..last.end).unwrap_or(&[]);
+        if matches!(parse_clause(src, head), Parse::Intents(_)) {
+            let rest = toks.get(bad.start..end.end).unwrap_or(&[]);
+            return not_understood(text(src, rest), hint(rest));
+        }
+    }
+    let all = clause.tokens(toks);
+    not_understood(text(src, all), hint(all))
+}
+
+/// A hint for a clause that looks like a todo request but is not one the planner can do.
+fn hint(toks: &[Tok]) -> Option<&'static str> {
+    let toks = strip_prefixes(toks, LEAD_FILLERS);
+    if prefix_len(
+        toks,
+        &[
+            "delete", "remove", "clear", "erase", "complete", "finish", "mark",
+        ],
+    )
+    .is_some()
+    {
+        return Some(
+            "todos are changed one at a time, by number (\"todo 3\") or by title in quotes",
+        );
+    }
+    let add = strip_prefix(toks, ADD_VERBS).map(|r| strip_prefixes(r, ADD_DETS));
+    if add.is_some_and(|r| prefix_len(r, TODO_NOUNS).is_some())
+        || prefix_len(toks, REMINDER_LEADS).is_some()
+    {
+        return Some("a todo needs a title, e.g. \"add a todo to buy milk\"");
+    }
+    None
+}

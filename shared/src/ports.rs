@@ -16,16 +16,117 @@ pub enum StoreError {
     /// An optimistic-concurrency check failed: someone else wrote first.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The item asked for does not exist.
     #[error("not found: {0}")]
     NotFound(String),
     /// The backend is unreachable, throttling or timing out: worth retrying.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
-    /// Stored data could not be decoded.
-    #[error("corrupt data: {0}")]
-    Corrupt(String),
+    #[error("store unavailable: {message}")]
+    Unavailable {
+        /// What failed, for the log.
+        message: String,
+        /// The backend's own error, when there is one.
+        #[source]
+        source: Option<Cause>,
+    },
+    /// Stored data could not be decoded (or a value could not be encoded).
+    #[error("corrupt data: {message}")]
+    Corrupt {
+        /// What could not be decoded, for the log.
+        message: String,
+        /// The decoder's own error, when there is one.
+        #[source]
+        source: Option<Cause>,
+    },
+    /// The backend refused the request as malformed (a bad key, cursor or parameter).
     #[error("invalid request: {0}")]
     Invalid(String),
+}
+
+impl StoreError {
+    /// The store is unavailable; no lower-level error to keep.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        StoreError::Unavailable {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// The store is unavailable because of `source`, kept as the error's source.
+    pub fn unavailable_from(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        StoreError::Unavailable {
+            message: message.into(),
+            source: Some(Cause::new(source)),
+        }
+    }
+
+    /// The same error, keeping `source` as its cause when it is one that can have a cause
+    /// (unavailable, corrupt); conflicts, misses and invalid requests are answers, not
+    /// failures, and stay as they are.
+    pub fn caused_by(self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        match self {
+            StoreError::Unavailable { message, .. } => StoreError::Unavailable {
+                message,
+                source: Some(Cause::new(source)),
+            },
+            StoreError::Corrupt { message, .. } => StoreError::Corrupt {
+                message,
+                source: Some(Cause::new(source)),
+            },
+            other => other,
+        }
+    }
+
+    /// Stored data is corrupt; no lower-level error to keep.
+    pub fn corrupt(message: impl Into<String>) -> Self {
+        StoreError::Corrupt {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Stored data is corrupt, as `source` (a decoder's error) found.
+    pub fn corrupt_from(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        StoreError::Corrupt {
+            message: message.into(),
+            source: Some(Cause::new(source)),
+        }
+    }
+}
+
+/// The lower-level error a [`StoreError`] came from (an SDK, SQLite or JSON error), shared
+/// so the store error stays cheap to clone. Two causes are equal when they read the same.
+#[derive(Debug, Clone)]
+pub struct Cause(std::sync::Arc<dyn std::error::Error + Send + Sync>);
+
+impl Cause {
+    /// Keep `error` as a cause.
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Cause(std::sync::Arc::new(error))
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl PartialEq for Cause {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_string() == other.to_string()
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -270,4 +371,49 @@ pub trait SagaStarter: Send + Sync {
     /// Start saga attempt `attempt` (1 for the first) for `key`; starting one that already
     /// exists is not an error.
     async fn start(&self, key: &RunKey, correlation_id: &str, attempt: u32) -> StoreResult<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+
+    use super::*;
+
+    #[test]
+    fn given_a_lower_level_error_when_a_store_error_is_made_from_it_then_it_is_the_source() {
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "read-only disk");
+        let e = StoreError::unavailable_from("cannot write the log", io);
+        assert_eq!(e.to_string(), "store unavailable: cannot write the log");
+        assert_eq!(
+            e.source().map(|s| s.to_string()).as_deref(),
+            Some("read-only disk")
+        );
+
+        let json = serde_json::from_str::<u32>("x").expect_err("not a number");
+        let e = StoreError::corrupt("a view").caused_by(json);
+        assert!(e.source().is_some());
+        assert_eq!(
+            StoreError::unavailable("down")
+                .source()
+                .map(|s| s.to_string()),
+            None
+        );
+    }
+
+    #[test]
+    fn given_answers_rather_than_failures_when_given_a_cause_then_they_stay_as_they_are() {
+        let io = || std::io::Error::other("x");
+        let conflict = StoreError::Conflict("seq 3 taken".into()).caused_by(io());
+        assert_eq!(conflict, StoreError::Conflict("seq 3 taken".into()));
+        assert!(conflict.source().is_none());
+        // Two errors with the same message and causes that read the same are equal.
+        assert_eq!(
+            StoreError::unavailable_from("down", io()),
+            StoreError::unavailable_from("down", io())
+        );
+        assert_ne!(
+            StoreError::unavailable_from("down", io()),
+            StoreError::unavailable("down")
+        );
+    }
 }

@@ -1734,7 +1734,7 @@ pub mod saga {
         assert!(
             matches!(
                 result,
-                Err(StoreError::Unavailable(_) | StoreError::Invalid(_))
+                Err(StoreError::Unavailable { .. } | StoreError::Invalid(_))
             ),
             "{result:?}"
         );

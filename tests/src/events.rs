@@ -225,7 +225,7 @@ impl RecordingDispatcher {
 impl StepDispatcher for RecordingDispatcher {
     async fn dispatch(&self, jobs: &[(StepJob, u64)]) -> StoreResult<()> {
         if self.fail.load(Ordering::SeqCst) {
-            return Err(StoreError::Unavailable("queue down (test)".into()));
+            return Err(StoreError::unavailable("queue down (test)"));
         }
         self.calls.lock().expect("lock").push(jobs.to_vec());
         Ok(())

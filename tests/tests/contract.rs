@@ -350,7 +350,7 @@ mod aws_shapes {
         );
         let result = store.load(&RunKey::new("t", "r")).await;
         assert!(
-            matches!(result, Err(StoreError::Unavailable(_))),
+            matches!(result, Err(StoreError::Unavailable { .. })),
             "{result:?}"
         );
         Ok(())
@@ -376,7 +376,7 @@ mod aws_shapes {
         };
         let result = dispatcher.dispatch(&[(job, 0)]).await;
         assert!(
-            matches!(result, Err(StoreError::Unavailable(_))),
+            matches!(result, Err(StoreError::Unavailable { .. })),
             "{result:?}"
         );
         Ok(())

@@ -304,15 +304,11 @@ impl EventStore for DownEvents {
         _events: &[EventRecord],
         _outbox: crane::ports::Outbox<'_>,
     ) -> crane::ports::StoreResult<()> {
-        Err(crane::ports::StoreError::Unavailable(
-            "throttled (test)".into(),
-        ))
+        Err(crane::ports::StoreError::unavailable("throttled (test)"))
     }
 
     async fn load(&self, _key: &RunKey) -> crane::ports::StoreResult<Vec<EventRecord>> {
-        Err(crane::ports::StoreError::Unavailable(
-            "throttled (test)".into(),
-        ))
+        Err(crane::ports::StoreError::unavailable("throttled (test)"))
     }
 }
 

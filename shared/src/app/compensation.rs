@@ -51,8 +51,8 @@ impl App {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(AppError::Store(StoreError::Unavailable(
-            "too much contention on this run".into(),
+        Err(AppError::Store(StoreError::unavailable(
+            "too much contention on this run",
         )))
     }
 
@@ -247,8 +247,8 @@ impl App {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(AppError::Store(StoreError::Unavailable(
-            "too much contention on this run".into(),
+        Err(AppError::Store(StoreError::unavailable(
+            "too much contention on this run",
         )))
     }
 

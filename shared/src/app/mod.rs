@@ -213,7 +213,7 @@ fn check_idempotency_key(key: &str) -> Result<(), AppError> {
 }
 
 fn fold_error(e: FoldError) -> AppError {
-    AppError::Store(StoreError::Corrupt(e.to_string()))
+    AppError::Store(StoreError::corrupt_from(e.to_string(), e))
 }
 
 impl App {
@@ -238,7 +238,7 @@ impl App {
         for rec in &records {
             after
                 .apply(rec)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                .map_err(|e| StoreError::corrupt_from(e.to_string(), e))?;
         }
         let effects = engine::react(&after, &records, &self.registry);
         let key = RunKey::new(&state.tenant, &state.run_id);
@@ -604,8 +604,8 @@ impl App {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(AppError::Store(StoreError::Unavailable(
-            "too much contention on this run".into(),
+        Err(AppError::Store(StoreError::unavailable(
+            "too much contention on this run",
         )))
     }
 
@@ -709,7 +709,7 @@ impl App {
         let events = self.events.load(key).await?;
         let known: Vec<EventRecord> = events.into_iter().filter(|e| e.seq <= upto).collect();
         if known.len() < upto as usize {
-            return Err(AppError::Store(StoreError::Unavailable(format!(
+            return Err(AppError::Store(StoreError::unavailable(format!(
                 "{key}: event {upto} is not readable yet"
             ))));
         }

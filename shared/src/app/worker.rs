@@ -27,9 +27,7 @@ pub enum JobResult {
 }
 
 fn contention() -> AppError {
-    AppError::Store(StoreError::Unavailable(
-        "too much contention on this run".into(),
-    ))
+    AppError::Store(StoreError::unavailable("too much contention on this run"))
 }
 
 /// What the tool's circuit breaker said about a call.
@@ -369,7 +367,7 @@ impl App {
         next: &BreakerState,
     ) -> Result<(), StoreError> {
         let v = serde_json::to_value(next)
-            .map_err(|e| StoreError::Corrupt(format!("breaker state: {e}")))?;
+            .map_err(|e| StoreError::corrupt(format!("breaker state: {e}")))?;
         self.breakers.put(tool, version, &v).await?;
         if next.name() != state.name() {
             warn!(

@@ -110,7 +110,7 @@ impl SagaError {
 
     fn app(e: AppError) -> Self {
         let kind = match &e {
-            AppError::Store(StoreError::Unavailable(_) | StoreError::Conflict(_)) => {
+            AppError::Store(StoreError::Unavailable { .. } | StoreError::Conflict(_)) => {
                 ErrorKind::Transient
             }
             _ => ErrorKind::Permanent,
@@ -436,7 +436,7 @@ mod tests {
             SagaError::app(AppError::NotFound("run r not found".into())).into();
         assert_eq!(d.error_type, PERMANENT);
         let d: lambda_runtime::Diagnostic =
-            SagaError::app(AppError::Store(StoreError::Unavailable("throttled".into()))).into();
+            SagaError::app(AppError::Store(StoreError::unavailable("throttled"))).into();
         assert_eq!(d.error_type, TRANSIENT);
     }
 }

@@ -52,7 +52,7 @@ pub fn redelivery_secs(receive_count: u32, jitter: f64) -> u32 {
 fn is_infrastructure(e: &AppError) -> bool {
     matches!(
         e,
-        AppError::Store(StoreError::Unavailable(_) | StoreError::Conflict(_))
+        AppError::Store(StoreError::Unavailable { .. } | StoreError::Conflict(_))
     )
 }
 

@@ -223,30 +223,15 @@ impl From<AppError> for ApiError {
                     "the run changed concurrently; try again",
                 )
             }
-            AppError::Store(e @ StoreError::Unavailable(_)) => {
-                error!(error = %DisplayChain(&e), "store unavailable");
+            AppError::Store(e @ StoreError::Unavailable { .. }) => {
+                error!(error = %e, source = ?std::error::Error::source(&e), "store unavailable");
                 ApiError::new(ErrorCode::Unavailable, "storage is unavailable; try again")
             }
             AppError::Store(e) => {
-                error!(error = %DisplayChain(&e), "internal error");
+                error!(error = %e, source = ?std::error::Error::source(&e), "internal error");
                 ApiError::new(ErrorCode::Internal, "internal error")
             }
         }
-    }
-}
-
-/// An error and its sources, `outer: inner: innermost`, for the log.
-pub struct DisplayChain<'a>(pub &'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for DisplayChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(inner) = source {
-            write!(f, ": {inner}")?;
-            source = inner.source();
-        }
-        Ok(())
     }
 }
 

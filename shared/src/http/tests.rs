@@ -1979,12 +1979,12 @@ async fn given_failing_stores_when_each_route_is_called_then_a_documented_json_e
     let doc = doc();
     let cases = [
         (
-            StoreError::Unavailable("down".into()),
+            StoreError::unavailable("down"),
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
         ),
         (
-            StoreError::Corrupt("bad bytes".into()),
+            StoreError::corrupt("bad bytes"),
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
         ),

@@ -135,7 +135,9 @@ fn limit(input: &Value) -> Result<usize, ToolError> {
 
 fn store_error(e: StoreError) -> ToolError {
     match e {
-        StoreError::Unavailable(m) => ToolError::transient(format!("todo store unavailable: {m}")),
+        StoreError::Unavailable { message: m, .. } => {
+            ToolError::transient(format!("todo store unavailable: {m}"))
+        }
         StoreError::Conflict(m) => ToolError::transient(format!("todo store busy: {m}")),
         other => ToolError::permanent(other.to_string()),
     }

@@ -53,28 +53,29 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     let detail = format!("{op}: {}", DisplayErrorContext(&err));
-    match &err {
+    let mapped = match &err {
         SdkError::ConstructionFailure(_) => StoreError::Invalid(detail),
         SdkError::ServiceError(ctx) => {
             let code = ctx.err().code().unwrap_or_default();
             classify(code, ctx.raw().status().as_u16(), detail)
         }
         // Timeouts, connection failures, unparseable responses (and any future kind).
-        _ => StoreError::Unavailable(detail),
-    }
+        _ => StoreError::unavailable(detail),
+    };
+    mapped.caused_by(err)
 }
 
 fn classify(code: &str, status: u16, detail: String) -> StoreError {
     if code == "ConditionalCheckFailedException" || code == "TransactionConflictException" {
         StoreError::Conflict(detail)
     } else if TRANSIENT_CODES.contains(&code) || status >= 500 {
-        StoreError::Unavailable(detail)
+        StoreError::unavailable(detail)
     } else if INVALID_CODES.contains(&code) {
         StoreError::Invalid(detail)
     } else {
         // Missing tables, queues or state machines, access denied, ...: an infrastructure
         // problem, not the caller's; let the message be retried (and alarm via the DLQ).
-        StoreError::Unavailable(detail)
+        StoreError::unavailable(detail)
     }
 }
 
@@ -117,13 +118,24 @@ pub(crate) fn cancelled_error(what: &str, reasons: &[String]) -> StoreError {
         StoreError::Invalid(detail)
     } else {
         // ThrottlingError, ProvisionedThroughputExceeded, ...
-        StoreError::Unavailable(detail)
+        StoreError::unavailable(detail)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn given_an_sdk_failure_when_mapped_then_the_sdk_error_is_kept_as_the_source() {
+        let err: SdkError<aws_sdk_dynamodb::operation::get_item::GetItemError, HttpResponse> =
+            SdkError::timeout_error("no answer in 3 s");
+        let mapped = sdk_error("GetItem", err);
+        assert!(matches!(mapped, StoreError::Unavailable { .. }));
+        assert!(mapped.to_string().contains("GetItem"), "{mapped}");
+        let source = std::error::Error::source(&mapped).expect("the SDK error is kept");
+        assert!(source.to_string().contains("timeout") || source.source().is_some());
+    }
 
     #[test]
     fn given_error_codes_when_classified_then_each_maps_to_its_store_error() {
@@ -134,16 +146,16 @@ mod tests {
         ));
         assert!(matches!(
             c("ProvisionedThroughputExceededException", 400),
-            StoreError::Unavailable(_)
+            StoreError::Unavailable { .. }
         ));
-        assert!(matches!(c("Whatever", 503), StoreError::Unavailable(_)));
+        assert!(matches!(c("Whatever", 503), StoreError::Unavailable { .. }));
         assert!(matches!(
             c("ValidationException", 400),
             StoreError::Invalid(_)
         ));
         assert!(matches!(
             c("ResourceNotFoundException", 400),
-            StoreError::Unavailable(_)
+            StoreError::Unavailable { .. }
         ));
     }
 
@@ -160,7 +172,7 @@ mod tests {
         ));
         assert!(matches!(
             cancelled_error("x", &r(&["ThrottlingError"])),
-            StoreError::Unavailable(_)
+            StoreError::Unavailable { .. }
         ));
         assert!(matches!(
             cancelled_error("x", &r(&["ValidationError"])),

@@ -103,7 +103,7 @@ impl IdempotencyStore for DynamoStore {
                 });
             }
         }
-        Err(StoreError::Unavailable(format!(
+        Err(StoreError::unavailable(format!(
             "idempotency key {key} of {tenant} kept changing while being claimed"
         )))
     }

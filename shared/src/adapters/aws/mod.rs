@@ -210,7 +210,7 @@ impl DynamoStore {
 }
 
 fn corrupt(what: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(what.to_string())
+    StoreError::corrupt(what.to_string())
 }
 
 #[cfg(test)]

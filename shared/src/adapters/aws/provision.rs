@@ -149,7 +149,7 @@ async fn wait_active(client: &Client, name: &str) -> StoreResult<()> {
             return Ok(());
         }
         if Instant::now() >= deadline {
-            return Err(StoreError::Unavailable(format!(
+            return Err(StoreError::unavailable(format!(
                 "table {name} was not ACTIVE after {}s",
                 ACTIVE_TIMEOUT.as_secs()
             )));

@@ -97,7 +97,7 @@ impl SqsDispatcher {
                     .iter()
                     .map(|f| format!("{} ({})", f.code(), f.message().unwrap_or_default()))
                     .collect();
-                return Err(StoreError::Unavailable(format!(
+                return Err(StoreError::unavailable(format!(
                     "SQS did not accept {} step jobs after {} attempts: {}",
                     pending.len(),
                     RESEND_ROUNDS + 1,

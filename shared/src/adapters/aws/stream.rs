@@ -25,7 +25,7 @@ pub fn decode_record(record: &StreamRecord) -> StoreResult<Option<(RunKey, Event
         return Ok(None);
     }
     if record.change.new_image.is_empty() {
-        return Err(StoreError::Corrupt(format!(
+        return Err(StoreError::corrupt(format!(
             "stream record {} has no NewImage: the events stream must be NEW_IMAGE",
             record.event_id
         )));
@@ -129,7 +129,7 @@ mod tests {
             serde_json::from_value(json!({"pk": {"S": "x"}})).expect("an item");
         assert!(matches!(
             decode_new_image(image),
-            Err(StoreError::Corrupt(_))
+            Err(StoreError::Corrupt { .. })
         ));
     }
 }

@@ -38,13 +38,13 @@ fn encode_cursor(key: &Item) -> StoreResult<String> {
     let mut map = BTreeMap::new();
     for (name, value) in key {
         let AttributeValue::S(v) = value else {
-            return Err(StoreError::Corrupt(format!(
+            return Err(StoreError::corrupt(format!(
                 "runs index key attribute {name} is not a string"
             )));
         };
         map.insert(name.as_str(), v.as_str());
     }
-    let json = serde_json::to_vec(&map).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let json = serde_json::to_vec(&map).map_err(|e| StoreError::corrupt_from(e.to_string(), e))?;
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json))
 }
 

@@ -17,7 +17,7 @@ use crate::ports::{
 };
 
 fn poisoned() -> StoreError {
-    StoreError::Unavailable("in-memory store lock poisoned".into())
+    StoreError::unavailable("in-memory store lock poisoned")
 }
 
 /// Todos in memory, with the same once-per-effect-key semantics as the durable stores.

@@ -189,23 +189,23 @@ impl HotRuns {
 fn sql_err(e: rusqlite::Error) -> StoreError {
     match e.sqlite_error_code() {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
-            StoreError::Unavailable(format!("sqlite busy: {e}"))
+            StoreError::unavailable_from(format!("sqlite busy: {e}"), e)
         }
         Some(ErrorCode::ConstraintViolation) => StoreError::Conflict(e.to_string()),
-        _ => StoreError::Unavailable(format!("sqlite: {e}")),
+        _ => StoreError::unavailable_from(format!("sqlite: {e}"), e),
     }
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(s: &str) -> StoreResult<T> {
-    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string()))
+    serde_json::from_str(s).map_err(|e| StoreError::corrupt_from(e.to_string(), e))
 }
 
 fn encode<T: Serialize>(v: &T) -> StoreResult<String> {
-    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+    serde_json::to_string(v).map_err(|e| StoreError::corrupt_from(e.to_string(), e))
 }
 
 fn poisoned() -> StoreError {
-    StoreError::Unavailable("sqlite connection lock poisoned".into())
+    StoreError::unavailable("sqlite connection lock poisoned")
 }
 
 fn ts(t: DateTime<Utc>) -> String {
@@ -243,7 +243,7 @@ impl SqliteStore {
     pub fn open_with(path: impl AsRef<Path>, sync: Durability) -> StoreResult<Self> {
         let path = path.as_ref();
         let file_err = |e: std::io::Error| {
-            StoreError::Unavailable(format!("cannot create {}: {e}", path.display()))
+            StoreError::unavailable_from(format!("cannot create {}: {e}", path.display()), e)
         };
         let created = private::create_private(path).map_err(file_err)?;
         let writer = open(path, sync)?;
@@ -305,7 +305,7 @@ impl SqliteStore {
             f(&conn)
         })
         .await
-        .map_err(|e| StoreError::Unavailable(format!("sqlite task failed: {e}")))?
+        .map_err(|e| StoreError::unavailable(format!("sqlite task failed: {e}")))?
     }
 
     /// Lease up to `limit` due jobs for `lease_ms`.

@@ -60,7 +60,7 @@ where
             (Some(Ok(_)), Err(e)) => Err(e.clone()),
             (Some(r), _) => r,
             (None, Err(e)) => Err(e.clone()),
-            (None, Ok(())) => Err(StoreError::Unavailable("write was never run".into())),
+            (None, Ok(())) => Err(StoreError::unavailable("write was never run")),
         };
         if let Some(hook) = self.hook {
             hook(&result);
@@ -87,7 +87,9 @@ impl Writer {
         thread::Builder::new()
             .name("crane-sqlite-writer".into())
             .spawn(move || writer_loop(conn, inbox, sql_err))
-            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
+            .map_err(|e| {
+                StoreError::unavailable_from(format!("cannot start the writer thread: {e}"), e)
+            })?;
         Ok(Self { queue })
     }
 
@@ -119,10 +121,10 @@ impl Writer {
         };
         self.queue
             .send(Box::new(pending))
-            .map_err(|_| StoreError::Unavailable("the sqlite writer has stopped".into()))?;
+            .map_err(|_| StoreError::unavailable("the sqlite writer has stopped"))?;
         answer
             .await
-            .map_err(|_| StoreError::Unavailable("the sqlite writer dropped a write".into()))?
+            .map_err(|_| StoreError::unavailable("the sqlite writer dropped a write"))?
     }
 }
 
@@ -185,7 +187,7 @@ mod tests {
     use super::*;
 
     fn sql_err(e: rusqlite::Error) -> StoreError {
-        StoreError::Unavailable(e.to_string())
+        StoreError::unavailable(e.to_string())
     }
 
     fn writer() -> (Writer, tempfile_path::Path) {

@@ -16,24 +16,39 @@ use crate::http::quota::RateLimit;
 use crate::http::{Auth, EdgeOptions, KeyRing, Origin};
 use crate::tools::faults::{FaultParseError, Faults};
 
+/// Why the configuration could not be read; names the variable (or key file) at fault.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ConfigError {
+    /// A variable's value is malformed or out of range.
     #[error("{name}={value:?} is not valid: {reason}")]
     Invalid {
+        /// The variable's name.
         name: &'static str,
+        /// The value it was given.
         value: String,
+        /// What was expected instead (such as the accepted range).
         reason: String,
     },
+    /// `CRANE_FAULTS` is not a valid list of fault rules.
     #[error(transparent)]
     Faults(#[from] FaultParseError),
+    /// An API key source holds a malformed `key=tenant` entry.
     #[error("{source_name}: {error}")]
     Keys {
+        /// Where the keys came from: `CRANE_API_KEYS` or the key file's path.
         source_name: String,
+        /// What is wrong with the entry.
         #[source]
         error: KeyParseError,
     },
+    /// The API key file could not be read.
     #[error("{path}: {error}")]
-    KeysFile { path: String, error: String },
+    KeysFile {
+        /// The file's path (`CRANE_API_KEYS_FILE`).
+        path: String,
+        /// Why reading it failed (the I/O error's message).
+        error: String,
+    },
 }
 
 /// Where `crane-local` finds its API keys: `CRANE_API_KEYS` (comma-separated key=tenant)
@@ -41,7 +56,9 @@ pub enum ConfigError {
 /// shows no key.
 #[derive(Clone, Default, PartialEq)]
 pub struct ApiKeys {
+    /// `key=tenant` pairs from `CRANE_API_KEYS`, in the order given.
     pub inline: Vec<(String, String)>,
+    /// The `CRANE_API_KEYS_FILE` path; `None` when not set.
     pub file: Option<PathBuf>,
 }
 
@@ -85,8 +102,10 @@ impl ApiKeys {
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {
+    /// Human-readable lines, for a terminal (the default).
     #[default]
     Text,
+    /// One JSON object per line, for CloudWatch and log pipelines.
     Json,
 }
 
@@ -150,6 +169,8 @@ pub struct Config {
     pub db: PathBuf,
     /// `CRANE_SYNC` (local runtime): `full` or `normal`; see [`Durability`].
     pub sync: Durability,
+    /// Retry, breaker, deadline, quota and approval settings of the engine and the services
+    /// (`CRANE_RETRY_*`, `CRANE_BREAKER_*`, `CRANE_STEP_*`, `CRANE_APPROVAL*`, ...).
     pub settings: Settings,
     /// `CRANE_FAULTS`: fault injection rules.
     pub faults: Faults,
@@ -157,6 +178,7 @@ pub struct Config {
     pub log_format: LogFormat,
     /// `CRANE_WORKERS` (local runtime): step jobs run concurrently.
     pub workers: usize,
+    /// The HTTP edge: origins, hosts, connection limits, API keys and tenant quotas.
     pub http: HttpConfig,
 }
 
@@ -255,10 +277,12 @@ impl HttpConfig {
 }
 
 impl Config {
+    /// Reads the process environment; unset or blank variables take their defaults.
     pub fn from_env() -> Result<Config, ConfigError> {
         Self::from_vars(std::env::vars().collect())
     }
 
+    /// Reads `vars` (name to value) instead of the process environment, for tests.
     pub fn from_vars(vars: HashMap<String, String>) -> Result<Config, ConfigError> {
         let v = Vars(vars);
         let d = Config::default();

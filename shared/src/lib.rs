@@ -25,6 +25,8 @@
 //! - [`config`], [`telemetry`]: typed configuration from the environment; logging setup.
 //! - [`prometheus`]: the local runtime's Prometheus metrics, named like the EMF ones.
 
+#![warn(missing_docs)]
+
 pub mod adapters;
 pub mod app;
 pub mod config;

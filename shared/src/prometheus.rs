@@ -106,6 +106,7 @@ pub struct Snapshot {
 }
 
 impl Metrics {
+    /// Every metric at zero, registered under the `crane_` prefix.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("crane");
         let runs = registered(
@@ -391,6 +392,7 @@ pub struct ObservedBreakers {
 }
 
 impl ObservedBreakers {
+    /// Wraps `inner`, counting the breaker state changes written through it in `metrics`.
     pub fn new(inner: Arc<dyn BreakerStore>, metrics: Arc<Metrics>) -> Self {
         Self {
             inner,

@@ -19,6 +19,7 @@ use crate::tools::{ToolContext, ToolError};
 /// The steps a saga must compensate, in order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CompensationPlan {
+    /// Ids of the completed steps still to undo, most recently completed first.
     pub steps: Vec<String>,
 }
 
@@ -291,8 +292,11 @@ impl App {
 /// Why one compensation failed: the tool refused (retry per policy) or the store did.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CompensateError {
+    /// The tool's compensation failed; its [`ErrorKind`](crate::domain::ErrorKind) says whether to
+    /// retry.
     #[error(transparent)]
     Tool(ToolError),
+    /// Reading or writing the run failed (or the run or step is gone).
     #[error(transparent)]
     App(#[from] AppError),
 }

@@ -33,6 +33,7 @@ pub const POLL_MAX: Duration = Duration::from_secs(1);
 /// Events of a run after a sequence number.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventsAfter {
+    /// The events with a sequence number above the one asked for, in order (empty when none came).
     pub events: Vec<EventRecord>,
     /// The run has settled: no event follows unless an operator asks for more.
     pub settled: bool,

@@ -15,10 +15,15 @@ pub const EVENT_VERSION: u32 = 1;
 /// One stored event: its position in the run's log, when it happened and what happened.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventRecord {
+    /// Position in the run's log: 1 for `RunCreated`, then consecutive with no gaps.
     pub seq: u64,
+    /// When the event was recorded (UTC).
     pub at: DateTime<Utc>,
+    /// Schema version of the event's type; [`EVENT_VERSION`] for new events and for old ones
+    /// stored without it.
     #[serde(default = "default_version")]
     pub version: u32,
+    /// What happened, serialised inline as `type` and `data`.
     #[serde(flatten)]
     pub event: Event,
 }
@@ -28,6 +33,7 @@ fn default_version() -> u32 {
 }
 
 impl EventRecord {
+    /// A record at `seq` written with the current [`EVENT_VERSION`].
     pub fn new(seq: u64, at: DateTime<Utc>, event: Event) -> Self {
         Self {
             seq,
@@ -62,6 +68,7 @@ pub enum ErrorKind {
 pub struct PlannerInfo {
     /// `pattern`, `llm` or `bedrock`.
     pub name: String,
+    /// The model that planned, for LLM planners; `None` for the pattern planner.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     /// Set when the configured planner failed and another one planned instead.
@@ -70,6 +77,7 @@ pub struct PlannerInfo {
     /// The planner that was asked first, when it is not the one that planned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested: Option<String>,
+    /// Tokens and latency of the planning call; `None` when no model was called.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
 }
@@ -77,10 +85,13 @@ pub struct PlannerInfo {
 /// Cost of one planning call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Usage {
+    /// Tokens sent to the model in the prompt.
     #[serde(default)]
     pub prompt_tokens: u64,
+    /// Tokens the model generated in its answer.
     #[serde(default)]
     pub completion_tokens: u64,
+    /// Wall-clock time of the call, in milliseconds.
     #[serde(default)]
     pub latency_ms: u64,
 }
@@ -89,94 +100,148 @@ pub struct Usage {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data")]
 pub enum Event {
+    /// The run was accepted; always the first event of a log.
     RunCreated {
+        /// The tenant that owns the run.
         tenant: String,
+        /// The prompt as the user wrote it.
         prompt: String,
+        /// The correlation id of the request that created the run (`X-Correlation-Id`, or
+        /// generated).
         correlation_id: String,
+        /// The `Idempotency-Key` the request carried, if any; a retry with the same key returns
+        /// this run.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         idempotency_key: Option<String>,
     },
+    /// The prompt was turned into a plan, whose steps are now pending.
     PlanGenerated {
+        /// Which planner produced the plan, and any fallback or usage.
         planner: PlannerInfo,
+        /// The validated DAG of steps to run.
         plan: Plan,
     },
     /// A worker claimed an attempt of a step; it holds it until `lease_ms` after `at`.
     StepStarted {
+        /// The id of the step in the plan.
         step_id: String,
+        /// The attempt number, from 1.
         attempt: u32,
+        /// How long the worker holds the attempt, in milliseconds; after that it counts as
+        /// interrupted.
         lease_ms: u64,
     },
+    /// An attempt succeeded and the step is done.
     StepCompleted {
+        /// The id of the step in the plan.
         step_id: String,
+        /// The attempt that succeeded, from 1.
         attempt: u32,
+        /// The tool's output, which later steps may reference.
         output: Value,
+        /// How long the tool ran, in milliseconds.
         duration_ms: u64,
     },
     /// One attempt failed. `retry_in_ms` is the backoff chosen before the next attempt, or
     /// `None` when no attempt follows (permanent error or attempts exhausted).
     StepAttemptFailed {
+        /// The id of the step in the plan.
         step_id: String,
+        /// The attempt that failed, from 1.
         attempt: u32,
+        /// The tool's error message.
         error: String,
+        /// Whether the failure may succeed if retried.
         kind: ErrorKind,
+        /// How long the tool ran before failing, in milliseconds.
         duration_ms: u64,
+        /// Backoff before the next attempt, in milliseconds; `None` when no attempt follows.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         retry_in_ms: Option<u64>,
     },
+    /// The step failed for good: a permanent error, no attempts left, or a rejected approval.
     StepFailed {
+        /// The id of the step in the plan.
         step_id: String,
+        /// The last attempt made, from 1.
         attempt: u32,
+        /// Why the step failed.
         error: String,
     },
     /// The worker running `attempt` died (its lease expired, or a restarted runtime voided
     /// it). Not a tool failure: it does not use up the retry budget, only the step's own,
     /// larger budget of interruptions.
     StepInterrupted {
+        /// The id of the step in the plan.
         step_id: String,
+        /// The attempt whose worker died, from 1.
         attempt: u32,
+        /// How the interruption was noticed (an expired lease, a restart).
         error: String,
     },
     /// The tool's circuit breaker refused the call, so no attempt was started (none is
     /// used up): the step waits until `until` and asks again.
     StepDeferred {
+        /// The id of the step in the plan.
         step_id: String,
         /// The attempt that would have started.
         attempt: u32,
+        /// Why the breaker refused (its state and tool).
         reason: String,
+        /// When the step asks the breaker again.
         until: DateTime<Utc>,
     },
+    /// Every step completed: the run is done.
     RunCompleted {
+        /// The run's result: the output of the plan's last step.
         result: Value,
     },
+    /// The run failed; compensation of completed steps may follow.
     RunFailed {
+        /// Why the run failed.
         error: String,
+        /// The step whose failure failed the run; `None` when the run failed as a whole (planning,
+        /// a deadline).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         step_id: Option<String>,
     },
     /// The user asked to cancel: nothing new is scheduled from here on.
     CancelRequested {
+        /// The reason the user gave, if any.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
     /// Compensation of the listed steps began, in this order.
     CompensationStarted {
+        /// Ids of the completed steps whose tools can undo them, most recently completed first.
         steps: Vec<String>,
     },
+    /// A completed step was undone by its tool's compensation.
     StepCompensated {
+        /// The id of the compensated step.
         step_id: String,
+        /// Compensation attempts it took, from 1 (0 in events written before this was recorded).
         #[serde(default)]
         attempts: u32,
     },
+    /// A step's compensation failed after its retries; the saga stops here.
     StepCompensationFailed {
+        /// The id of the step that could not be undone.
         step_id: String,
+        /// The last compensation error.
         error: String,
+        /// Compensation attempts made, from 1 (0 in events written before this was recorded).
         #[serde(default)]
         attempts: u32,
     },
     /// Every compensation succeeded (or there was nothing to undo after a cancel).
     RunCompensated {},
+    /// The saga ended without undoing everything: `step_id` could not be compensated.
     RunCompensationFailed {
+        /// The step whose compensation failed (`unknown` when the saga itself failed around the
+        /// steps).
         step_id: String,
+        /// Why it failed.
         error: String,
     },
     /// The run was cancelled and everything it did was undone.
@@ -186,7 +251,9 @@ pub enum Event {
     /// attempt `attempt` (2 for the first retry) starts as a new execution, and undoes
     /// what is still to undo.
     CompensationRetryRequested {
+        /// The saga attempt that starts, 2 for the first retry.
         attempt: u32,
+        /// The reason the operator gave, if any.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
@@ -195,27 +262,37 @@ pub enum Event {
     /// input with references to earlier outputs filled in (what the tool would be given);
     /// `approver` is who may decide (the run's tenant).
     ApprovalRequested {
+        /// The id of the held step.
         step_id: String,
+        /// The step's input with references filled in: what the tool would be given.
         input: Value,
+        /// Who may decide: the run's tenant.
         approver: String,
+        /// When the request expires and counts as a rejection.
         expires_at: DateTime<Utc>,
     },
     /// The held step may run; it is dispatched now.
     StepApproved {
+        /// The id of the approved step.
         step_id: String,
         /// Who decided (the tenant of the request).
         by: String,
+        /// The approver's comment, if any.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         comment: Option<String>,
     },
     /// The held step must not run: it fails for good (a `StepFailed` follows), and the saga
     /// undoes what completed. `expired` when no decision came in time (`by` is then absent).
     StepRejected {
+        /// The id of the rejected step.
         step_id: String,
+        /// Who rejected it; `None` when it expired.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         by: Option<String>,
+        /// The approver's comment, if any.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         comment: Option<String>,
+        /// No decision came before the request expired.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         expired: bool,
     },
@@ -310,11 +387,14 @@ mod tests {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{message}")]
 pub struct ToolError {
+    /// Whether retrying may help.
     pub kind: ErrorKind,
+    /// What went wrong, as recorded in the step's events and shown by the API.
     pub message: String,
 }
 
 impl ToolError {
+    /// A failure that retrying will not fix (bad input, a missing todo).
     pub fn permanent(message: impl Into<String>) -> Self {
         Self {
             kind: ErrorKind::Permanent,
@@ -322,6 +402,7 @@ impl ToolError {
         }
     }
 
+    /// A failure that may succeed if retried (a timeout, throttling).
     pub fn transient(message: impl Into<String>) -> Self {
         Self {
             kind: ErrorKind::Transient,

@@ -8,20 +8,30 @@ use serde_json::Value;
 use super::event::{Event, EventRecord, PlannerInfo};
 use super::plan::Plan;
 
+/// Where a run is in its life, as served by the API (`snake_case`) and filtered on in lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
+    /// Created (and perhaps planned); no step has started yet.
     Pending,
+    /// At least one step has started (or is waiting for approval) and the run has not ended.
     Running,
+    /// Every step completed; `result` holds the last step's output.
     Completed,
+    /// A step failed for good or the run could not go on; completed steps may be compensated next.
     Failed,
+    /// The saga is undoing completed steps (after a failure or a cancel).
     Compensating,
+    /// The saga undid every completed step after a failure.
     Compensated,
+    /// A compensation failed after its retries; an operator may repair and retry it.
     CompensationFailed,
+    /// Cancelled by the user, and whatever the run did was undone.
     Cancelled,
 }
 
 impl RunStatus {
+    /// Every status, in life-cycle order.
     pub const ALL: [RunStatus; 8] = [
         RunStatus::Pending,
         RunStatus::Running,
@@ -33,6 +43,7 @@ impl RunStatus {
         RunStatus::Cancelled,
     ];
 
+    /// The status as written in JSON and query strings (`compensation_failed`).
     pub fn as_str(self) -> &'static str {
         match self {
             RunStatus::Pending => "pending",
@@ -46,6 +57,7 @@ impl RunStatus {
         }
     }
 
+    /// The status named by `s` (as [`RunStatus::as_str`] writes it); `None` for an unknown name.
     pub fn parse(s: &str) -> Option<RunStatus> {
         RunStatus::ALL.into_iter().find(|st| st.as_str() == s)
     }
@@ -56,21 +68,31 @@ impl RunStatus {
     }
 }
 
+/// Where one step of a run is in its life, as served by the API (`snake_case`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepStatus {
+    /// Not started yet: waiting for its dependencies, a worker, or its next retry.
     Pending,
+    /// An attempt is claimed by a worker and has not finished.
     Running,
+    /// The tool succeeded; `output` holds its result.
     Completed,
+    /// Failed for good: a permanent error, retries or interruptions exhausted, or a rejected
+    /// approval.
     Failed,
+    /// Never ran: the run failed or was cancelled first.
     Skipped,
+    /// Completed, then undone by the saga.
     Compensated,
+    /// Completed, and its compensation failed (`compensation_error` says why).
     CompensationFailed,
     /// Held for a person's decision (`approval` says since when and until when).
     WaitingApproval,
 }
 
 impl StepStatus {
+    /// The status as written in JSON (`waiting_approval`).
     pub fn as_str(self) -> &'static str {
         match self {
             StepStatus::Pending => "pending",
@@ -89,7 +111,9 @@ impl StepStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ApprovalDecision {
+    /// A person approved: the step was dispatched.
     Approved,
+    /// A person rejected: the step failed and was not run.
     Rejected,
     /// Nobody decided before `expires_at`: a rejection.
     Expired,
@@ -98,18 +122,24 @@ pub enum ApprovalDecision {
 /// The approval of a step that needs one: asked when it became ready, decided (or not).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepApproval {
+    /// When the step became ready and was held.
     pub requested_at: DateTime<Utc>,
+    /// When the request expires, counting as a rejection.
     pub expires_at: DateTime<Utc>,
     /// Who may decide (the run's tenant).
     pub approver: String,
     /// The input the tool would be given, references filled in.
     pub input: Value,
+    /// What was decided; `None` while the decision is pending.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<ApprovalDecision>,
+    /// When it was decided (or expired); `None` while pending.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decided_at: Option<DateTime<Utc>>,
+    /// Who decided; `None` while pending or when it expired.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decided_by: Option<String>,
+    /// The approver's comment, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
 }
@@ -117,23 +147,32 @@ pub struct StepApproval {
 /// The state of one step of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepState {
+    /// The step's id in the plan.
     pub id: String,
+    /// The name of the tool the step calls.
     pub tool: String,
+    /// Where the step is in its life.
     pub status: StepStatus,
     /// Attempts started so far.
     pub attempts: u32,
+    /// The tool's output once the step completed, referenced by later steps; `None` before.
     pub output: Option<Value>,
+    /// The latest error (a failed or interrupted attempt); cleared when the step completes.
     pub error: Option<String>,
+    /// When the first attempt started; `None` if none has.
     pub started_at: Option<DateTime<Utc>>,
+    /// When the step completed or failed for good; `None` until then.
     pub finished_at: Option<DateTime<Utc>>,
     /// While running: when the current attempt started and when its claim expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt_started_at: Option<DateTime<Utc>>,
+    /// When the current attempt's claim (its lease) expires; `None` when no attempt is running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_until: Option<DateTime<Utc>>,
     /// While waiting to retry: when the next attempt is due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Why its compensation failed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compensation_error: Option<String>,
     /// Attempts whose worker died before finishing (they do not use up retries).
@@ -150,6 +189,7 @@ pub struct StepState {
 /// A step held back by its tool's circuit breaker, without using up an attempt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Waiting {
+    /// Why the breaker refused the call (its state and tool).
     pub reason: String,
     /// The first refusal since the step last started (the step deadline counts from here).
     pub since: DateTime<Utc>,
@@ -174,16 +214,27 @@ impl StepState {
 /// The state of a run, as served by the API and kept in the runs view.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunState {
+    /// The run's id, a UUID v7 so ids sort by creation time.
     pub run_id: String,
+    /// The tenant that owns the run.
     pub tenant: String,
+    /// The prompt the run was created from.
     pub prompt: String,
+    /// Where the run is in its life.
     pub status: RunStatus,
+    /// The correlation id of the request that created the run.
     pub correlation_id: String,
+    /// Which planner made the plan; `None` until the plan is generated.
     pub planner: Option<PlannerInfo>,
+    /// The plan; empty until it is generated.
     pub plan: Plan,
+    /// One entry per plan step, in plan order; empty until the plan is generated.
     pub steps: Vec<StepState>,
+    /// The run's result (the last step's output) once it completed; `None` otherwise.
     pub result: Option<Value>,
+    /// Why the run failed, plus any compensation failure; `None` when nothing failed.
     pub error: Option<String>,
+    /// The user asked to cancel: nothing new is scheduled.
     #[serde(default)]
     pub cancel_requested: bool,
     /// Step ids in the order they completed (the saga undoes them in reverse).
@@ -192,22 +243,35 @@ pub struct RunState {
     /// Steps held for a person's decision right now, in plan order (empty when none).
     #[serde(default)]
     pub awaiting_approval: Vec<String>,
+    /// When the run was created (its `RunCreated` event).
     pub created_at: DateTime<Utc>,
+    /// When the last event folded in happened.
     pub updated_at: DateTime<Utc>,
+    /// When the first step started or was held for approval; `None` before.
     pub started_at: Option<DateTime<Utc>>,
+    /// When the run reached its current end state; `None` while it runs or compensates.
     pub finished_at: Option<DateTime<Utc>>,
     /// Sequence number of the last event folded in.
     pub last_seq: u64,
 }
 
+/// Why a log could not be folded into a run's state.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FoldError {
+    /// The log has no events.
     #[error("no events")]
     Empty,
+    /// The log does not start with `RunCreated` (the type of the event it starts with).
     #[error("the first event is {0}, not RunCreated")]
     NotCreated(&'static str),
+    /// An event's sequence number is not one more than the last one's.
     #[error("event {got} follows {last}: the log has a gap or is out of order")]
-    OutOfOrder { last: u64, got: u64 },
+    OutOfOrder {
+        /// The sequence number of the last event folded in.
+        last: u64,
+        /// The sequence number that came next instead of `last + 1`.
+        got: u64,
+    },
 }
 
 /// Fold a run's whole log into its state.
@@ -263,6 +327,7 @@ impl RunState {
         })
     }
 
+    /// The state of the step with this id; `None` if the plan has no such step.
     pub fn step(&self, id: &str) -> Option<&StepState> {
         self.steps.iter().find(|s| s.id == id)
     }

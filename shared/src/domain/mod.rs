@@ -28,11 +28,14 @@ pub const DEFAULT_TENANT: &str = "default";
 /// Identifies one run within one tenant: every store key is built from both.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RunKey {
+    /// The tenant that owns the run (see [`DEFAULT_TENANT`]).
     pub tenant: String,
+    /// The run's id, a UUID v7 from [`new_run_id`], so ids sort by creation time.
     pub run_id: String,
 }
 
 impl RunKey {
+    /// A key for `run_id` within `tenant`.
     pub fn new(tenant: impl Into<String>, run_id: impl Into<String>) -> Self {
         Self {
             tenant: tenant.into(),

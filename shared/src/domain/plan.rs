@@ -6,6 +6,7 @@ use serde_json::Value;
 /// A DAG of tool calls. Steps are listed in prompt order; edges are `depends_on`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Plan {
+    /// The steps in prompt order; the last one's output is the run's result.
     pub steps: Vec<PlanStep>,
 }
 
@@ -13,9 +14,13 @@ pub struct Plan {
 /// depends on with `{{<step id>}}` (see [`crate::engine::refs`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlanStep {
+    /// The step's id, unique within the plan; other steps name it in `depends_on` and references.
     pub id: String,
+    /// The name of the tool to call (a key of the tool registry).
     pub tool: String,
+    /// The tool's input (JSON), possibly with `{{<step id>}}` references.
     pub input: Value,
+    /// Steps that must complete before this one starts (empty: it can start at once).
     #[serde(default)]
     pub depends_on: Vec<String>,
     /// The step waits for a person's decision before it runs. Set from the approval policy
@@ -30,6 +35,7 @@ fn is_false(b: &bool) -> bool {
 }
 
 impl Plan {
+    /// The step with this id; `None` if the plan has none.
     pub fn step(&self, id: &str) -> Option<&PlanStep> {
         self.steps.iter().find(|s| s.id == id)
     }

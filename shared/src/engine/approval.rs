@@ -31,6 +31,7 @@ struct Pattern {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("'{pattern}' is not a TOOL[.ACTION] pattern (like todo.delete, todo or *)")]
 pub struct PolicyError {
+    /// The text that is not a valid pattern.
     pub pattern: String,
 }
 
@@ -79,6 +80,7 @@ impl ApprovalPolicy {
         Ok(Self { patterns: out })
     }
 
+    /// Whether no step needs approval (no patterns were given).
     pub fn is_empty(&self) -> bool {
         self.patterns.is_empty()
     }
@@ -168,11 +170,14 @@ pub fn requests(
 /// A person's decision on a held step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
+    /// Let the step run: it is dispatched now.
     Approve,
+    /// Do not run the step: it fails and the saga undoes what completed.
     Reject,
 }
 
 impl Decision {
+    /// The decision as a word (`approve`, `reject`), for logs.
     pub fn as_str(self) -> &'static str {
         match self {
             Decision::Approve => "approve",
@@ -184,15 +189,26 @@ impl Decision {
 /// Why a decision cannot be recorded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
+    /// The plan has no step with this id.
     #[error("run has no step {0}")]
     NoSuchStep(String),
+    /// The step was decided before (or its request expired).
     #[error("step {step} was already {decision}")]
     AlreadyDecided {
+        /// The id of the step.
         step: String,
+        /// How it was decided: `approved`, `rejected` or `expired`.
         decision: &'static str,
     },
+    /// The step is not held for approval (it is pending, running or finished).
     #[error("step {step} is {status}, not waiting for approval")]
-    NotWaiting { step: String, status: &'static str },
+    NotWaiting {
+        /// The id of the step.
+        step: String,
+        /// Its current status, as [`StepStatus::as_str`](crate::domain::StepStatus::as_str) writes
+        /// it.
+        status: &'static str,
+    },
 }
 
 fn decision_name(d: ApprovalDecision) -> &'static str {

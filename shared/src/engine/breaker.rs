@@ -12,10 +12,14 @@
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
+/// When a tool's breaker opens and how it recovers; the module docs describe the states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BreakerConfig {
+    /// Consecutive transient failures that open a closed breaker.
     pub failure_threshold: u32,
+    /// How long an open breaker refuses calls before it admits trials, in milliseconds.
     pub open_ms: u64,
+    /// Successful trials in a row that close a half-open breaker.
     pub half_open_successes: u32,
     /// Trial calls admitted at once while half-open.
     #[serde(default = "default_trials")]
@@ -55,17 +59,25 @@ impl BreakerConfig {
     }
 }
 
+/// The stored state of one tool's breaker; closed by default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum BreakerState {
+    /// Calls go through; failures are counted.
     Closed {
+        /// Transient failures in a row since the last success.
         consecutive_failures: u32,
     },
+    /// Calls are refused until `until`.
     Open {
+        /// When it opened.
         opened_at: DateTime<Utc>,
+        /// When it admits its first trial call (`opened_at + open_ms`).
         until: DateTime<Utc>,
     },
+    /// A few trial calls go through to test the tool.
     HalfOpen {
+        /// Trials that succeeded since it half-opened.
         successes: u32,
         /// Trial calls admitted whose outcome has not come back yet.
         #[serde(default)]
@@ -91,11 +103,16 @@ pub enum Admission {
     /// `trial` says the call is a half-open trial whose outcome must be reported (or its
     /// slot released with [`BreakerState::release_trial`] if the call does not happen).
     Allow {
+        /// The state to store before calling (a trial slot taken); `None` when nothing changes.
         next: Option<BreakerState>,
+        /// The call is a half-open trial whose outcome must be reported.
         trial: bool,
     },
     /// Do not call; ask again at `until`.
-    Reject { until: DateTime<Utc> },
+    Reject {
+        /// When the call may be asked for again.
+        until: DateTime<Utc>,
+    },
 }
 
 fn millis(ms: u64) -> Duration {
@@ -103,6 +120,7 @@ fn millis(ms: u64) -> Duration {
 }
 
 impl BreakerState {
+    /// The state's name (`closed`, `open`, `half_open`), for logs, metrics and the API.
     pub fn name(&self) -> &'static str {
         match self {
             BreakerState::Closed { .. } => "closed",
@@ -111,6 +129,7 @@ impl BreakerState {
         }
     }
 
+    /// Whether a call may go to the tool at `now`; a half-open breaker takes a trial slot.
     pub fn admit(&self, cfg: &BreakerConfig, now: DateTime<Utc>) -> Admission {
         let trial = |successes: u32, trials: u32| Admission::Allow {
             next: Some(BreakerState::HalfOpen {
@@ -165,6 +184,7 @@ impl BreakerState {
         }
     }
 
+    /// The state after a call succeeded (a trial that completes `half_open_successes` closes it).
     pub fn on_success(&self, cfg: &BreakerConfig) -> BreakerState {
         match self {
             BreakerState::HalfOpen { successes, .. }
@@ -187,6 +207,8 @@ impl BreakerState {
         }
     }
 
+    /// The state after a transient failure at `now` (the threshold opens a closed breaker; any
+    /// failure re-opens a half-open one).
     pub fn on_failure(&self, cfg: &BreakerConfig, now: DateTime<Utc>) -> BreakerState {
         let open = || BreakerState::Open {
             opened_at: now,

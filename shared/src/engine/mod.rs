@@ -217,7 +217,12 @@ pub fn react(state: &RunState, new: &[EventRecord], tools: &dyn ToolFacts) -> Ve
 #[derive(Debug, Clone, PartialEq)]
 pub enum Claim {
     /// Append these events (ending with `StepStarted` for `attempt`), then run the tool.
-    Start { attempt: u32, events: Vec<Event> },
+    Start {
+        /// The attempt being started, from 1.
+        attempt: u32,
+        /// The events to append first, the last one `StepStarted`.
+        events: Vec<Event>,
+    },
     /// Append these events (the lost attempt was the last one); nothing to run.
     Record(Vec<Event>),
     /// Nothing to do: the job is a duplicate or stale. Acknowledge it.
@@ -444,7 +449,9 @@ pub fn conclude(state: &RunState) -> Vec<Event> {
 pub enum Deferral {
     /// Record these events (a `StepDeferred`) and ask again at `until`. No attempt is used.
     Wait {
+        /// The events to append, ending with the `StepDeferred`.
         events: Vec<Event>,
+        /// When to ask the breaker again (the job is redelivered then).
         until: DateTime<Utc>,
     },
     /// The step has waited past its deadline: record its failure (and the run's).

@@ -8,8 +8,11 @@ use serde::{Deserialize, Serialize};
 /// workers failing together do not retry together.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct RetryPolicy {
+    /// Delay before the first retry, in milliseconds; it doubles with each retry.
     pub base_ms: u64,
+    /// Retries after the first attempt (so `max_retries + 1` attempts in all).
     pub max_retries: u32,
+    /// Upper bound on any one delay, in milliseconds (before jitter).
     pub max_delay_ms: u64,
     /// Fraction (0..=1) of each delay that is randomised.
     pub jitter: f64,

@@ -44,8 +44,10 @@ pub async fn serve(app: Arc<App>, edge: &EdgeOptions) -> Result<(), lambda_http:
 /// Why an event could not be answered.
 #[derive(Debug, thiserror::Error)]
 pub enum InvokeError {
+    /// The payload is not an API Gateway HTTP API (v2) event.
     #[error("not an API Gateway HTTP API event: {0}")]
     Event(serde_json::Error),
+    /// The router's response could not be turned into a Lambda response document.
     #[error("the response could not be encoded: {0}")]
     Response(serde_json::Error),
 }

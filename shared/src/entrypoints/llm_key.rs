@@ -41,6 +41,7 @@ pub struct SecretsManagerSource {
 }
 
 impl SecretsManagerSource {
+    /// A source reading the secret `secret_id` (an ARN or name) through `client`.
     pub fn new(client: aws_sdk_secretsmanager::Client, secret_id: impl Into<String>) -> Self {
         Self {
             client,

@@ -29,11 +29,14 @@ pub const STACK_DIMENSION: &str = "Stack";
 /// A metric's unit, as CloudWatch spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unit {
+    /// A number of things (runs, steps, failures).
     Count,
+    /// A duration in milliseconds.
     Milliseconds,
 }
 
 impl Unit {
+    /// The unit as CloudWatch spells it (`Count`, `Milliseconds`).
     pub fn as_str(self) -> &'static str {
         match self {
             Unit::Count => "Count",
@@ -45,9 +48,13 @@ impl Unit {
 /// One metric value with its dimensions and searchable (non-dimension) properties.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Metric {
+    /// The metric's name, as dashboards and alarms know it (`RunsCreated`, `StepLatency`).
     pub name: &'static str,
+    /// The unit of `value`.
     pub unit: Unit,
+    /// The measurement (a count, or milliseconds).
     pub value: f64,
+    /// Dimension names and values, in order; CloudWatch aggregates by the whole set.
     pub dimensions: Vec<(&'static str, String)>,
     /// Logged with the value but not a dimension (run_id, correlation_id, step_id).
     pub properties: Vec<(&'static str, String)>,
@@ -65,6 +72,7 @@ impl Metric {
         }
     }
 
+    /// A duration of `ms` milliseconds.
     pub fn millis(name: &'static str, ms: u64) -> Self {
         Self {
             name,
@@ -75,11 +83,13 @@ impl Metric {
         }
     }
 
+    /// Add a dimension: CloudWatch keeps a separate series per set of dimension values.
     pub fn dimension(mut self, name: &'static str, value: impl Into<String>) -> Self {
         self.dimensions.push((name, value.into()));
         self
     }
 
+    /// Add a property: logged with the value and searchable, but not a dimension.
     pub fn property(mut self, name: &'static str, value: impl Into<String>) -> Self {
         self.properties.push((name, value.into()));
         self

@@ -43,8 +43,11 @@ use crate::tools::Registry;
 /// brings a message back early.
 #[derive(Clone)]
 pub struct CloudPorts {
+    /// Sends step jobs to the step queue (SQS).
     pub dispatcher: Arc<dyn StepDispatcher>,
+    /// Starts compensation sagas (Step Functions executions).
     pub saga: Arc<dyn SagaStarter>,
+    /// Makes a received step message visible again at a chosen time (a deferred or retried job).
     pub redelivery: Arc<dyn Redelivery>,
 }
 
@@ -83,10 +86,13 @@ impl Function {
 /// Why a function could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
+    /// A required environment variable (table, queue or state machine name) is missing.
     #[error("configuration: {0}")]
     Env(#[from] MissingEnv),
+    /// A `CRANE_*` setting is malformed.
     #[error("configuration: {0}")]
     Config(#[from] ConfigError),
+    /// The selected planner cannot be built from its settings.
     #[error("planner: {0}")]
     Planner(#[from] crate::planner::select::SelectError),
 }
@@ -143,12 +149,16 @@ pub async fn planner_with_key_secret(
 /// The AWS clients, built once per cold start.
 #[derive(Debug, Clone)]
 pub struct CloudClients {
+    /// The DynamoDB client all five table stores share.
     pub dynamodb: aws::aws_sdk_dynamodb::Client,
+    /// The SQS client that sends and redelivers step jobs.
     pub sqs: aws::aws_sdk_sqs::Client,
+    /// The Step Functions client that starts saga executions.
     pub sfn: aws::aws_sdk_sfn::Client,
 }
 
 impl CloudClients {
+    /// Clients for DynamoDB, SQS and Step Functions, all from one SDK configuration.
     pub fn new(config: &aws::aws_config::SdkConfig) -> Self {
         Self {
             dynamodb: aws::aws_sdk_dynamodb::Client::new(config),
@@ -161,6 +171,7 @@ impl CloudClients {
 /// Where everything lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloudNames {
+    /// The names of the five DynamoDB tables.
     pub tables: TableNames,
     /// `CRANE_STEP_QUEUE_URL`.
     pub step_queue_url: Option<String>,

@@ -39,35 +39,52 @@ pub const PERMANENT: &str = "Crane.PermanentError";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum SagaTask {
+    /// List the run's steps to undo (starting compensation if it has not begun).
     Begin {
+        /// The tenant that owns the run.
         tenant: String,
+        /// The run to compensate.
         run_id: String,
+        /// The run's correlation id, for logs; `None` when the input carries none.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         correlation_id: Option<String>,
     },
+    /// Undo one completed step.
     CompensateStep {
+        /// The tenant that owns the run.
         tenant: String,
+        /// The run the step belongs to.
         run_id: String,
+        /// The step to undo.
         step_id: String,
         /// Retries so far (`$$.State.RetryCount`): 0 on the first attempt.
         #[serde(default)]
         attempt: u32,
+        /// The run's correlation id, for logs; `None` when the input carries none.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         correlation_id: Option<String>,
     },
+    /// Record the saga's end: every step undone, or the failure the state machine caught.
     Finish {
+        /// The tenant that owns the run.
         tenant: String,
+        /// The run whose saga ends.
         run_id: String,
+        /// What the state machine's `Catch` caught; `None` when every step was undone.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         failure: Option<SagaFailure>,
+        /// The run's correlation id, for logs; `None` when the input carries none.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         correlation_id: Option<String>,
     },
     /// An operator's request to run the saga again (invoked directly, not by the state
     /// machine).
     Retry {
+        /// The tenant that owns the run.
         tenant: String,
+        /// The run whose saga runs again.
         run_id: String,
+        /// Why the operator asked, recorded in the event; `None` when no reason is given.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
@@ -76,6 +93,7 @@ pub enum SagaTask {
 /// Why the saga failed, as the state machine's `Catch` recorded it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SagaFailure {
+    /// The step whose compensation failed; `None` when the saga failed around the steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_id: Option<String>,
     /// The caught `Cause`: the Lambda error document (`{"errorType","errorMessage"}`) as a
@@ -87,8 +105,11 @@ pub struct SagaFailure {
 /// What `begin` returns: the Map state iterates over `steps`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BeginOutput {
+    /// The tenant that owns the run.
     pub tenant: String,
+    /// The run being compensated.
     pub run_id: String,
+    /// Ids of the completed steps to undo, most recently completed first (empty: nothing to do).
     pub steps: Vec<String>,
 }
 
@@ -96,11 +117,14 @@ pub struct BeginOutput {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{message}")]
 pub struct SagaError {
+    /// Whether the state machine should retry the task.
     pub kind: ErrorKind,
+    /// What went wrong; for a failed step, `"<step>: <message> (attempt <n>)"`.
     pub message: String,
 }
 
 impl SagaError {
+    /// The error type the state machine's Retry and Catch match: [`TRANSIENT`] or [`PERMANENT`].
     pub fn error_type(&self) -> &'static str {
         match self.kind {
             ErrorKind::Transient => TRANSIENT,

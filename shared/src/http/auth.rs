@@ -62,7 +62,10 @@ pub enum Auth {
     Keys(KeyRing),
     /// API Gateway's authorizer; the tenant is the JWT claim named `claim`, or the IAM
     /// principal.
-    Gateway { claim: String },
+    Gateway {
+        /// The JWT claim naming the tenant (`CRANE_TENANT_CLAIM`, `sub` by default).
+        claim: String,
+    },
 }
 
 /// Whether `tenant` can name a tenant: 1 to [`MAX_TENANT_BYTES`] visible ASCII characters
@@ -76,14 +79,30 @@ pub fn valid_tenant(tenant: &str) -> bool {
 /// Why a key=tenant list is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyParseError {
+    /// An item has no `=`.
     #[error("item {item} is not key=tenant")]
-    NotAPair { item: usize },
+    NotAPair {
+        /// The item's position in the list, from 1 (blank and comment items count).
+        item: usize,
+    },
+    /// A key is too short, too long, or has a character that is not allowed.
     #[error("item {item}: a key must be {MIN_KEY_BYTES} to {MAX_KEY_BYTES} visible ASCII characters without ',' or '='")]
-    BadKey { item: usize },
+    BadKey {
+        /// The item's position in the list, from 1 (blank and comment items count).
+        item: usize,
+    },
+    /// A tenant name is empty, too long, or has a character that is not allowed.
     #[error("item {item}: a tenant must be 1 to {MAX_TENANT_BYTES} visible ASCII characters without '#'")]
-    BadTenant { item: usize },
+    BadTenant {
+        /// The item's position in the list, from 1 (blank and comment items count).
+        item: usize,
+    },
+    /// The same key appears twice.
     #[error("item {item}: the key is listed twice")]
-    Duplicate { item: usize },
+    Duplicate {
+        /// The item's position in the list, from 1 (blank and comment items count).
+        item: usize,
+    },
 }
 
 /// Parse `key=tenant` items (blank items and `#` comment lines skipped). Errors name the
@@ -132,6 +151,7 @@ struct KeyEntry {
 pub struct KeyRing(Arc<RwLock<Vec<KeyEntry>>>);
 
 impl KeyRing {
+    /// A ring accepting exactly these key=tenant pairs.
     pub fn new(pairs: &[(String, String)]) -> KeyRing {
         let ring = KeyRing::default();
         ring.replace(pairs);
@@ -156,10 +176,12 @@ impl KeyRing {
         *self.0.write().unwrap_or_else(PoisonError::into_inner) = entries;
     }
 
+    /// How many keys are accepted now.
     pub fn len(&self) -> usize {
         self.0.read().unwrap_or_else(PoisonError::into_inner).len()
     }
 
+    /// Whether no key is accepted now (every keyed request is refused).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

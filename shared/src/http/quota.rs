@@ -21,7 +21,9 @@ const MAX_BUCKETS: usize = 100_000;
 /// A tenant's allowance: `rate_per_s` requests a second on average, `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RateLimit {
+    /// Requests a second the bucket refills by (the sustained rate).
     pub rate_per_s: f64,
+    /// Requests the bucket holds when full: how many may come at once.
     pub burst: f64,
 }
 
@@ -39,6 +41,7 @@ pub struct Limiter {
 }
 
 impl Limiter {
+    /// Buckets for `limit`, each tenant's starting full when first seen.
     pub fn new(limit: RateLimit) -> Self {
         Self {
             limit,

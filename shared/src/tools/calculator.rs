@@ -6,6 +6,8 @@ use serde_json::{json, Value};
 use super::expr::{self, MAX_INPUT_LEN};
 use super::{Access, Tool, ToolContext, ToolError};
 
+/// The `calculator` tool: evaluates one arithmetic expression (`input.expression`) to a number; it
+/// has no side effects, so nothing to compensate.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Calculator;
 

@@ -19,25 +19,38 @@ use serde_json::Value;
 
 use super::{Access, Tool, ToolContext, ToolError};
 
+/// What a fault rule does to a matching call.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FaultKind {
+    /// Fail with a transient error with this probability (0..=1).
     Fail(f64),
+    /// Fail with a permanent error with this probability (0..=1).
     FailPermanent(f64),
+    /// Fail transiently on the first this many attempts of every step, then pass the call through.
     Flaky(u32),
+    /// Wait this long before making the call.
     Delay(Duration),
 }
 
+/// One `TOOL[.ACTION]=KIND[:ARG]` entry of `CRANE_FAULTS`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FaultRule {
+    /// The name of the tool whose calls it affects.
     pub tool: String,
+    /// The input `action` it is limited to (`compensate` targets compensations); `None` for every
+    /// call.
     pub action: Option<String>,
+    /// What it does to a matching call.
     pub kind: FaultKind,
 }
 
+/// A `CRANE_FAULTS` entry that cannot be parsed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("invalid CRANE_FAULTS entry '{entry}': {reason} (expected TOOL[.ACTION]=fail[:P]|fail_permanent[:P]|flaky:N|delay:DURATION)")]
 pub struct FaultParseError {
+    /// The entry as written.
     pub entry: String,
+    /// What is wrong with it.
     pub reason: String,
 }
 
@@ -48,18 +61,22 @@ pub struct Faults {
 }
 
 impl Faults {
+    /// No rules: every tool runs untouched (the default).
     pub fn none() -> Self {
         Self::default()
     }
 
+    /// Whether there are no rules.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }
 
+    /// The rules, in the order they were given.
     pub fn rules(&self) -> &[FaultRule] {
         &self.rules
     }
 
+    /// Parse a `CRANE_FAULTS` value (blank entries are skipped; an empty string is no rules).
     pub fn parse(spec: &str) -> Result<Faults, FaultParseError> {
         let rules = spec
             .split(',')

@@ -23,10 +23,15 @@ pub use faults::{FaultRule, Faults};
 /// Who is calling a tool: the run and step, so side effects can be keyed by them.
 #[derive(Debug, Clone)]
 pub struct ToolContext {
+    /// The tenant whose run calls the tool; tools keep each tenant's data apart by it.
     pub tenant: String,
+    /// The run the step belongs to.
     pub run_id: String,
+    /// The step's id in the plan.
     pub step_id: String,
+    /// The attempt (or, for a compensation, the compensation attempt) making the call, from 1.
     pub attempt: u32,
+    /// The time of the call, from the runtime's clock (so tests can fix it).
     pub now: DateTime<Utc>,
 }
 
@@ -46,14 +51,20 @@ impl ToolContext {
 /// one of them writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Access {
+    /// The name of the store touched (`todo`); calls on different resources never conflict.
     pub resource: &'static str,
+    /// Whether the call changes the store (a write) rather than only reading it.
     pub writes: bool,
 }
 
+/// A capability a plan step can call: described for planners, validated before a run, executed by
+/// workers and undone by the saga.
 #[async_trait]
 pub trait Tool: Send + Sync {
+    /// The tool's name, as plans and the catalog write it (`calculator`, `todo`).
     fn name(&self) -> &'static str;
 
+    /// One sentence telling planners (and `GET /tools`) what the tool does.
     fn description(&self) -> &'static str;
 
     /// JSON Schema of the input (a subset: see [`schema`]).
@@ -71,6 +82,8 @@ pub trait Tool: Send + Sync {
     /// The name of the action that undoes this call, or `None` if there is nothing to undo.
     fn compensation(&self, input: &Value) -> Option<&'static str>;
 
+    /// Make the call for `ctx` with the step's input (references filled in) and return its JSON
+    /// output; the error's kind decides whether the engine retries.
     async fn execute(&self, ctx: &ToolContext, input: &Value) -> Result<Value, ToolError>;
 
     /// Undo a completed call, given its input and output. Must be idempotent.
@@ -85,8 +98,11 @@ pub trait Tool: Send + Sync {
 /// One entry of the catalog served by `GET /tools`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ToolInfo {
+    /// The tool's name, as plans use it.
     pub name: &'static str,
+    /// What the tool does, for people and planners.
     pub description: &'static str,
+    /// JSON Schema of the tool's input.
     pub input_schema: Value,
 }
 
@@ -105,6 +121,8 @@ impl Registry {
         ])
     }
 
+    /// A registry of exactly these tools, keyed by their names (a later tool replaces an earlier
+    /// one of the same name).
     pub fn from_tools(tools: Vec<Arc<dyn Tool>>) -> Self {
         Self {
             tools: tools.into_iter().map(|t| (t.name(), t)).collect(),
@@ -125,14 +143,17 @@ impl Registry {
         }
     }
 
+    /// The tool with this name; `None` if the runtime does not offer it.
     pub fn get(&self, name: &str) -> Option<&Arc<dyn Tool>> {
         self.tools.get(name)
     }
 
+    /// The names of every tool, sorted.
     pub fn names(&self) -> Vec<&'static str> {
         self.tools.keys().copied().collect()
     }
 
+    /// Name, description and input schema of every tool, sorted by name (`GET /tools`).
     pub fn catalog(&self) -> Vec<ToolInfo> {
         self.tools
             .values()

@@ -141,10 +141,15 @@ fn env_var(name: &'static str) -> Result<String, MissingEnv> {
 /// The names of Crane's five DynamoDB tables.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableNames {
+    /// The table of run events, one item per event (`CRANE_EVENTS_TABLE`).
     pub events: String,
+    /// The runs view, one item per run with its folded state (`CRANE_RUNS_TABLE`).
     pub runs: String,
+    /// The todos table, one item per tenant's todo (`CRANE_TODOS_TABLE`).
     pub todos: String,
+    /// The idempotency keys of `POST /runs` (`CRANE_IDEMPOTENCY_TABLE`).
     pub idempotency: String,
+    /// One item per tool's circuit breaker (`CRANE_BREAKERS_TABLE`).
     pub breakers: String,
 }
 
@@ -188,6 +193,7 @@ pub struct DynamoStore {
 }
 
 impl DynamoStore {
+    /// A store over `client` and the tables named in `tables`.
     pub fn new(client: aws_sdk_dynamodb::Client, tables: TableNames) -> Self {
         Self { client, tables }
     }
@@ -200,10 +206,12 @@ impl DynamoStore {
         ))
     }
 
+    /// The names of the tables this store uses.
     pub fn tables(&self) -> &TableNames {
         &self.tables
     }
 
+    /// The DynamoDB client the store sends its requests with.
     pub fn client(&self) -> &aws_sdk_dynamodb::Client {
         &self.client
     }

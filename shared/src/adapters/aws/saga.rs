@@ -20,6 +20,7 @@ pub struct SfnSagaStarter {
 }
 
 impl SfnSagaStarter {
+    /// A starter of executions of the state machine at `state_machine_arn`.
     pub fn new(client: aws_sdk_sfn::Client, state_machine_arn: impl Into<String>) -> Self {
         Self {
             client,
@@ -35,6 +36,7 @@ impl SfnSagaStarter {
         ))
     }
 
+    /// The ARN of the saga state machine executions are started on.
     pub fn state_machine_arn(&self) -> &str {
         &self.state_machine_arn
     }

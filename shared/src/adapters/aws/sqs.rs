@@ -34,6 +34,7 @@ pub struct SqsDispatcher {
 }
 
 impl SqsDispatcher {
+    /// A dispatcher sending to the queue at `queue_url` through `client`.
     pub fn new(client: aws_sdk_sqs::Client, queue_url: impl Into<String>) -> Self {
         Self {
             client,
@@ -49,6 +50,7 @@ impl SqsDispatcher {
         ))
     }
 
+    /// The URL of the step queue.
     pub fn queue_url(&self) -> &str {
         &self.queue_url
     }

@@ -136,6 +136,7 @@ pub struct MemoryStore {
     views: Mutex<HashMap<RunKey, RunState>>,
     keys: Mutex<HashMap<(String, String), IdempotencyRecord>>,
     breakers: Mutex<HashMap<String, StoredBreaker>>,
+    /// Effects handed to `append`, in order, for tests to inspect (nothing consumes them).
     pub outbox: Mutex<Vec<crate::engine::Effect>>,
     /// Signals of committed appends (see [`EventStore::signals`]).
     pub notifier: RunNotifier,

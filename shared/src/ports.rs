@@ -129,6 +129,7 @@ impl PartialEq for Cause {
     }
 }
 
+/// The result of a store or queue call.
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// What follows from an append, handed to the store with it. An embedded store writes it
@@ -201,21 +202,27 @@ pub trait LogWatch: Send {
 /// Which runs to list.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ListQuery {
+    /// Only runs in this status; `None` for every run.
     pub status: Option<RunStatus>,
+    /// Most runs on the page.
     pub limit: usize,
     /// Opaque, from a previous page's `next_cursor`.
     pub cursor: Option<String>,
 }
 
+/// One page of a list, newest first, and where the next one starts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Page<T> {
+    /// The items on this page.
     pub items: Vec<T>,
+    /// The opaque cursor of the next page; `None` on the last page.
     pub next_cursor: Option<String>,
 }
 
 /// The CQRS read model: one view per run, kept by projecting the event log.
 #[async_trait]
 pub trait RunViewStore: Send + Sync {
+    /// The run's view, `None` if it has none (yet).
     async fn get(&self, key: &RunKey) -> StoreResult<Option<RunState>>;
 
     /// Newest first.
@@ -236,8 +243,10 @@ pub trait StepDispatcher: Send + Sync {
 /// Errors of todo operations that the tool reports to the user.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TodoError {
+    /// No todo of the tenant has this id.
     #[error("todo {0} not found")]
     NotFound(u64),
+    /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -260,6 +269,7 @@ pub trait TodoStore: Send + Sync {
     /// The result of the change already applied under `effect_key`, if any.
     async fn recorded(&self, tenant: &str, effect_key: &str) -> StoreResult<Option<Todo>>;
 
+    /// The tenant's todo `id`, `None` if there is none.
     async fn get(&self, tenant: &str, id: u64) -> StoreResult<Option<Todo>>;
 
     /// A page of at most `query.limit` of the tenant's todos, by id, after the cursor;
@@ -274,6 +284,7 @@ pub trait TodoStore: Send + Sync {
 /// Which todos to list: a page of at most `limit`, after `cursor`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TodoQuery {
+    /// Most todos on the page (at most [`TodoQuery::MAX_LIMIT`]).
     pub limit: usize,
     /// Opaque, from a previous page's `next_cursor`.
     pub cursor: Option<String>,
@@ -297,11 +308,13 @@ impl TodoQuery {
 /// What an idempotency key is bound to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IdempotencyRecord {
+    /// The run the key created.
     pub run_id: String,
     /// Fingerprint of the request body, so a key reused for another request is refused.
     pub request_hash: String,
 }
 
+/// Idempotency-Key bindings: which run a key created, for how long.
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync {
     /// The binding of `key` in force at `now`, if any. Reserves nothing: a request looks
@@ -326,13 +339,16 @@ pub trait IdempotencyStore: Send + Sync {
 /// A stored circuit-breaker state, with a version for compare-and-set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredBreaker {
+    /// The breaker's state as JSON (see `engine::breaker::BreakerState`).
     pub state: Value,
+    /// Bumped by every write; a write names the version it read.
     pub version: u64,
 }
 
 /// Shared circuit-breaker state per tool, updated with compare-and-set.
 #[async_trait]
 pub trait BreakerStore: Send + Sync {
+    /// The tool's stored breaker, `None` if it never changed (closed).
     async fn get(&self, tool: &str) -> StoreResult<Option<StoredBreaker>>;
 
     /// Write `state` as version `expected + 1` if the stored version is `expected`
@@ -342,6 +358,7 @@ pub trait BreakerStore: Send + Sync {
 
 /// Source of time, so the domain can be tested with a fake clock.
 pub trait Clock: Send + Sync {
+    /// The current time.
     fn now(&self) -> DateTime<Utc>;
 }
 

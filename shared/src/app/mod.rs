@@ -35,6 +35,7 @@ pub const MAX_PROMPT_CHARS: usize = 4_000;
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 /// Default and largest page of `GET /runs`.
 pub const DEFAULT_PAGE: usize = 20;
+/// Largest page of `GET /runs` a client may ask for.
 pub const MAX_PAGE: usize = 100;
 /// How often an append is retried after losing an optimistic-concurrency race.
 const MAX_CONFLICTS: usize = 64;
@@ -42,6 +43,7 @@ const MAX_CONFLICTS: usize = 64;
 /// Engine settings, from [`crate::config::Config`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
+    /// Retry policy of step attempts (attempts, backoff, jitter).
     pub retry: RetryPolicy,
     /// Retry policy of each compensation.
     pub compensation_retry: RetryPolicy,
@@ -49,6 +51,7 @@ pub struct Settings {
     pub step_timeout_ms: u64,
     /// How long past the timeout a claim is held before another worker may take over.
     pub lease_margin_ms: u64,
+    /// When a tool's circuit breaker opens, how long it stays open, how it closes.
     pub breaker: BreakerConfig,
     /// Claims taken before this instant are void (set by the local runtime at start-up).
     pub void_leases_before: Option<DateTime<Utc>>,
@@ -80,6 +83,8 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// How long a worker's claim on a step attempt lasts: the step timeout plus the
+    /// margin, in milliseconds.
     pub fn lease_ms(&self) -> u64 {
         self.step_timeout_ms + self.lease_margin_ms
     }
@@ -153,13 +158,17 @@ impl AppError {
 /// Who asked, for logs and events.
 #[derive(Debug, Clone, Default)]
 pub struct RequestContext {
+    /// The tenant the request acts for: every run and todo it touches is this tenant's.
     pub tenant: String,
+    /// The id that ties the request's logs and events together (from `X-Correlation-Id`
+    /// or made up at the edge).
     pub correlation_id: String,
 }
 
 /// The answer to `POST /runs`.
 #[derive(Debug, Clone)]
 pub struct Created {
+    /// The run as created (or as it is now, when replayed).
     pub run: RunState,
     /// The idempotency key named an existing run, which is returned instead.
     pub replayed: bool,
@@ -168,22 +177,35 @@ pub struct Created {
 /// A tool of the catalog with its breaker state.
 #[derive(Debug, Clone, Serialize)]
 pub struct ToolView {
+    /// The name plans call the tool by.
     pub name: &'static str,
+    /// What the tool does, for people and for the model planners.
     pub description: &'static str,
+    /// The JSON Schema a step's input must match.
     pub input_schema: Value,
+    /// The tool's circuit breaker as stored now (closed, open until, half-open).
     pub breaker: BreakerState,
 }
 
 /// The ports and settings the services run over.
 pub struct App {
+    /// The event log: the truth every state is folded from.
     pub events: Arc<dyn EventStore>,
+    /// The read model: one view per run, for lists and fast reads.
     pub views: Arc<dyn RunViewStore>,
+    /// The tenants' todo lists, which the `todo` tool changes.
     pub todos: Arc<dyn TodoStore>,
+    /// Idempotency-Key bindings of `POST /runs`.
     pub idempotency: Arc<dyn IdempotencyStore>,
+    /// The circuit breakers' shared state, one per tool.
     pub breakers: Arc<dyn BreakerStore>,
+    /// The tools steps may call.
     pub registry: Registry,
+    /// Turns prompts into plans.
     pub planner: Arc<dyn Planner>,
+    /// The time, so tests can hold it still.
     pub clock: Arc<dyn Clock>,
+    /// Retry, lease, breaker, quota and approval settings.
     pub settings: Settings,
 }
 
@@ -334,6 +356,8 @@ impl App {
         Ok(())
     }
 
+    /// `POST /runs`: plan `prompt` and record the run (`RunCreated` with its plan), bound
+    /// to `idempotency_key` when one is given, so a repeated request returns the same run.
     #[instrument(skip(self, prompt), fields(tenant = %ctx.tenant, correlation_id = %ctx.correlation_id))]
     pub async fn create_run(
         &self,
@@ -732,7 +756,9 @@ impl App {
 /// projected) and the effects the new events call for.
 #[derive(Debug, Clone)]
 pub struct Projection {
+    /// The run as written to the read model; `None` when the run has no events.
     pub state: Option<RunState>,
+    /// What the new events call for: jobs to dispatch, a saga to start.
     pub effects: Vec<Effect>,
 }
 

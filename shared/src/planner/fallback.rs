@@ -44,6 +44,7 @@ impl FallbackPlanner {
         Self::with_fallback(primary, Arc::new(PatternPlanner))
     }
 
+    /// `primary`, falling back to `fallback`.
     pub fn with_fallback(primary: Arc<dyn ModelPlanner>, fallback: Arc<dyn Planner>) -> Self {
         Self {
             primary,

@@ -39,6 +39,7 @@ pub const MAX_STEP_ID_LEN: usize = 64;
 /// A plan and who made it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Planned {
+    /// The validated plan.
     pub plan: Plan,
     /// What the run records and clients see; after a fallback, `fallback_reason` is a
     /// short category (`timeout`, `rate_limited`, ...).
@@ -48,6 +49,7 @@ pub struct Planned {
     pub fallback_detail: Option<String>,
 }
 
+/// Why no plan came out.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PlanError {
     /// The prompt asks for something no planner understands; the message says what is.
@@ -61,6 +63,7 @@ pub enum PlanError {
     Unavailable(String),
 }
 
+/// Turns a prompt into a validated plan.
 #[async_trait]
 pub trait Planner: Send + Sync {
     /// `pattern`, `llm`, `bedrock`.

@@ -29,20 +29,29 @@ use super::{PatternPlanner, Planner};
 /// Longest planning budget accepted, in milliseconds.
 pub const MAX_TIMEOUT_MS: u64 = 300_000;
 
+/// Why the configuration names no usable planner.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SelectError {
+    /// `CRANE_PLANNER` names no planner.
     #[error("CRANE_PLANNER={0:?} is not a planner: use pattern, llm or bedrock")]
     UnknownPlanner(String),
+    /// A variable's value is not valid.
     #[error("{name}={value:?} is not valid: {reason}")]
     Invalid {
+        /// The variable.
         name: &'static str,
+        /// Its value (a URL with its credentials redacted).
         value: String,
+        /// What is wrong with it.
         reason: String,
     },
+    /// `CRANE_PLANNER=bedrock` without `CRANE_BEDROCK_MODEL_ID`.
     #[error("CRANE_PLANNER=bedrock needs CRANE_BEDROCK_MODEL_ID (a Bedrock model id or inference profile, e.g. anthropic.claude-3-haiku-20240307-v1:0)")]
     MissingBedrockModel,
+    /// `CRANE_PLANNER=bedrock` in a build without the `aws` feature.
     #[error("CRANE_PLANNER=bedrock needs Crane built with the `aws` feature")]
     BedrockNotBuilt,
+    /// The OpenAI-compatible planner could not be built.
     #[error("cannot set up the llm planner: {0}")]
     Llm(String),
 }
@@ -50,11 +59,17 @@ pub enum SelectError {
 /// The planner configuration read from the variables, before anything is built.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PlannerChoice {
+    /// The offline pattern planner.
     Pattern,
+    /// An OpenAI-compatible endpoint, the pattern planner taking over when it fails.
     Llm(OpenAiConfig),
+    /// A Bedrock model, the pattern planner taking over when it fails.
     Bedrock {
+        /// `CRANE_BEDROCK_MODEL_ID`.
         model_id: String,
+        /// `CRANE_BEDROCK_REGION`, if set.
         region: Option<String>,
+        /// `CRANE_LLM_TIMEOUT_MS`.
         timeout_ms: u64,
     },
 }

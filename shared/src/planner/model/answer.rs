@@ -14,7 +14,9 @@ use crate::tools::Registry;
 /// (Bedrock's Converse API).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Answer<'a> {
+    /// As the message content: the JSON object alone (the OpenAI-compatible planner).
     Content,
+    /// As the input of a call of the named tool (Bedrock's `emit_plan`).
     Tool(&'a str),
 }
 

@@ -64,6 +64,7 @@ pub struct BedrockConfig {
     pub model_id: String,
     /// Overrides the region of the default AWS configuration.
     pub region: Option<String>,
+    /// Budget of the whole planning call, a retry without `toolChoice` included.
     pub timeout_ms: u64,
 }
 
@@ -114,6 +115,7 @@ impl BedrockPlanner {
         }
     }
 
+    /// Which model, where, and how long to wait.
     pub fn config(&self) -> &BedrockConfig {
         &self.config
     }
@@ -253,9 +255,13 @@ pub fn access_denied(model_id: &str, region: &str, detail: &str) -> LlmError {
 /// Everything a Converse request needs besides the model id.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConverseRequestParts {
+    /// The instructions, the tool catalog and the examples.
     pub system: Vec<SystemContentBlock>,
+    /// The user's prompt, as the one message.
     pub messages: Vec<Message>,
+    /// Temperature 0 and the answer's token limit.
     pub inference_config: InferenceConfiguration,
+    /// The `emit_plan` tool and the tool choice.
     pub tool_config: ToolConfiguration,
 }
 

@@ -29,7 +29,9 @@ use crate::tools::Registry;
 /// model answered).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelFailure {
+    /// What went wrong.
     pub error: LlmError,
+    /// What the attempt cost: latency always, tokens when the model answered.
     pub usage: Usage,
 }
 
@@ -55,24 +57,34 @@ pub trait ModelPlanner: Send + Sync {
 /// marks the planner degraded) from a passing one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LlmError {
+    /// No answer within the budget.
     #[error("timed out: {0}")]
     Timeout(String),
+    /// The endpoint could not be reached.
     #[error("could not connect: {0}")]
     Connect(String),
+    /// The provider throttled the call (HTTP 429, a Bedrock throttling error).
     #[error("rate limited: {0}")]
     RateLimited(String),
+    /// The provider failed (HTTP 5xx, a Bedrock service error).
     #[error("server error: {0}")]
     Server(String),
+    /// The key or the credentials were refused.
     #[error("authentication failed (check the API key or credentials): {0}")]
     Auth(String),
+    /// The request was refused as set up: a wrong model, URL or parameter.
     #[error("configuration error (check the model and base URL): {0}")]
     Config(String),
+    /// The model refuses the configured temperature (OpenAI's reasoning models).
     #[error("the model rejects the temperature (set CRANE_LLM_TEMPERATURE=none for reasoning models, or a value it accepts): {0}")]
     TemperatureRejected(String),
+    /// The answer could not be read as a plan.
     #[error("unusable answer: {0}")]
     Unparseable(String),
+    /// The answer was a plan that fails validation, or had no steps.
     #[error("the model's plan was rejected: {0}")]
     InvalidPlan(String),
+    /// The model, or the provider's content filter, refused to answer.
     #[error("the model refused: {0}")]
     Refused(String),
 }

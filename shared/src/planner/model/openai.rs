@@ -25,7 +25,9 @@ use crate::tools::Registry;
 
 /// OpenAI's API.
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+/// The model asked unless `CRANE_LLM_MODEL` names another.
 pub const DEFAULT_MODEL: &str = "gpt-4o-mini";
+/// Budget of one planning call unless `CRANE_LLM_TIMEOUT_MS` says otherwise.
 pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 /// Deterministic plans; `CRANE_LLM_TEMPERATURE=none` leaves the field out.
 pub const DEFAULT_TEMPERATURE: f64 = 0.0;
@@ -65,11 +67,13 @@ impl ResponseFormat {
 pub struct OpenAiConfig {
     /// Base URL of the API, e.g. `https://api.openai.com/v1`; `/chat/completions` is appended.
     pub base_url: String,
+    /// The model name sent as `model`, e.g. `gpt-4o-mini`.
     pub model: String,
     /// Sent as `Authorization: Bearer <key>`; local servers usually need none.
     pub api_key: Option<String>,
     /// Budget for the whole call: connect, answer and body.
     pub timeout_ms: u64,
+    /// How the request asks for JSON.
     pub response_format: ResponseFormat,
     /// Sent as `temperature`; `None` leaves it out (OpenAI's reasoning models reject any
     /// value but their default).
@@ -279,8 +283,11 @@ fn temperature_json(t: f64) -> Value {
 /// What a chat completion said, and what it cost.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatAnswer {
+    /// The message content, or else the arguments of its first tool call.
     pub content: String,
+    /// Tokens of the request as the server counted them (0 if it did not say).
     pub prompt_tokens: u64,
+    /// Tokens of the answer (0 if the server did not say).
     pub completion_tokens: u64,
 }
 
@@ -454,6 +461,7 @@ impl std::fmt::Debug for OpenAiPlanner {
 }
 
 impl OpenAiPlanner {
+    /// A planner for `config`; fails only if the HTTP client cannot be built.
     pub fn new(config: OpenAiConfig) -> Result<Self, LlmError> {
         let timeout = Duration::from_millis(config.timeout_ms.max(1));
         let http = reqwest::Client::builder()
@@ -470,6 +478,7 @@ impl OpenAiPlanner {
         })
     }
 
+    /// Where and how the model is reached.
     pub fn config(&self) -> &OpenAiConfig {
         &self.config
     }

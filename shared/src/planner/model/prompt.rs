@@ -65,7 +65,9 @@ Tools:
 /// A worked example: a request and the plan for it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Example {
+    /// The request.
     pub prompt: &'static str,
+    /// The plan for it, as the model should answer.
     pub plan: Value,
 }
 

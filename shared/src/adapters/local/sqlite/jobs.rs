@@ -15,11 +15,16 @@ use crate::ports::{StepDispatcher, StepJob, StoreResult};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum JobKind {
+    /// Run one attempt of a step.
     Step {
+        /// The step, its run and its attempt.
         job: StepJob,
     },
+    /// Run the saga that undoes a run's completed steps.
     Compensate {
+        /// The run to compensate.
         key: RunKey,
+        /// The run's correlation id, carried into the saga's logs.
         correlation_id: String,
         /// The saga attempt (1 unless an operator asked for a retry).
         #[serde(default = "first_saga")]
@@ -67,7 +72,9 @@ impl JobKind {
 /// A job taken from the queue; it stays leased until completed or rescheduled.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LeasedJob {
+    /// The job's row id, to finish or reschedule it.
     pub id: i64,
+    /// What the job does.
     pub kind: JobKind,
 }
 

@@ -17,32 +17,41 @@
 //! configuration on the first planning call, so [`planner_from_vars`] stays synchronous and
 //! does no I/O; a caller holding a client can use [`BedrockPlanner::with_client`] instead.
 //!
-//! [`BedrockPlanner::with_client`]: super::bedrock::BedrockPlanner::with_client
+//! [`BedrockPlanner::with_client`]: super::model::bedrock::BedrockPlanner::with_client
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::hybrid::FallbackPlanner;
-use super::llm::{self, LlmConfig, LlmPlanner, ResponseFormat};
+use super::fallback::FallbackPlanner;
+use super::model::openai::{self, OpenAiConfig, OpenAiPlanner, ResponseFormat};
 use super::{PatternPlanner, Planner};
 
 /// Longest planning budget accepted, in milliseconds.
 pub const MAX_TIMEOUT_MS: u64 = 300_000;
 
+/// Why the configuration names no usable planner.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SelectError {
+    /// `CRANE_PLANNER` names no planner.
     #[error("CRANE_PLANNER={0:?} is not a planner: use pattern, llm or bedrock")]
     UnknownPlanner(String),
+    /// A variable's value is not valid.
     #[error("{name}={value:?} is not valid: {reason}")]
     Invalid {
+        /// The variable.
         name: &'static str,
+        /// Its value (a URL with its credentials redacted).
         value: String,
+        /// What is wrong with it.
         reason: String,
     },
+    /// `CRANE_PLANNER=bedrock` without `CRANE_BEDROCK_MODEL_ID`.
     #[error("CRANE_PLANNER=bedrock needs CRANE_BEDROCK_MODEL_ID (a Bedrock model id or inference profile, e.g. anthropic.claude-3-haiku-20240307-v1:0)")]
     MissingBedrockModel,
+    /// `CRANE_PLANNER=bedrock` in a build without the `aws` feature.
     #[error("CRANE_PLANNER=bedrock needs Crane built with the `aws` feature")]
     BedrockNotBuilt,
+    /// The OpenAI-compatible planner could not be built.
     #[error("cannot set up the llm planner: {0}")]
     Llm(String),
 }
@@ -50,11 +59,17 @@ pub enum SelectError {
 /// The planner configuration read from the variables, before anything is built.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PlannerChoice {
+    /// The offline pattern planner.
     Pattern,
-    Llm(LlmConfig),
+    /// An OpenAI-compatible endpoint, the pattern planner taking over when it fails.
+    Llm(OpenAiConfig),
+    /// A Bedrock model, the pattern planner taking over when it fails.
     Bedrock {
+        /// `CRANE_BEDROCK_MODEL_ID`.
         model_id: String,
+        /// `CRANE_BEDROCK_REGION`, if set.
         region: Option<String>,
+        /// `CRANE_LLM_TIMEOUT_MS`.
         timeout_ms: u64,
     },
 }
@@ -74,7 +89,7 @@ pub fn choice_from_vars(vars: &HashMap<String, String>) -> Result<PlannerChoice,
         None => "pattern".to_owned(),
     };
     let timeout_ms = match get("CRANE_LLM_TIMEOUT_MS") {
-        None => llm::DEFAULT_TIMEOUT_MS,
+        None => openai::DEFAULT_TIMEOUT_MS,
         Some(v) => match v.parse::<u64>() {
             Ok(ms) if (1..=MAX_TIMEOUT_MS).contains(&ms) => ms,
             _ => {
@@ -90,11 +105,11 @@ pub fn choice_from_vars(vars: &HashMap<String, String>) -> Result<PlannerChoice,
         "pattern" => Ok(PlannerChoice::Pattern),
         "llm" => {
             let base_url =
-                get("CRANE_LLM_BASE_URL").unwrap_or_else(|| llm::DEFAULT_BASE_URL.into());
+                get("CRANE_LLM_BASE_URL").unwrap_or_else(|| openai::DEFAULT_BASE_URL.into());
             if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
                 return Err(SelectError::Invalid {
                     name: "CRANE_LLM_BASE_URL",
-                    value: llm::redact_url(&base_url),
+                    value: openai::redact_url(&base_url),
                     reason: "expected an http:// or https:// URL such as https://api.openai.com/v1"
                         .into(),
                 });
@@ -108,25 +123,25 @@ pub fn choice_from_vars(vars: &HashMap<String, String>) -> Result<PlannerChoice,
                 })?,
             };
             let temperature = match get("CRANE_LLM_TEMPERATURE") {
-                None => Some(llm::DEFAULT_TEMPERATURE),
+                None => Some(openai::DEFAULT_TEMPERATURE),
                 Some(v) if v.eq_ignore_ascii_case("none") => None,
                 Some(v) => match v.parse::<f64>() {
-                    Ok(t) if (0.0..=llm::MAX_TEMPERATURE).contains(&t) => Some(t),
+                    Ok(t) if (0.0..=openai::MAX_TEMPERATURE).contains(&t) => Some(t),
                     _ => {
                         return Err(SelectError::Invalid {
                             name: "CRANE_LLM_TEMPERATURE",
                             value: v,
                             reason: format!(
                                 "expected a number from 0 to {}, or none to leave it out",
-                                llm::MAX_TEMPERATURE
+                                openai::MAX_TEMPERATURE
                             ),
                         })
                     }
                 },
             };
-            Ok(PlannerChoice::Llm(LlmConfig {
+            Ok(PlannerChoice::Llm(OpenAiConfig {
                 base_url,
-                model: get("CRANE_LLM_MODEL").unwrap_or_else(|| llm::DEFAULT_MODEL.into()),
+                model: get("CRANE_LLM_MODEL").unwrap_or_else(|| openai::DEFAULT_MODEL.into()),
                 api_key,
                 timeout_ms,
                 response_format,
@@ -157,17 +172,18 @@ pub fn planner_from_choice(choice: PlannerChoice) -> Result<Arc<dyn Planner>, Se
     match choice {
         PlannerChoice::Pattern => Ok(Arc::new(PatternPlanner)),
         PlannerChoice::Llm(config) => {
-            if config.api_key.is_none() && config.base_url.starts_with(llm::DEFAULT_BASE_URL) {
+            if config.api_key.is_none() && config.base_url.starts_with(openai::DEFAULT_BASE_URL) {
                 tracing::warn!("CRANE_PLANNER=llm points at OpenAI without CRANE_LLM_API_KEY; every plan will fall back");
             }
             tracing::info!(
                 planner = "llm",
-                base_url = %llm::redact_url(&config.base_url),
+                base_url = %openai::redact_url(&config.base_url),
                 model = %config.model,
                 timeout_ms = config.timeout_ms,
                 "LLM planner configured"
             );
-            let planner = LlmPlanner::new(config).map_err(|e| SelectError::Llm(e.to_string()))?;
+            let planner =
+                OpenAiPlanner::new(config).map_err(|e| SelectError::Llm(e.to_string()))?;
             Ok(Arc::new(FallbackPlanner::new(Arc::new(planner))))
         }
         PlannerChoice::Bedrock {
@@ -184,7 +200,7 @@ fn bedrock(
     region: Option<String>,
     timeout_ms: u64,
 ) -> Result<Arc<dyn Planner>, SelectError> {
-    use super::bedrock::{BedrockConfig, BedrockPlanner};
+    use super::model::bedrock::{BedrockConfig, BedrockPlanner};
     tracing::info!(planner = "bedrock", model = %model_id, timeout_ms, "Bedrock planner configured");
     let planner = BedrockPlanner::new(BedrockConfig {
         model_id,
@@ -226,9 +242,9 @@ mod tests {
         let choice = choice_from_vars(&vars(&[("CRANE_LLM_API_KEY", "sk-1")])).expect("choice");
         assert_eq!(
             choice,
-            PlannerChoice::Llm(LlmConfig {
+            PlannerChoice::Llm(OpenAiConfig {
                 api_key: Some("sk-1".into()),
-                ..LlmConfig::default()
+                ..OpenAiConfig::default()
             })
         );
         let p = planner_from_vars(&vars(&[("CRANE_LLM_API_KEY", "sk-1")])).expect("planner");
@@ -254,7 +270,7 @@ mod tests {
         ]);
         assert_eq!(
             choice_from_vars(&v),
-            Ok(PlannerChoice::Llm(LlmConfig {
+            Ok(PlannerChoice::Llm(OpenAiConfig {
                 base_url: "http://localhost:11434/v1".into(),
                 model: "llama3.1".into(),
                 api_key: None,
@@ -341,7 +357,7 @@ mod tests {
             Ok(PlannerChoice::Bedrock {
                 model_id: "anthropic.claude-3-haiku-20240307-v1:0".into(),
                 region: Some("eu-west-1".into()),
-                timeout_ms: llm::DEFAULT_TIMEOUT_MS,
+                timeout_ms: openai::DEFAULT_TIMEOUT_MS,
             })
         );
         let built = planner_from_vars(&v).map(|p| p.name());

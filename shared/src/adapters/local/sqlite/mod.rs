@@ -1,0 +1,226 @@
+//! The embedded store: SQLite in WAL mode, one file holding events, the runs view, todos,
+//! idempotency keys, breaker states and the durable job queue (the outbox).
+//!
+//! An append writes the events, the run's view and the jobs its effects create in one
+//! transaction, so a crash can never leave a run without its next job; on restart the
+//! jobs are simply still there.
+//!
+//! One file per concern: [`jobs`] (the queue), [`events`] (appends and the log), [`views`]
+//! (the runs view), [`todos`], [`idempotency`], [`breakers`], and [`hot`] (the in-memory
+//! state of runs in flight); this module opens the database and owns the connections.
+
+mod breakers;
+mod events;
+mod hot;
+mod idempotency;
+mod jobs;
+mod todos;
+mod views;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{Connection, ErrorCode};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use self::hot::HotRuns;
+use super::notify::{AppendObserver, RunNotifier};
+use super::private;
+use super::writer::Writer;
+use crate::ports::{StoreError, StoreResult};
+
+pub use self::jobs::{JobKind, LeasedJob};
+
+const READERS: usize = 4;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    tenant TEXT NOT NULL, run_id TEXT NOT NULL, seq INTEGER NOT NULL,
+    type TEXT NOT NULL, body TEXT NOT NULL,
+    PRIMARY KEY (tenant, run_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS runs (
+    tenant TEXT NOT NULL, run_id TEXT NOT NULL, status TEXT NOT NULL,
+    created_at TEXT NOT NULL, last_seq INTEGER NOT NULL, body TEXT NOT NULL,
+    PRIMARY KEY (tenant, run_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS runs_newest ON runs (tenant, created_at DESC, run_id DESC);
+CREATE INDEX IF NOT EXISTS runs_status ON runs (tenant, status, created_at DESC, run_id DESC);
+CREATE TABLE IF NOT EXISTS todos (
+    tenant TEXT NOT NULL, id INTEGER NOT NULL, body TEXT NOT NULL,
+    PRIMARY KEY (tenant, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS todo_ids (tenant TEXT PRIMARY KEY, last_id INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS todo_effects (
+    tenant TEXT NOT NULL, effect_key TEXT NOT NULL, result TEXT NOT NULL,
+    PRIMARY KEY (tenant, effect_key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    tenant TEXT NOT NULL, key TEXT NOT NULL, run_id TEXT NOT NULL,
+    request_hash TEXT NOT NULL, created_at TEXT NOT NULL,
+    PRIMARY KEY (tenant, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS breakers (
+    tool TEXT PRIMARY KEY, version INTEGER NOT NULL, state TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    dedupe TEXT NOT NULL UNIQUE,
+    payload TEXT NOT NULL,
+    due_at INTEGER NOT NULL,
+    lease_until INTEGER
+);
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs (due_at);
+";
+
+/// How far a commit of the embedded store goes before it is acknowledged (`CRANE_SYNC` in the
+/// local runtime's configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Every commit is on stable storage (fsync'd) before a 201 is sent or the next step
+    /// is dispatched: survives a power loss. Commits are grouped, so under load one fsync
+    /// covers many writes.
+    #[default]
+    Full,
+    /// A commit is in the operating system's hands (SQLite WAL, `synchronous=NORMAL`):
+    /// survives a killed process, but a power loss may lose the last commits.
+    Normal,
+}
+
+/// The SQLite-backed store. Cheap to clone.
+#[derive(Clone)]
+pub struct SqliteStore {
+    writer: Writer,
+    readers: Arc<Vec<Mutex<Connection>>>,
+    next_reader: Arc<AtomicUsize>,
+    jobs_ready: Arc<Notify>,
+    hot: Arc<Mutex<HotRuns>>,
+    notifier: Arc<RunNotifier>,
+    observers: Arc<std::sync::RwLock<Vec<Arc<dyn AppendObserver>>>>,
+}
+
+fn sql_err(e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            StoreError::unavailable_from(format!("sqlite busy: {e}"), e)
+        }
+        Some(ErrorCode::ConstraintViolation) => StoreError::Conflict(e.to_string()),
+        _ => StoreError::unavailable_from(format!("sqlite: {e}"), e),
+    }
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(s: &str) -> StoreResult<T> {
+    serde_json::from_str(s).map_err(|e| StoreError::corrupt_from(e.to_string(), e))
+}
+
+fn encode<T: Serialize>(v: &T) -> StoreResult<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::corrupt_from(e.to_string(), e))
+}
+
+fn poisoned() -> StoreError {
+    StoreError::unavailable("sqlite connection lock poisoned")
+}
+
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn open(path: &Path, sync: Durability) -> StoreResult<Connection> {
+    let conn = Connection::open(path).map_err(sql_err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(sql_err)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(sql_err)?;
+    // In WAL mode NORMAL survives a crash of the process (kill -9); only a power loss can
+    // lose the last transactions. FULL fsyncs the WAL at every commit.
+    let level = match sync {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", level)
+        .map_err(sql_err)?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(sql_err)?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) the database at `path`, with the default durability.
+    /// A new file is readable by its owner only (mode 0600, and so are its `-wal` and
+    /// `-shm` files).
+    pub fn open(path: impl AsRef<Path>) -> StoreResult<Self> {
+        Self::open_with(path, Durability::default())
+    }
+
+    /// [`Self::open`], choosing how durable a commit is before it is acknowledged.
+    pub fn open_with(path: impl AsRef<Path>, sync: Durability) -> StoreResult<Self> {
+        let path = path.as_ref();
+        let file_err = |e: std::io::Error| {
+            StoreError::unavailable_from(format!("cannot create {}: {e}", path.display()), e)
+        };
+        let created = private::create_private(path).map_err(file_err)?;
+        let writer = open(path, sync)?;
+        writer.execute_batch(SCHEMA).map_err(sql_err)?;
+        if created {
+            private::restrict(&private::companions(path)).map_err(file_err)?;
+        }
+        let readers = (0..READERS)
+            .map(|_| open(path, sync).map(Mutex::new))
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Self {
+            writer: Writer::start(writer, sql_err)?,
+            readers: Arc::new(readers),
+            next_reader: Arc::new(AtomicUsize::new(0)),
+            jobs_ready: Arc::new(Notify::new()),
+            hot: Arc::new(Mutex::new(HotRuns::default())),
+            notifier: Arc::new(RunNotifier::default()),
+            observers: Arc::default(),
+        })
+    }
+
+    /// The signals of this store's appends (also [`EventStore::signals`]).
+    pub fn notifier(&self) -> Arc<RunNotifier> {
+        self.notifier.clone()
+    }
+
+    /// Call `observer` after every committed append (metrics), on every clone.
+    pub fn observe(&self, observer: Arc<dyn AppendObserver>) {
+        self.observers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(observer);
+    }
+
+    /// Woken whenever jobs are added.
+    pub fn jobs_ready(&self) -> Arc<Notify> {
+        self.jobs_ready.clone()
+    }
+
+    /// Run `f` in a transaction of the writer thread (group commit: see [`super::writer`]);
+    /// answers once it is committed.
+    async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        self.writer.write(f).await
+    }
+
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % READERS;
+        tokio::task::spawn_blocking(move || {
+            let conn = readers[i].lock().map_err(|_| poisoned())?;
+            f(&conn)
+        })
+        .await
+        .map_err(|e| StoreError::unavailable(format!("sqlite task failed: {e}")))?
+    }
+}

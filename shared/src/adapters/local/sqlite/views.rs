@@ -1,0 +1,139 @@
+//! The runs view: each run's latest state, listed newest first.
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+use super::{decode, encode, sql_err, ts, SqliteStore};
+use crate::domain::{RunKey, RunState};
+use crate::ports::{ListQuery, Page, RunViewStore, StoreError, StoreResult};
+
+/// A run's view as its row: encoded by the caller, off the writer thread.
+pub(super) struct ViewRow {
+    tenant: String,
+    run_id: String,
+    status: &'static str,
+    created_at: String,
+    last_seq: i64,
+    body: String,
+}
+
+impl ViewRow {
+    pub(super) fn of(view: &RunState) -> StoreResult<Self> {
+        Ok(Self {
+            tenant: view.tenant.clone(),
+            run_id: view.run_id.clone(),
+            status: view.status.as_str(),
+            created_at: ts(view.created_at),
+            last_seq: view.last_seq as i64,
+            body: encode(view)?,
+        })
+    }
+}
+
+pub(super) fn put_view(tx: &Connection, view: &ViewRow) -> StoreResult<bool> {
+    let n = tx
+        .prepare_cached(
+            "INSERT INTO runs (tenant, run_id, status, created_at, last_seq, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (tenant, run_id) DO UPDATE SET
+               status = excluded.status, last_seq = excluded.last_seq, body = excluded.body
+             WHERE excluded.last_seq > runs.last_seq",
+        )
+        .map_err(sql_err)?
+        .execute(params![
+            view.tenant,
+            view.run_id,
+            view.status,
+            view.created_at,
+            view.last_seq,
+            view.body
+        ])
+        .map_err(sql_err)?;
+    Ok(n > 0)
+}
+
+#[derive(Serialize, Deserialize)]
+struct Cursor {
+    created_at: String,
+    run_id: String,
+}
+
+fn encode_cursor(view: &RunState) -> String {
+    let c = Cursor {
+        created_at: ts(view.created_at),
+        run_id: view.run_id.clone(),
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(serde_json::to_vec(&c).unwrap_or_default())
+}
+
+fn decode_cursor(s: &str) -> StoreResult<Cursor> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| StoreError::Invalid("cursor is not one this server issued".into()))
+}
+
+#[async_trait]
+impl RunViewStore for SqliteStore {
+    async fn get(&self, key: &RunKey) -> StoreResult<Option<RunState>> {
+        let key = key.clone();
+        self.read(move |conn| {
+            conn.prepare_cached("SELECT body FROM runs WHERE tenant = ?1 AND run_id = ?2")
+                .map_err(sql_err)?
+                .query_row(params![key.tenant, key.run_id], |r| r.get::<_, String>(0))
+                .optional()
+                .map_err(sql_err)?
+                .map(|b| decode(&b))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn list(&self, tenant: &str, query: &ListQuery) -> StoreResult<Page<RunState>> {
+        let tenant = tenant.to_owned();
+        let status = query.status.map(|s| s.as_str().to_owned());
+        let limit = query.limit;
+        let cursor = query.cursor.as_deref().map(decode_cursor).transpose()?;
+        let items: Vec<RunState> = self
+            .read(move |conn| {
+                let (after_at, after_id) = match &cursor {
+                    Some(c) => (Some(c.created_at.clone()), Some(c.run_id.clone())),
+                    None => (None, None),
+                };
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT body FROM runs
+                         WHERE tenant = ?1
+                           AND (?2 IS NULL OR status = ?2)
+                           AND (?3 IS NULL OR (created_at, run_id) < (?3, ?4))
+                         ORDER BY created_at DESC, run_id DESC
+                         LIMIT ?5",
+                    )
+                    .map_err(sql_err)?;
+                let rows = stmt
+                    .query_map(
+                        params![tenant, status, after_at, after_id, limit as i64],
+                        |r| r.get::<_, String>(0),
+                    )
+                    .map_err(sql_err)?;
+                rows.map(|r| r.map_err(sql_err).and_then(|b| decode(&b)))
+                    .collect()
+            })
+            .await?;
+        let next_cursor = if items.len() == limit {
+            items.last().map(encode_cursor)
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn put(&self, state: &RunState) -> StoreResult<bool> {
+        let row = ViewRow::of(state)?;
+        self.write(move |tx| put_view(tx, &row)).await
+    }
+}

@@ -11,13 +11,13 @@ use crate::tools::expr::Operator;
 
 use super::intents::{Intent, Piece, RefKind, RefUse, Target, Title, TodoVerb};
 
-/// What an earlier step was, for resolving references and ordering the todo store.
+/// What an earlier step was, for resolving references.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) enum Made {
     /// A calculation and its top-level operator.
     Calc(Option<Operator>),
     /// A todo action, and whether it names a todo its output can stand for.
-    Todo { writes: bool, names_todo: bool },
+    Todo { names_todo: bool },
 }
 
 /// The id of the `i`-th step (0-based): `s1, s2, ...`.
@@ -96,17 +96,11 @@ pub(super) fn build(clauses: Vec<(bool, Vec<Intent>)>) -> Result<Plan, PlanError
                         Title::Text(t) => t,
                         Title::Ref(r) => reference(&r)?,
                     };
-                    let this = Made::Todo {
-                        writes: true,
-                        names_todo: true,
-                    };
+                    let this = Made::Todo { names_todo: true };
                     ("todo", json!({ "action": "add", "title": title }), this)
                 }
                 Intent::List => {
-                    let this = Made::Todo {
-                        writes: false,
-                        names_todo: false,
-                    };
+                    let this = Made::Todo { names_todo: false };
                     ("todo", json!({ "action": "list" }), this)
                 }
                 Intent::Todo(verb, target) => {
@@ -118,19 +112,11 @@ pub(super) fn build(clauses: Vec<(bool, Vec<Intent>)>) -> Result<Plan, PlanError
                     let mut input = json!({ "action": verb.action() });
                     input[key] = value;
                     let this = Made::Todo {
-                        writes: verb != TodoVerb::Get,
                         names_todo: verb != TodoVerb::Delete,
                     };
                     ("todo", input, this)
                 }
             };
-            if let Made::Todo { writes, .. } = this {
-                for (j, m) in made.iter().enumerate() {
-                    if matches!(m, Made::Todo { writes: w, .. } if writes || *w) {
-                        deps.insert(j);
-                    }
-                }
-            }
             steps.push(PlanStep {
                 id: step_id(steps.len()),
                 tool: tool.to_owned(),

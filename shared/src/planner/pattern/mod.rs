@@ -23,8 +23,10 @@
 //!    references it.
 //! 4. `build`: intents become steps `s1, s2, ...` in prompt order. References ("the
 //!    result", "the sum", "it") are resolved to earlier steps; a step depends on the steps it
-//!    references, on every step before the latest "then", and (for the todo store) on every
-//!    earlier todo step when either of them writes.
+//!    references and on every step before the latest "then". The todo store's ordering
+//!    (a todo step waits for every earlier one when either writes) is added by plan
+//!    validation ([`super::validate`]) from each tool's declared access, as for every
+//!    planner.
 //!
 //! Every loop consumes at least one token, so the work is linear in the prompt (quote
 //! pairing aside, which is quadratic only in the number of unmatched quotes), and nothing

@@ -9,7 +9,7 @@ use crate::engine::refs::reference_to;
 use crate::planner::PlanError;
 use crate::tools::expr::Operator;
 
-use super::intents::{Intent, Piece, RefKind, RefUse, Target, Title, TodoVerb};
+use super::intents::{Intent, Piece, RefKind, RefUse, Target, Title};
 
 /// What an earlier step was, for resolving references.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -103,16 +103,16 @@ pub(super) fn build(clauses: Vec<(bool, Vec<Intent>)>) -> Result<Plan, PlanError
                     let this = Made::Todo { names_todo: false };
                     ("todo", json!({ "action": "list" }), this)
                 }
-                Intent::Todo(verb, target) => {
+                Intent::Todo(act, target) => {
                     let (key, value) = match target {
                         Target::Id(id) => ("id", Value::from(id)),
                         Target::Title(t) => ("title", Value::from(t)),
                         Target::Ref(r) => ("title", Value::from(reference(&r)?)),
                     };
-                    let mut input = json!({ "action": verb.action() });
+                    let mut input = json!({ "action": act.action });
                     input[key] = value;
                     let this = Made::Todo {
-                        names_todo: verb != TodoVerb::Delete,
+                        names_todo: act.names_todo,
                     };
                     ("todo", input, this)
                 }

@@ -37,6 +37,7 @@ mod build;
 mod clauses;
 mod intents;
 mod references;
+mod table;
 #[cfg(test)]
 mod tests;
 mod todo;
@@ -49,17 +50,12 @@ use super::{PlanError, Planned, Planner, MAX_STEPS};
 use crate::domain::{Plan, PlannerInfo};
 use crate::tools::Registry;
 use build::build;
-use clauses::{parse_clause, split, Clause, LEAD_FILLERS};
+use clauses::{parse_clause, split, Clause};
 use intents::{Intent, Parse};
-use todo::{ADD_DETS, ADD_VERBS, REMINDER_LEADS};
-use tokens::{prefix_len, strip_prefix, strip_prefixes, text, tokenize, Tok};
-use vocabulary::TODO_NOUNS;
+use table::hint;
+use tokens::{text, tokenize, Tok};
 
-/// What the pattern planner understands, appended to every "not understood" message.
-pub const UNDERSTOOD: &str = "I understand: arithmetic (\"calculate 2+3\", \"what is 10*5\"), \
-todos (\"add a todo to buy milk\", \"list my todos\", \"complete todo 3\", \"delete the todo \
-'buy milk'\"), combined with \"and\", \"then\", commas or semicolons, and \"the result\" to use \
-an earlier answer.";
+pub use table::understood;
 
 /// Longest part of a prompt quoted back in an error message, in characters.
 const MAX_QUOTE_CHARS: usize = 80;
@@ -97,7 +93,8 @@ impl PatternPlanner {
             return Err(match filler {
                 Some(f) => not_understood(f, None),
                 None if prompt.trim().is_empty() => PlanError::NotUnderstood(format!(
-                    "There is nothing to do: the prompt is empty. {UNDERSTOOD}"
+                    "There is nothing to do: the prompt is empty. {}",
+                    understood()
                 )),
                 None => not_understood(prompt, None),
             });
@@ -143,8 +140,11 @@ fn not_understood(part: &str, hint: Option<&str>) -> PlanError {
         part.to_owned()
     };
     PlanError::NotUnderstood(match hint {
-        Some(h) => format!("I don't know how to do \"{quoted}\" ({h}). {UNDERSTOOD}"),
-        None => format!("I don't know how to do \"{quoted}\". {UNDERSTOOD}"),
+        Some(h) => format!(
+            "I don't know how to do \"{quoted}\" ({h}). {}",
+            understood()
+        ),
+        None => format!("I don't know how to do \"{quoted}\". {}", understood()),
     })
 }
 
@@ -170,28 +170,4 @@ fn explain_failure(src: &str, toks: &[Tok], clause: &Clause) -> PlanError {
     }
     let all = clause.tokens(toks);
     not_understood(text(src, all), hint(all))
-}
-
-/// A hint for a clause that looks like a todo request but is not one the planner can do.
-fn hint(toks: &[Tok]) -> Option<&'static str> {
-    let toks = strip_prefixes(toks, LEAD_FILLERS);
-    if prefix_len(
-        toks,
-        &[
-            "delete", "remove", "clear", "erase", "complete", "finish", "mark",
-        ],
-    )
-    .is_some()
-    {
-        return Some(
-            "todos are changed one at a time, by number (\"todo 3\") or by title in quotes",
-        );
-    }
-    let add = strip_prefix(toks, ADD_VERBS).map(|r| strip_prefixes(r, ADD_DETS));
-    if add.is_some_and(|r| prefix_len(r, TODO_NOUNS).is_some())
-        || prefix_len(toks, REMINDER_LEADS).is_some()
-    {
-        return Some("a todo needs a title, e.g. \"add a todo to buy milk\"");
-    }
-    None
 }

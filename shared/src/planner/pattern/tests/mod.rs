@@ -5,6 +5,7 @@
 mod arithmetic;
 mod compound;
 mod refusals;
+mod table;
 mod todo;
 
 use std::sync::Arc;

@@ -17,16 +17,26 @@
 //!    separator is itself a complete request. "add a todo to buy milk and eggs" is one
 //!    clause; "calculate 2+3 and list todos" is two. Quoted text is one token, so it is
 //!    never split.
-//! 3. `parse_clause`: each clause goes through the intent matchers in turn: list,
-//!    complete, delete, get, add, arithmetic. A todo title that is a calculation in words
-//!    ("add the sum of 2 and 3 to my todos") becomes a calculator step and an add that
-//!    references it.
+//! 3. `parse_clause`: each clause goes through the rows of the todo intent table
+//!    (`table`) in priority order (list, reopen, complete, delete, get, add), then
+//!    arithmetic. A todo title that is a calculation in words ("add the sum of 2 and 3 to
+//!    my todos") becomes a calculator step and an add that references it.
 //! 4. `build`: intents become steps `s1, s2, ...` in prompt order. References ("the
 //!    result", "the sum", "it") are resolved to earlier steps; a step depends on the steps it
 //!    references and on every step before the latest "then". The todo store's ordering
 //!    (a todo step waits for every earlier one when either writes) is added by plan
 //!    validation ([`super::validate`]) from each tool's declared access, as for every
 //!    planner.
+//!
+//! # Layout
+//!
+//! - `tokens`: tokenizing and the phrase-matching helpers.
+//! - `clauses`: splitting a prompt into clauses and reading one.
+//! - `table`: the todo intents, one row each; adding an intent is adding a row (and the
+//!   todo tool's support for its action).
+//! - `todo`, `vocabulary`: the words of the todo intents, how a todo is named, titles.
+//! - `arithmetic`, `references`: calculations and "the result".
+//! - `intents`, `build`: what a clause asks for, and the steps it becomes.
 //!
 //! Every loop consumes at least one token, so the work is linear in the prompt (quote
 //! pairing aside, which is quadratic only in the number of unmatched quotes), and nothing

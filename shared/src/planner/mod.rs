@@ -105,7 +105,9 @@ impl Planner for FixedPlanner {
 }
 
 /// Normalise and check a plan: dependencies implied by references and by the
-/// resource-ordering rule are added, then every rule is enforced.
+/// resource-ordering rule are added (this is the only place that adds them; planners
+/// need not), each step's dependencies are listed in plan order, then every rule is
+/// enforced.
 pub fn validate(plan: &mut Plan, registry: &Registry) -> Result<(), PlanError> {
     let invalid = |m: String| PlanError::Invalid(m);
     if plan.steps.is_empty() {
@@ -187,6 +189,9 @@ pub fn validate(plan: &mut Plan, registry: &Registry) -> Result<(), PlanError> {
         for d in step.depends_on.drain(..) {
             push_unique(&mut unique, d);
         }
+        // Listed in plan order, however they were found (given, referenced, or implied
+        // by a shared store).
+        unique.sort_by_key(|d| ids.iter().position(|id| id == d));
         step.depends_on = unique;
     }
     dag::levels(plan).map_err(invalid)?;

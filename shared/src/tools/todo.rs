@@ -1,6 +1,6 @@
-//! `todo`: add, list, get, complete and delete a tenant's todos. Every change is keyed by
-//! (run, step) so a repeated execution cannot apply it twice, and declares its compensation:
-//! add -> delete, delete -> restore, complete -> reopen. A list is bounded: at most `limit`
+//! `todo`: add, list, get, complete, reopen and delete a tenant's todos. Every change is
+//! keyed by (run, step) so a repeated execution cannot apply it twice, and declares its
+//! compensation: add -> delete, delete -> restore, complete -> reopen, reopen -> complete. A list is bounded: at most `limit`
 //! todos (default [`TodoQuery::DEFAULT_LIMIT`], at most [`TodoQuery::MAX_LIMIT`]) with the
 //! total, so a step's output stays small however many todos a tenant has.
 
@@ -32,6 +32,7 @@ enum Action {
     List,
     Get,
     Complete,
+    Reopen,
     Delete,
 }
 
@@ -42,9 +43,10 @@ impl Action {
             Some("list") => Ok(Action::List),
             Some("get") => Ok(Action::Get),
             Some("complete") => Ok(Action::Complete),
+            Some("reopen") => Ok(Action::Reopen),
             Some("delete") => Ok(Action::Delete),
             Some(other) => Err(ToolError::permanent(format!(
-                "unknown todo action '{other}' (expected add, list, get, complete or delete)"
+                "unknown todo action '{other}' (expected add, list, get, complete, reopen or delete)"
             ))),
             None => Err(ToolError::permanent("todo input needs an \"action\"")),
         }
@@ -155,11 +157,14 @@ fn to_json(todo: &Todo) -> Value {
 }
 
 impl TodoTool {
+    /// The todo `target` names. By title, the first with that title, or with
+    /// `prefer_done: Some(done)` the first whose `done` is `done` if there is one (so
+    /// completing takes an open todo, reopening a done one).
     async fn resolve(
         &self,
         tenant: &str,
         target: Target,
-        prefer_open: bool,
+        prefer_done: Option<bool>,
     ) -> Result<Todo, ToolError> {
         match target {
             Target::Id(id) => self
@@ -169,8 +174,7 @@ impl TodoTool {
                 .map_err(store_error)?
                 .ok_or_else(|| ToolError::permanent(format!("todo {id} not found"))),
             Target::Title(title) => {
-                // The first todo with the title (the first open one if `prefer_open`),
-                // read a page at a time so only the matches are held.
+                // Read a page at a time so only the matches are held.
                 let wanted = normalise(&title);
                 let mut query = TodoQuery::first(TodoQuery::MAX_LIMIT);
                 let mut found: Option<Todo> = None;
@@ -180,7 +184,7 @@ impl TodoTool {
                         if normalise(&todo.title) != wanted {
                             continue;
                         }
-                        if !prefer_open || !todo.done {
+                        if prefer_done.is_none_or(|done| todo.done == done) {
                             return Ok(todo);
                         }
                         found.get_or_insert(todo);
@@ -223,14 +227,14 @@ impl Tool for TodoTool {
     }
 
     fn description(&self) -> &'static str {
-        "Manages the tenant's todo list: add (title), list (the first `limit` by id, default 100, with the total), get, complete or delete (id or title)."
+        "Manages the tenant's todo list: add (title), list (the first `limit` by id, default 100, with the total), get, complete, reopen (mark as not done) or delete (id or title)."
     }
 
     fn input_schema(&self) -> Value {
         json!({
             "type": "object",
             "properties": {
-                "action": {"type": "string", "enum": ["add", "list", "get", "complete", "delete"]},
+                "action": {"type": "string", "enum": ["add", "list", "get", "complete", "reopen", "delete"]},
                 "title": {"type": "string", "minLength": 1, "maxLength": MAX_TITLE_LEN},
                 "id": {"type": "integer", "minimum": 1},
                 "limit": {
@@ -255,10 +259,14 @@ impl Tool for TodoTool {
             Action::List if has("id") || has("title") => {
                 Err("todo list takes no id or title".into())
             }
-            Action::Add | Action::Get | Action::Complete | Action::Delete if has("limit") => {
+            Action::Add | Action::Get | Action::Complete | Action::Reopen | Action::Delete
+                if has("limit") =>
+            {
                 Err("only todo list takes a limit".into())
             }
-            Action::Get | Action::Complete | Action::Delete if !has("id") && !has("title") => {
+            Action::Get | Action::Complete | Action::Reopen | Action::Delete
+                if !has("id") && !has("title") =>
+            {
                 Err("this todo action needs an id or a title".into())
             }
             _ => Ok(()),
@@ -278,6 +286,7 @@ impl Tool for TodoTool {
             Ok(Action::Add) => Some("delete"),
             Ok(Action::Delete) => Some("restore"),
             Ok(Action::Complete) => Some("reopen"),
+            Ok(Action::Reopen) => Some("complete"),
             _ => None,
         }
     }
@@ -285,7 +294,10 @@ impl Tool for TodoTool {
     async fn execute(&self, ctx: &ToolContext, input: &Value) -> Result<Value, ToolError> {
         let action = Action::parse(input)?;
         let key = ctx.effect_key();
-        if matches!(action, Action::Add | Action::Complete | Action::Delete) {
+        if matches!(
+            action,
+            Action::Add | Action::Complete | Action::Reopen | Action::Delete
+        ) {
             // A repeated execution of this step returns what the first one did.
             if let Some(done) = self
                 .store
@@ -318,20 +330,28 @@ impl Tool for TodoTool {
                 }))
             }
             Action::Get => Ok(to_json(
-                &self.resolve(&ctx.tenant, target(input)?, false).await?,
+                &self.resolve(&ctx.tenant, target(input)?, None).await?,
             )),
-            Action::Complete => {
-                let todo = self.resolve(&ctx.tenant, target(input)?, true).await?;
-                let was_done = todo.done;
-                let after = self
-                    .change(ctx, &key, TodoChange::Complete { id: todo.id })
+            Action::Complete | Action::Reopen => {
+                // Completing a done todo (or reopening an open one) changes nothing and
+                // says so: `previously_done` tells the compensation there is nothing to undo.
+                let complete = action == Action::Complete;
+                let todo = self
+                    .resolve(&ctx.tenant, target(input)?, Some(!complete))
                     .await?;
+                let was_done = todo.done;
+                let change = if complete {
+                    TodoChange::Complete { id: todo.id }
+                } else {
+                    TodoChange::Reopen { id: todo.id }
+                };
+                let after = self.change(ctx, &key, change).await?;
                 let mut out = to_json(&after);
                 out["previously_done"] = Value::Bool(was_done);
                 Ok(out)
             }
             Action::Delete => {
-                let todo = self.resolve(&ctx.tenant, target(input)?, false).await?;
+                let todo = self.resolve(&ctx.tenant, target(input)?, None).await?;
                 Ok(to_json(
                     &self
                         .change(ctx, &key, TodoChange::Delete { id: todo.id })
@@ -357,6 +377,12 @@ impl Tool for TodoTool {
                 return Ok(());
             }
             (Action::Complete, Some(id)) => TodoChange::Reopen { id },
+            (Action::Reopen, Some(_))
+                if output.get("previously_done") == Some(&Value::Bool(false)) =>
+            {
+                return Ok(());
+            }
+            (Action::Reopen, Some(id)) => TodoChange::Complete { id },
             (Action::Delete, Some(_)) => {
                 let todo: Todo = serde_json::from_value(output.clone()).map_err(|e| {
                     ToolError::permanent(format!("cannot restore todo from {output}: {e}"))
@@ -551,5 +577,118 @@ mod tests {
             .await
             .expect("got");
         assert_eq!(out["id"], 5, "get takes the first by id");
+    }
+
+    #[tokio::test]
+    async fn given_a_done_todo_when_reopened_then_it_is_open_and_compensation_completes_it_again() {
+        let tool = tool_with(2).await;
+        tool.execute(&ctx("s1"), &json!({"action": "complete", "id": 2}))
+            .await
+            .expect("completed");
+        let input = json!({"action": "reopen", "id": 2});
+        assert_eq!(tool.validate(&input), Ok(()));
+        assert_eq!(tool.compensation(&input), Some("complete"));
+        assert_eq!(
+            tool.access(&input),
+            Some(Access {
+                resource: "todo",
+                writes: true
+            })
+        );
+        let out = tool.execute(&ctx("s2"), &input).await.expect("reopened");
+        assert_eq!(
+            (out["id"].as_u64(), out["done"].as_bool()),
+            (Some(2), Some(false))
+        );
+        assert_eq!(out["previously_done"], true);
+        // A repeated execution of the step returns what the first one did.
+        let again = tool.execute(&ctx("s2"), &input).await.expect("repeated");
+        assert_eq!(again, {
+            let mut first = out.clone();
+            first
+                .as_object_mut()
+                .expect("object")
+                .remove("previously_done");
+            first
+        });
+        tool.compensate(&ctx("s2"), &input, &out)
+            .await
+            .expect("compensated");
+        let after = tool
+            .execute(&ctx("s3"), &json!({"action": "get", "id": 2}))
+            .await
+            .expect("got");
+        assert_eq!(after["done"], true, "the compensation of reopen completes");
+    }
+
+    #[tokio::test]
+    async fn given_an_open_todo_when_reopened_then_nothing_changes_and_nothing_is_undone() {
+        // The mirror of completing a done todo: no error, `previously_done` says so, and
+        // the compensation leaves the todo open.
+        let tool = tool_with(1).await;
+        let input = json!({"action": "reopen", "id": 1});
+        let out = tool.execute(&ctx("s1"), &input).await.expect("reopened");
+        assert_eq!(
+            (out["done"].as_bool(), out["previously_done"].as_bool()),
+            (Some(false), Some(false))
+        );
+        tool.compensate(&ctx("s1"), &input, &out)
+            .await
+            .expect("compensated");
+        let after = tool
+            .execute(&ctx("s2"), &json!({"action": "get", "id": 1}))
+            .await
+            .expect("got");
+        assert_eq!(after["done"], false);
+    }
+
+    #[tokio::test]
+    async fn given_a_missing_todo_when_reopened_then_it_fails_permanently_like_complete() {
+        let tool = tool_with(1).await;
+        for action in ["complete", "reopen"] {
+            let err = tool
+                .execute(&ctx("s1"), &json!({"action": action, "id": 9}))
+                .await
+                .expect_err("missing");
+            assert_eq!(err.kind, ErrorKind::Permanent, "{action}");
+            assert_eq!(err.message, "todo 9 not found", "{action}");
+            let err = tool
+                .execute(&ctx("s2"), &json!({"action": action, "title": "nope"}))
+                .await
+                .expect_err("missing");
+            assert_eq!(
+                (err.kind, err.message.as_str()),
+                (ErrorKind::Permanent, "no todo titled 'nope'"),
+                "{action}"
+            );
+        }
+        for bad in [
+            json!({"action": "reopen"}),
+            json!({"action": "reopen", "id": 1, "limit": 5}),
+            json!({"action": "reopen", "id": 0}),
+        ] {
+            assert!(tool.validate(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn given_two_todos_with_one_title_when_reopened_by_title_then_the_done_one_is_reopened() {
+        let tool = tool_with(0).await;
+        for (step, title) in [("s1", "milk"), ("s2", "milk")] {
+            tool.execute(&ctx(step), &json!({"action": "add", "title": title}))
+                .await
+                .expect("added");
+        }
+        tool.execute(&ctx("s3"), &json!({"action": "complete", "id": 2}))
+            .await
+            .expect("completed");
+        let out = tool
+            .execute(&ctx("s4"), &json!({"action": "reopen", "title": "milk"}))
+            .await
+            .expect("reopened");
+        assert_eq!(
+            (out["id"].as_u64(), out["previously_done"].as_bool()),
+            (Some(2), Some(true))
+        );
     }
 }

@@ -9,15 +9,15 @@ use crate::engine::refs::reference_to;
 use crate::planner::PlanError;
 use crate::tools::expr::Operator;
 
-use super::intents::{Intent, Piece, RefKind, RefUse, Target, Title, TodoVerb};
+use super::intents::{Intent, Piece, RefKind, RefUse, Target, Title};
 
-/// What an earlier step was, for resolving references and ordering the todo store.
+/// What an earlier step was, for resolving references.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) enum Made {
     /// A calculation and its top-level operator.
     Calc(Option<Operator>),
     /// A todo action, and whether it names a todo its output can stand for.
-    Todo { writes: bool, names_todo: bool },
+    Todo { names_todo: bool },
 }
 
 /// The id of the `i`-th step (0-based): `s1, s2, ...`.
@@ -96,41 +96,27 @@ pub(super) fn build(clauses: Vec<(bool, Vec<Intent>)>) -> Result<Plan, PlanError
                         Title::Text(t) => t,
                         Title::Ref(r) => reference(&r)?,
                     };
-                    let this = Made::Todo {
-                        writes: true,
-                        names_todo: true,
-                    };
+                    let this = Made::Todo { names_todo: true };
                     ("todo", json!({ "action": "add", "title": title }), this)
                 }
                 Intent::List => {
-                    let this = Made::Todo {
-                        writes: false,
-                        names_todo: false,
-                    };
+                    let this = Made::Todo { names_todo: false };
                     ("todo", json!({ "action": "list" }), this)
                 }
-                Intent::Todo(verb, target) => {
+                Intent::Todo(act, target) => {
                     let (key, value) = match target {
                         Target::Id(id) => ("id", Value::from(id)),
                         Target::Title(t) => ("title", Value::from(t)),
                         Target::Ref(r) => ("title", Value::from(reference(&r)?)),
                     };
-                    let mut input = json!({ "action": verb.action() });
+                    let mut input = json!({ "action": act.action });
                     input[key] = value;
                     let this = Made::Todo {
-                        writes: verb != TodoVerb::Get,
-                        names_todo: verb != TodoVerb::Delete,
+                        names_todo: act.names_todo,
                     };
                     ("todo", input, this)
                 }
             };
-            if let Made::Todo { writes, .. } = this {
-                for (j, m) in made.iter().enumerate() {
-                    if matches!(m, Made::Todo { writes: w, .. } if writes || *w) {
-                        deps.insert(j);
-                    }
-                }
-            }
             steps.push(PlanStep {
                 id: step_id(steps.len()),
                 tool: tool.to_owned(),

@@ -3,8 +3,8 @@
 use std::ops::Range;
 
 use super::arithmetic::arithmetic;
-use super::intents::{Intent, Parse};
-use super::todo::{add, complete, delete, get, list};
+use super::intents::Parse;
+use super::table::todo_intents;
 use super::tokens::{
     and_continues_number, is_kw, phrase_len, strip_prefixes, strip_suffixes, Kind, Tok,
 };
@@ -146,9 +146,6 @@ pub(super) const TRAIL_FILLERS: &[&str] = &[
     "thank you very much", ".", "!", "?", ",", ";", ":",
 ];
 
-/// An intent matcher: the intents a clause (politeness removed) reads as, if any.
-pub(super) type Matcher = fn(&str, &[Tok]) -> Option<Vec<Intent>>;
-
 /// Read one clause.
 pub(super) fn parse_clause(src: &str, toks: &[Tok]) -> Parse {
     let trimmed = strip_prefixes(strip_suffixes(toks, TRAIL_FILLERS), LEAD_FILLERS);
@@ -160,14 +157,8 @@ pub(super) fn parse_clause(src: &str, toks: &[Tok]) -> Parse {
         };
     }
     let toks = trimmed;
-    if let Some(i) = list(toks) {
-        return Parse::Intents(vec![i]);
-    }
-    let matchers: [Matcher; 4] = [complete, delete, get, add];
-    for m in matchers {
-        if let Some(intents) = m(src, toks) {
-            return Parse::Intents(intents);
-        }
+    if let Some(intents) = todo_intents(src, toks) {
+        return Parse::Intents(intents);
     }
     if let Some(i) = arithmetic(src, toks) {
         return Parse::Intents(vec![i]);

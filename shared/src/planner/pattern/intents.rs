@@ -128,22 +128,13 @@ pub(super) enum Target {
     Ref(RefUse),
 }
 
-/// The todo actions that name a todo.
+/// A todo action that names a todo, as its row of the intent table says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum TodoVerb {
-    Get,
-    Complete,
-    Delete,
-}
-
-impl TodoVerb {
-    pub(super) fn action(self) -> &'static str {
-        match self {
-            TodoVerb::Get => "get",
-            TodoVerb::Complete => "complete",
-            TodoVerb::Delete => "delete",
-        }
-    }
+pub(super) struct TodoAct {
+    /// The todo tool's `action`.
+    pub(super) action: &'static str,
+    /// Whether the step's output is the todo it names.
+    pub(super) names_todo: bool,
 }
 
 /// One request of a clause, before references are resolved.
@@ -152,7 +143,7 @@ pub(super) enum Intent {
     Calculate(Expr),
     Add(Title),
     List,
-    Todo(TodoVerb, Target),
+    Todo(TodoAct, Target),
 }
 
 /// What a clause reads as.

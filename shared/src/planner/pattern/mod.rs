@@ -17,14 +17,26 @@
 //!    separator is itself a complete request. "add a todo to buy milk and eggs" is one
 //!    clause; "calculate 2+3 and list todos" is two. Quoted text is one token, so it is
 //!    never split.
-//! 3. `parse_clause`: each clause goes through the intent matchers in turn: list,
-//!    complete, delete, get, add, arithmetic. A todo title that is a calculation in words
-//!    ("add the sum of 2 and 3 to my todos") becomes a calculator step and an add that
-//!    references it.
+//! 3. `parse_clause`: each clause goes through the rows of the todo intent table
+//!    (`table`) in priority order (list, reopen, complete, delete, get, add), then
+//!    arithmetic. A todo title that is a calculation in words ("add the sum of 2 and 3 to
+//!    my todos") becomes a calculator step and an add that references it.
 //! 4. `build`: intents become steps `s1, s2, ...` in prompt order. References ("the
 //!    result", "the sum", "it") are resolved to earlier steps; a step depends on the steps it
-//!    references, on every step before the latest "then", and (for the todo store) on every
-//!    earlier todo step when either of them writes.
+//!    references and on every step before the latest "then". The todo store's ordering
+//!    (a todo step waits for every earlier one when either writes) is added by plan
+//!    validation ([`super::validate`]) from each tool's declared access, as for every
+//!    planner.
+//!
+//! # Layout
+//!
+//! - `tokens`: tokenizing and the phrase-matching helpers.
+//! - `clauses`: splitting a prompt into clauses and reading one.
+//! - `table`: the todo intents, one row each; adding an intent is adding a row (and the
+//!   todo tool's support for its action).
+//! - `todo`, `vocabulary`: the words of the todo intents, how a todo is named, titles.
+//! - `arithmetic`, `references`: calculations and "the result".
+//! - `intents`, `build`: what a clause asks for, and the steps it becomes.
 //!
 //! Every loop consumes at least one token, so the work is linear in the prompt (quote
 //! pairing aside, which is quadratic only in the number of unmatched quotes), and nothing
@@ -35,6 +47,7 @@ mod build;
 mod clauses;
 mod intents;
 mod references;
+mod table;
 #[cfg(test)]
 mod tests;
 mod todo;
@@ -47,17 +60,12 @@ use super::{PlanError, Planned, Planner, MAX_STEPS};
 use crate::domain::{Plan, PlannerInfo};
 use crate::tools::Registry;
 use build::build;
-use clauses::{parse_clause, split, Clause, LEAD_FILLERS};
+use clauses::{parse_clause, split, Clause};
 use intents::{Intent, Parse};
-use todo::{ADD_DETS, ADD_VERBS, REMINDER_LEADS};
-use tokens::{prefix_len, strip_prefix, strip_prefixes, text, tokenize, Tok};
-use vocabulary::TODO_NOUNS;
+use table::hint;
+use tokens::{text, tokenize, Tok};
 
-/// What the pattern planner understands, appended to every "not understood" message.
-pub const UNDERSTOOD: &str = "I understand: arithmetic (\"calculate 2+3\", \"what is 10*5\"), \
-todos (\"add a todo to buy milk\", \"list my todos\", \"complete todo 3\", \"delete the todo \
-'buy milk'\"), combined with \"and\", \"then\", commas or semicolons, and \"the result\" to use \
-an earlier answer.";
+pub use table::understood;
 
 /// Longest part of a prompt quoted back in an error message, in characters.
 const MAX_QUOTE_CHARS: usize = 80;
@@ -95,7 +103,8 @@ impl PatternPlanner {
             return Err(match filler {
                 Some(f) => not_understood(f, None),
                 None if prompt.trim().is_empty() => PlanError::NotUnderstood(format!(
-                    "There is nothing to do: the prompt is empty. {UNDERSTOOD}"
+                    "There is nothing to do: the prompt is empty. {}",
+                    understood()
                 )),
                 None => not_understood(prompt, None),
             });
@@ -141,8 +150,11 @@ fn not_understood(part: &str, hint: Option<&str>) -> PlanError {
         part.to_owned()
     };
     PlanError::NotUnderstood(match hint {
-        Some(h) => format!("I don't know how to do \"{quoted}\" ({h}). {UNDERSTOOD}"),
-        None => format!("I don't know how to do \"{quoted}\". {UNDERSTOOD}"),
+        Some(h) => format!(
+            "I don't know how to do \"{quoted}\" ({h}). {}",
+            understood()
+        ),
+        None => format!("I don't know how to do \"{quoted}\". {}", understood()),
     })
 }
 
@@ -168,28 +180,4 @@ fn explain_failure(src: &str, toks: &[Tok], clause: &Clause) -> PlanError {
     }
     let all = clause.tokens(toks);
     not_understood(text(src, all), hint(all))
-}
-
-/// A hint for a clause that looks like a todo request but is not one the planner can do.
-fn hint(toks: &[Tok]) -> Option<&'static str> {
-    let toks = strip_prefixes(toks, LEAD_FILLERS);
-    if prefix_len(
-        toks,
-        &[
-            "delete", "remove", "clear", "erase", "complete", "finish", "mark",
-        ],
-    )
-    .is_some()
-    {
-        return Some(
-            "todos are changed one at a time, by number (\"todo 3\") or by title in quotes",
-        );
-    }
-    let add = strip_prefix(toks, ADD_VERBS).map(|r| strip_prefixes(r, ADD_DETS));
-    if add.is_some_and(|r| prefix_len(r, TODO_NOUNS).is_some())
-        || prefix_len(toks, REMINDER_LEADS).is_some()
-    {
-        return Some("a todo needs a title, e.g. \"add a todo to buy milk\"");
-    }
-    None
 }

@@ -1,14 +1,16 @@
-//! The todo matchers: list, complete, delete, get and add.
+//! The todo vocabulary of each intent (its verbs and endings), and the readers of the two
+//! shapes too free for a row of words: list and add. The intents themselves are rows of
+//! [`super::table::TODO_INTENTS`].
 
 use super::arithmetic::split_all;
-use super::intents::{Intent, Target, TodoVerb};
+use super::intents::Intent;
 use super::tokens::{
     is_exactly, is_kw, prefix_len, quoted_inside, strip_prefix, strip_prefixes, strip_suffix,
     strip_suffixes, Kind, Tok,
 };
 use super::vocabulary::{
-    add_intents, clean_title, is_bare_noun, strip_list_suffix, targets, Naming, LIST_DETS,
-    LIST_NOUNS, TODO_NOUNS, TODO_NOUNS_SINGULAR,
+    add_intents, clean_title, is_bare_noun, strip_list_suffix, LIST_DETS, LIST_NOUNS, TODO_NOUNS,
+    TODO_NOUNS_SINGULAR,
 };
 
 /// Words a "show my todos" request is made of.
@@ -42,9 +44,9 @@ pub(super) const LIST_SENTENCES: &[&str] = &[
 ];
 
 /// "list todos", "show my todos", "what's on my todo list", "list all my tasks".
-pub(super) fn list(toks: &[Tok]) -> Option<Intent> {
+pub(super) fn list(_src: &str, toks: &[Tok]) -> Option<Vec<Intent>> {
     if is_exactly(toks, LIST_SENTENCES) {
-        return Some(Intent::List);
+        return Some(vec![Intent::List]);
     }
     let all_list_words = toks.iter().all(|t| LIST_WORDS.iter().any(|w| is_kw(t, w)));
     if !all_list_words {
@@ -58,7 +60,7 @@ pub(super) fn list(toks: &[Tok]) -> Option<Intent> {
         .iter()
         .any(|t| is_kw(t, "everything") || is_kw(t, "all"))
         && prefix_len(toks, &["list", "show", "display", "view", "print"]).is_some();
-    (has_noun || everything).then_some(Intent::List)
+    (has_noun || everything).then(|| vec![Intent::List])
 }
 
 /// Verbs that complete the todo named after them, which must say "todo" or be quoted.
@@ -91,84 +93,48 @@ pub(super) const STATE_TAILS: &[&str] = &[
     "has been completed", "is now done", "is all done",
 ];
 
-/// `toks` without a trailing "done" phrase, possibly "off my list".
-pub(super) fn strip_done_tail(toks: &[Tok]) -> Option<&[Tok]> {
-    if let Some(r) = strip_list_suffix(toks, &["off", "from"]) {
-        return Some(strip_suffix(r, DONE_TAILS).unwrap_or(r));
-    }
-    strip_suffix(toks, DONE_TAILS)
-}
+/// Verbs that reopen the todo named after them ("reopen todo 3").
+#[rustfmt::skip]
+pub(super) const REOPEN_VERBS: &[&str] = &[
+    "reopen", "re - open", "uncheck", "untick", "unmark", "uncomplete", "un - complete",
+];
 
-/// "complete todo 3", "mark todo #3 as done", "check off todo 4", "mark 'buy milk' done",
-/// "complete todos 1 and 2", "todo 3 is done".
-pub(super) fn complete(src: &str, toks: &[Tok]) -> Option<Vec<Intent>> {
-    let intents = |t: Vec<Target>| {
-        t.into_iter()
-            .map(|t| Intent::Todo(TodoVerb::Complete, t))
-            .collect()
-    };
-    let strict = prefix_len(toks, COMPLETE_VERBS);
-    let loose = prefix_len(toks, COMPLETE_VERBS_LOOSE);
-    if let Some(n) = strict.max(loose) {
-        let rest = toks.get(n..)?;
-        let rest = strip_done_tail(rest).unwrap_or(rest);
-        let naming = Naming {
-            bare_title: loose.is_some_and(|l| Some(l) >= strict),
-            bare_id: true,
-        };
-        if let Some(t) = targets(src, rest, naming) {
-            return Some(intents(t));
-        }
-    }
-    if let Some(rest) = strip_prefix(toks, MARK_VERBS) {
-        let body = strip_done_tail(rest)?;
-        let naming = Naming {
-            bare_title: true,
-            bare_id: true,
-        };
-        return targets(src, body, naming).map(intents);
-    }
-    let body = strip_suffix(toks, STATE_TAILS)?;
-    let naming = Naming {
-        bare_title: false,
-        bare_id: false,
-    };
-    targets(src, body, naming).map(intents)
-}
+/// The "not done" words after a todo ("mark todo 3 as not done").
+#[rustfmt::skip]
+pub(super) const NOT_DONE_TAILS: &[&str] = &[
+    "as not done", "not done", "as not done yet", "not done yet", "as undone", "undone",
+    "as incomplete", "incomplete", "as not complete", "not complete", "as not completed",
+    "not completed", "as unfinished", "unfinished", "as not finished", "not finished",
+    "as open", "as open again", "as unchecked", "unchecked", "as pending", "to not done",
+    "to undone", "to incomplete", "to open", "to unfinished", "to pending", "back to open",
+    "back to not done", "as not done again",
+];
 
-// ---- delete -----------------------------------------------------------------------------
+/// "<todo> is not done" without a verb.
+#[rustfmt::skip]
+pub(super) const NOT_DONE_STATES: &[&str] = &[
+    "is not done", "isn't done", "is not done yet", "isn't done yet", "is undone",
+    "is incomplete", "is not complete", "isn't complete", "is not completed",
+    "isn't completed", "is not finished", "isn't finished", "is unfinished", "is open again",
+    "is not done after all", "isn't done after all",
+];
 
 /// Verbs that delete the todo named after them.
 #[rustfmt::skip]
 pub(super) const DELETE_VERBS: &[&str] = &[
     "delete", "remove", "erase", "drop", "discard", "cancel", "trash", "clear", "scrap",
     "ditch", "get rid of", "forget", "forget about", "bin", "throw away", "throw out", "purge",
-    "nuke", "take", "take out",
+    "nuke",
 ];
 
-/// "delete todo 3", "remove todo #2", "delete the todo 'buy milk'",
-/// "remove 'buy milk' from my todos", "take buy milk off my list".
-pub(super) fn delete(src: &str, toks: &[Tok]) -> Option<Vec<Intent>> {
-    let n = prefix_len(toks, DELETE_VERBS)?;
-    let rest = toks.get(n..)?;
-    let rest = strip_suffixes(rest, &["completely", "permanently", "for good", "entirely"]);
-    let from_list = strip_list_suffix(rest, &["from", "off", "out of"]);
-    if from_list.is_none() && is_kw(toks.first()?, "take") {
-        return None;
-    }
-    let naming = Naming {
-        bare_title: from_list.is_some(),
-        bare_id: true,
-    };
-    let t = targets(src, from_list.unwrap_or(rest), naming)?;
-    Some(
-        t.into_iter()
-            .map(|t| Intent::Todo(TodoVerb::Delete, t))
-            .collect(),
-    )
-}
+/// Verbs that delete a todo only with "off my list" after it ("take milk off my list").
+pub(super) const TAKE_VERBS: &[&str] = &["take", "take out"];
 
-// ---- get --------------------------------------------------------------------------------
+/// Words ignored after the todo a delete names.
+pub(super) const DELETE_DROPS: &[&str] = &["completely", "permanently", "for good", "entirely"];
+
+/// What a todo is taken off or out of: "from", "off", "out of" (my list).
+pub(super) const OFF_LIST: &[&str] = &["from", "off", "out of"];
 
 /// Verbs that fetch one todo.
 #[rustfmt::skip]
@@ -180,26 +146,8 @@ pub(super) const GET_VERBS: &[&str] = &[
     "check", "let me see", "look at", "show details of", "show the details of",
 ];
 
-/// "show todo 3", "get todo 2", "what's todo 5", "show the todo 'buy milk'".
-pub(super) fn get(src: &str, toks: &[Tok]) -> Option<Vec<Intent>> {
-    let rest = strip_prefix(toks, GET_VERBS)?;
-    let rest = strip_suffixes(
-        rest,
-        &["say", "says", "contain", "contains", "details", "for me"],
-    );
-    let naming = Naming {
-        bare_title: false,
-        bare_id: false,
-    };
-    let t = targets(src, rest, naming)?;
-    Some(
-        t.into_iter()
-            .map(|t| Intent::Todo(TodoVerb::Get, t))
-            .collect(),
-    )
-}
-
-// ---- add --------------------------------------------------------------------------------
+/// Words ignored after the todo a get names ("what does todo 3 say").
+pub(super) const GET_DROPS: &[&str] = &["say", "says", "contain", "contains", "details", "for me"];
 
 /// Verbs that create a todo ("add a todo ...", "new todo ...").
 #[rustfmt::skip]
@@ -327,4 +275,12 @@ pub(super) fn list_phrase_prefix(toks: &[Tok], need_det: bool) -> Option<&[Tok]>
         return None;
     }
     strip_prefix(after, LIST_NOUNS)
+}
+
+/// Whether a clause starts like an add ("add a todo", "remind me") though no title could
+/// be read from it.
+pub(super) fn looks_like_add(toks: &[Tok]) -> bool {
+    let add = strip_prefix(toks, ADD_VERBS).map(|r| strip_prefixes(r, ADD_DETS));
+    add.is_some_and(|r| prefix_len(r, TODO_NOUNS).is_some())
+        || prefix_len(toks, REMINDER_LEADS).is_some()
 }

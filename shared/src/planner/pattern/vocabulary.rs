@@ -147,6 +147,24 @@ pub(super) struct Naming {
     pub(super) bare_id: bool,
 }
 
+impl Naming {
+    /// Only "todo 3", "#3", a quoted title or "the todo called X".
+    pub(super) const STRICT: Naming = Naming {
+        bare_title: false,
+        bare_id: false,
+    };
+    /// Also a bare number ("complete 3").
+    pub(super) const ID: Naming = Naming {
+        bare_title: false,
+        bare_id: true,
+    };
+    /// Also a bare number or a bare title ("mark buy milk as done").
+    pub(super) const FREE: Naming = Naming {
+        bare_title: true,
+        bare_id: true,
+    };
+}
+
 /// Words that name a particular todo among several ("todo number 3", "#3").
 #[rustfmt::skip]
 pub(super) const ID_MARKERS: &[&str] = &[

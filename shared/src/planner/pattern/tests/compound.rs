@@ -79,6 +79,38 @@ fn given_compound_prompts_when_planned_then_split_only_before_a_request() {
 }
 
 #[test]
+fn given_todo_steps_around_a_calculation_when_planned_then_the_store_orders_them_and_deps_are_in_plan_order(
+) {
+    // s3 references s2 and, through the shared todo store, waits for s1 too.
+    assert_plan(
+        "add a todo to buy milk, calculate 2+3 and add the result to my todos",
+        &[
+            ("todo", add_todo("buy milk"), &[]),
+            ("calculator", calc("2+3"), &[]),
+            ("todo", add_todo("{{s2}}"), &["s1", "s2"]),
+        ],
+    );
+    // Reads of the store stay parallel to each other, and wait for an earlier write.
+    assert_plan(
+        "list my todos, show todo 2 and complete todo 3, then show todo 3",
+        &[
+            ("todo", list_todos(), &[]),
+            ("todo", json!({"action": "get", "id": 2}), &[]),
+            (
+                "todo",
+                json!({"action": "complete", "id": 3}),
+                &["s1", "s2"],
+            ),
+            (
+                "todo",
+                json!({"action": "get", "id": 3}),
+                &["s1", "s2", "s3"],
+            ),
+        ],
+    );
+}
+
+#[test]
 fn given_then_when_planned_then_later_clauses_wait_for_everything_before() {
     let then_forms = [
         "calculate 1+1 then calculate 2+2",

@@ -5,6 +5,7 @@
 mod arithmetic;
 mod compound;
 mod refusals;
+mod table;
 mod todo;
 
 use std::sync::Arc;
@@ -26,11 +27,17 @@ pub(super) fn planned(prompt: &str) -> Plan {
     let mut plan = PatternPlanner
         .plan_prompt(prompt)
         .unwrap_or_else(|e| panic!("{prompt:?} should plan: {e}"));
-    let before = plan.clone();
     crate::planner::validate(&mut plan, &registry())
         .unwrap_or_else(|e| panic!("{prompt:?} should validate: {e}"));
-    // The planner already adds every edge validate() would.
-    assert_eq!(plan, before, "validate changed the plan of {prompt:?}");
+    // Validation (which adds the edges of references and of the shared todo store) is
+    // complete: a validated plan validates to itself.
+    let validated = plan.clone();
+    crate::planner::validate(&mut plan, &registry())
+        .unwrap_or_else(|e| panic!("{prompt:?} should validate again: {e}"));
+    assert_eq!(
+        plan, validated,
+        "validate changed the validated plan of {prompt:?}"
+    );
     plan
 }
 

@@ -7,8 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::domain::{Effect, EventRecord, RunKey, RunState, RunStatus};
-pub use crate::domain::{StepJob, Todo, TodoChange};
+use crate::domain::{Effect, EventRecord, RunKey, RunState, RunStatus, StepJob, Todo, TodoChange};
 
 /// What can go wrong talking to a store or queue.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

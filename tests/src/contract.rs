@@ -14,11 +14,11 @@ use chrono::{DateTime, TimeZone, Utc};
 use crane::adapters::aws::{aws_sdk_sqs, SqsDispatcher};
 use crane::adapters::local::{JobKind, SqliteStore};
 use crane::domain::{
-    fold, Event, EventRecord, Plan, PlanStep, PlannerInfo, RunKey, RunState, RunStatus,
+    fold, Event, EventRecord, Plan, PlanStep, PlannerInfo, RunKey, RunState, RunStatus, StepJob,
+    Todo, TodoChange,
 };
 use crane::ports::{
-    BreakerStore, EventStore, IdempotencyStore, Outbox, RunViewStore, StepDispatcher, StepJob,
-    TodoStore,
+    BreakerStore, EventStore, IdempotencyStore, Outbox, RunViewStore, StepDispatcher, TodoStore,
 };
 use serde_json::{json, Value};
 
@@ -911,7 +911,7 @@ pub mod views {
 
 pub mod todos {
     use super::*;
-    use crane::ports::{Page, StoreError, Todo, TodoChange, TodoError, TodoQuery};
+    use crane::ports::{Page, StoreError, TodoError, TodoQuery};
 
     fn add(title: &str) -> TodoChange {
         TodoChange::Add {

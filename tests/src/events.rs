@@ -10,11 +10,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use crane::adapters::local::memory::{MemoryStore, MemoryTodos};
 use crane::app::{App, Settings};
-use crane::domain::{fold, Event, EventRecord, RunKey, RunState};
-use crane::engine::{self, Effect, RetryPolicy};
+use crane::domain::{fold, Effect, Event, EventRecord, RunKey, RunState, StepJob};
+use crane::engine::{self, RetryPolicy};
 use crane::planner::PatternPlanner;
 use crane::ports::{
-    EventStore, Outbox, Redelivery, SagaStarter, StepDispatcher, StepJob, StoreError, StoreResult,
+    EventStore, Outbox, Redelivery, SagaStarter, StepDispatcher, StoreError, StoreResult,
     SystemClock,
 };
 use crane::tools::Registry;

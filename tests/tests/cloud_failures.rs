@@ -33,11 +33,13 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use crane::adapters::aws::{delay_seconds, saga_input};
 use crane::app::App;
 use crane::config::Config;
-use crane::domain::{ErrorKind, Event, EventRecord, RunKey, RunState, RunStatus, StepStatus};
+use crane::domain::{
+    ErrorKind, Event, EventRecord, RunKey, RunState, RunStatus, StepJob, StepStatus, Todo,
+};
 use crane::entrypoints::{build_app, http, saga, sqs, stream, CloudPorts};
 use crane::ports::{
-    EventStore, Redelivery, RunViewStore, SagaStarter, StepDispatcher, StepJob, StoreResult, Todo,
-    TodoQuery, TodoStore,
+    EventStore, Redelivery, RunViewStore, SagaStarter, StepDispatcher, StoreResult, TodoQuery,
+    TodoStore,
 };
 use crane::tools::Faults;
 use crane_tests::cloud::{sfn_client, unique, Cloud, RequestLog, StreamReader};

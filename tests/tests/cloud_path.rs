@@ -17,11 +17,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use crane::app::App;
 use crane::config::Config;
-use crane::domain::{Event, EventRecord, RunKey, RunState, RunStatus, StepStatus};
+use crane::domain::{Event, EventRecord, RunKey, RunState, RunStatus, StepJob, StepStatus};
 use crane::entrypoints::{build_app, http, sqs, stream, CloudPorts};
 use crane::ports::{
-    EventStore, Outbox, Redelivery, RunViewStore, StepDispatcher, StepJob, StoreResult, TodoQuery,
-    TodoStore,
+    EventStore, Outbox, Redelivery, RunViewStore, StepDispatcher, StoreResult, TodoQuery, TodoStore,
 };
 use crane_tests::cloud::{Cloud, RequestLog, StreamReader};
 use crane_tests::events::{sample, stream_sample_records, TENANT};
@@ -289,7 +288,7 @@ impl Functions {
     }
 }
 
-fn assert_one_correct_result(view: &RunState, todos: &[crane::ports::Todo]) {
+fn assert_one_correct_result(view: &RunState, todos: &[crane::domain::Todo]) {
     assert_eq!(view.status, RunStatus::Completed, "{view:#?}");
     assert_eq!(
         view.result.as_ref().and_then(|r| r.get("title")),

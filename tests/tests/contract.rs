@@ -167,8 +167,8 @@ mod aws_shapes {
         AttributeValue, ProjectionType, StreamViewType, TimeToLiveStatus,
     };
     use crane::adapters::aws::{provision, stream, DynamoStore, SqsDispatcher};
-    use crane::domain::{Event, EventRecord, RunKey, RunStatus};
-    use crane::ports::{EventStore, Outbox, RunViewStore, StepDispatcher, StepJob, StoreError};
+    use crane::domain::{Event, EventRecord, RunKey, RunStatus, StepJob};
+    use crane::ports::{EventStore, Outbox, RunViewStore, StepDispatcher, StoreError};
     use crane_tests::aws;
     use crane_tests::contract::{at, unique, views::view};
 

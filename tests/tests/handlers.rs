@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use aws_lambda_events::dynamodb::Event as StreamEvent;
 use aws_lambda_events::sqs::SqsEvent;
 use chrono::{Duration, Utc};
-use crane::domain::{Event, EventRecord, RunKey, RunStatus, StepStatus};
-use crane::engine::Effect;
+use crane::domain::{Effect, Event, EventRecord, RunKey, RunStatus, StepStatus};
+
 use crane::entrypoints::{http, saga, sqs, stream};
 use crane::ports::{EventStore, RunViewStore, TodoStore};
 use crane_tests::events::{

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use crane::adapters::local::SqliteStore;
-use crane::ports::{StepDispatcher, StepJob};
+use crane::domain::StepJob;
+use crane::ports::StepDispatcher;
 use crane::tools::Faults;
 use crane_tests::local::{test_config, LocalServer};
 use serde_json::{json, Value};

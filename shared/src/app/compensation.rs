@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, instrument, warn};
 
 use super::{App, AppError, JobResult, Refusal, MAX_CONFLICTS};
-use crate::domain::{Event, RunKey, RunState, RunStatus, StepStatus};
+use crate::domain::{Event, RunKey, RunState, RunStatus, StepStatus, ToolError};
 use crate::engine::saga;
 use crate::ports::StoreError;
-use crate::tools::{ToolContext, ToolError};
+use crate::tools::ToolContext;
 
 /// The steps a saga must compensate, in order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

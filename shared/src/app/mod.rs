@@ -14,15 +14,16 @@ use serde_json::Value;
 use tracing::{debug, info, instrument, warn};
 
 use crate::domain::{
-    self, fold, fold_until, Event, EventRecord, FoldError, RunKey, RunState, RunStatus,
+    self, fold, fold_until, Effect, Event, EventRecord, FoldError, RunKey, RunState, RunStatus,
+    Todo,
 };
 use crate::engine::approval::{self as approval_rules, ApprovalPolicy};
 use crate::engine::breaker::{BreakerConfig, BreakerState};
-use crate::engine::{self, Effect, RetryPolicy};
+use crate::engine::{self, RetryPolicy};
 use crate::planner::{PlanError, Planner};
 use crate::ports::{
     BreakerStore, Clock, EventStore, IdempotencyRecord, IdempotencyStore, ListQuery, Outbox, Page,
-    RunViewStore, StoreError, Todo, TodoQuery, TodoStore,
+    RunViewStore, StoreError, TodoQuery, TodoStore,
 };
 use crate::tools::Registry;
 

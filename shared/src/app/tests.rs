@@ -7,9 +7,9 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::adapters::local::memory::{MemoryStore, MemoryTodos};
-use crate::domain::{Plan, PlanStep, StepStatus};
+use crate::domain::{Plan, PlanStep, StepJob, StepStatus};
 use crate::planner::FixedPlanner;
-use crate::ports::{StepJob, SystemClock};
+use crate::ports::SystemClock;
 use crate::tools::Faults;
 
 fn step(id: &str, tool: &str, input: Value, deps: &[&str]) -> PlanStep {
@@ -162,7 +162,7 @@ async fn given_the_seed_dag_when_created_then_only_independent_steps_are_dispatc
 async fn given_more_than_100_todos_when_a_run_lists_them_then_its_step_stores_100_and_the_total() {
     let h = harness(vec![step("s1", "todo", json!({"action": "list"}), &[])], "");
     for i in 1..=130 {
-        let add = crate::ports::TodoChange::Add {
+        let add = crate::domain::TodoChange::Add {
             title: format!("todo {i}"),
         };
         h.todos

@@ -11,11 +11,11 @@ use serde_json::Value;
 use tracing::{debug, info, instrument, warn};
 
 use super::{App, AppError, MAX_CONFLICTS};
-use crate::domain::{ErrorKind, RunKey, RunState};
+use crate::domain::{refs, ErrorKind, RunKey, RunState, StepJob, ToolError};
 use crate::engine::breaker::{Admission, BreakerState};
-use crate::engine::{self, refs, Claim, Deferral};
-use crate::ports::{StepJob, StoreError};
-use crate::tools::{ToolContext, ToolError};
+use crate::engine::{self, Claim, Deferral};
+use crate::ports::StoreError;
+use crate::tools::ToolContext;
 
 /// What became of a job.
 #[derive(Debug, Clone, PartialEq)]

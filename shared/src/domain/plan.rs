@@ -11,7 +11,7 @@ pub struct Plan {
 }
 
 /// One tool call of a plan. String values in `input` may reference the output of a step it
-/// depends on with `{{<step id>}}` (see [`crate::engine::refs`]).
+/// depends on with `{{<step id>}}` (see [`crate::domain::refs`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlanStep {
     /// The step's id, unique within the plan; other steps name it in `depends_on` and references.

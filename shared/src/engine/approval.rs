@@ -12,7 +12,8 @@
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 
-use super::{conclude, deps_completed, refs, simulate};
+use super::{conclude, deps_completed, simulate};
+use crate::domain::refs;
 use crate::domain::{ApprovalDecision, Event, Plan, PlanStep, RunState, StepStatus};
 
 /// Default time a person has to decide: 24 hours.

@@ -6,16 +6,15 @@
 pub mod approval;
 pub mod breaker;
 pub mod dag;
-pub use crate::domain::refs;
 pub mod retry;
 pub mod saga;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-pub use crate::domain::Effect;
 use crate::domain::{
-    ErrorKind, Event, EventRecord, RunKey, RunState, RunStatus, StepJob, StepStatus, ToolError,
+    Effect, ErrorKind, Event, EventRecord, RunKey, RunState, RunStatus, StepJob, StepStatus,
+    ToolError,
 };
 
 pub use retry::RetryPolicy;

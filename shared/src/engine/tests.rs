@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::*;
 use crate::adapters::local::memory::MemoryTodos;
-use crate::domain::{fold, Plan, PlanStep, PlannerInfo};
+use crate::domain::{fold, Effect, Plan, PlanStep, PlannerInfo};
 use crate::tools::Registry;
 
 fn t(ms: i64) -> DateTime<Utc> {

@@ -32,11 +32,9 @@ use crate::adapters::aws::{
 };
 use crate::app::App;
 use crate::config::{Config, ConfigError};
-use crate::domain::RunKey;
+use crate::domain::{RunKey, StepJob};
 use crate::planner::{PatternPlanner, Planner};
-use crate::ports::{
-    Redelivery, SagaStarter, StepDispatcher, StepJob, StoreError, StoreResult, SystemClock,
-};
+use crate::ports::{Redelivery, SagaStarter, StepDispatcher, StoreError, StoreResult, SystemClock};
 use crate::tools::Registry;
 
 /// The ports the App does not hold: where reactions are sent, and how the step worker

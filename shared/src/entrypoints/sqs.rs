@@ -18,7 +18,8 @@ use rand::Rng;
 use tracing::{error, info_span, warn, Instrument};
 
 use crate::app::{App, AppError, JobResult};
-use crate::ports::{Redelivery, StepDispatcher, StepJob, StoreError};
+use crate::domain::StepJob;
+use crate::ports::{Redelivery, StepDispatcher, StoreError};
 
 /// Jobs of one batch run at the same time.
 pub const CONCURRENCY: usize = 10;

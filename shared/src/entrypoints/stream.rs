@@ -17,9 +17,9 @@ use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use super::metrics;
 use crate::app::{App, Projection};
-use crate::domain::{EventRecord, RunKey, RunState};
-use crate::engine::Effect;
-use crate::ports::{SagaStarter, StepDispatcher, StepJob, StoreError};
+use crate::domain::{Effect, EventRecord, RunKey, RunState, StepJob};
+
+use crate::ports::{SagaStarter, StepDispatcher, StoreError};
 
 /// Runs of one batch projected at the same time.
 pub const CONCURRENCY: usize = 10;

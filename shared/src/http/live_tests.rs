@@ -13,8 +13,8 @@ use tower::ServiceExt;
 
 use crate::adapters::local::memory::{MemoryStore, MemoryTodos};
 use crate::app::{App, RequestContext};
-use crate::domain::{Plan, PlanStep, RunKey};
-use crate::engine::Effect;
+use crate::domain::{Effect, Plan, PlanStep, RunKey};
+
 use crate::http::{router_with, Auth, EdgeOptions, KeyRing};
 use crate::planner::FixedPlanner;
 use crate::ports::SystemClock;

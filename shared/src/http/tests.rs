@@ -29,18 +29,18 @@ use crate::adapters::local::memory::{MemoryStore, MemoryTodos};
 use crate::adapters::local::SqliteStore;
 use crate::app::{App, Settings, MAX_PROMPT_CHARS};
 use crate::domain::{
-    ErrorKind, Event, EventRecord, Plan, PlanStep, PlannerInfo, RunKey, RunState, RunStatus,
-    StepStatus, Usage,
+    Effect, ErrorKind, Event, EventRecord, Plan, PlanStep, PlannerInfo, RunKey, RunState,
+    RunStatus, StepStatus, Todo, TodoChange, Usage,
 };
 use crate::engine::breaker::BreakerState;
-use crate::engine::{Effect, RetryPolicy};
+use crate::engine::RetryPolicy;
 use crate::planner::hybrid::{FallbackPlanner, ModelFailure, ModelPlanner};
 use crate::planner::llm::LlmError;
 use crate::planner::{FixedPlanner, PlanError, Planned, Planner};
 use crate::ports::{
     BreakerStore, EventStore, IdempotencyRecord, IdempotencyStore, ListQuery, Outbox, Page,
-    RunViewStore, StoreError, StoreResult, StoredBreaker, SystemClock, Todo, TodoChange, TodoError,
-    TodoQuery, TodoStore,
+    RunViewStore, StoreError, StoreResult, StoredBreaker, SystemClock, TodoError, TodoQuery,
+    TodoStore,
 };
 use crate::tools::Registry;
 

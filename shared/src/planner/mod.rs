@@ -25,8 +25,8 @@ pub(crate) mod llm {
 
 use async_trait::async_trait;
 
-use crate::domain::{Plan, PlannerInfo};
-use crate::engine::{dag, refs};
+use crate::domain::{refs, Plan, PlannerInfo};
+use crate::engine::dag;
 use crate::tools::Registry;
 
 pub use pattern::PatternPlanner;

@@ -4,7 +4,8 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 
 use super::expr::{self, MAX_INPUT_LEN};
-use super::{Access, Tool, ToolContext, ToolError};
+use super::{Access, Tool, ToolContext};
+use crate::domain::ToolError;
 
 /// The `calculator` tool: evaluates one arithmetic expression (`input.expression`) to a number; it
 /// has no side effects, so nothing to compensate.
@@ -55,7 +56,7 @@ impl Tool for Calculator {
     async fn execute(&self, _ctx: &ToolContext, input: &Value) -> Result<Value, ToolError> {
         let expression = expression(input)?;
         let value = expr::evaluate(expression).map_err(|e| ToolError::permanent(e.to_string()))?;
-        Ok(expr::to_json_number(value))
+        Ok(crate::domain::number::to_json_number(value))
     }
 
     async fn compensate(

@@ -17,7 +17,8 @@ use async_trait::async_trait;
 use rand::Rng;
 use serde_json::Value;
 
-use super::{Access, Tool, ToolContext, ToolError};
+use super::{Access, Tool, ToolContext};
+use crate::domain::ToolError;
 
 /// What a fault rule does to a matching call.
 #[derive(Debug, Clone, PartialEq)]

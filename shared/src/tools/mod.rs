@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-pub use crate::domain::ToolError;
+use crate::domain::ToolError;
 use crate::ports::TodoStore;
 
 pub use faults::{FaultRule, Faults};

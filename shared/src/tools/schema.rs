@@ -4,9 +4,8 @@
 //! validator would be weight without benefit; this one is exact for what it supports and
 //! rejects schemas using anything else, so a schema can never silently validate less.
 
+use crate::domain::refs;
 use serde_json::{Map, Value};
-
-use crate::engine::refs;
 
 const KNOWN: &[&str] = &[
     "type",

@@ -9,9 +9,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use super::{Access, Tool, ToolContext, ToolError};
-use crate::domain::ErrorKind;
-use crate::ports::{StoreError, Todo, TodoChange, TodoError, TodoQuery, TodoStore};
+use super::{Access, Tool, ToolContext};
+use crate::domain::ToolError;
+use crate::domain::{ErrorKind, Todo, TodoChange};
+use crate::ports::{StoreError, TodoError, TodoQuery, TodoStore};
 
 /// Longest title accepted.
 pub const MAX_TITLE_LEN: usize = 500;
@@ -99,7 +100,7 @@ fn target(input: &Value) -> Result<Target, ToolError> {
 fn title(input: &Value) -> Result<String, ToolError> {
     let raw = match input.get("title") {
         Some(Value::String(s)) => s.trim().to_owned(),
-        Some(Value::Number(_)) => crate::engine::refs::render(&input["title"]),
+        Some(Value::Number(_)) => crate::domain::refs::render(&input["title"]),
         Some(_) => return Err(ToolError::permanent("todo title must be text")),
         None => {
             return Err(ToolError::permanent(

@@ -79,7 +79,7 @@
 //!
 //! # Queue and state machine
 //! - [`SqsDispatcher`] (`CRANE_STEP_QUEUE_URL`, a standard queue): `SendMessageBatch` in
-//!   chunks of 10, body = the [`StepJob`](crate::ports::StepJob) as JSON, `DelaySeconds` =
+//!   chunks of 10, body = the [`StepJob`](crate::domain::StepJob) as JSON, `DelaySeconds` =
 //!   the delay rounded up to whole seconds, capped at SQS's maximum of 900 s (a longer
 //!   backoff is shortened to 15 minutes). Entries SQS reports as failed are resent up to 3
 //!   more times, then the dispatch is [`StoreError::Unavailable`].

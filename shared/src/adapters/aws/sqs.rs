@@ -10,7 +10,8 @@ use tracing::instrument;
 
 use super::error::sdk_error;
 use super::{env_var, MissingEnv, STEP_QUEUE_URL_VAR};
-use crate::ports::{Redelivery, StepDispatcher, StepJob, StoreError, StoreResult};
+use crate::domain::StepJob;
+use crate::ports::{Redelivery, StepDispatcher, StoreError, StoreResult};
 
 /// `SendMessageBatch` takes at most this many entries.
 const BATCH: usize = 10;

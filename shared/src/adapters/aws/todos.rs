@@ -13,9 +13,8 @@ use super::error::{CONDITION_FAILED, TRANSACTION_CONFLICT};
 use super::item::{from_json_attr, get_n, n, s, to_json, Item};
 use super::DynamoStore;
 use crate::adapters::todo_cursor;
-use crate::ports::{
-    Page, StoreError, StoreResult, Todo, TodoChange, TodoError, TodoQuery, TodoStore,
-};
+use crate::domain::{Todo, TodoChange};
+use crate::ports::{Page, StoreError, StoreResult, TodoError, TodoQuery, TodoStore};
 
 /// Attempts of one apply when transactions keep colliding with concurrent ones.
 const MAX_ATTEMPTS: u32 = 8;

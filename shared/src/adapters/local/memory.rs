@@ -9,11 +9,11 @@ use chrono::{DateTime, Utc};
 
 use super::notify::RunNotifier;
 use crate::adapters::todo_cursor;
-use crate::domain::{EventRecord, RunKey, RunState};
+use crate::domain::{EventRecord, RunKey, RunState, Todo, TodoChange};
 use crate::ports::{
     AppendSignals, BreakerStore, EventStore, IdempotencyRecord, IdempotencyStore, ListQuery,
-    Outbox, Page, RunViewStore, StoreError, StoreResult, StoredBreaker, Todo, TodoChange,
-    TodoError, TodoQuery, TodoStore,
+    Outbox, Page, RunViewStore, StoreError, StoreResult, StoredBreaker, TodoError, TodoQuery,
+    TodoStore,
 };
 
 fn poisoned() -> StoreError {
@@ -137,7 +137,7 @@ pub struct MemoryStore {
     keys: Mutex<HashMap<(String, String), IdempotencyRecord>>,
     breakers: Mutex<HashMap<String, StoredBreaker>>,
     /// Effects handed to `append`, in order, for tests to inspect (nothing consumes them).
-    pub outbox: Mutex<Vec<crate::engine::Effect>>,
+    pub outbox: Mutex<Vec<crate::domain::Effect>>,
     /// Signals of committed appends (see [`EventStore::signals`]).
     pub notifier: RunNotifier,
 }

@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::adapters::local::memory::MemoryTodos;
-use crate::domain::{fold, EventRecord, PlannerInfo, RunStatus};
-use crate::engine::{claim, react, records, Claim, Effect, RetryPolicy};
+use crate::domain::{fold, Effect, EventRecord, PlannerInfo, RunStatus};
+use crate::engine::{claim, react, records, Claim, RetryPolicy};
 use crate::tools::Registry;
 
 const HOUR_MS: u64 = 3_600_000;

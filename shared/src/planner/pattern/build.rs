@@ -4,8 +4,8 @@ use std::collections::BTreeSet;
 
 use serde_json::{json, Value};
 
+use crate::domain::refs::reference_to;
 use crate::domain::{Plan, PlanStep};
-use crate::engine::refs::reference_to;
 use crate::planner::PlanError;
 use crate::tools::expr::Operator;
 

@@ -44,7 +44,8 @@
 //!   whole input is checked before an arithmetic error is reported, and the
 //!   arithmetic error reported is the first one in evaluation order.
 //!
-//! [`format_number`] and [`to_json_number`] present a result the way a person
+//! [`format_number`](crate::domain::number::format_number) and
+//! [`to_json_number`](crate::domain::number::to_json_number) present a result the way a person
 //! (or a JSON consumer) expects it, with floating-point noise rounded away.
 //! [`outline`] says what an expression evaluates last without evaluating it, from the
 //! same parser (the pattern planner uses it to tell "the sum" from "the product").
@@ -55,8 +56,6 @@ pub const MAX_INPUT_LEN: usize = 1_000;
 pub const MAX_DEPTH: usize = 64;
 /// Maximum magnitude of the exponent of `^` / `**`.
 pub const MAX_EXPONENT: f64 = 10_000.0;
-
-pub use crate::domain::number::{format_number, to_json_number, SIGNIFICANT_DIGITS};
 
 /// Why an expression could not be evaluated.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -82,8 +81,8 @@ pub enum ExprError {
 /// Parses and evaluates an arithmetic expression.
 ///
 /// See the [module documentation](self) for the grammar and the limits. The
-/// result is always finite. It may be `-0.0` (for `-0`); [`format_number`]
-/// and [`to_json_number`] render that as `0`.
+/// result is always finite. It may be `-0.0` (for `-0`); [`format_number`](crate::domain::number::format_number)
+/// and [`to_json_number`](crate::domain::number::to_json_number) render that as `0`.
 pub fn evaluate(input: &str) -> Result<f64, ExprError> {
     if input.len() > MAX_INPUT_LEN {
         return Err(ExprError::TooLong {

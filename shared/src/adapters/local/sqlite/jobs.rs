@@ -7,9 +7,9 @@ use rusqlite::{params, Connection};
 use serde::{Deserialize, Serialize};
 
 use super::{decode, encode, sql_err, SqliteStore};
-use crate::domain::RunKey;
-use crate::engine::Effect;
-use crate::ports::{StepDispatcher, StepJob, StoreResult};
+use crate::domain::{Effect, RunKey, StepJob};
+
+use crate::ports::{StepDispatcher, StoreResult};
 
 /// A job in the local queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -6,7 +6,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{decode, encode, sql_err, SqliteStore};
 use crate::adapters::todo_cursor;
-use crate::ports::{Page, StoreResult, Todo, TodoChange, TodoError, TodoQuery, TodoStore};
+use crate::domain::{Todo, TodoChange};
+use crate::ports::{Page, StoreResult, TodoError, TodoQuery, TodoStore};
 
 fn get_todo(conn: &Connection, tenant: &str, id: u64) -> StoreResult<Option<Todo>> {
     conn.prepare_cached("SELECT body FROM todos WHERE tenant = ?1 AND id = ?2")

@@ -5,6 +5,7 @@
 mod properties;
 
 use super::*;
+use crate::domain::number::{format_number, to_json_number};
 
 fn assert_syntax(input: &str, expected_pos: usize, expected_fragment: &str) {
     match evaluate(input) {

@@ -4,6 +4,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::domain::number::{format_number, to_json_number};
 
 /// A reference expression tree, evaluated directly with f64 arithmetic.
 #[derive(Debug, Clone)]

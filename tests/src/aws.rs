@@ -8,18 +8,13 @@ use crane::adapters::aws::{
     aws_sdk_dynamodb, aws_sdk_sfn, aws_sdk_sqs, provision, DynamoStore, TableNames,
 };
 
+use crate::clients;
+use crate::names::unique;
+
 pub const DYNAMODB_ENDPOINT_VAR: &str = "CRANE_TEST_DYNAMODB_ENDPOINT";
 pub const MOTO_ENDPOINT_VAR: &str = "CRANE_TEST_MOTO_ENDPOINT";
-pub const REGION: &str = "us-east-1";
 /// moto's default account.
 pub const ACCOUNT: &str = "123456789012";
-
-/// Logs go to stderr only when `TEST_LOG` is set.
-pub fn init_logs() {
-    if std::env::var_os("TEST_LOG").is_some() {
-        crane::telemetry::init(crane::config::LogFormat::Text);
-    }
-}
 
 /// The endpoint in `var`, or an error saying how to get one.
 pub fn endpoint(var: &str) -> Result<String> {
@@ -31,55 +26,25 @@ pub fn endpoint(var: &str) -> Result<String> {
     }
 }
 
-/// A name no other test uses: `crane-test-<32 hex digits>`.
-pub fn unique_name() -> String {
-    format!("crane-test-{}", uuid::Uuid::new_v4().simple())
-}
-
-fn credentials() -> aws_sdk_dynamodb::config::Credentials {
-    aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "crane-tests")
-}
-
 /// A DynamoDB client for DynamoDB Local.
 pub fn dynamodb_client() -> Result<aws_sdk_dynamodb::Client> {
-    use aws_sdk_dynamodb::config::{BehaviorVersion, Region};
-    let config = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(REGION))
-        .endpoint_url(endpoint(DYNAMODB_ENDPOINT_VAR)?)
-        .credentials_provider(credentials())
-        .build();
-    Ok(aws_sdk_dynamodb::Client::from_conf(config))
+    Ok(clients::dynamodb(&endpoint(DYNAMODB_ENDPOINT_VAR)?, None))
 }
 
 /// An SQS client for moto.
 pub fn sqs_client() -> Result<aws_sdk_sqs::Client> {
-    use aws_sdk_sqs::config::{BehaviorVersion, Region};
-    let config = aws_sdk_sqs::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(REGION))
-        .endpoint_url(endpoint(MOTO_ENDPOINT_VAR)?)
-        .credentials_provider(credentials())
-        .build();
-    Ok(aws_sdk_sqs::Client::from_conf(config))
+    Ok(clients::sqs(&endpoint(MOTO_ENDPOINT_VAR)?, None))
 }
 
 /// A Step Functions client for moto.
 pub fn sfn_client() -> Result<aws_sdk_sfn::Client> {
-    use aws_sdk_sfn::config::{BehaviorVersion, Region};
-    let config = aws_sdk_sfn::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(REGION))
-        .endpoint_url(endpoint(MOTO_ENDPOINT_VAR)?)
-        .credentials_provider(credentials())
-        .build();
-    Ok(aws_sdk_sfn::Client::from_conf(config))
+    Ok(clients::sfn(&endpoint(MOTO_ENDPOINT_VAR)?, None))
 }
 
 /// Fresh, uniquely named tables (created with [`provision::create_tables`]).
 pub async fn fresh_tables() -> Result<(aws_sdk_dynamodb::Client, TableNames)> {
     let client = dynamodb_client()?;
-    let names = TableNames::with_prefix(&unique_name());
+    let names = TableNames::with_prefix(&unique("crane-test"));
     provision::create_tables(&client, &names)
         .await
         .with_context(|| format!("creating tables {names:?} in DynamoDB Local"))?;
@@ -96,7 +61,7 @@ pub async fn fresh_dynamo_store() -> Result<DynamoStore> {
 pub async fn fresh_queue(sqs: &aws_sdk_sqs::Client) -> Result<String> {
     let out = sqs
         .create_queue()
-        .queue_name(unique_name())
+        .queue_name(unique("crane-test"))
         .send()
         .await
         .context("creating a queue in moto")?;
@@ -112,7 +77,7 @@ pub async fn pass_state_machine(sfn: &aws_sdk_sfn::Client) -> Result<String> {
     });
     let out = sfn
         .create_state_machine()
-        .name(unique_name())
+        .name(unique("crane-test"))
         .definition(definition.to_string())
         .role_arn(format!("arn:aws:iam::{ACCOUNT}:role/crane-test-saga"))
         .send()

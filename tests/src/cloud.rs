@@ -16,9 +16,7 @@ use aws_sdk_dynamodb::config::interceptors::{
     AfterDeserializationInterceptorContextRef, BeforeSerializationInterceptorContextMut,
     BeforeTransmitInterceptorContextRef,
 };
-use aws_sdk_dynamodb::config::{
-    BehaviorVersion, ConfigBag, Credentials, Intercept, Region, RuntimeComponents,
-};
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::types::{ConsumedCapacity, ReturnConsumedCapacity};
 use aws_sdk_dynamodbstreams::types::ShardIteratorType;
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
@@ -27,6 +25,9 @@ use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use crane::adapters::aws::{provision, DynamoStore, TableNames};
 use crane::entrypoints::{CloudClients, CloudNames};
 use serde_json::{json, Value};
+
+use crate::clients;
+use crate::names::unique;
 
 /// What a test says when the emulators are not running.
 pub const NEED_EMULATORS: &str =
@@ -52,11 +53,6 @@ pub fn emulators(test: &str) -> Emulators {
         dynamodb: var("CRANE_TEST_DYNAMODB_ENDPOINT"),
         moto: var("CRANE_TEST_MOTO_ENDPOINT"),
     }
-}
-
-/// A short unique suffix for resource names.
-pub fn unique() -> String {
-    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
 }
 
 /// Requests (HTTP transmissions, so SDK retries count), failed requests and DynamoDB
@@ -250,64 +246,6 @@ impl Intercept for RequestLog {
     }
 }
 
-fn credentials() -> Credentials {
-    Credentials::new("test", "test", None, None, "crane-tests")
-}
-
-fn region() -> Region {
-    Region::new(std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()))
-}
-
-pub fn dynamodb_client(endpoint: &str, log: Option<&RequestLog>) -> aws_sdk_dynamodb::Client {
-    let mut b = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(region())
-        .credentials_provider(credentials())
-        .endpoint_url(endpoint);
-    if let Some(log) = log {
-        b = b.interceptor(log.clone());
-    }
-    aws_sdk_dynamodb::Client::from_conf(b.build())
-}
-
-pub fn streams_client(endpoint: &str, log: Option<&RequestLog>) -> aws_sdk_dynamodbstreams::Client {
-    let mut b = aws_sdk_dynamodbstreams::Config::builder()
-        .behavior_version(aws_sdk_dynamodbstreams::config::BehaviorVersion::latest())
-        .region(aws_sdk_dynamodbstreams::config::Region::new(
-            region().to_string(),
-        ))
-        .credentials_provider(credentials())
-        .endpoint_url(endpoint);
-    if let Some(log) = log {
-        b = b.interceptor(log.clone());
-    }
-    aws_sdk_dynamodbstreams::Client::from_conf(b.build())
-}
-
-pub fn sqs_client(endpoint: &str, log: Option<&RequestLog>) -> aws_sdk_sqs::Client {
-    let mut b = aws_sdk_sqs::Config::builder()
-        .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
-        .region(aws_sdk_sqs::config::Region::new(region().to_string()))
-        .credentials_provider(credentials())
-        .endpoint_url(endpoint);
-    if let Some(log) = log {
-        b = b.interceptor(log.clone());
-    }
-    aws_sdk_sqs::Client::from_conf(b.build())
-}
-
-pub fn sfn_client(endpoint: &str, log: Option<&RequestLog>) -> aws_sdk_sfn::Client {
-    let mut b = aws_sdk_sfn::Config::builder()
-        .behavior_version(aws_sdk_sfn::config::BehaviorVersion::latest())
-        .region(aws_sdk_sfn::config::Region::new(region().to_string()))
-        .credentials_provider(credentials())
-        .endpoint_url(endpoint);
-    if let Some(log) = log {
-        b = b.interceptor(log.clone());
-    }
-    aws_sdk_sfn::Client::from_conf(b.build())
-}
-
 /// One test's cloud: fresh tables and a queue (with a DLQ) on the emulators, counted
 /// clients for each function ([`Cloud::clients`]), and clients for the harness that stands
 /// in for Lambda's event source mappings (counted in `pollers`).
@@ -327,19 +265,20 @@ pub struct Cloud {
 }
 
 impl Cloud {
-    /// Create tables `crane-<id>-*` and queues `crane-<id>-steps(-dlq)`.
+    /// With `<id>` = `crane-<32 hex digits>`: create tables `<id>-*` and queues
+    /// `<id>-steps(-dlq)`.
     pub async fn create(test: &str) -> Cloud {
         let e = emulators(test);
-        let id = unique();
-        let tables = TableNames::with_prefix(&format!("crane-{id}"));
-        let dynamodb = dynamodb_client(&e.dynamodb, None);
+        let id = unique("crane");
+        let tables = TableNames::with_prefix(&id);
+        let dynamodb = clients::dynamodb(&e.dynamodb, None);
         provision::create_tables(&dynamodb, &tables)
             .await
             .expect("tables created on DynamoDB Local");
-        let sqs = sqs_client(&e.moto, None);
+        let sqs = clients::sqs(&e.moto, None);
         let dlq_url = sqs
             .create_queue()
-            .queue_name(format!("crane-{id}-steps-dlq"))
+            .queue_name(format!("{id}-steps-dlq"))
             .send()
             .await
             .expect("DLQ created on moto")
@@ -349,7 +288,7 @@ impl Cloud {
         let redrive = json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"});
         let queue_url = sqs
             .create_queue()
-            .queue_name(format!("crane-{id}-steps"))
+            .queue_name(format!("{id}-steps"))
             .attributes(
                 aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
                 redrive.to_string(),
@@ -371,14 +310,14 @@ impl Cloud {
                 tables: tables.clone(),
                 step_queue_url: Some(queue_url),
                 saga_state_machine_arn: Some(format!(
-                    "arn:aws:states:us-east-1:123456789012:stateMachine:crane-{id}-saga"
+                    "arn:aws:states:us-east-1:123456789012:stateMachine:{id}-saga"
                 )),
             },
             queue_arn,
             dlq_url,
             pollers: pollers.clone(),
-            streams: streams_client(&e.dynamodb, Some(&pollers)),
-            poll_sqs: sqs_client(&e.moto, Some(&pollers)),
+            streams: clients::streams(&e.dynamodb, Some(&pollers)),
+            poll_sqs: clients::sqs(&e.moto, Some(&pollers)),
             store: DynamoStore::new(dynamodb.clone(), tables),
             dynamodb,
             sqs,
@@ -388,9 +327,9 @@ impl Cloud {
     /// Clients for one function, counted in `log`.
     pub fn clients(&self, log: &RequestLog) -> CloudClients {
         CloudClients {
-            dynamodb: dynamodb_client(&self.emulators.dynamodb, Some(log)),
-            sqs: sqs_client(&self.emulators.moto, Some(log)),
-            sfn: sfn_client(&self.emulators.moto, Some(log)),
+            dynamodb: clients::dynamodb(&self.emulators.dynamodb, Some(log)),
+            sqs: clients::sqs(&self.emulators.moto, Some(log)),
+            sfn: clients::sfn(&self.emulators.moto, Some(log)),
         }
     }
 
@@ -454,7 +393,7 @@ impl Cloud {
                     "messageAttributes": {},
                     "eventSource": "aws:sqs",
                     "eventSourceARN": self.queue_arn,
-                    "awsRegion": region().to_string(),
+                    "awsRegion": clients::region(),
                 })
             })
             .collect();

@@ -23,11 +23,7 @@ use crane::ports::{
 use serde_json::{json, Value};
 
 use crate::aws;
-
-/// A fresh id for tenants, runs and keys.
-pub fn unique(what: &str) -> String {
-    format!("{what}-{}", uuid::Uuid::new_v4().simple())
-}
+use crate::names::unique;
 
 /// 2026-01-01T00:00:00Z plus `secs` seconds and `micros` microseconds.
 pub fn at(secs: i64, micros: i64) -> DateTime<Utc> {
@@ -43,7 +39,7 @@ pub struct TempDb(pub PathBuf);
 
 impl TempDb {
     pub fn new() -> Self {
-        TempDb(std::env::temp_dir().join(format!("crane-contract-{}.db", uuid::Uuid::new_v4())))
+        TempDb(std::env::temp_dir().join(format!("{}.db", unique("crane-contract"))))
     }
 }
 

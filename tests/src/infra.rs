@@ -1,5 +1,5 @@
 //! The deployment as files and tools: the repository root, the tools venv (`cfn-lint`,
-//! `statelint`, `sam`; `./scripts/test` installs it under `.cache/venv`), and
+//! `statelint`, `sam`; `./scripts/test` installs it under `.cache/venv`), [`run_sam`], and
 //! `template.yaml` rendered the way CloudFormation would deploy it.
 //!
 //! [`rendered`] runs `tests/tools/render_template.py` with the venv's Python: SAM's own
@@ -44,6 +44,26 @@ pub fn run_tool(tool: &str, args: &[&str]) -> Output {
     Command::new(&bin)
         .args(args)
         .current_dir(repo())
+        .output()
+        .unwrap_or_else(|e| panic!("could not run {}: {e}", bin.display()))
+}
+
+/// Run the venv's `sam` (aws-sam-cli) in the repository root, offline: no telemetry, and a
+/// scratch `HOME` (`.cache/sam-home`, or under `CRANE_CACHE`) since SAM writes under
+/// `~/.aws-sam`. It needs no region or credentials to validate.
+pub fn run_sam(args: &[&str]) -> Output {
+    let bin = venv_bin("sam");
+    let cache = std::env::var_os("CRANE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".cache"));
+    let home = cache.join("sam-home");
+    std::fs::create_dir_all(&home)
+        .unwrap_or_else(|e| panic!("could not create {}: {e}", home.display()));
+    Command::new(&bin)
+        .args(args)
+        .current_dir(repo())
+        .env("HOME", &home)
+        .env("SAM_CLI_TELEMETRY", "0")
         .output()
         .unwrap_or_else(|e| panic!("could not run {}: {e}", bin.display()))
 }

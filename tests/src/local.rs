@@ -11,16 +11,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::logs::init_logs;
+use crate::names::unique;
+
 /// A fresh database path under the system temp dir.
 pub fn temp_db() -> PathBuf {
-    std::env::temp_dir().join(format!("crane-test-{}.db", uuid::Uuid::new_v4()))
-}
-
-/// Logs go to stderr only when `TEST_LOG` is set.
-pub fn init_logs() {
-    if std::env::var_os("TEST_LOG").is_some() {
-        crane::telemetry::init(crane::config::LogFormat::Text);
-    }
+    std::env::temp_dir().join(format!("{}.db", unique("crane-test")))
 }
 
 /// A running local runtime.

@@ -2,7 +2,7 @@
 //! DynamoDB Local (tables and the events stream) and moto (SQS, Step Functions); no real
 //! AWS. The harness stands in for Lambda's event source mappings (stream -> event-reactor,
 //! SQS -> step-worker) and for the Step Functions interpreter that would call the
-//! `compensate` function: moto cannot run our Lambda, so [`drive_saga`] walks the real
+//! `compensate` function: moto cannot run our Lambda, so [`drive_saga`] (`crane_tests::asl`) walks the real
 //! state machine definition (`infra/statemachines/compensation.asl.json`) itself, building
 //! every payload from the ASL's own `Parameters` and applying its `Retry`/`Catch`, and
 //! calls the compensate handler with exactly those inputs.
@@ -42,8 +42,12 @@ use crane::ports::{
     TodoStore,
 };
 use crane::tools::Faults;
-use crane_tests::cloud::{sfn_client, unique, Cloud, RequestLog, StreamReader};
+use crane_tests::asl::{self, Crash, SagaRun};
+use crane_tests::clients;
+use crane_tests::cloud::{Cloud, RequestLog, StreamReader};
 use crane_tests::events::{sample, TENANT};
+use crane_tests::logs::init_logs;
+use crane_tests::names::unique;
 use serde_json::{json, Value};
 
 /// The function ARN substituted for `${CompensateFunctionArn}` (moto never calls it).
@@ -53,12 +57,6 @@ const TWO_ADDS_THEN_CALCULATE: &str =
     "add a todo to buy milk and add a todo to buy bread then calculate 2+2";
 /// Longest wait for anything the handlers do on the emulators.
 const WAIT: Duration = Duration::from_secs(30);
-
-fn init_logs() {
-    if std::env::var_os("TEST_LOG").is_some() {
-        crane::telemetry::init(crane::config::LogFormat::Text);
-    }
-}
 
 /// The configuration every function of a test gets (as the deployed functions share their
 /// environment): `faults` as `CRANE_FAULTS`, then `tweak`.
@@ -224,10 +222,10 @@ impl Fx {
             .replace("${CompensateFunctionArn}", COMPENSATE_ARN)
             .replace("${Partition}", "aws");
         let asl: Value = serde_json::from_str(&definition).expect("the ASL is JSON");
-        let sfn = sfn_client(&cloud.emulators.moto, None);
+        let sfn = clients::sfn(&cloud.emulators.moto, None);
         let state_machine_arn = sfn
             .create_state_machine()
-            .name(format!("crane-{}-saga", unique()))
+            .name(format!("{}-saga", unique("crane")))
             .definition(definition)
             .role_arn("arn:aws:iam::123456789012:role/crane-saga")
             .r#type(aws_sdk_sfn::types::StateMachineType::Standard)
@@ -616,336 +614,38 @@ fn settled(status: RunStatus) -> bool {
 }
 
 // ---------------------------------------------------------------------------
-// The saga state machine, walked from its ASL
+// The saga state machine, walked from its ASL (by `crane_tests::asl`)
 // ---------------------------------------------------------------------------
 
-/// One Lambda task the saga invoked.
-#[derive(Debug, Clone)]
-struct TaskCall {
-    state: String,
-    payload: Value,
-    /// The function's result, or the caught error `{"Error", "Cause"}`.
-    outcome: Result<Value, Value>,
-}
+/// The compensate function as the saga's Task states invoke it: a failed call reports
+/// `Error` = its `errorType` and `Cause` = its error document as a string, as the Lambda
+/// integration does.
+struct Compensate<'a>(&'a App);
 
-/// How a walk of the saga ended.
-#[derive(Debug)]
-struct SagaRun {
-    /// States entered, in order (a retry is not a new entry).
-    entered: Vec<String>,
-    calls: Vec<TaskCall>,
-    /// `Ok(output)` at a `Succeed` state; `Err(error)` at a `Fail` state or an uncaught
-    /// error.
-    end: Result<Value, String>,
-}
+#[async_trait]
+impl asl::Function for Compensate<'_> {
+    fn arn(&self) -> &str {
+        COMPENSATE_ARN
+    }
 
-impl SagaRun {
-    fn calls_of(&self, state: &str) -> Vec<&TaskCall> {
-        self.calls.iter().filter(|c| c.state == state).collect()
+    async fn invoke(&self, payload: Value) -> Result<Value, Value> {
+        saga::handle_saga_input(self.0, payload).await.map_err(|e| {
+            let d: lambda_runtime::Diagnostic = e.into();
+            let cause = serde_json::to_string(&d).expect("error document");
+            json!({"Error": d.error_type, "Cause": cause})
+        })
     }
 }
 
-/// Walk the saga's ASL from its `StartAt` with `input` (the execution input), as Step
-/// Functions would: each `lambda:invoke` Task calls the compensate handler with the
-/// payload rendered from the state's `Parameters` (`$` paths on the state input, `$$`
-/// paths on the context: `$$.Map.Item.Value`, `$$.State.RetryCount`), applies
-/// `ResultSelector` and `ResultPath`, retries errors its `Retry` matches up to
-/// `MaxAttempts` (without waiting the interval: that wait is Step Functions' own), and
-/// routes other errors through `Catch`. A failed function call yields `Error` = its
-/// `errorType` and `Cause` = its error document as a string, as the Lambda integration
-/// reports it. Supports the state types the saga uses (Task, Choice with `IsPresent`,
-/// inline Map, Succeed, Fail) and fails loudly on anything else.
+/// Walk the saga's ASL with `input`, calling the compensate handler of `app`
+/// ([`asl::drive_saga`]).
 async fn drive_saga(asl: &Value, app: &App, input: Value) -> SagaRun {
-    drive_saga_with(asl, app, input, &|_, _| None).await
+    asl::drive_saga(asl, &Compensate(app), input).await
 }
-
-/// Decides, for the n-th call (0-based) of a Task state, whether the function fails there
-/// as Lambda would report it (`{"Error", "Cause"}`) instead of running: a crash, a timeout,
-/// throttling.
-type Crash = dyn Fn(&str, usize) -> Option<Value> + Sync;
 
 /// [`drive_saga`] with Lambda faults injected by `crash`.
 async fn drive_saga_with(asl: &Value, app: &App, input: Value, crash: &Crash) -> SagaRun {
-    let mut run = SagaRun {
-        entered: Vec::new(),
-        calls: Vec::new(),
-        end: Err("not finished".into()),
-    };
-    let states = &asl["States"];
-    let mut name = asl["StartAt"].as_str().expect("StartAt").to_owned();
-    let mut data = input;
-    for _ in 0..100 {
-        let state = &states[name.as_str()];
-        assert!(state.is_object(), "the ASL has no state {name}");
-        run.entered.push(name.clone());
-        let result: Result<Value, Value> = match state["Type"].as_str() {
-            Some("Task") => task(app, &name, state, &data, &json!({}), &mut run.calls, crash).await,
-            Some("Map") => map_state(app, state, &data, &mut run, crash).await,
-            Some("Choice") => {
-                let next = choose(state, &data);
-                name = next;
-                continue;
-            }
-            Some("Succeed") => {
-                run.end = Ok(data);
-                return run;
-            }
-            Some("Fail") => {
-                run.end = Err(state["Error"].as_str().unwrap_or("States.Fail").to_owned());
-                return run;
-            }
-            other => panic!("drive_saga does not support state type {other:?} ({name})"),
-        };
-        match result {
-            Ok(out) => data = out,
-            Err(error) => match catcher(state, &error) {
-                Some(c) => {
-                    data = apply_result_path(data, c.get("ResultPath"), error);
-                    name = c["Next"].as_str().expect("Catch Next").to_owned();
-                    continue;
-                }
-                None => {
-                    run.end = Err(error["Error"].as_str().unwrap_or_default().to_owned());
-                    return run;
-                }
-            },
-        }
-        if state["End"] == json!(true) {
-            run.end = Ok(data);
-            return run;
-        }
-        name = state["Next"]
-            .as_str()
-            .unwrap_or_else(|| panic!("state {name} has neither Next nor End"))
-            .to_owned();
-    }
-    panic!("the saga did not end within 100 states: {:?}", run.entered);
-}
-
-/// An inline Map, one item at a time (the saga's `MaxConcurrency` is 1, which is what
-/// makes its order the compensation order).
-async fn map_state(
-    app: &App,
-    state: &Value,
-    data: &Value,
-    run: &mut SagaRun,
-    crash: &Crash,
-) -> Result<Value, Value> {
-    assert_eq!(
-        state["MaxConcurrency"],
-        json!(1),
-        "the saga undoes one step at a time"
-    );
-    let items_path = state["ItemsPath"].as_str().unwrap_or("$");
-    let items = path(items_path, data, &json!({}))
-        .and_then(|v| v.as_array().cloned())
-        .unwrap_or_else(|| panic!("{items_path} is not an array in {data}"));
-    let processor = &state["ItemProcessor"];
-    assert_eq!(processor["ProcessorConfig"]["Mode"], "INLINE");
-    let mut results = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        let ctx = json!({"Map": {"Item": {"Index": i, "Value": item}}});
-        let mut input = match state.get("ItemSelector") {
-            Some(selector) => render(selector, data, &ctx),
-            None => item.clone(),
-        };
-        let mut name = processor["StartAt"].as_str().expect("StartAt").to_owned();
-        loop {
-            let inner = &processor["States"][name.as_str()];
-            assert_eq!(
-                inner["Type"], "Task",
-                "drive_saga supports only Task states inside a Map ({name})"
-            );
-            run.entered.push(name.clone());
-            input = task(app, &name, inner, &input, &ctx, &mut run.calls, crash).await?;
-            if inner["End"] == json!(true) {
-                break;
-            }
-            name = inner["Next"].as_str().expect("Next").to_owned();
-        }
-        results.push(input);
-    }
-    Ok(apply_result_path(
-        data.clone(),
-        state.get("ResultPath"),
-        Value::Array(results),
-    ))
-}
-
-/// A `lambda:invoke` Task calling the compensate handler, with its Retry policy.
-async fn task(
-    app: &App,
-    name: &str,
-    state: &Value,
-    input: &Value,
-    ctx: &Value,
-    calls: &mut Vec<TaskCall>,
-    crash: &Crash,
-) -> Result<Value, Value> {
-    assert_eq!(state["Resource"], "arn:aws:states:::lambda:invoke");
-    assert_eq!(
-        state["Parameters"]["FunctionName"], COMPENSATE_ARN,
-        "{name} calls the compensate function"
-    );
-    let mut retries: HashMap<usize, u64> = HashMap::new();
-    let mut retry_count = 0u64;
-    loop {
-        let mut ctx = ctx.clone();
-        ctx["State"] = json!({"Name": name, "RetryCount": retry_count});
-        let payload = render(&state["Parameters"]["Payload"], input, &ctx);
-        let nth = calls.iter().filter(|c| c.state == name).count();
-        let outcome = match crash(name, nth) {
-            Some(fault) => Err(fault),
-            None => match saga::handle_saga_input(app, payload.clone()).await {
-                Ok(out) => Ok(out),
-                Err(e) => {
-                    let d: lambda_runtime::Diagnostic = e.into();
-                    let cause = serde_json::to_string(&d).expect("error document");
-                    Err(json!({"Error": d.error_type, "Cause": cause}))
-                }
-            },
-        };
-        calls.push(TaskCall {
-            state: name.to_owned(),
-            payload,
-            outcome: outcome.clone(),
-        });
-        match outcome {
-            Ok(out) => {
-                let raw = json!({"Payload": out, "StatusCode": 200});
-                let selected = match state.get("ResultSelector") {
-                    Some(selector) => render(selector, &raw, &ctx),
-                    None => raw,
-                };
-                return Ok(apply_result_path(
-                    input.clone(),
-                    state.get("ResultPath"),
-                    selected,
-                ));
-            }
-            Err(error) => {
-                let retrier = state["Retry"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .enumerate()
-                    .find(|(_, r)| matches_error(&r["ErrorEquals"], &error));
-                if let Some((i, r)) = retrier {
-                    let max = r["MaxAttempts"].as_u64().unwrap_or(3);
-                    let used = retries.entry(i).or_default();
-                    if *used < max {
-                        *used += 1;
-                        retry_count += 1;
-                        continue;
-                    }
-                }
-                return Err(error);
-            }
-        }
-    }
-}
-
-fn matches_error(error_equals: &Value, error: &Value) -> bool {
-    error_equals
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|e| e == "States.ALL" || *e == error["Error"])
-}
-
-fn catcher<'a>(state: &'a Value, error: &Value) -> Option<&'a Value> {
-    state["Catch"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|c| matches_error(&c["ErrorEquals"], error))
-}
-
-/// A Choice state: the first rule that holds (only `IsPresent` rules are supported).
-fn choose(state: &Value, data: &Value) -> String {
-    for rule in state["Choices"].as_array().expect("Choices") {
-        let variable = rule["Variable"].as_str().expect("Variable");
-        let wanted = rule["IsPresent"]
-            .as_bool()
-            .unwrap_or_else(|| panic!("drive_saga supports only IsPresent choices: {rule}"));
-        if path(variable, data, &json!({})).is_some() == wanted {
-            return rule["Next"].as_str().expect("Next").to_owned();
-        }
-    }
-    state["Default"].as_str().expect("Default").to_owned()
-}
-
-/// A `Parameters`/`ItemSelector`/`ResultSelector` template: keys ending in `.$` take the
-/// value at their path.
-fn render(template: &Value, input: &Value, ctx: &Value) -> Value {
-    match template {
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .map(|(k, v)| match k.strip_suffix(".$") {
-                    Some(key) => {
-                        let p = v.as_str().expect("a path");
-                        let value = path(p, input, ctx).unwrap_or_else(|| {
-                            panic!("path {p} is not in the input {input} (context {ctx})")
-                        });
-                        (key.to_owned(), value)
-                    }
-                    None => (k.clone(), render(v, input, ctx)),
-                })
-                .collect(),
-        ),
-        other => other.clone(),
-    }
-}
-
-/// The value at a path: `$.a.b[0]` on `input`, `$$.a.b` on `ctx`.
-fn path(p: &str, input: &Value, ctx: &Value) -> Option<Value> {
-    let (root, rest) = match p.strip_prefix("$$") {
-        Some(rest) => (ctx, rest),
-        None => (input, p.strip_prefix('$').expect("a path starts with $")),
-    };
-    let mut at = root;
-    for segment in rest.split('.').filter(|s| !s.is_empty()) {
-        let (field, index) = match segment.split_once('[') {
-            Some((f, i)) => (
-                f,
-                Some(
-                    i.trim_end_matches(']')
-                        .parse::<usize>()
-                        .expect("an array index"),
-                ),
-            ),
-            None => (segment, None),
-        };
-        at = at.get(field)?;
-        if let Some(i) = index {
-            at = at.get(i)?;
-        }
-    }
-    Some(at.clone())
-}
-
-/// `ResultPath`: absent = the result replaces the input; `null` = the input is kept;
-/// `$.a` = the result is put at `a`.
-fn apply_result_path(mut input: Value, result_path: Option<&Value>, result: Value) -> Value {
-    match result_path {
-        None => result,
-        Some(Value::Null) => input,
-        Some(Value::String(p)) if p == "$" => result,
-        Some(Value::String(p)) => {
-            let fields: Vec<&str> = p
-                .strip_prefix("$.")
-                .expect("ResultPath $.field")
-                .split('.')
-                .collect();
-            let mut at = &mut input;
-            for f in &fields[..fields.len() - 1] {
-                at = &mut at[*f];
-            }
-            at[fields[fields.len() - 1]] = result;
-            input
-        }
-        Some(other) => panic!("unsupported ResultPath {other}"),
-    }
+    asl::drive_saga_with(asl, &Compensate(app), input, crash).await
 }
 
 // ---------------------------------------------------------------------------
@@ -1736,7 +1436,7 @@ async fn given_the_store_unreachable_when_a_job_fails_then_its_message_returns_i
     // A worker whose DynamoDB endpoint refuses connections: an infrastructure failure,
     // nothing to do with the job. Its SQS client is the real one (moto).
     let mut clients = fx.cloud.clients(&RequestLog::default());
-    clients.dynamodb = crane_tests::cloud::dynamodb_client("http://127.0.0.1:9", None);
+    clients.dynamodb = clients::dynamodb("http://127.0.0.1:9", None);
     let (broken, ports) = build_app(&config("", |_| {}), &clients, &fx.cloud.names);
     let mut event = SqsEvent::default();
     event.records = vec![first];
@@ -1788,23 +1488,6 @@ async fn given_the_store_unreachable_when_a_job_fails_then_its_message_returns_i
     assert_eq!(view.status, RunStatus::Completed, "{view:#?}");
 }
 
-/// A Secrets Manager client on moto.
-fn secrets_client(endpoint: &str) -> aws_sdk_secretsmanager::Client {
-    let config = aws_sdk_secretsmanager::Config::builder()
-        .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
-        .region(aws_sdk_secretsmanager::config::Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
-            "test",
-            "test",
-            None,
-            None,
-            "crane-tests",
-        ))
-        .build();
-    aws_sdk_secretsmanager::Client::from_conf(config)
-}
-
 /// create-run as deployed with Planner=llm and a key secret: its API answers.
 async fn invoke(app: &Arc<App>, event: Value) -> (u16, Value) {
     let resp = http::invoke(app.clone(), event).await.expect("answers");
@@ -1818,8 +1501,8 @@ async fn given_an_unreadable_llm_key_secret_when_runs_are_created_then_the_patte
 ) {
     init_logs();
     let cloud = crane_tests::cloud::Cloud::create("given_an_unreadable_llm_key_secret").await;
-    let secrets = secrets_client(&cloud.emulators.moto);
-    let secret_name = format!("crane-{}-llm-key", unique());
+    let secrets = clients::secrets_manager(&cloud.emulators.moto);
+    let secret_name = format!("{}-llm-key", unique("crane"));
     let vars: HashMap<String, String> = [
         ("CRANE_PLANNER", "llm"),
         // Nothing listens there: once the key is read, the LLM call itself fails over.

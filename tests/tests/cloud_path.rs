@@ -24,16 +24,11 @@ use crane::ports::{
 };
 use crane_tests::cloud::{Cloud, RequestLog, StreamReader};
 use crane_tests::events::{sample, stream_sample_records, TENANT};
+use crane_tests::logs::init_logs;
 use serde_json::{json, Value};
 
 /// How long a run may take on the emulators before the test gives up.
 const DEADLINE: Duration = Duration::from_secs(90);
-
-fn init_logs() {
-    if std::env::var_os("TEST_LOG").is_some() {
-        crane::telemetry::init(crane::config::LogFormat::Text);
-    }
-}
 
 /// Sends through the real SQS dispatcher `copies` times (duplicate delivery) and records
 /// when it sent what.

@@ -4,8 +4,8 @@
 //! Plus AWS-only checks of the stored item shapes the template and stream reactor rely on.
 
 use anyhow::{Context, Result};
-use crane_tests::aws::init_logs;
 use crane_tests::contract::{self, DispatchProbe, SagaProbe, Stores};
+use crane_tests::logs::init_logs;
 
 /// One test per case and backend: `<suite>::sqlite::<case>` and `<suite>::aws::<case>`.
 macro_rules! contract_suite {
@@ -170,7 +170,8 @@ mod aws_shapes {
     use crane::domain::{Event, EventRecord, RunKey, RunStatus, StepJob};
     use crane::ports::{EventStore, Outbox, RunViewStore, StepDispatcher, StoreError};
     use crane_tests::aws;
-    use crane_tests::contract::{at, unique, views::view};
+    use crane_tests::contract::{at, views::view};
+    use crane_tests::names::unique;
 
     use super::*;
 

@@ -1,8 +1,10 @@
 //! The deployment, checked offline: the SAM template (`template.yaml`) and the
 //! compensation saga (`infra/statemachines/*.asl.json`).
 //!
-//! - `cfn-lint` and `statelint` from the tools venv (`CRANE_TOOLS_VENV`, by default
-//!   `<repo>/.cache/venv`; `./scripts/test` installs it).
+//! - The infra lint, here and nowhere else: `cfn-lint` and `sam validate --lint` on the
+//!   template, `statelint` on every state machine, from the tools venv
+//!   (`CRANE_TOOLS_VENV`, by default `<repo>/.cache/venv`; `./scripts/test` installs it).
+//!   A missing tool fails its test with what to install.
 //! - Structural checks on the template: least privilege, tracing and JSON logs, the queue
 //!   and stream triggers, the alarms. The template is decoded to JSON by cfn-lint's own
 //!   YAML loader (it knows `!Ref`, `!GetAtt`, `!Sub`), run with the venv's Python.
@@ -16,7 +18,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sfn::types::{ExecutionStatus, HistoryEvent, HistoryEventType};
-use crane_tests::infra::{describe, repo, run_tool};
+use crane_tests::infra::{describe, repo, run_sam, run_tool};
 use serde_json::{json, Value};
 
 // ---------------------------------------------------------------------------
@@ -61,6 +63,16 @@ fn cfn_lint_reports_nothing_on_the_template() {
     assert!(
         out.stdout.is_empty(),
         "cfn-lint printed findings:\n{}",
+        describe(&out)
+    );
+}
+
+#[test]
+fn sam_validate_lint_accepts_the_template() {
+    let out = run_sam(&["validate", "--lint", "--template-file", "template.yaml"]);
+    assert!(
+        out.status.success(),
+        "sam validate --lint --template-file template.yaml:\n{}",
         describe(&out)
     );
 }
@@ -819,22 +831,6 @@ fn moto_endpoint() -> String {
     })
 }
 
-fn sfn_client(endpoint: &str, region: &str) -> aws_sdk_sfn::Client {
-    let config = aws_sdk_sfn::Config::builder()
-        .behavior_version(aws_sdk_sfn::config::BehaviorVersion::latest())
-        .region(aws_sdk_sfn::config::Region::new(region.to_owned()))
-        .endpoint_url(endpoint)
-        .credentials_provider(aws_sdk_sfn::config::Credentials::new(
-            "test",
-            "test",
-            None,
-            None,
-            "crane-tests",
-        ))
-        .build();
-    aws_sdk_sfn::Client::from_conf(config)
-}
-
 async fn moto_api(http: &reqwest::Client, endpoint: &str, path: &str, body: Value) {
     let url = format!("{endpoint}{path}");
     let res = http
@@ -906,7 +902,7 @@ async fn run_saga(region: &str, begin_answer: Value, input: &Value) -> SagaRun {
     let definition = asl
         .replace("${CompensateFunctionArn}", &function_arn)
         .replace("${Partition}", "aws");
-    let sfn = sfn_client(&endpoint, region);
+    let sfn = crane_tests::clients::sfn_in(&endpoint, region);
     let name = format!("crane-saga-{}", uuid::Uuid::new_v4().simple());
     let machine = sfn
         .create_state_machine()

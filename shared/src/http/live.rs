@@ -280,7 +280,3 @@ fn sse_event(rec: &EventRecord) -> SseEvent {
         .event(rec.event.type_name())
         .data(data)
 }
-
-#[cfg(test)]
-#[path = "live_tests.rs"]
-mod tests;

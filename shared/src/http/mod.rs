@@ -471,6 +471,3 @@ async fn method_not_allowed() -> ApiError {
         "method not allowed on this route; see GET /openapi.json",
     )
 }
-
-#[cfg(test)]
-mod tests;

@@ -10,19 +10,6 @@ pub mod model;
 pub mod pattern;
 pub mod select;
 
-/// The planner's old module paths, for `http/tests.rs` until its imports name
-/// [`fallback`] and [`model`]. Test builds only; remove once nothing uses them.
-#[cfg(test)]
-pub(crate) mod hybrid {
-    pub(crate) use super::fallback::FallbackPlanner;
-    pub(crate) use super::model::{ModelFailure, ModelPlanner};
-}
-/// See [`hybrid`].
-#[cfg(test)]
-pub(crate) mod llm {
-    pub(crate) use super::model::LlmError;
-}
-
 use async_trait::async_trait;
 
 use crate::domain::{refs, Plan, PlannerInfo};

@@ -1,5 +1,6 @@
 //! The watching routes through the router, over the in-memory store (which signals its
 //! appends like the embedded one): long-poll, stream, `Prefer: wait`, tenant isolation.
+//! (Moved from `shared/src/http/live_tests.rs`: it uses only public items.)
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,14 +12,16 @@ use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-use crate::adapters::local::memory::{MemoryStore, MemoryTodos};
-use crate::app::{App, RequestContext};
-use crate::domain::{Effect, Plan, PlanStep, RunKey};
+use crane::adapters::local::memory::{MemoryStore, MemoryTodos};
+use crane::app::{App, RequestContext, Settings};
+use crane::domain::{Effect, Plan, PlanStep, RunKey};
 
-use crate::http::{router_with, Auth, EdgeOptions, KeyRing};
-use crate::planner::FixedPlanner;
-use crate::ports::SystemClock;
-use crate::tools::Registry;
+use crane::http::{router_with, Auth, EdgeOptions, KeyRing};
+use crane::planner::FixedPlanner;
+use crane::ports::SystemClock;
+use crane::tools::Registry;
+
+use crate::harness::memory_app;
 
 const KEY_A: &str = "key-a-0123456789abcdef";
 const KEY_B: &str = "key-b-0123456789abcdef";
@@ -32,8 +35,6 @@ struct Live {
 
 /// Two tenants with keys; plans are one calculator step.
 fn live() -> Live {
-    let store = Arc::new(MemoryStore::default());
-    let todos = Arc::new(MemoryTodos::default());
     let plan = Plan {
         steps: vec![PlanStep {
             id: "s1".into(),
@@ -43,17 +44,7 @@ fn live() -> Live {
             requires_approval: false,
         }],
     };
-    let app = Arc::new(App {
-        events: store.clone(),
-        views: store.clone(),
-        todos: todos.clone(),
-        idempotency: store.clone(),
-        breakers: store.clone(),
-        registry: Registry::new(todos),
-        planner: Arc::new(FixedPlanner(plan)),
-        clock: Arc::new(SystemClock),
-        settings: crate::app::Settings::default(),
-    });
+    let (app, store) = memory_app(Arc::new(FixedPlanner(plan)), Settings::default());
     let ring = KeyRing::new(&[
         (KEY_A.to_owned(), "tenant-a".to_owned()),
         (KEY_B.to_owned(), "tenant-b".to_owned()),
@@ -304,20 +295,20 @@ async fn given_the_watcher_cap_when_reached_then_another_watcher_gets_429() {
 struct Unsignalled(Arc<MemoryStore>);
 
 #[async_trait::async_trait]
-impl crate::ports::EventStore for Unsignalled {
+impl crane::ports::EventStore for Unsignalled {
     async fn append(
         &self,
         key: &RunKey,
-        events: &[crate::domain::EventRecord],
-        outbox: crate::ports::Outbox<'_>,
-    ) -> crate::ports::StoreResult<()> {
+        events: &[crane::domain::EventRecord],
+        outbox: crane::ports::Outbox<'_>,
+    ) -> crane::ports::StoreResult<()> {
         self.0.append(key, events, outbox).await
     }
 
     async fn load(
         &self,
         key: &RunKey,
-    ) -> crate::ports::StoreResult<Vec<crate::domain::EventRecord>> {
+    ) -> crane::ports::StoreResult<Vec<crane::domain::EventRecord>> {
         self.0.load(key).await
     }
 }
@@ -334,7 +325,7 @@ async fn given_a_store_without_signals_when_long_polling_then_polling_finds_the_
         registry: Registry::new(Arc::new(MemoryTodos::default())),
         planner: Arc::new(FixedPlanner(Plan { steps: Vec::new() })),
         clock: Arc::new(SystemClock),
-        settings: crate::app::Settings::default(),
+        settings: Settings::default(),
     });
     let id = l.create("tenant-a").await;
     let key = RunKey::new("tenant-a", &id);

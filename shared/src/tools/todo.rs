@@ -17,11 +17,14 @@ use crate::ports::{StoreError, TodoError, TodoQuery, TodoStore};
 /// Longest title accepted.
 pub const MAX_TITLE_LEN: usize = 500;
 
+/// The `todo` tool: adds, lists, gets, completes, reopens and deletes a tenant's todos in
+/// a [`TodoStore`], each change once per step (keyed by run and step).
 pub struct TodoTool {
     store: Arc<dyn TodoStore>,
 }
 
 impl TodoTool {
+    /// The tool over `store`.
     pub fn new(store: Arc<dyn TodoStore>) -> Self {
         Self { store }
     }

@@ -60,20 +60,44 @@ pub const MAX_EXPONENT: f64 = 10_000.0;
 /// Why an expression could not be evaluated.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ExprError {
+    /// Nothing but whitespace.
     #[error("expression is empty")]
     Empty,
+    /// Longer than [`MAX_INPUT_LEN`] bytes.
     #[error("expression is too long ({len} bytes, limit {max})")]
-    TooLong { len: usize, max: usize },
+    TooLong {
+        /// The expression's length, in bytes.
+        len: usize,
+        /// The limit, in bytes.
+        max: usize,
+    },
+    /// Parentheses or signs nested deeper than [`MAX_DEPTH`].
     #[error("expression nests too deeply (limit {max})")]
-    TooDeep { max: usize },
+    TooDeep {
+        /// The deepest nesting allowed.
+        max: usize,
+    },
+    /// Not an expression: an unexpected character or token, a missing operand or `)`.
     #[error("syntax error at position {pos}: {message}")]
-    Syntax { pos: usize, message: String },
+    Syntax {
+        /// Where it went wrong, in characters from the start (0-based).
+        pos: usize,
+        /// What was expected or found there.
+        message: String,
+    },
+    /// A division or remainder by zero.
     #[error("division by zero")]
     DivisionByZero,
+    /// An exponent larger in magnitude than [`MAX_EXPONENT`].
     #[error("exponent too large (limit {max})")]
-    ExponentTooLarge { max: f64 },
+    ExponentTooLarge {
+        /// The largest exponent magnitude allowed.
+        max: f64,
+    },
+    /// A result (or intermediate result) too large for a finite number.
     #[error("result overflows")]
     Overflow,
+    /// A result that is not a real number (such as a negative number to a fractional power).
     #[error("result is not a real number")]
     NotANumber,
 }

@@ -219,6 +219,10 @@ const VOCAB: &[&str] = &[
     "product",
     "average",
     "off",
+    "reopen",
+    "not",
+    "undone",
+    "isn't",
 ];
 
 proptest! {

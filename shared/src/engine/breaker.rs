@@ -1,7 +1,7 @@
 //! Circuit breaker per tool, as a pure state machine over an injected time.
 //!
 //! CLOSED -> OPEN after `failure_threshold` consecutive failures; OPEN rejects calls
-//! ("<tool> temporarily unavailable") without touching the tool; once `open_ms` has passed
+//! ("`<tool>` temporarily unavailable") without touching the tool; once `open_ms` has passed
 //! the next call moves it to HALF-OPEN, which admits at most `half_open_trials` trial
 //! calls at a time (the others are told to wait a little and ask again):
 //! `half_open_successes` successes close it, one failure re-opens it. A trial whose

@@ -459,7 +459,7 @@ pub enum Deferral {
 
 /// Decide how a step refused by its breaker waits: until the breaker may admit it
 /// (`until`), but never past `deadline_ms` after the first refusal since the step last
-/// started, when it fails with "<reason> since <time>". A refusal is recorded once per
+/// started, when it fails with "`<reason>` since `<time>`". A refusal is recorded once per
 /// reason: while the step already waits for the same reason, nothing new is written.
 pub fn defer(
     state: &RunState,

@@ -39,7 +39,7 @@ pub(super) fn is_public(path: &str) -> bool {
     PUBLIC_PATHS.contains(&path) || super::console::is_console_path(path)
 }
 
-/// The tenant of a request, set by [`authenticate`].
+/// The tenant of a request, set by the `authenticate` middleware.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Tenant(pub String);
 

@@ -4,7 +4,7 @@
 //! every request passes first (origin, host, content type, body deadline) are in [`edge`];
 //! the tenant of each request is fixed from its credentials in [`auth`]; watching runs
 //! (long-poll, event stream, `Prefer: wait`) is in [`live`]. The web console's static
-//! files (`/`, `/console/*`) are served by [`console`].
+//! files (`/`, `/console/*`) are served by the `console` module.
 
 mod approval;
 pub mod auth;

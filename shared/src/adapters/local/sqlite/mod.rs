@@ -5,8 +5,8 @@
 //! transaction, so a crash can never leave a run without its next job; on restart the
 //! jobs are simply still there.
 //!
-//! One file per concern: [`jobs`] (the queue), [`events`] (appends and the log), [`views`]
-//! (the runs view), [`todos`], [`idempotency`], [`breakers`], and [`hot`] (the in-memory
+//! One file per concern: `jobs` (the queue), `events` (appends and the log), `views`
+//! (the runs view), `todos`, `idempotency`, `breakers`, and `hot` (the in-memory
 //! state of runs in flight); this module opens the database and owns the connections.
 
 mod breakers;
@@ -181,7 +181,7 @@ impl SqliteStore {
         })
     }
 
-    /// The signals of this store's appends (also [`EventStore::signals`]).
+    /// The signals of this store's appends (also [`crate::ports::EventStore::signals`]).
     pub fn notifier(&self) -> Arc<RunNotifier> {
         self.notifier.clone()
     }

@@ -5,7 +5,7 @@
 mod properties;
 
 use super::*;
-use crate::domain::number::{format_number, to_json_number};
+use crate::domain::number::format_number;
 
 fn assert_syntax(input: &str, expected_pos: usize, expected_fragment: &str) {
     match evaluate(input) {
@@ -436,78 +436,6 @@ fn given_expressions_when_outlined_then_operators_and_single_operands_are_recogn
     assert_eq!(outline(" "), Err(ExprError::Empty));
     let deep = "(".repeat(MAX_DEPTH + 1) + "1" + &")".repeat(MAX_DEPTH + 1);
     assert_eq!(outline(&deep), Err(ExprError::TooDeep { max: MAX_DEPTH }));
-}
-
-// --- formatting ------------------------------------------------------
-
-#[test]
-fn given_integral_value_when_formatted_then_no_decimal_point() {
-    assert_eq!(format_number(21.0), "21");
-    assert_eq!(format_number(-3.0), "-3");
-    assert_eq!(format_number(1_125_899_906_842_624.0), "1125899906842624");
-}
-
-#[test]
-fn given_float_noise_when_formatted_then_it_is_rounded_away() {
-    assert_eq!(format_number(0.1 + 0.2), "0.3");
-    assert_eq!(format_number(0.1 * 3.0), "0.3");
-    assert_eq!(format_number(1.0 / 3.0), "0.333333333333");
-    assert_eq!(format_number(2.0 / 3.0), "0.666666666667");
-    assert_eq!(format_number(3.0 * (1.0 / 3.0) - 1e-16), "1");
-}
-
-#[test]
-fn given_simple_fractions_when_formatted_then_exact() {
-    assert_eq!(format_number(2.5), "2.5");
-    assert_eq!(format_number(-0.125), "-0.125");
-    assert_eq!(format_number(0.000_001), "0.000001");
-}
-
-#[test]
-fn given_negative_zero_when_formatted_then_zero() {
-    assert_eq!(format_number(-0.0), "0");
-    assert_eq!(format_number(0.0), "0");
-}
-
-#[test]
-fn given_very_large_or_small_values_when_formatted_then_scientific() {
-    assert_eq!(format_number(1e21), "1e21");
-    assert_eq!(format_number(-2.5e30), "-2.5e30");
-    assert_eq!(format_number(1.5e-7), "1.5e-7");
-    assert_eq!(format_number(2f64.powi(60)), "1.15292150461e18");
-    assert_eq!(format_number(f64::MAX), "1.79769313486e308");
-}
-
-#[test]
-fn given_non_finite_values_when_formatted_then_symbolic() {
-    assert_eq!(format_number(f64::NAN), "NaN");
-    assert_eq!(format_number(f64::INFINITY), "inf");
-    assert_eq!(format_number(f64::NEG_INFINITY), "-inf");
-}
-
-#[test]
-fn given_integral_value_when_converted_to_json_then_integer() {
-    assert_eq!(to_json_number(21.0), serde_json::json!(21));
-    assert_eq!(to_json_number(21.0).to_string(), "21");
-    assert_eq!(to_json_number(-0.0).to_string(), "0");
-    assert_eq!(to_json_number(0.1 * 30.0), serde_json::json!(3));
-    assert!(to_json_number(-7.0).is_i64());
-}
-
-#[test]
-fn given_fractional_or_huge_value_when_converted_to_json_then_rounded_float() {
-    assert_eq!(to_json_number(0.1 + 0.2).to_string(), "0.3");
-    assert_eq!(to_json_number(1.0 / 3.0).to_string(), "0.333333333333");
-    assert_eq!(to_json_number(2.5), serde_json::json!(2.5));
-    assert!(to_json_number(1e21).is_f64());
-    assert!(to_json_number(2f64.powi(53)).is_f64());
-    assert!(to_json_number(2f64.powi(53) - 1.0).is_i64());
-}
-
-#[test]
-fn given_non_finite_value_when_converted_to_json_then_null() {
-    assert_eq!(to_json_number(f64::NAN), serde_json::Value::Null);
-    assert_eq!(to_json_number(f64::INFINITY), serde_json::Value::Null);
 }
 
 #[test]

@@ -1,31 +1,15 @@
 //! The engine's decisions, given a run state, when an event or outcome arrives, then ...
 
-use std::sync::Arc;
-
-use chrono::{DateTime, Duration, Utc};
+use chrono::Duration;
 use serde_json::json;
 
+mod fixtures;
+
 use super::*;
-use crate::adapters::local::memory::MemoryTodos;
-use crate::domain::{fold, Effect, Plan, PlanStep, PlannerInfo};
-use crate::tools::Registry;
-
-fn t(ms: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(1_800_000_000_000 + ms).expect("valid")
-}
-
-fn registry() -> Registry {
-    Registry::new(Arc::new(MemoryTodos::default()))
-}
+use crate::domain::{Effect, Plan};
+pub(crate) use fixtures::{history, registry, step, t};
 
 fn plan() -> Plan {
-    let step = |id: &str, tool: &str, input: Value, deps: &[&str]| PlanStep {
-        id: id.into(),
-        tool: tool.into(),
-        input,
-        depends_on: deps.iter().map(|d| d.to_string()).collect(),
-        requires_approval: false,
-    };
     Plan {
         steps: vec![
             step("s1", "calculator", json!({"expression": "2+3"}), &[]),
@@ -42,25 +26,7 @@ fn plan() -> Plan {
 
 /// A run state built from events, each a millisecond apart.
 fn state(events: Vec<Event>) -> (RunState, Vec<EventRecord>) {
-    let mut all = vec![
-        Event::RunCreated {
-            tenant: "default".into(),
-            prompt: "p".into(),
-            correlation_id: "c".into(),
-            idempotency_key: None,
-        },
-        Event::PlanGenerated {
-            planner: PlannerInfo::default(),
-            plan: plan(),
-        },
-    ];
-    all.extend(events);
-    let records: Vec<EventRecord> = all
-        .into_iter()
-        .enumerate()
-        .map(|(i, e)| EventRecord::new(i as u64 + 1, t(i as i64), e))
-        .collect();
-    (fold("r1", &records).expect("folds"), records)
+    history("default", plan(), events)
 }
 
 fn started(id: &str, attempt: u32) -> Event {

@@ -1,39 +1,18 @@
 //! Approval decisions, given a run state, when a step that needs approval becomes ready,
 //! is decided, expires or is cancelled, then ...
 
-use std::sync::Arc;
-
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
 
 use super::*;
-use crate::adapters::local::memory::MemoryTodos;
-use crate::domain::{fold, Effect, EventRecord, PlannerInfo, RunStatus};
+use crate::domain::{Effect, EventRecord, RunStatus};
+use crate::engine::tests::{history, registry, step, t};
 use crate::engine::{claim, react, records, Claim, RetryPolicy};
-use crate::tools::Registry;
 
 const HOUR_MS: u64 = 3_600_000;
 
-fn t(ms: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(1_800_000_000_000 + ms).expect("valid")
-}
-
-fn registry() -> Registry {
-    Registry::new(Arc::new(MemoryTodos::default()))
-}
-
 fn policy(patterns: &str) -> ApprovalPolicy {
     ApprovalPolicy::parse(patterns.split(',')).expect("valid policy")
-}
-
-fn step(id: &str, tool: &str, input: Value, deps: &[&str]) -> PlanStep {
-    PlanStep {
-        id: id.into(),
-        tool: tool.into(),
-        input,
-        depends_on: deps.iter().map(|d| d.to_string()).collect(),
-        requires_approval: false,
-    }
 }
 
 /// s1 adds a todo, s2 computes an id, s3 deletes the todo with that id after both (held),
@@ -55,25 +34,7 @@ fn plan() -> Plan {
 }
 
 fn state(events: Vec<Event>) -> (RunState, Vec<EventRecord>) {
-    let mut all = vec![
-        Event::RunCreated {
-            tenant: "acme".into(),
-            prompt: "p".into(),
-            correlation_id: "c".into(),
-            idempotency_key: None,
-        },
-        Event::PlanGenerated {
-            planner: PlannerInfo::default(),
-            plan: plan(),
-        },
-    ];
-    all.extend(events);
-    let records: Vec<EventRecord> = all
-        .into_iter()
-        .enumerate()
-        .map(|(i, e)| EventRecord::new(i as u64 + 1, t(i as i64), e))
-        .collect();
-    (fold("r1", &records).expect("folds"), records)
+    history("acme", plan(), events)
 }
 
 fn after(s: &RunState, events: Vec<Event>, at: DateTime<Utc>) -> (RunState, Vec<EventRecord>) {

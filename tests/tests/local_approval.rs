@@ -67,6 +67,23 @@ async fn until_waiting(server: &LocalServer, prompt: &str, held: &str) -> Value 
         .await
 }
 
+/// With "buy milk" on the list, a run that adds "buy eggs" (s1, completed) and waits for
+/// approval to delete "buy milk" (s2): its id.
+async fn eggs_added_milk_delete_held(server: &LocalServer) -> String {
+    seed_todo(server, "buy milk").await;
+    let run = until_waiting(
+        server,
+        "add a todo to buy eggs and delete the todo 'buy milk'",
+        "s2",
+    )
+    .await;
+    let id = id(&run);
+    server
+        .wait_until(&id, WAIT, |r| step(r, "s1")["status"] == "completed")
+        .await;
+    id
+}
+
 #[tokio::test]
 async fn given_a_delete_that_needs_approval_when_approved_then_it_runs_only_then_and_the_run_completes(
 ) {
@@ -134,17 +151,7 @@ async fn given_a_delete_that_needs_approval_when_approved_then_it_runs_only_then
 async fn given_a_waiting_delete_when_rejected_then_it_never_runs_and_completed_steps_are_compensated(
 ) {
     let server = LocalServer::start_with(hold_deletes).await;
-    seed_todo(&server, "buy milk").await;
-    let run = until_waiting(
-        &server,
-        "add a todo to buy eggs and delete the todo 'buy milk'",
-        "s2",
-    )
-    .await;
-    let id = id(&run);
-    server
-        .wait_until(&id, WAIT, |r| step(r, "s1")["status"] == "completed")
-        .await;
+    let id = eggs_added_milk_delete_held(&server).await;
     let (status, body) = server
         .post(
             &format!("/runs/{id}/steps/s2/reject"),
@@ -309,17 +316,7 @@ async fn given_a_decided_step_when_decided_again_or_concurrently_then_exactly_on
 async fn given_a_step_waiting_for_approval_when_the_run_is_cancelled_then_it_is_skipped_and_completed_steps_undone(
 ) {
     let server = LocalServer::start_with(hold_deletes).await;
-    seed_todo(&server, "buy milk").await;
-    let run = until_waiting(
-        &server,
-        "add a todo to buy eggs and delete the todo 'buy milk'",
-        "s2",
-    )
-    .await;
-    let id = id(&run);
-    server
-        .wait_until(&id, WAIT, |r| step(r, "s1")["status"] == "completed")
-        .await;
+    let id = eggs_added_milk_delete_held(&server).await;
     let (status, body) = server.post(&format!("/runs/{id}/cancel"), json!({})).await;
     assert_eq!(status, 202, "{body}");
     let run = server.wait_settled(&id).await;

@@ -108,6 +108,11 @@ impl Cause {
     pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
         Cause(std::sync::Arc::new(error))
     }
+
+    /// The error itself, to downcast to the backend's type (`SdkError`, `rusqlite::Error`).
+    pub fn get_ref(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.0
+    }
 }
 
 impl std::fmt::Display for Cause {

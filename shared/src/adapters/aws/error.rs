@@ -133,8 +133,19 @@ mod tests {
         let mapped = sdk_error("GetItem", err);
         assert!(matches!(mapped, StoreError::Unavailable { .. }));
         assert!(mapped.to_string().contains("GetItem"), "{mapped}");
-        let source = std::error::Error::source(&mapped).expect("the SDK error is kept");
-        assert!(source.to_string().contains("timeout") || source.source().is_some());
+        assert!(std::error::Error::source(&mapped).is_some());
+        let StoreError::Unavailable {
+            source: Some(cause),
+            ..
+        } = &mapped
+        else {
+            panic!("no cause kept: {mapped:?}");
+        };
+        let sdk = cause
+            .get_ref()
+            .downcast_ref::<SdkError<aws_sdk_dynamodb::operation::get_item::GetItemError, HttpResponse>>()
+            .expect("the cause is the SDK error itself");
+        assert!(matches!(sdk, SdkError::TimeoutError(_)), "{sdk:?}");
     }
 
     #[test]

@@ -146,6 +146,10 @@ pub struct Outbox<'a> {
     pub view: &'a RunState,
     /// [`crate::engine::react`] of the events.
     pub effects: &'a [Effect],
+    /// [`crate::engine::wakes_reactor`] of the events: whether the stream reactor must see
+    /// them. The DynamoDB store marks the item so that the event source mapping's filter
+    /// passes it; the embedded store, which reacts through its outbox, ignores it.
+    pub wake: bool,
 }
 
 /// The append-only event log, with optimistic concurrency per run.

@@ -195,6 +195,7 @@ pub mod events {
                 Outbox {
                     view: &view,
                     effects: &[],
+                    wake: true,
                 },
             )
             .await
@@ -317,6 +318,7 @@ pub mod events {
                     Outbox {
                         view: &view_of(&key, &log)?,
                         effects: &[],
+                        wake: true,
                     },
                 )
                 .await;

@@ -125,6 +125,7 @@ impl MemoryApp {
                 Outbox {
                     view: &state,
                     effects: &effects,
+                    wake: true,
                 },
             )
             .await

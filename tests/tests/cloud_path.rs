@@ -555,6 +555,7 @@ async fn given_the_stream_sample_when_its_events_are_appended_then_dynamodb_loca
             Outbox {
                 view: &state,
                 effects: &[],
+                wake: true,
             },
         )
         .await

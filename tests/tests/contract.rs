@@ -214,6 +214,7 @@ mod aws_shapes {
                 Outbox {
                     view: &view,
                     effects: &[],
+                    wake: true,
                 },
             )
             .await?;

@@ -250,8 +250,22 @@ impl App {
     pub(crate) async fn commit(
         &self,
         state: &RunState,
-        mut events: Vec<Event>,
+        events: Vec<Event>,
     ) -> Result<RunState, StoreError> {
+        self.commit_as(state, events, false)
+            .await
+            .map(|(after, _)| after)
+    }
+
+    /// [`App::commit`], for an appender that sends the step jobs its events call for
+    /// itself when `sends_jobs` (a step worker running the next level), so the stream
+    /// reactor need not see the append for them. Returns the new state and the effects.
+    pub(crate) async fn commit_as(
+        &self,
+        state: &RunState,
+        mut events: Vec<Event>,
+        sends_jobs: bool,
+    ) -> Result<(RunState, Vec<Effect>), StoreError> {
         let now = self.now();
         if state.plan.steps.iter().any(|p| p.requires_approval) {
             events.extend(self.approval_requests(&engine::simulate(state, &events), now));
@@ -264,6 +278,7 @@ impl App {
                 .map_err(|e| StoreError::corrupt_from(e.to_string(), e))?;
         }
         let effects = engine::react(&after, &records, &self.registry);
+        let wake = engine::wakes_reactor(state.status, &after, &records, &effects, sends_jobs);
         let key = RunKey::new(&state.tenant, &state.run_id);
         self.events
             .append(
@@ -272,6 +287,7 @@ impl App {
                 Outbox {
                     view: &after,
                     effects: &effects,
+                    wake,
                 },
             )
             .await?;
@@ -285,7 +301,7 @@ impl App {
                 "event appended"
             );
         }
-        Ok(after)
+        Ok((after, effects))
     }
 
     /// Load and fold a run; `None` if it does not exist.
@@ -462,6 +478,7 @@ impl App {
                 Outbox {
                     view: &after,
                     effects: &effects,
+                    wake: true,
                 },
             )
             .await

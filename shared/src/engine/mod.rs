@@ -212,6 +212,29 @@ pub fn react(state: &RunState, new: &[EventRecord], tools: &dyn ToolFacts) -> Ve
     effects
 }
 
+/// Whether the stream reactor must see an append: it holds a new run (the reactor writes
+/// the run's first view and sends its first level), changes the run's status (the view,
+/// which lists runs by status, must follow), calls for a saga, or calls for step jobs that
+/// the appender will not send itself (`sends_jobs`: a step worker sends the jobs its own
+/// appends call for). Anything else (a claim, an outcome whose next level the worker runs)
+/// is left out of the reactor's stream by its filter, so the happy path costs no reactor
+/// invocation and no view write per step.
+pub fn wakes_reactor(
+    before: RunStatus,
+    after: &RunState,
+    new: &[EventRecord],
+    effects: &[Effect],
+    sends_jobs: bool,
+) -> bool {
+    new.iter()
+        .any(|r| matches!(r.event, Event::RunCreated { .. }))
+        || before != after.status
+        || effects.iter().any(|e| match e {
+            Effect::Compensate { .. } => true,
+            Effect::Dispatch { .. } => !sends_jobs,
+        })
+}
+
 /// What a worker holding a job should do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Claim {

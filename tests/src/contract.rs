@@ -1491,8 +1491,8 @@ impl Inbox {
                 let mut jobs = Vec::new();
                 for message in out.messages.unwrap_or_default() {
                     let body = message.body().context("a message without body")?;
-                    jobs.push(
-                        serde_json::from_str(body)
+                    jobs.extend(
+                        crane::entrypoints::sqs::decode_body(body)
                             .with_context(|| format!("not a step job: {body}"))?,
                     );
                     if let Some(handle) = message.receipt_handle() {

@@ -441,7 +441,8 @@ impl Fx {
             .records
             .iter()
             .filter_map(|r| r.body.as_deref())
-            .filter_map(|b| serde_json::from_str::<StepJob>(b).ok())
+            .filter_map(sqs::decode_body)
+            .flatten()
             .collect();
         let attempts = jobs.iter().map(|j| j.attempt).collect();
         self.received
@@ -454,6 +455,7 @@ impl Fx {
             self.worker_sent.as_ref(),
             self.worker_redelivery.as_ref(),
             event.clone(),
+            None,
         )
         .await;
         self.worker_calls
@@ -573,6 +575,7 @@ async fn handle_message(cloud: &Cloud, worker: &App, ports: &CloudPorts, m: SqsM
         ports.dispatcher.as_ref(),
         ports.redelivery.as_ref(),
         event.clone(),
+        None,
     )
     .await;
     assert!(
@@ -708,9 +711,10 @@ async fn given_a_flaky_calculator_when_run_on_the_cloud_path_then_retries_wait_i
         delays.push(delay);
     }
 
-    // The reactor sent each retry to SQS with the delay; SQS held it, and the worker,
-    // polling all along, got it only once the delay was over.
-    let sent = fx.reactor_sent.sent();
+    // The worker that recorded each failure sent the retry to SQS with the delay itself
+    // (no stream hop); SQS held it, and the worker, polling all along, got it only once
+    // the delay was over.
+    let sent = fx.worker_sent.sent();
     let received = fx.received.lock().expect("lock").clone();
     let mut report = Vec::new();
     for (i, delay_ms) in delays.iter().enumerate() {
@@ -718,7 +722,7 @@ async fn given_a_flaky_calculator_when_run_on_the_cloud_path_then_retries_wait_i
         let s = sent
             .iter()
             .find(|s| s.job.step_id == "s1" && s.job.attempt == attempt)
-            .unwrap_or_else(|| panic!("the reactor sent no job for attempt {attempt}"));
+            .unwrap_or_else(|| panic!("the worker sent no job for attempt {attempt}"));
         assert_eq!(
             s.delay_ms, *delay_ms,
             "attempt {attempt} sent with the chosen delay"
@@ -744,9 +748,17 @@ async fn given_a_flaky_calculator_when_run_on_the_cloud_path_then_retries_wait_i
             waited.as_millis()
         ));
     }
+    assert_eq!(
+        sent.iter()
+            .map(|s| (s.job.step_id.as_str(), s.job.attempt))
+            .collect::<Vec<_>>(),
+        vec![("s1", 2), ("s1", 3)],
+        "the worker sent the two retries and nothing else: no job reached it early and \
+         had to be sent back"
+    );
     assert!(
-        fx.worker_sent.sent().is_empty(),
-        "no job reached the worker early and had to be sent back"
+        fx.reactor_sent.sent().iter().all(|s| s.job.attempt == 1),
+        "the reactor sent only the first attempt"
     );
     // A worker that slept through the backoff would take at least the delay it chose.
     let calls = fx.worker_calls.lock().expect("lock").clone();
@@ -1175,6 +1187,7 @@ async fn given_a_worker_that_dies_mid_step_when_the_job_is_delivered_again_then_
             hung_ports.dispatcher.as_ref(),
             hung_ports.redelivery.as_ref(),
             event,
+            None,
         )
         .await
     });
@@ -1445,6 +1458,7 @@ async fn given_the_store_unreachable_when_a_job_fails_then_its_message_returns_i
         ports.dispatcher.as_ref(),
         ports.redelivery.as_ref(),
         event.clone(),
+        None,
     )
     .await;
     assert_eq!(resp.batch_item_failures.len(), 1, "the job is reported");
@@ -1476,6 +1490,7 @@ async fn given_the_store_unreachable_when_a_job_fails_then_its_message_returns_i
         fx.worker_sent.as_ref(),
         fx.worker_redelivery.as_ref(),
         event.clone(),
+        None,
     )
     .await;
     assert!(resp.batch_item_failures.is_empty(), "{resp:?}");
@@ -2035,6 +2050,7 @@ async fn given_nobody_decides_on_the_cloud_path_when_the_timer_comes_back_early_
         fx.worker_sent.as_ref(),
         fx.worker_redelivery.as_ref(),
         event,
+        None,
     )
     .await;
     assert!(resp.batch_item_failures.is_empty());

@@ -96,6 +96,8 @@ struct Functions {
     stream_failures: Mutex<Vec<String>>,
     /// When the reactor received each batch, and the event seqs in it.
     reactor_batches: Mutex<Vec<(DateTime<Utc>, Vec<u64>)>>,
+    /// create-run's handler time, in ms.
+    create_ms: Mutex<f64>,
 }
 
 fn config() -> Config {
@@ -149,14 +151,17 @@ impl Functions {
             worker_calls: Invocations::default(),
             stream_failures: Mutex::new(Vec::new()),
             reactor_batches: Mutex::new(Vec::new()),
+            create_ms: Mutex::new(0.0),
         })
     }
 
     /// create-run: the `post-runs` sample event (the seed DAG prompt) through the router.
     async fn create_run(&self) -> RunKey {
+        let t = Instant::now();
         let resp = http::invoke(self.api.clone(), sample("create-run", "post-runs"))
             .await
             .expect("create-run answers");
+        *self.create_ms.lock().expect("lock") = t.elapsed().as_secs_f64() * 1000.0;
         assert_eq!(resp["statusCode"], 201, "{resp}");
         let body: Value =
             serde_json::from_str(resp["body"].as_str().expect("body")).expect("JSON body");
@@ -204,11 +209,14 @@ impl Functions {
                 continue;
             };
             let (t, n) = (Instant::now(), event.records.len());
+            // As a Lambda invocation with a 60 s timeout.
+            let until = Some(Instant::now() + Duration::from_secs(60));
             let resp = sqs::handle_step_batch(
                 &self.worker,
                 self.worker_dispatcher.as_ref(),
                 self.worker_redelivery.as_ref(),
                 event.clone(),
+                until,
             )
             .await;
             self.worker_calls.add(n, t);
@@ -380,26 +388,28 @@ async fn given_the_seed_dag_when_driven_through_the_real_handlers_then_it_comple
     let levels: Vec<Vec<String>> = dispatches.iter().map(|(_, s)| s.clone()).collect();
     assert_eq!(
         levels,
-        vec![
-            vec!["s1".to_owned(), "s2".into(), "s3".into()],
-            vec!["s4".to_owned()]
-        ],
-        "level 0 in one dispatch, then level 1 once all of it completed"
+        vec![vec!["s1".to_owned(), "s2".into(), "s3".into()]],
+        "the reactor sends level 0 (in one message); the worker that completed it runs level 1"
     );
     assert!(
         f.worker_dispatcher.sent.lock().expect("lock").is_empty(),
-        "no job had to wait"
+        "no job had to wait or go back to the queue"
     );
     assert_eq!(f.cloud.dlq_depth().await, 0);
 
     let events = f.cloud.store.load(&key).await.expect("events");
+    let hop = next_level_hop(&events, &["s1", "s2", "s3"], "s4");
     eprintln!(
-        "\n== latency per DAG level (emulators; harness polls the stream every 20 ms) ==\n{}",
+        "\n== latency per DAG level (emulators; harness polls the stream every 20 ms) ==\n{}  level 1 (s4): started {hop} ms after the last step of level 0 completed (same append: no queue or stream hop)\n",
         level_latencies(
             &events,
             &f.reactor_batches.lock().expect("lock"),
             &dispatches
         )
+    );
+    assert!(
+        hop <= 60,
+        "the next level must start within 60 ms of the last step of the previous one, took {hop} ms"
     );
     eprintln!(
         "== invocations ==\n  {:<14} invocations {:>3}\n{}\n{}\n",
@@ -433,6 +443,144 @@ async fn given_the_seed_dag_when_driven_through_the_real_handlers_then_it_comple
             "== harness standing in for Lambda's pollers (stream reads are free; SQS receive/delete are billed, their count depends on polling) =="
         )
     );
+    let bill = f.bill(&all);
+    eprintln!("{}", bill.table());
+    assert!(
+        bill.per_million() <= BUDGET_PER_MILLION,
+        "a run of the seed prompt costs ${:.2} per million, over the ${BUDGET_PER_MILLION:.2} budget:\n{}",
+        bill.per_million(),
+        bill.table()
+    );
+}
+
+/// Milliseconds from the last `StepCompleted` of `level` to the first `StepStarted` of
+/// `next`, by the events' own times.
+fn next_level_hop(events: &[EventRecord], level: &[&str], next: &str) -> i64 {
+    let completed = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::StepCompleted { step_id, .. } if level.contains(&step_id.as_str()) => Some(e.at),
+            _ => None,
+        })
+        .max()
+        .expect("level completed");
+    let started = events
+        .iter()
+        .find_map(|e| match &e.event {
+            Event::StepStarted { step_id, .. } if step_id == next => Some(e.at),
+            _ => None,
+        })
+        .expect("next level started");
+    ms(completed, started)
+}
+
+/// What one run of the seed prompt may cost on AWS, in dollars per million runs (issue:
+/// an order of magnitude under Step Functions Standard's ~$250).
+const BUDGET_PER_MILLION: f64 = 15.0;
+
+/// Lambda memory of every function, in GB (`MemorySize: 256` in template.yaml).
+const LAMBDA_GB: f64 = 256.0 / 1024.0;
+
+/// us-east-1 list prices, in dollars per unit (see docs/cost.md for the sources).
+const PRICES: [(&str, f64); 6] = [
+    ("API Gateway requests", 1.00 / 1e6),
+    ("Lambda requests", 0.20 / 1e6),
+    ("Lambda GB-seconds (arm64)", 0.000_013_333_4),
+    ("DynamoDB write request units", 0.625 / 1e6),
+    ("DynamoDB read request units", 0.125 / 1e6),
+    ("SQS requests", 0.40 / 1e6),
+];
+
+/// The counted units of one run, priced.
+struct Bill {
+    /// (item, units per run, dollars per million runs), in the order of [`PRICES`].
+    lines: Vec<(&'static str, f64, f64)>,
+}
+
+impl Bill {
+    fn per_million(&self) -> f64 {
+        self.lines.iter().map(|(_, _, d)| d).sum()
+    }
+
+    fn table(&self) -> String {
+        let mut out =
+            String::from("== cost of one run at list prices (from the counts above) ==\n");
+        for (item, units, dollars) in &self.lines {
+            out.push_str(&format!(
+                "  {item:<30} {units:>10.3} per run  ${dollars:>7.2} per million runs\n"
+            ));
+        }
+        out.push_str(&format!(
+            "  {:<30} {:>10} {:>8}  ${:>7.2} per million runs (budget ${BUDGET_PER_MILLION:.2})\n",
+            "total",
+            "",
+            "",
+            self.per_million()
+        ));
+        out
+    }
+}
+
+impl Functions {
+    /// Price the run from what was counted: the functions' AWS requests (`all`), their
+    /// invocations and handler times (billed duration, rounded up to the millisecond; the
+    /// emulators are slower than AWS, so this is an upper bound), and the SQS receives and
+    /// deletes of the harness standing in for Lambda's SQS poller (receives that brought
+    /// messages: empty long polls are a fixed cost of the queue, not of a run). A failed
+    /// conditional write is billed as one write unit though DynamoDB reports none.
+    fn bill(&self, all: &RequestLog) -> Bill {
+        let ops = all.snapshot();
+        let dynamodb = |write: bool| -> f64 {
+            ops.iter()
+                .filter(|((service, op), _)| service == "DynamoDB" && is_read(op) != write)
+                .map(|(_, s)| s.capacity_units + if write { s.errors as f64 } else { 0.0 })
+                .sum()
+        };
+        let sqs_sent: u64 = ops
+            .iter()
+            .filter(|((service, _), _)| service == "SQS")
+            .map(|(_, s)| s.requests)
+            .sum();
+        let polled = self.cloud.pollers.snapshot();
+        let deletes: u64 = polled
+            .iter()
+            .filter(|((service, op), _)| service == "SQS" && op.starts_with("DeleteMessage"))
+            .map(|(_, s)| s.requests)
+            .sum();
+        let worker = self.worker_calls.calls.lock().expect("lock").clone();
+        let reactor = self.reactor_calls.calls.lock().expect("lock").clone();
+        let receives = worker.len() as u64;
+        let invocations = 1 + worker.len() + reactor.len();
+        let billed_ms: f64 = worker
+            .iter()
+            .chain(&reactor)
+            .map(|(_, ms)| ms.ceil())
+            .sum::<f64>()
+            + self.create_ms.lock().expect("lock").ceil();
+        let units = [
+            1.0,
+            invocations as f64,
+            LAMBDA_GB * billed_ms / 1000.0,
+            dynamodb(true),
+            dynamodb(false),
+            (sqs_sent + receives + deletes) as f64,
+        ];
+        Bill {
+            lines: PRICES
+                .iter()
+                .zip(units)
+                .map(|((item, price), u)| (*item, u, u * price * 1e6))
+                .collect(),
+        }
+    }
+}
+
+/// DynamoDB operations billed in read request units.
+fn is_read(op: &str) -> bool {
+    matches!(
+        op,
+        "GetItem" | "Query" | "Scan" | "BatchGetItem" | "TransactGetItems"
+    )
 }
 
 #[tokio::test]

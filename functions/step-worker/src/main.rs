@@ -1,6 +1,8 @@
 //! `step-worker`: SQS batches of step jobs in, partial batch responses out
-//! (`ReportBatchItemFailures`). Jobs that must wait go back to the queue with a delay;
-//! jobs that hit an infrastructure error come back early (shortened visibility).
+//! (`ReportBatchItemFailures`). The levels a run's jobs make ready run in the same
+//! invocation while its deadline leaves time for them. Jobs that must wait go back to the
+//! queue with a delay; jobs that hit an infrastructure error come back early (shortened
+//! visibility).
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use crane::config::{Config, LogFormat};
@@ -15,7 +17,8 @@ async fn main() -> Result<(), Error> {
     let (app, ports) = (&app, &ports);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         let (dispatcher, redelivery) = (ports.dispatcher.as_ref(), ports.redelivery.as_ref());
-        let batch = sqs::handle_step_batch(app, dispatcher, redelivery, event.payload);
+        let until = sqs::inline_until(event.context.deadline);
+        let batch = sqs::handle_step_batch(app, dispatcher, redelivery, event.payload, until);
         Ok::<SqsBatchResponse, Error>(batch.await)
     }))
     .await

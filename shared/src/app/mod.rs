@@ -4,6 +4,7 @@
 mod approval;
 pub mod compensation;
 pub mod live;
+mod wave;
 mod worker;
 
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use crate::ports::{
 use crate::tools::Registry;
 
 pub use compensation::{CompensateError, CompensationPlan};
+pub use wave::{JobsReport, WaveLimits};
 pub use worker::JobResult;
 
 /// Longest prompt accepted, in characters.
@@ -252,9 +254,7 @@ impl App {
         state: &RunState,
         events: Vec<Event>,
     ) -> Result<RunState, StoreError> {
-        self.commit_as(state, events, false)
-            .await
-            .map(|(after, _)| after)
+        self.commit_as(state, events, false).await.map(|c| c.state)
     }
 
     /// [`App::commit`], for an appender that sends the step jobs its events call for
@@ -265,7 +265,7 @@ impl App {
         state: &RunState,
         mut events: Vec<Event>,
         sends_jobs: bool,
-    ) -> Result<(RunState, Vec<Effect>), StoreError> {
+    ) -> Result<Committed, StoreError> {
         let now = self.now();
         if state.plan.steps.iter().any(|p| p.requires_approval) {
             events.extend(self.approval_requests(&engine::simulate(state, &events), now));
@@ -301,7 +301,12 @@ impl App {
                 "event appended"
             );
         }
-        Ok((after, effects))
+        Ok(Committed {
+            state: after,
+            effects,
+            records,
+            wake,
+        })
     }
 
     /// Load and fold a run; `None` if it does not exist.
@@ -523,11 +528,23 @@ impl App {
         }))
     }
 
-    /// `GET /runs/{id}`: the read model, or the fold of the log if the projection has not
-    /// caught up yet (read-your-writes right after creation).
+    /// `GET /runs/{id}`: the run as its log says now. The state the store keeps at hand
+    /// for a run in flight, else the read model of a finished run (written when its status
+    /// last changed), else the fold of the log: on AWS the read model follows status
+    /// changes only, not every step, and trails the log by the stream's lag.
     pub async fn get_run(&self, key: &RunKey) -> Result<RunState, AppError> {
+        if let Some(state) = self.events.current_state(key).await {
+            return Ok(state);
+        }
         if let Some(view) = self.views.get(key).await? {
-            return Ok(view);
+            // At rest: no event can follow without changing the status first.
+            let at_rest = matches!(
+                view.status,
+                RunStatus::Completed | RunStatus::Compensated | RunStatus::Cancelled
+            );
+            if at_rest {
+                return Ok(view);
+            }
         }
         self.load(key)
             .await?
@@ -768,6 +785,19 @@ impl App {
             effects,
         })
     }
+}
+
+/// What [`App::commit_as`] appended and what follows from it.
+#[derive(Debug, Clone)]
+pub(crate) struct Committed {
+    /// The run after the append.
+    pub state: RunState,
+    /// What the appended events call for.
+    pub effects: Vec<Effect>,
+    /// The records appended.
+    pub records: Vec<EventRecord>,
+    /// Whether the stream reactor will see them.
+    pub wake: bool,
 }
 
 /// What [`App::project`] did: the state it wrote to the read model (as of the newest event

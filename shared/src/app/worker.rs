@@ -26,14 +26,15 @@ pub enum JobResult {
     RetryAt(DateTime<Utc>),
 }
 
-fn contention() -> AppError {
+pub(super) fn contention() -> AppError {
     AppError::Store(StoreError::unavailable("too much contention on this run"))
 }
 
 /// What the tool's circuit breaker said about a call.
-enum Gate {
-    /// Call the tool; `trial` says a half-open trial slot was taken for it.
-    Open { trial: bool },
+pub(super) enum Gate {
+    /// Call the tool; `trial` says a half-open trial slot was taken for it; `clean` says
+    /// the breaker was closed with no failures counted, so a success changes nothing in it.
+    Open { trial: bool, clean: bool },
     /// Do not call before `until`.
     Closed {
         until: DateTime<Utc>,
@@ -111,9 +112,12 @@ impl App {
             self.release(gate, JobResult::Done).await?;
             return Err(contention());
         };
-        let trial = matches!(gate, Some((_, Gate::Open { trial: true })));
+        let trial = matches!(gate, Some((_, Gate::Open { trial: true, .. })));
+        let clean = matches!(gate, Some((_, Gate::Open { clean: true, .. })));
         let started = Instant::now();
-        let result = self.call_tool(&state, &job.step_id, attempt, trial).await;
+        let result = self
+            .call_tool(&state, &job.step_id, attempt, trial, clean)
+            .await;
         let duration_ms = started.elapsed().as_millis() as u64;
         let tool = state
             .step(&job.step_id)
@@ -213,13 +217,17 @@ impl App {
     }
 
     /// Substitute references and call the tool under the step timeout; report the outcome
-    /// to its breaker (`trial`: the call holds a half-open trial slot).
-    async fn call_tool(
+    /// to its breaker (`trial`: the call holds a half-open trial slot). `clean`: the
+    /// breaker was closed with no failures when the call was admitted, so a success is not
+    /// reported (it would change nothing; a failure another worker counted meanwhile then
+    /// stands until the next success, which errs towards opening, never towards calling).
+    pub(super) async fn call_tool(
         &self,
         state: &RunState,
         step_id: &str,
         attempt: u32,
         trial: bool,
+        clean: bool,
     ) -> Result<Value, ToolError> {
         let tool_name = state
             .step(step_id)
@@ -233,6 +241,7 @@ impl App {
             Err(_) => None,
         };
         match outcome {
+            Some(Ok(())) if clean => {}
             Some(outcome) => self.observe(&tool_name, outcome).await,
             None if trial => self.release_trial(&tool_name).await,
             None => {}
@@ -277,11 +286,14 @@ impl App {
 
     /// Ask the tool's breaker whether a call may go through, taking a half-open trial
     /// slot if that is what admits it.
-    async fn gate(&self, tool: &str) -> Gate {
+    pub(super) async fn gate(&self, tool: &str) -> Gate {
         for _ in 0..MAX_CONFLICTS {
             let Ok((state, version)) = self.breaker_state(tool).await else {
                 // The breaker store being unreachable must not stop work: fail open.
-                return Gate::Open { trial: false };
+                return Gate::Open {
+                    trial: false,
+                    clean: false,
+                };
             };
             match state.admit(&self.settings.breaker, self.now()) {
                 Admission::Reject { until } => {
@@ -293,21 +305,37 @@ impl App {
                         ),
                     }
                 }
-                Admission::Allow { next: None, trial } => return Gate::Open { trial },
+                Admission::Allow { next: None, trial } => {
+                    let clean = !trial && state == BreakerState::default();
+                    return Gate::Open { trial, clean };
+                }
                 Admission::Allow {
                     next: Some(next),
                     trial,
                 } => {
                     match self.store_breaker(tool, version, &state, &next).await {
-                        Ok(()) => return Gate::Open { trial },
+                        Ok(()) => {
+                            return Gate::Open {
+                                trial,
+                                clean: false,
+                            }
+                        }
                         // Another worker changed the breaker first: look again.
                         Err(StoreError::Conflict(_)) => continue,
-                        Err(_) => return Gate::Open { trial: false },
+                        Err(_) => {
+                            return Gate::Open {
+                                trial: false,
+                                clean: false,
+                            }
+                        }
                     }
                 }
             }
         }
-        Gate::Open { trial: false }
+        Gate::Open {
+            trial: false,
+            clean: false,
+        }
     }
 
     /// Give back a trial slot taken for a call that did not happen, then pass `result` on.
@@ -316,13 +344,13 @@ impl App {
         gate: Option<(String, Gate)>,
         result: JobResult,
     ) -> Result<JobResult, AppError> {
-        if let Some((tool, Gate::Open { trial: true })) = gate {
+        if let Some((tool, Gate::Open { trial: true, .. })) = gate {
             self.release_trial(&tool).await;
         }
         Ok(result)
     }
 
-    async fn release_trial(&self, tool: &str) {
+    pub(super) async fn release_trial(&self, tool: &str) {
         self.update_breaker(tool, |s| s.release_trial()).await;
     }
 

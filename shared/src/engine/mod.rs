@@ -92,6 +92,30 @@ fn job(state: &RunState, step_id: &str, attempt: u32) -> StepJob {
     }
 }
 
+/// A job for every step of the run that is not finished: what a worker resumes when the
+/// holder of a run's jobs stopped before sending or running what came next (a crashed
+/// step worker's message, delivered again). [`claim`] decides what each job means now: a
+/// ready step starts, a retry or another worker's lease waits, an expired lease is
+/// recorded as lost, an approval's expiry is recorded when due; the rest are skipped.
+pub fn resume_jobs(state: &RunState) -> Vec<StepJob> {
+    if state.status.is_finished() || state.cancel_requested {
+        return Vec::new();
+    }
+    state
+        .steps
+        .iter()
+        .filter_map(|s| {
+            let attempt = match s.status {
+                StepStatus::Pending => s.attempts + 1,
+                StepStatus::Running => s.attempts,
+                StepStatus::WaitingApproval => 1,
+                _ => return None,
+            };
+            Some(job(state, &s.id, attempt))
+        })
+        .collect()
+}
+
 /// Whether the saga must run now: the run failed, or a cancel was requested and nothing is
 /// running any more.
 fn needs_compensation(state: &RunState) -> bool {

@@ -1,10 +1,15 @@
 //! The step-worker function: an SQS batch of step jobs in, a partial batch response out.
 //!
-//! Each message body is a JSON [`StepJob`]. A job that ran (or had nothing to do) is
+//! Each message body is a JSON [`StepJob`], or a list of the jobs of one run (a DAG level).
+//! The jobs of one run are processed together, and the levels they make ready run in the
+//! same invocation ([`App::process_jobs`]). A job that ran (or had nothing to do) is
 //! acknowledged; a job that must wait (a retry's backoff, another worker's lease) is sent
 //! back to the queue with the remaining delay and acknowledged, so no Lambda is billed for
 //! waiting; a job that failed, or a body that is not a job, is reported as a batch item
-//! failure so SQS delivers it again (and, after `maxReceiveCount`, to the DLQ).
+//! failure so SQS delivers it again (and, after `maxReceiveCount`, to the DLQ). A message
+//! is acknowledged only once everything that followed from it was appended and sent, so a
+//! worker that stops half-way leaves its message to be delivered again, and that delivery
+//! resumes the run where it stopped.
 //!
 //! A job that failed for an infrastructure reason (the store throttling, timing out or
 //! unreachable, too much contention) would wait out the queue's whole visibility timeout
@@ -12,12 +17,15 @@
 //! `ApproximateReceiveCount` ([`redelivery_secs`]: about 5 s, 20 s, 80 s, then 300 s), so
 //! a hiccup delays a run by seconds.
 
+use std::time::Instant;
+
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::StreamExt;
 use rand::Rng;
 use tracing::{error, info_span, warn, Instrument};
 
-use crate::app::{App, AppError, JobResult};
+use super::metrics;
+use crate::app::{App, AppError, JobResult, JobsReport, WaveLimits};
 use crate::domain::StepJob;
 use crate::ports::{Redelivery, StepDispatcher, StoreError};
 
@@ -57,135 +65,230 @@ fn is_infrastructure(e: &AppError) -> bool {
     )
 }
 
+/// Time kept back from the invocation's deadline for appending and sending what is left.
+pub const DEADLINE_MARGIN_MS: u64 = 2_000;
+
+/// Until when a handler whose invocation must end by `deadline_ms` (milliseconds since the
+/// Unix epoch: the Lambda context's deadline) may run further steps itself; `None` if the
+/// deadline leaves no time or cannot be read.
+pub fn inline_until(deadline_ms: u64) -> Option<Instant> {
+    let now_ms = u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_millis(),
+    )
+    .ok()?;
+    let left = deadline_ms
+        .checked_sub(now_ms)?
+        .checked_sub(DEADLINE_MARGIN_MS)?;
+    Some(Instant::now() + std::time::Duration::from_millis(left))
+}
+
+/// A message body: one job, or several jobs of one run (a DAG level, see
+/// [`crate::adapters::aws::SqsDispatcher`]).
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Body {
+    One(StepJob),
+    Many(Vec<StepJob>),
+}
+
+/// The jobs in a message body; `None` if it is not a job or a non-empty list of jobs.
+pub fn decode_body(body: &str) -> Option<Vec<StepJob>> {
+    match serde_json::from_str(body).ok()? {
+        Body::One(job) => Some(vec![job]),
+        Body::Many(jobs) if !jobs.is_empty() => Some(jobs),
+        Body::Many(_) => None,
+    }
+}
+
+/// A message of the batch and what became of it.
+struct Message {
+    id: String,
+    receipt_handle: Option<String>,
+    receive_count: u32,
+    /// Its jobs, or `None` when the body is not a job.
+    jobs: Option<Vec<StepJob>>,
+    outcome: Outcome,
+}
+
+#[derive(Clone, Copy, PartialEq)]
 enum Outcome {
     Done,
-    Failed(String),
+    /// Deliver it again after the queue's visibility timeout.
+    Failed,
     /// Failed for an infrastructure reason: shorten its visibility, then report it.
-    Hiccup {
-        message_id: String,
-        receipt_handle: Option<String>,
-        receive_count: u32,
-    },
-    Deferred {
-        message_id: String,
-        job: StepJob,
-        delay_ms: u64,
-    },
+    Hiccup,
+}
+
+/// The jobs of one run in the batch, with the messages they came in.
+struct Group {
+    jobs: Vec<StepJob>,
+    /// For each job, the index of its message.
+    messages: Vec<usize>,
+    /// A message of the group was delivered before.
+    redelivered: bool,
 }
 
 /// Run a batch of step jobs; report the messages that must be delivered again (those
 /// that failed for an infrastructure reason made visible again soon through
-/// `redelivery`).
+/// `redelivery`). The jobs of one run are processed together ([`App::process_jobs`]): a
+/// level's steps are claimed in one append and the levels they make ready run here while
+/// `inline_until` leaves time for them (the handler's deadline; `None`: send them).
 pub async fn handle_step_batch(
     app: &App,
     dispatcher: &dyn StepDispatcher,
     redelivery: &dyn Redelivery,
     event: SqsEvent,
+    inline_until: Option<Instant>,
 ) -> SqsBatchResponse {
-    let runs: Vec<_> = event
-        .records
-        .into_iter()
-        .map(|record| run_record(app, record))
+    let mut messages: Vec<Message> = event.records.into_iter().map(message).collect();
+    let mut groups: Vec<Group> = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        for job in m.jobs.iter().flatten() {
+            let group = match groups.iter_mut().position(|g| g.jobs[0].key() == job.key()) {
+                Some(g) => &mut groups[g],
+                None => {
+                    groups.push(Group {
+                        jobs: Vec::new(),
+                        messages: Vec::new(),
+                        redelivered: false,
+                    });
+                    let last = groups.len() - 1;
+                    &mut groups[last]
+                }
+            };
+            group.jobs.push(job.clone());
+            group.messages.push(i);
+            group.redelivered |= m.receive_count > 1;
+        }
+    }
+    let runs: Vec<_> = groups
+        .iter()
+        .enumerate()
+        .map(|(g, group)| async move {
+            let limits = WaveLimits {
+                inline_until,
+                resume: group.redelivered,
+            };
+            let first = &group.jobs[0];
+            let span = info_span!("step_jobs", run_id = %first.run_id, jobs = group.jobs.len(), correlation_id = %first.correlation_id);
+            (g, app.process_jobs(&group.jobs, limits).instrument(span).await)
+        })
         .collect();
-    let outcomes: Vec<Outcome> = futures::stream::iter(runs)
+    let results: Vec<(usize, Result<JobsReport, AppError>)> = futures::stream::iter(runs)
         .buffer_unordered(CONCURRENCY)
         .collect()
         .await;
-    let mut failed = Vec::new();
-    let mut deferred = Vec::new();
-    for outcome in outcomes {
-        match outcome {
+
+    let now = app.clock.now();
+    let mut send: Vec<(StepJob, u64)> = Vec::new();
+    // For each job sent, the messages that must come back if the send fails.
+    let mut sent_for: Vec<Vec<usize>> = Vec::new();
+    for (g, result) in results {
+        let group = &groups[g];
+        match result {
+            Ok(report) => {
+                metrics::emit(
+                    &metrics::from_events(&report.unseen, report.state.as_ref(), now),
+                    now,
+                );
+                let mut all: Vec<usize> = group.messages.clone();
+                all.dedup();
+                for (job, result) in group.jobs.iter().zip(&report.results) {
+                    if let JobResult::RetryAt(at) = result {
+                        let delay_ms =
+                            (*at - now).num_milliseconds().clamp(0, MAX_DELAY_MS as i64) as u64;
+                        send.push((job.clone(), delay_ms));
+                        sent_for.push(all.clone());
+                    }
+                }
+                for (job, delay_ms) in report.send {
+                    send.push((job, delay_ms.min(MAX_DELAY_MS)));
+                    sent_for.push(all.clone());
+                }
+            }
+            Err(e) => {
+                let infrastructure = is_infrastructure(&e);
+                let first = &group.jobs[0];
+                if infrastructure {
+                    warn!(run_id = %first.run_id, jobs = group.jobs.len(), correlation_id = %first.correlation_id, error = %e, "step jobs failed for an infrastructure reason; they will be delivered again soon");
+                } else {
+                    warn!(run_id = %first.run_id, jobs = group.jobs.len(), correlation_id = %first.correlation_id, error = %e, "step jobs failed; they will be delivered again");
+                }
+                for &i in &group.messages {
+                    let m = &mut messages[i];
+                    m.outcome = match (m.outcome, infrastructure) {
+                        (Outcome::Failed, _) | (_, false) => Outcome::Failed,
+                        _ => Outcome::Hiccup,
+                    };
+                }
+            }
+        }
+    }
+    if !send.is_empty() {
+        if let Err(e) = dispatcher.dispatch(&send).await {
+            warn!(error = %e, jobs = send.len(), "could not send step jobs; their messages will be delivered again");
+            for i in sent_for.into_iter().flatten() {
+                if messages[i].outcome == Outcome::Done {
+                    messages[i].outcome = Outcome::Hiccup;
+                }
+            }
+        }
+    }
+
+    let mut response = SqsBatchResponse::default();
+    for m in messages {
+        match m.outcome {
             Outcome::Done => {}
-            Outcome::Failed(id) => failed.push(id),
-            Outcome::Hiccup {
-                message_id,
-                receipt_handle,
-                receive_count,
-            } => {
-                let seconds = redelivery_secs(receive_count, rand::rng().random());
-                match receipt_handle {
+            Outcome::Failed => response.add_failure(m.id),
+            Outcome::Hiccup => {
+                let seconds = redelivery_secs(m.receive_count, rand::rng().random());
+                match m.receipt_handle {
                     Some(handle) => match redelivery.redeliver_in(&handle, seconds).await {
                         Ok(()) => {
-                            warn!(message_id = %message_id, receive_count, redeliver_in_s = seconds, "step job failed for an infrastructure reason; it comes back early")
+                            warn!(message_id = %m.id, receive_count = m.receive_count, redeliver_in_s = seconds, "step job failed for an infrastructure reason; it comes back early")
                         }
                         Err(e) => {
-                            warn!(message_id = %message_id, error = %e, "could not shorten the message's visibility; it comes back after the queue's visibility timeout")
+                            warn!(message_id = %m.id, error = %e, "could not shorten the message's visibility; it comes back after the queue's visibility timeout")
                         }
                     },
                     None => {
-                        warn!(message_id = %message_id, "message without a receipt handle; it comes back after the queue's visibility timeout")
+                        warn!(message_id = %m.id, "message without a receipt handle; it comes back after the queue's visibility timeout")
                     }
                 }
-                failed.push(message_id);
+                response.add_failure(m.id);
             }
-            Outcome::Deferred {
-                message_id,
-                job,
-                delay_ms,
-            } => deferred.push((message_id, (job, delay_ms))),
         }
-    }
-    if !deferred.is_empty() {
-        let jobs: Vec<(StepJob, u64)> = deferred.iter().map(|(_, j)| j.clone()).collect();
-        if let Err(e) = dispatcher.dispatch(&jobs).await {
-            warn!(error = %e, jobs = jobs.len(), "could not defer jobs; they will be delivered again");
-            failed.extend(deferred.into_iter().map(|(id, _)| id));
-        }
-    }
-    let mut response = SqsBatchResponse::default();
-    for id in failed {
-        response.add_failure(id);
     }
     response
 }
 
-async fn run_record(app: &App, record: SqsMessage) -> Outcome {
-    let message_id = record.message_id.clone().unwrap_or_default();
+/// Decode a received message.
+fn message(record: SqsMessage) -> Message {
+    let id = record.message_id.clone().unwrap_or_default();
     let receive_count: u32 = record
         .attributes
         .get("ApproximateReceiveCount")
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(1);
-    let receipt_handle = record.receipt_handle.clone();
-    let span = info_span!("step_message", message_id = %message_id, receive_count);
-    async move {
-        let body = record.body.as_deref().unwrap_or_default();
-        let job: StepJob = match serde_json::from_str(body) {
-            Ok(job) => job,
-            Err(e) => {
-                let preview: String = body.chars().take(200).collect();
-                error!(error = %e, body = %preview, "message is not a step job; reporting it so it reaches the DLQ");
-                return Outcome::Failed(message_id);
-            }
-        };
-        match app.process_job(&job).await {
-            Ok(JobResult::Done) => Outcome::Done,
-            Ok(JobResult::RetryAt(at)) => {
-                let delay_ms = (at - app.clock.now())
-                    .num_milliseconds()
-                    .clamp(0, MAX_DELAY_MS as i64) as u64;
-                Outcome::Deferred {
-                    message_id,
-                    job,
-                    delay_ms,
-                }
-            }
-            Err(e) if is_infrastructure(&e) => {
-                warn!(run_id = %job.run_id, step_id = %job.step_id, attempt = job.attempt, correlation_id = %job.correlation_id, error = %e, "step job failed for an infrastructure reason; it will be delivered again soon");
-                Outcome::Hiccup {
-                    message_id,
-                    receipt_handle,
-                    receive_count,
-                }
-            }
-            Err(e) => {
-                warn!(run_id = %job.run_id, step_id = %job.step_id, attempt = job.attempt, correlation_id = %job.correlation_id, error = %e, "step job failed; it will be delivered again");
-                Outcome::Failed(message_id)
-            }
-        }
+    let body = record.body.as_deref().unwrap_or_default();
+    let jobs = decode_body(body);
+    let outcome = if jobs.is_some() {
+        Outcome::Done
+    } else {
+        let preview: String = body.chars().take(200).collect();
+        error!(message_id = %id, body = %preview, "message is not a step job; reporting it so it reaches the DLQ");
+        Outcome::Failed
+    };
+    Message {
+        id,
+        receipt_handle: record.receipt_handle,
+        receive_count,
+        jobs,
+        outcome,
     }
-    .instrument(span)
-    .await
 }
 
 #[cfg(test)]

@@ -27,7 +27,8 @@ pub fn delay_seconds(delay_ms: u64) -> i32 {
     i32::try_from(delay_ms.div_ceil(1000).min(MAX_DELAY_SECONDS)).unwrap_or(900)
 }
 
-/// Sends step jobs to the step queue, one message per job (body: the job as JSON).
+/// Sends step jobs to the step queue. A message's body is the job as JSON, or a JSON list
+/// of the jobs of one run that are due together (see [`messages`]).
 #[derive(Debug, Clone)]
 pub struct SqsDispatcher {
     client: aws_sdk_sqs::Client,
@@ -56,13 +57,16 @@ impl SqsDispatcher {
         &self.queue_url
     }
 
-    async fn send_chunk(&self, chunk: &[(StepJob, u64)]) -> StoreResult<()> {
+    async fn send_chunk(&self, chunk: &[(Vec<StepJob>, u64)]) -> StoreResult<()> {
         let mut pending = chunk
             .iter()
             .enumerate()
-            .map(|(i, (job, delay_ms))| {
-                let body = serde_json::to_string(job)
-                    .map_err(|e| StoreError::Invalid(format!("step job: {e}")))?;
+            .map(|(i, (jobs, delay_ms))| {
+                let body = match jobs.as_slice() {
+                    [job] => serde_json::to_string(job),
+                    jobs => serde_json::to_string(jobs),
+                }
+                .map_err(|e| StoreError::Invalid(format!("step job: {e}")))?;
                 SendMessageBatchRequestEntry::builder()
                     .id(format!("job{i}"))
                     .message_body(body)
@@ -112,11 +116,38 @@ impl SqsDispatcher {
     }
 }
 
+/// The messages for `jobs`: the jobs of one run due after the same whole number of
+/// seconds (a DAG level) share one message, so one worker invocation claims and runs them
+/// together; each message with its delay in milliseconds, in the order of its first job.
+pub fn messages(jobs: &[(StepJob, u64)]) -> Vec<(Vec<StepJob>, u64)> {
+    let mut out: Vec<(Vec<StepJob>, u64)> = Vec::new();
+    for (job, delay_ms) in jobs {
+        let together = out.iter_mut().find(|(js, d)| {
+            delay_seconds(*d) == delay_seconds(*delay_ms)
+                && js.len() < MAX_JOBS_PER_MESSAGE
+                && js.first().is_some_and(|j| j.key() == job.key())
+        });
+        match together {
+            Some((js, _)) => {
+                if !js.contains(job) {
+                    js.push(job.clone());
+                }
+            }
+            None => out.push((vec![job.clone()], *delay_ms)),
+        }
+    }
+    out
+}
+
+/// Most jobs in one message (a job is well under 1 KB; SQS takes 256 KB).
+pub const MAX_JOBS_PER_MESSAGE: usize = 100;
+
 #[async_trait]
 impl StepDispatcher for SqsDispatcher {
     #[instrument(level = "debug", skip(self, jobs), fields(count = jobs.len()))]
     async fn dispatch(&self, jobs: &[(StepJob, u64)]) -> StoreResult<()> {
-        for chunk in jobs.chunks(BATCH) {
+        let messages = messages(jobs);
+        for chunk in messages.chunks(BATCH) {
             self.send_chunk(chunk).await?;
         }
         Ok(())

@@ -550,3 +550,5 @@ async fn given_a_planner_that_says_no_approval_when_the_policy_names_the_step_th
         Err(AppError::NotFound(_))
     ));
 }
+
+mod wave;

@@ -683,3 +683,150 @@ fn given_an_output_over_the_cap_when_recorded_then_a_truncation_marker_within_th
     assert_eq!(tiny["truncated"], true);
     assert!(tiny.to_string().len() <= 300);
 }
+
+mod wake {
+    use serde_json::json;
+
+    use super::fixtures::{history, registry, step};
+    use crate::domain::{Effect, Event, Plan, RunStatus};
+    use crate::engine::{react, resume_jobs, wakes_reactor};
+
+    fn plan() -> Plan {
+        Plan {
+            steps: vec![
+                step("a", "calculator", json!({"expression": "1+1"}), &[]),
+                step("b", "calculator", json!({"expression": "{{a}}+1"}), &["a"]),
+            ],
+        }
+    }
+
+    fn started(id: &str) -> Event {
+        Event::StepStarted {
+            step_id: id.into(),
+            attempt: 1,
+            lease_ms: 1_000,
+        }
+    }
+
+    fn completed(id: &str) -> Event {
+        Event::StepCompleted {
+            step_id: id.into(),
+            attempt: 1,
+            output: json!(2),
+            duration_ms: 1,
+        }
+    }
+
+    /// Whether the last `n` events of `events` wake the reactor, appended by a worker
+    /// that sends its jobs itself (`sends_jobs`) or not.
+    fn wakes(events: Vec<Event>, n: usize, sends_jobs: bool) -> bool {
+        let (before, _) = history("t", plan(), events[..events.len() - n].to_vec());
+        let (after, records) = history("t", plan(), events);
+        let new = &records[records.len() - n..];
+        let effects = react(&after, new, &registry());
+        wakes_reactor(before.status, &after, new, &effects, sends_jobs)
+    }
+
+    #[test]
+    fn given_a_new_run_when_appended_then_the_reactor_sees_it() {
+        let (after, records) = history("t", plan(), vec![]);
+        let effects = react(&after, &records, &registry());
+        assert!(wakes_reactor(
+            RunStatus::Pending,
+            &after,
+            &records,
+            &effects,
+            true
+        ));
+    }
+
+    #[test]
+    fn given_a_claim_that_starts_the_run_when_appended_then_its_status_change_wakes_the_reactor() {
+        assert!(wakes(vec![started("a")], 1, true), "pending -> running");
+    }
+
+    #[test]
+    fn given_an_outcome_that_makes_a_step_ready_when_its_appender_sends_the_job_then_the_reactor_is_not_woken(
+    ) {
+        let events = vec![started("a"), completed("a")];
+        assert!(!wakes(events.clone(), 1, true));
+        assert!(
+            wakes(events, 1, false),
+            "an appender that does not send jobs leaves them to the reactor"
+        );
+        let claimed = vec![started("a"), completed("a"), started("b")];
+        assert!(
+            !wakes(claimed.clone(), 2, false),
+            "the next step claimed in the same append: nothing to send"
+        );
+    }
+
+    #[test]
+    fn given_the_last_outcome_when_appended_then_the_runs_end_wakes_the_reactor() {
+        let events = vec![
+            started("a"),
+            completed("a"),
+            started("b"),
+            completed("b"),
+            Event::RunCompleted { result: json!(3) },
+        ];
+        assert!(wakes(events, 2, true));
+    }
+
+    #[test]
+    fn given_a_failure_that_calls_for_a_saga_when_appended_then_the_reactor_is_woken() {
+        let events = vec![
+            started("a"),
+            completed("a"),
+            started("b"),
+            Event::CancelRequested { reason: None },
+            completed("b"),
+        ];
+        let (after, records) = history("t", plan(), events);
+        let effects = react(&after, &records[records.len() - 1..], &registry());
+        assert!(
+            effects
+                .iter()
+                .any(|e| matches!(e, Effect::Compensate { .. })),
+            "{effects:?}"
+        );
+        assert!(wakes_reactor(
+            after.status,
+            &after,
+            &records[records.len() - 1..],
+            &effects,
+            true
+        ));
+    }
+
+    #[test]
+    fn given_steps_in_every_state_when_resumed_then_each_unfinished_step_gets_a_job() {
+        let (state, _) = history("t", plan(), vec![]);
+        let jobs: Vec<(String, u32)> = resume_jobs(&state)
+            .into_iter()
+            .map(|j| (j.step_id, j.attempt))
+            .collect();
+        assert_eq!(jobs, vec![("a".to_owned(), 1), ("b".to_owned(), 1)]);
+
+        let (state, _) = history("t", plan(), vec![started("a")]);
+        let jobs: Vec<(String, u32)> = resume_jobs(&state)
+            .into_iter()
+            .map(|j| (j.step_id, j.attempt))
+            .collect();
+        assert_eq!(
+            jobs,
+            vec![("a".to_owned(), 1), ("b".to_owned(), 1)],
+            "a running step is resumed at its current attempt (its lease decides)"
+        );
+
+        let done = vec![
+            started("a"),
+            completed("a"),
+            started("b"),
+            completed("b"),
+            Event::RunCompleted { result: json!(3) },
+        ];
+        let (state, _) = history("t", plan(), done);
+        assert!(resume_jobs(&state).is_empty(), "a finished run has nothing");
+    }
+}

@@ -296,6 +296,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn given_message_bodies_when_decoded_then_a_job_or_a_list_of_jobs_is_read() {
+        let job = r#"{"tenant":"t","run_id":"r","step_id":"s1","attempt":1,"correlation_id":"c"}"#;
+        let one = decode_body(job).expect("one job");
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].step_id, "s1");
+        let two = decode_body(&format!("[{job},{}]", job.replace("s1", "s2"))).expect("a level");
+        let steps: Vec<&str> = two.iter().map(|j| j.step_id.as_str()).collect();
+        assert_eq!(steps, ["s1", "s2"]);
+        for bad in ["[]", "{}", "not json", r#"[{"tenant":"t"}]"#, "42"] {
+            assert!(decode_body(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn given_a_deadline_when_converted_then_the_margin_is_kept_and_a_past_deadline_gives_none() {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after the epoch")
+            .as_millis() as u64;
+        let until = inline_until(now_ms + 60_000).expect("time left");
+        let left = until.saturating_duration_since(Instant::now());
+        assert!(left <= std::time::Duration::from_millis(60_000 - DEADLINE_MARGIN_MS));
+        assert!(left >= std::time::Duration::from_millis(50_000));
+        assert!(inline_until(now_ms + DEADLINE_MARGIN_MS / 2).is_none());
+        assert!(inline_until(0).is_none());
+    }
+
+    #[test]
     fn given_receive_counts_when_backed_off_then_waits_grow_from_seconds_to_the_cap() {
         let full: Vec<u32> = (1..=6).map(|n| redelivery_secs(n, 1.0)).collect();
         assert_eq!(full, [5, 20, 80, 300, 300, 300]);

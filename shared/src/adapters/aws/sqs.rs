@@ -176,6 +176,56 @@ impl Redelivery for SqsDispatcher {
 mod tests {
     use super::*;
 
+    fn job(run: &str, step: &str) -> StepJob {
+        StepJob {
+            tenant: "t".into(),
+            run_id: run.into(),
+            step_id: step.into(),
+            attempt: 1,
+            correlation_id: "c".into(),
+        }
+    }
+
+    fn shape(messages: &[(Vec<StepJob>, u64)]) -> Vec<(Vec<String>, u64)> {
+        messages
+            .iter()
+            .map(|(jobs, d)| {
+                let ids = jobs
+                    .iter()
+                    .map(|j| format!("{}/{}", j.run_id, j.step_id))
+                    .collect();
+                (ids, *d)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn given_jobs_of_runs_and_delays_when_grouped_then_a_runs_jobs_due_together_share_a_message() {
+        let jobs = vec![
+            (job("a", "s1"), 0),
+            (job("b", "s1"), 0),
+            (job("a", "s2"), 0),
+            (job("a", "s3"), 1_500),
+            (job("a", "s4"), 1_900),
+            (job("a", "s1"), 0),
+        ];
+        assert_eq!(
+            shape(&messages(&jobs)),
+            vec![
+                (vec!["a/s1".into(), "a/s2".into()], 0),
+                (vec!["b/s1".into()], 0),
+                (vec!["a/s3".into(), "a/s4".into()], 1_500),
+            ],
+            "same run and same whole second of delay: one message, duplicates dropped"
+        );
+        let many: Vec<(StepJob, u64)> = (0..MAX_JOBS_PER_MESSAGE + 1)
+            .map(|i| (job("a", &format!("s{i}")), 0))
+            .collect();
+        let sizes: Vec<usize> = messages(&many).iter().map(|(j, _)| j.len()).collect();
+        assert_eq!(sizes, vec![MAX_JOBS_PER_MESSAGE, 1]);
+        assert!(messages(&[]).is_empty());
+    }
+
     #[test]
     fn given_delays_when_converted_then_seconds_round_up_and_cap_at_fifteen_minutes() {
         assert_eq!(delay_seconds(0), 0);

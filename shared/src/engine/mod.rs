@@ -237,12 +237,15 @@ pub fn react(state: &RunState, new: &[EventRecord], tools: &dyn ToolFacts) -> Ve
 }
 
 /// Whether the stream reactor must see an append: it holds a new run (the reactor writes
-/// the run's first view and sends its first level), changes the run's status (the view,
-/// which lists runs by status, must follow), calls for a saga, or calls for step jobs that
-/// the appender will not send itself (`sends_jobs`: a step worker sends the jobs its own
-/// appends call for). Anything else (a claim, an outcome whose next level the worker runs)
-/// is left out of the reactor's stream by its filter, so the happy path costs no reactor
-/// invocation and no view write per step.
+/// the run's first view and sends its first level), settles the run or moves it between
+/// settled statuses (the view, which lists runs by status, must follow), calls for a saga,
+/// or calls for step jobs that the appender will not send itself (`sends_jobs`: a step
+/// worker sends the jobs its own appends call for). A run going from pending to running
+/// does not count: both are "in flight", and a reader of a run in flight folds its log
+/// (the view keeps the settled statuses). Anything else (a claim, an outcome whose next
+/// level the worker runs) is left out of the reactor's stream by its filter, so the happy
+/// path costs the reactor two invocations (the run's creation and its end), not one per
+/// step.
 pub fn wakes_reactor(
     before: RunStatus,
     after: &RunState,
@@ -252,7 +255,7 @@ pub fn wakes_reactor(
 ) -> bool {
     new.iter()
         .any(|r| matches!(r.event, Event::RunCreated { .. }))
-        || before != after.status
+        || (before != after.status && (before.is_finished() || after.status.is_finished()))
         || effects.iter().any(|e| match e {
             Effect::Compensate { .. } => true,
             Effect::Dispatch { .. } => !sends_jobs,

@@ -823,8 +823,10 @@ async fn given_a_permanent_failure_after_two_todo_adds_when_the_saga_runs_then_i
         .iter()
         .find(|b| {
             b.records.iter().any(|r| {
-                stream::decode_record(r)
-                    .is_ok_and(|(_, e)| matches!(e.event, Event::RunFailed { .. }))
+                stream::decode_record(r).is_ok_and(|(_, recs)| {
+                    recs.iter()
+                        .any(|e| matches!(e.event, Event::RunFailed { .. }))
+                })
             })
         })
         .cloned()
@@ -2140,8 +2142,11 @@ async fn given_the_reactor_crashes_after_dispatching_an_approved_step_when_its_b
         .iter()
         .filter(|b| {
             b.records.iter().any(|r| {
-                stream::decode_record(r).is_ok_and(|(k, rec)| {
-                    k == key && matches!(rec.event, Event::StepApproved { .. })
+                stream::decode_record(r).is_ok_and(|(k, recs)| {
+                    k == key
+                        && recs
+                            .iter()
+                            .any(|rec| matches!(rec.event, Event::StepApproved { .. }))
                 })
             })
         })

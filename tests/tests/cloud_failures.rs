@@ -34,7 +34,7 @@ use crane::adapters::aws::{delay_seconds, saga_input};
 use crane::app::App;
 use crane::config::Config;
 use crane::domain::{
-    ErrorKind, Event, EventRecord, RunKey, RunState, RunStatus, StepJob, StepStatus, Todo,
+    fold, ErrorKind, Event, EventRecord, RunKey, RunState, RunStatus, StepJob, StepStatus, Todo,
 };
 use crane::entrypoints::{build_app, http, saga, sqs, stream, CloudPorts};
 use crane::ports::{
@@ -324,6 +324,13 @@ impl Fx {
         RunViewStore::get(&self.cloud.store, key)
             .await
             .expect("runs view read")
+    }
+
+    /// The run as its log folds (what readers of a run in flight see: the runs view only
+    /// follows the appends that wake the reactor, e.g. a status change).
+    async fn folded(&self, key: &RunKey) -> Option<RunState> {
+        let events = self.events(key).await;
+        (!events.is_empty()).then(|| fold(&key.run_id, &events).expect("the log folds"))
     }
 
     async fn events(&self, key: &RunKey) -> Vec<EventRecord> {
@@ -1838,11 +1845,12 @@ impl Fx {
 }
 
 /// Create the run, let the loops work until `held` waits for approval and every other
-/// step that can run has completed.
+/// step that can run has completed. Read from the log: a step completing while the next
+/// one waits for approval changes nothing the reactor must see, so the view lags.
 async fn until_held(fx: &Fx, prompt: &str, held: &str, done_first: &[&str]) -> (RunKey, RunState) {
     let key = fx.create_run(prompt).await;
     let view = eventually("the held step to wait for approval", WAIT, async || {
-        fx.view(&key).await.filter(|v| {
+        fx.folded(&key).await.filter(|v| {
             v.awaiting_approval == [held.to_owned()]
                 && done_first
                     .iter()

@@ -145,7 +145,8 @@ impl DynamoStore {
     async fn check_position(&self, key: &RunKey, pk: &str, first_seq: u64) -> StoreResult<()> {
         let tail = match self.tails.get(pk) {
             Some(tail) if first_seq <= tail + 1 => tail,
-            _ => {
+            known => {
+                tracing::debug!(run = %key, first_seq, known_tail = ?known, "reading the tail before appending");
                 let tail = self.read_tail(pk).await?;
                 self.tails.read(pk, (tail > 0).then_some(tail));
                 tail

@@ -471,8 +471,9 @@ async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
 /// How often the stream reader looks for new shards.
 const SHARD_REFRESH: Duration = Duration::from_secs(2);
 
-/// Reads the events table's stream the way Lambda's stream poller does: every shard from
-/// TRIM_HORIZON, then on from where it left off.
+/// Reads the events table's stream the way the reactor's event source mapping does: every
+/// shard from TRIM_HORIZON, then on from where it left off, keeping only the records its
+/// filter passes ([`crane::adapters::aws::stream::REACTOR_FILTER`]: appends marked `wake`).
 pub struct StreamReader {
     client: aws_sdk_dynamodbstreams::Client,
     arn: String,
@@ -493,8 +494,9 @@ struct Shard {
 }
 
 impl StreamReader {
-    /// The records written since the last call, as a Lambda `DynamoDBEvent` (`None` if
-    /// there were none).
+    /// The records written since the last call that pass the reactor's filter, as a Lambda
+    /// `DynamoDBEvent` (`None` if there were none: Lambda does not invoke the reactor for a
+    /// batch its filter emptied).
     pub async fn poll(&mut self) -> Option<StreamEvent> {
         // DynamoDB Local opens the first shard with the first write: until a shard is
         // seen, look on every poll.
@@ -562,10 +564,12 @@ impl StreamReader {
                 Err(e) => panic!("GetRecords: {e:?}"),
             }
         }
-        if records.is_empty() {
-            return None;
-        }
-        Some(serde_json::from_value(json!({ "Records": records })).expect("a DynamoDBEvent"))
+        let mut event: StreamEvent =
+            serde_json::from_value(json!({ "Records": records })).expect("a DynamoDBEvent");
+        event
+            .records
+            .retain(crane::adapters::aws::stream::passes_reactor_filter);
+        (!event.records.is_empty()).then_some(event)
     }
 
     /// Find new shards (each is read from TRIM_HORIZON).

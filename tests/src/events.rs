@@ -277,21 +277,20 @@ impl SagaStarter for RecordingSaga {
     }
 }
 
-/// The stream sample's records decoded, in order, with their sequence numbers.
+/// The stream sample's events decoded, in order, each with the sequence number of the
+/// stream record that carried it (a record holds all the events of one append).
 pub fn stream_sample_records() -> Vec<(String, RunKey, EventRecord)> {
     let event: aws_lambda_events::dynamodb::Event =
         serde_json::from_value(sample("event-reactor", "batch")).expect("a DynamoDB stream event");
     event
         .records
         .iter()
-        .map(|r| {
-            let (key, rec) =
+        .flat_map(|r| {
+            let (key, recs) =
                 crane::entrypoints::stream::decode_record(r).expect("a stream record of an event");
-            (
-                r.change.sequence_number.clone().unwrap_or_default(),
-                key,
-                rec,
-            )
+            let sequence_number = r.change.sequence_number.clone().unwrap_or_default();
+            recs.into_iter()
+                .map(move |rec| (sequence_number.clone(), key.clone(), rec))
         })
         .collect()
 }

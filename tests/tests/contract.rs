@@ -169,9 +169,10 @@ mod aws_shapes {
     use crane::adapters::aws::{provision, stream, DynamoStore, SqsDispatcher};
     use crane::domain::{Event, EventRecord, RunKey, RunStatus, StepJob};
     use crane::ports::{EventStore, Outbox, RunViewStore, StepDispatcher, StoreError};
-    use crane_tests::aws;
+    use crane_tests::cloud::RequestLog;
     use crane_tests::contract::{at, views::view};
     use crane_tests::names::unique;
+    use crane_tests::{aws, clients};
 
     use super::*;
 
@@ -242,7 +243,253 @@ mod aws_shapes {
         };
         assert_eq!(s(data, "prompt"), "calculate 2+3");
 
-        assert_eq!(stream::decode_new_image(item)?, (key, rec));
+        assert_eq!(s(&item, "wake"), "1", "the append woke the reactor");
+        assert!(!item.contains_key("more") && !item.contains_key("last"));
+        assert_eq!(stream::decode_new_image(item)?, (key, vec![rec]));
+        Ok(())
+    }
+
+    /// A run's first event, and a state to hand over as the outbox's view (ignored by
+    /// DynamoDB).
+    fn first_event(key: &RunKey) -> Result<(EventRecord, crane::domain::RunState)> {
+        let rec = EventRecord::new(
+            1,
+            at(0, 0),
+            Event::RunCreated {
+                tenant: key.tenant.clone(),
+                prompt: "calculate 2+3".into(),
+                correlation_id: "corr".into(),
+                idempotency_key: None,
+            },
+        );
+        let view = crane::domain::fold(&key.run_id, std::slice::from_ref(&rec))?;
+        Ok((rec, view))
+    }
+
+    fn started(seq: u64) -> EventRecord {
+        EventRecord::new(
+            seq,
+            at(1, seq as i64),
+            Event::StepStarted {
+                step_id: format!("s{seq}"),
+                attempt: 1,
+                lease_ms: 30_000,
+            },
+        )
+    }
+
+    fn completed(seq: u64, output: serde_json::Value) -> EventRecord {
+        EventRecord::new(
+            seq,
+            at(2, seq as i64),
+            Event::StepCompleted {
+                step_id: format!("s{seq}"),
+                attempt: 1,
+                output,
+                duration_ms: 4,
+            },
+        )
+    }
+
+    async fn append_to(
+        store: &DynamoStore,
+        key: &RunKey,
+        view: &crane::domain::RunState,
+        events: &[EventRecord],
+        wake: bool,
+    ) -> Result<(), StoreError> {
+        store
+            .append(
+                key,
+                events,
+                Outbox {
+                    view,
+                    effects: &[],
+                    wake,
+                },
+            )
+            .await
+    }
+
+    /// The run's items as stored, in key order.
+    async fn raw_items(
+        client: &crane::adapters::aws::aws_sdk_dynamodb::Client,
+        table: &str,
+        key: &RunKey,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>> {
+        Ok(client
+            .query()
+            .table_name(table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(
+                ":pk",
+                AttributeValue::S(format!("{}#{}", key.tenant, key.run_id)),
+            )
+            .consistent_read(true)
+            .send()
+            .await?
+            .items
+            .unwrap_or_default())
+    }
+
+    /// (operation, requests, capacity units) of the DynamoDB requests in `log`.
+    fn dynamodb_requests(log: &RequestLog) -> Vec<(String, u64, f64)> {
+        log.snapshot()
+            .into_iter()
+            .filter(|((service, _), _)| service == "DynamoDB")
+            .map(|((_, op), s)| (op, s.requests, s.capacity_units))
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn given_a_store_that_read_the_log_when_it_appends_several_events_then_it_sends_one_put_of_one_item(
+    ) -> Result<()> {
+        init_logs();
+        let (admin, names) = aws::fresh_tables().await?;
+        let log = RequestLog::default();
+        let client = clients::dynamodb(&aws::endpoint(aws::DYNAMODB_ENDPOINT_VAR)?, Some(&log));
+        let store = DynamoStore::new(client, names.clone());
+        let key = RunKey::new(unique("tenant"), crane::domain::new_run_id());
+        let (first, view) = first_event(&key)?;
+        append_to(&store, &key, &view, &[first.clone(), started(2)], true).await?;
+        assert_eq!(
+            dynamodb_requests(&log),
+            [("PutItem".to_owned(), 1, 1.0)],
+            "a new run: one put, no read"
+        );
+
+        let mut log_so_far = store.load(&key).await?;
+        log.reset();
+        let next = [completed(3, serde_json::json!(5)), started(4), started(5)];
+        append_to(&store, &key, &view, &next, false).await?;
+        assert_eq!(
+            dynamodb_requests(&log),
+            [("PutItem".to_owned(), 1, 1.0)],
+            "after a load: one put of 1 WRU, no transaction, no tail read"
+        );
+        log_so_far.extend(next);
+        assert_eq!(store.load(&key).await?, log_so_far);
+
+        let items = raw_items(&admin, &names.events, &key).await?;
+        assert_eq!(items.len(), 2, "one item per append: {items:?}");
+        assert_eq!(n(&items[0], "seq"), "1");
+        assert_eq!(n(&items[0], "last"), "2");
+        assert_eq!(s(&items[0], "wake"), "1");
+        assert_eq!(n(&items[1], "seq"), "3");
+        assert_eq!(n(&items[1], "last"), "5");
+        assert!(!items[1].contains_key("wake"), "not marked: {:?}", items[1]);
+        let Some(AttributeValue::L(more)) = items[1].get("more") else {
+            panic!("more is a list: {:?}", items[1]);
+        };
+        assert_eq!(more.len(), 2);
+        let (k, events) = stream::decode_new_image(items[1].clone())?;
+        assert_eq!((k, events), (key, log_so_far[2..].to_vec()));
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn given_a_store_that_never_read_the_log_when_it_appends_off_the_tail_then_it_reads_the_tail_and_refuses(
+    ) -> Result<()> {
+        init_logs();
+        let (client, names) = aws::fresh_tables().await?;
+        let writer = DynamoStore::new(client.clone(), names.clone());
+        let key = RunKey::new(unique("tenant"), crane::domain::new_run_id());
+        let (first, view) = first_event(&key)?;
+        let mut log = vec![first, started(2), started(3)];
+        append_to(&writer, &key, &view, &log, true).await?;
+
+        // A cold store (another process) knows no tail: it reads it before refusing or
+        // writing. Seq 2 has no item of its own (it is inside item 1..=3).
+        let request_log = RequestLog::default();
+        let cold = DynamoStore::new(
+            clients::dynamodb(
+                &aws::endpoint(aws::DYNAMODB_ENDPOINT_VAR)?,
+                Some(&request_log),
+            ),
+            names.clone(),
+        );
+        for (what, events) in [
+            ("inside an item", vec![started(2)]),
+            ("at the last seq", vec![started(3), started(4)]),
+            ("a gap", vec![started(5)]),
+        ] {
+            let result = append_to(&cold, &key, &view, &events, true).await;
+            assert!(
+                matches!(result, Err(StoreError::Conflict(_))),
+                "{what}: {result:?}"
+            );
+        }
+        assert!(
+            dynamodb_requests(&request_log)
+                .iter()
+                .all(|(op, _, _)| op == "Query"),
+            "nothing refused was written: {:?}",
+            dynamodb_requests(&request_log)
+        );
+        append_to(&cold, &key, &view, &[started(4)], true).await?;
+        log.push(started(4));
+
+        // The writer's tail (3) is stale now: its put at 4 meets the cold store's item.
+        let stale = append_to(&writer, &key, &view, &[started(4)], true).await;
+        assert!(matches!(stale, Err(StoreError::Conflict(_))), "{stale:?}");
+        // Past what it knows, it reads the tail again.
+        append_to(&writer, &key, &view, &[started(5)], true).await?;
+        log.push(started(5));
+        assert_eq!(writer.load(&key).await?, log);
+        assert_eq!(cold.load(&key).await?, log);
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn given_an_append_too_large_for_one_item_when_written_then_each_event_gets_an_item_and_the_log_reads_back(
+    ) -> Result<()> {
+        init_logs();
+        let (client, names) = aws::fresh_tables().await?;
+        let store = DynamoStore::new(client.clone(), names.clone());
+        let key = RunKey::new(unique("tenant"), crane::domain::new_run_id());
+        let (first, view) = first_event(&key)?;
+        let mut log = vec![first.clone()];
+        append_to(&store, &key, &view, &log, true).await?;
+
+        // Six step outputs of 64 KB: over the 350 KB of one item.
+        let output = serde_json::json!("x".repeat(64 * 1024));
+        let large: Vec<EventRecord> = (2..=7).map(|seq| completed(seq, output.clone())).collect();
+        append_to(&store, &key, &view, &large, true).await?;
+        log.extend(large);
+        let small = vec![started(8), started(9)];
+        append_to(&store, &key, &view, &small, false).await?;
+        log.extend(small);
+
+        let items = raw_items(&client, &names.events, &key).await?;
+        let seqs: Vec<String> = items.iter().map(|i| n(i, "seq")).collect();
+        assert_eq!(seqs, ["1", "2", "3", "4", "5", "6", "7", "8"]);
+        for item in &items[1..7] {
+            assert_eq!(
+                s(item, "wake"),
+                "1",
+                "every item of a woken append is marked"
+            );
+            assert!(!item.contains_key("more"));
+        }
+        assert_eq!(n(&items[7], "last"), "9");
+        assert_eq!(
+            store.load(&key).await?,
+            log,
+            "both kinds of items read back"
+        );
+
+        // Another process appends 10; this store still believes the log ends at 9, so its
+        // large append at 10 goes to the transaction, whose put at 10 fails: nothing of it
+        // is written.
+        let other = DynamoStore::new(client, names);
+        append_to(&other, &key, &view, &[started(10)], true).await?;
+        log.push(started(10));
+        let late: Vec<EventRecord> = (10..=15)
+            .map(|seq| completed(seq, output.clone()))
+            .collect();
+        let result = append_to(&store, &key, &view, &late, true).await;
+        assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
+        assert_eq!(other.load(&key).await?, log);
         Ok(())
     }
 

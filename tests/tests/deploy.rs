@@ -274,7 +274,6 @@ fn create_run_may_read_only_what_it_uses() {
     let keys = stand_in("IdempotencyTable");
     let index = format!("{}/index/by_created", stand_in("RunsTable"));
     let mut want: Vec<(String, String)> = [
-        ("dynamodb:ConditionCheckItem", &events),
         ("dynamodb:PutItem", &events),
         ("dynamodb:Query", &events),
         ("dynamodb:GetItem", &keys),

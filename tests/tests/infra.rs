@@ -652,6 +652,23 @@ fn events_stream_drives_the_reactor_with_bisection_bounded_retries_and_a_failure
 }
 
 #[test]
+fn the_reactors_stream_filter_is_the_one_the_code_applies() {
+    let m = mapping_for("EventReactorFunction");
+    let filters = m["FilterCriteria"]["Filters"]
+        .as_array()
+        .expect("the stream trigger has filters");
+    let patterns: Vec<&str> = filters
+        .iter()
+        .map(|f| f["Pattern"].as_str().expect("a pattern is a JSON string"))
+        .collect();
+    assert_eq!(
+        patterns,
+        [crane::adapters::aws::stream::REACTOR_FILTER],
+        "EventReactorStreamTrigger must filter exactly as passes_reactor_filter does"
+    );
+}
+
+#[test]
 fn tables_have_the_keys_the_adapters_use() {
     let key = |id: &str| resource(id)["Properties"]["KeySchema"].clone();
     assert_eq!(

@@ -1,7 +1,8 @@
 //! The event-reactor function: the events table's DynamoDB Stream in, reactions out.
 //!
 //! The stream is the event log that drives everything that must happen because of an
-//! event, so no process can die between "state changed" and "reaction sent". For each run
+//! event, so no process can die between "state changed" and "reaction sent". A record holds
+//! one append, so it carries one or more events, all of which go to its run. For each run
 //! in the batch, [`App::project`] updates the runs view (idempotent by sequence number)
 //! and returns the effects of the new events; step jobs are sent through the
 //! [`StepDispatcher`] (all of the batch's in one call, so SQS sees batches of ten) and
@@ -32,8 +33,9 @@ struct Group {
     records: Vec<EventRecord>,
 }
 
-/// Decode a stream record's new image into the run it belongs to and the event.
-pub fn decode_record(record: &StreamRecord) -> Result<(RunKey, EventRecord), StoreError> {
+/// Decode a stream record's new image into the run it belongs to and its events (all
+/// those of the append the record's item holds, in order).
+pub fn decode_record(record: &StreamRecord) -> Result<(RunKey, Vec<EventRecord>), StoreError> {
     crate::adapters::aws::stream::decode_new_image(record.change.new_image.clone())
 }
 
@@ -53,12 +55,12 @@ pub async fn handle_stream_batch(
             continue;
         }
         match decode_record(record) {
-            Ok((key, rec)) => match groups.iter_mut().find(|g| g.key == key) {
-                Some(g) => g.records.push(rec),
+            Ok((key, recs)) => match groups.iter_mut().find(|g| g.key == key) {
+                Some(g) => g.records.extend(recs),
                 None => groups.push(Group {
                     key,
                     first_sequence_number: sequence_number,
-                    records: vec![rec],
+                    records: recs,
                 }),
             },
             Err(e) => {

@@ -62,8 +62,23 @@ pub(crate) fn from_json_attr<T: DeserializeOwned>(item: &Item, name: &str) -> St
 /// Attributes of an events item that are keys, not part of the [`EventRecord`].
 const KEY_ATTRS: [&str; 3] = ["pk", "tenant", "run_id"];
 
-/// The events-table item of `rec` (see the module docs of `adapters::aws`).
-pub(crate) fn event_item(key: &RunKey, rec: &EventRecord) -> StoreResult<Item> {
+/// The events after the first of a multi-event item: a list (L) of maps, each an event's
+/// attributes as [`event_item`] writes them, without the keys.
+pub(crate) const MORE: &str = "more";
+
+/// The sequence number of the last event of a multi-event item (N).
+pub(crate) const LAST: &str = "last";
+
+/// The attribute that marks an item the stream reactor must see (see
+/// [`crate::adapters::aws::stream::REACTOR_FILTER`]).
+pub(crate) const WAKE: &str = "wake";
+
+/// The value of [`WAKE`] on an item the stream reactor must see.
+pub(crate) const WAKE_VALUE: &str = "1";
+
+/// The attributes of `rec` alone: `seq`, `type`, `at`, `version` and `data` (a map, or a
+/// JSON string when DynamoDB could not hold its numbers exactly).
+fn event_attrs(rec: &EventRecord) -> StoreResult<Item> {
     let mut item: Item = serde_dynamo::aws_sdk_dynamodb_1::to_item(rec).map_err(corrupt)?;
     if !stored_exactly(&item, rec) {
         // Keep the event readable and exact: its data as a JSON string.
@@ -71,10 +86,81 @@ pub(crate) fn event_item(key: &RunKey, rec: &EventRecord) -> StoreResult<Item> {
         let data = event.get("data").cloned().unwrap_or(Value::Null);
         item.insert("data".into(), s(to_json(&data)?));
     }
+    Ok(item)
+}
+
+/// The events-table item of `rec` alone (see the module docs of `adapters::aws`).
+pub(crate) fn event_item(key: &RunKey, rec: &EventRecord) -> StoreResult<Item> {
+    let mut item = event_attrs(rec)?;
     item.insert("pk".into(), s(run_pk(key)));
     item.insert("tenant".into(), s(&key.tenant));
     item.insert("run_id".into(), s(&key.run_id));
     Ok(item)
+}
+
+/// The one item of an append of `events` (consecutive, at least one): the first event as
+/// [`event_item`] writes it, the others in [`MORE`] with the last seq in [`LAST`], and
+/// [`WAKE`] when the stream reactor must see the append. A single event's item is exactly
+/// [`event_item`]'s (plus [`WAKE`]).
+pub(crate) fn append_item(key: &RunKey, events: &[EventRecord], wake: bool) -> StoreResult<Item> {
+    let Some((first, rest)) = events.split_first() else {
+        return Err(crate::ports::StoreError::Invalid(format!(
+            "{key}: an append item needs an event"
+        )));
+    };
+    let mut item = event_item(key, first)?;
+    if let Some(last) = rest.last() {
+        let more = rest
+            .iter()
+            .map(|e| event_attrs(e).map(AttributeValue::M))
+            .collect::<StoreResult<Vec<_>>>()?;
+        item.insert(MORE.into(), AttributeValue::L(more));
+        item.insert(LAST.into(), n(last.seq));
+    }
+    Ok(with_wake(item, wake))
+}
+
+/// `item`, marked for the stream reactor when `wake`.
+pub(crate) fn with_wake(mut item: Item, wake: bool) -> Item {
+    if wake {
+        item.insert(WAKE.into(), s(WAKE_VALUE));
+    }
+    item
+}
+
+/// The sequence number of an item's last event: [`LAST`] if it has several, else `seq`.
+pub(crate) fn item_last_seq(item: &Item) -> StoreResult<u64> {
+    if item.contains_key(LAST) {
+        get_n(item, LAST)
+    } else {
+        get_n(item, "seq")
+    }
+}
+
+/// An upper bound of the size DynamoDB counts for `item` (attribute names plus values;
+/// lists and maps with their overhead; a number as if each digit took a byte).
+pub(crate) fn item_size(item: &Item) -> usize {
+    item.iter().map(|(k, v)| k.len() + value_size(v)).sum()
+}
+
+fn value_size(v: &AttributeValue) -> usize {
+    match v {
+        AttributeValue::S(s) => s.len(),
+        AttributeValue::N(n) => n.len() + 1,
+        AttributeValue::B(b) => b.as_ref().len(),
+        AttributeValue::Ss(v) => v.iter().map(String::len).sum(),
+        AttributeValue::Ns(v) => v.iter().map(|n| n.len() + 1).sum(),
+        AttributeValue::Bs(v) => v.iter().map(|b| b.as_ref().len()).sum(),
+        AttributeValue::L(l) => 3 + l.iter().map(|v| 1 + value_size(v)).sum::<usize>(),
+        AttributeValue::M(m) => {
+            3 + m
+                .iter()
+                .map(|(k, v)| k.len() + 1 + value_size(v))
+                .sum::<usize>()
+        }
+        // BOOL, NULL (and any type a newer SDK adds, counted small).
+        _ => 1,
+    }
 }
 
 /// Whether DynamoDB accepts every number of `item` and reading it back gives `rec`.
@@ -104,12 +190,17 @@ fn number_fits(n: &str) -> bool {
     significant.len() <= 38 && (x == 0.0 || (1e-130..1e126).contains(&x.abs()))
 }
 
-/// Decode an events-table item (from a `Query` or a stream record's `NewImage`).
-pub(crate) fn decode_event_item(item: serde_dynamo::Item) -> StoreResult<(RunKey, EventRecord)> {
+type Attrs = HashMap<String, serde_dynamo::AttributeValue>;
+
+/// Decode an events-table item (from a `Query` or a stream record's `NewImage`) into its
+/// run and all its events: one for a single-event item, the first plus those in [`MORE`]
+/// for a multi-event one. Their sequence numbers must be consecutive and end at [`LAST`]
+/// (when present), else the item is [`StoreError::Corrupt`](crate::ports::StoreError).
+pub(crate) fn decode_event_item(
+    item: serde_dynamo::Item,
+) -> StoreResult<(RunKey, Vec<EventRecord>)> {
     let mut item = item.into_inner();
-    let text = |item: &mut HashMap<String, serde_dynamo::AttributeValue>, name: &str| match item
-        .remove(name)
-    {
+    let text = |item: &mut Attrs, name: &str| match item.remove(name) {
         Some(serde_dynamo::AttributeValue::S(v)) => Ok(v),
         _ => Err(corrupt(format!("event item has no string {name}"))),
     };
@@ -118,7 +209,63 @@ pub(crate) fn decode_event_item(item: serde_dynamo::Item) -> StoreResult<(RunKey
     for attr in KEY_ATTRS {
         item.remove(attr);
     }
-    let rec: EventRecord = match item.remove("data") {
+    item.remove(WAKE);
+    let last = match item.remove(LAST) {
+        None => None,
+        Some(serde_dynamo::AttributeValue::N(v)) => Some(v.parse::<u64>().map_err(|_| {
+            corrupt(format!(
+                "event item {run_id}: attribute {LAST}={v} is out of range"
+            ))
+        })?),
+        Some(_) => {
+            return Err(corrupt(format!(
+                "event item {run_id}: attribute {LAST} is not a number"
+            )))
+        }
+    };
+    let more = match item.remove(MORE) {
+        None => Vec::new(),
+        Some(serde_dynamo::AttributeValue::L(more)) => more,
+        Some(_) => {
+            return Err(corrupt(format!(
+                "event item {run_id}: attribute {MORE} is not a list"
+            )))
+        }
+    };
+    if !more.is_empty() && last.is_none() {
+        return Err(corrupt(format!(
+            "event item {run_id}: {MORE} without {LAST}"
+        )));
+    }
+    let mut events = Vec::with_capacity(1 + more.len());
+    events.push(decode_event_attrs(item, &run_id)?);
+    for attrs in more {
+        let serde_dynamo::AttributeValue::M(attrs) = attrs else {
+            return Err(corrupt(format!(
+                "event item {run_id}: an entry of {MORE} is not a map"
+            )));
+        };
+        events.push(decode_event_attrs(attrs, &run_id)?);
+    }
+    let first = events[0].seq;
+    if events.iter().zip(first..).any(|(e, seq)| e.seq != seq) {
+        let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+        return Err(corrupt(format!(
+            "event item {run_id}: sequence numbers {seqs:?} are not consecutive"
+        )));
+    }
+    let end = first + events.len() as u64 - 1;
+    if last.is_some_and(|last| last != end) {
+        return Err(corrupt(format!(
+            "event item {run_id}: {LAST} is {last:?}, but its events end at {end}"
+        )));
+    }
+    Ok((RunKey::new(tenant, run_id), events))
+}
+
+/// One event's attributes (`seq`, `type`, `at`, `version`, `data`) back into its record.
+fn decode_event_attrs(mut item: Attrs, run_id: &str) -> StoreResult<EventRecord> {
+    match item.remove("data") {
         Some(serde_dynamo::AttributeValue::S(json)) => {
             let data: Value = serde_json::from_str(&json)
                 .map_err(|e| corrupt(format!("event {run_id}: data: {e}")))?;
@@ -126,20 +273,19 @@ pub(crate) fn decode_event_item(item: serde_dynamo::Item) -> StoreResult<(RunKey
             if let Some(obj) = rest.as_object_mut() {
                 obj.insert("data".into(), data);
             }
-            serde_json::from_value(rest).map_err(|e| corrupt(format!("event {run_id}: {e}")))?
+            serde_json::from_value(rest).map_err(|e| corrupt(format!("event {run_id}: {e}")))
         }
         data => {
             if let Some(data) = data {
                 item.insert("data".into(), data);
             }
-            serde_dynamo::from_item(item).map_err(|e| corrupt(format!("event {run_id}: {e}")))?
+            serde_dynamo::from_item(item).map_err(|e| corrupt(format!("event {run_id}: {e}")))
         }
-    };
-    Ok((RunKey::new(tenant, run_id), rec))
+    }
 }
 
 /// Decode an events-table item as the SDK returns it.
-pub(crate) fn decode_sdk_event_item(item: Item) -> StoreResult<(RunKey, EventRecord)> {
+pub(crate) fn decode_sdk_event_item(item: Item) -> StoreResult<(RunKey, Vec<EventRecord>)> {
     decode_event_item(serde_dynamo::Item::from(item))
 }
 
@@ -179,7 +325,7 @@ mod tests {
         assert_eq!(get_n::<u64>(&item, "seq").expect("seq"), 4);
         let (k, back) = decode_sdk_event_item(item).expect("decodes");
         assert_eq!(k, key);
-        assert_eq!(back, r);
+        assert_eq!(back, [r]);
     }
 
     #[test]
@@ -198,8 +344,126 @@ mod tests {
                 "{item:?}"
             );
             let (_, back) = decode_sdk_event_item(item).expect("decodes");
-            assert_eq!(back, r);
+            assert_eq!(back, [r]);
         }
+    }
+
+    /// `output` completed by step `s{seq}` at `seq`.
+    fn rec_at(seq: u64, output: Value) -> EventRecord {
+        let mut r = rec(output);
+        r.seq = seq;
+        if let Event::StepCompleted { step_id, .. } = &mut r.event {
+            *step_id = format!("s{seq}");
+        }
+        r
+    }
+
+    #[test]
+    fn given_one_event_when_its_append_item_is_built_then_it_is_the_event_item_plus_wake() {
+        let key = RunKey::new("t1", "r1");
+        let r = rec(json!(5));
+        let plain = event_item(&key, &r).expect("encodes");
+        assert_eq!(
+            append_item(&key, std::slice::from_ref(&r), false).expect("encodes"),
+            plain,
+            "a single event keeps today's item"
+        );
+        let mut woken = append_item(&key, std::slice::from_ref(&r), true).expect("encodes");
+        assert_eq!(woken.remove(WAKE), Some(s(WAKE_VALUE)));
+        assert_eq!(woken, plain);
+    }
+
+    #[test]
+    fn given_several_events_when_encoded_in_one_item_then_they_decode_back_in_order() {
+        let key = RunKey::new("t1", "r1");
+        let events = vec![
+            rec_at(4, json!({"value": 3.5})),
+            rec_at(5, json!(1e200)),
+            rec_at(6, json!({"list": [1, "a", null, true], "e": ""})),
+        ];
+        let item = append_item(&key, &events, true).expect("encodes");
+        assert_eq!(get_n::<u64>(&item, "seq").expect("seq"), 4);
+        assert_eq!(get_n::<u64>(&item, LAST).expect("last"), 6);
+        assert_eq!(item_last_seq(&item).expect("last"), 6);
+        assert_eq!(get_s(&item, WAKE).expect("wake"), WAKE_VALUE);
+        assert!(matches!(item.get("data"), Some(AttributeValue::M(_))));
+        let Some(AttributeValue::L(more)) = item.get(MORE) else {
+            panic!("more is a list: {item:?}");
+        };
+        assert_eq!(more.len(), 2);
+        let AttributeValue::M(second) = &more[0] else {
+            panic!("an entry of more is a map: {more:?}");
+        };
+        assert!(
+            matches!(second.get("data"), Some(AttributeValue::S(_))),
+            "1e200 falls back to JSON: {second:?}"
+        );
+        assert!(KEY_ATTRS.iter().all(|k| !second.contains_key(*k)));
+        let (k, back) = decode_sdk_event_item(item).expect("decodes");
+        assert_eq!(k, key);
+        assert_eq!(back, events);
+    }
+
+    #[test]
+    fn given_a_multi_event_item_with_non_consecutive_seqs_when_decoded_then_it_is_corrupt() {
+        let key = RunKey::new("t1", "r1");
+        let events = [
+            rec_at(4, json!(1)),
+            rec_at(5, json!(2)),
+            rec_at(6, json!(3)),
+        ];
+        let item = append_item(&key, &events, false).expect("encodes");
+        let corrupt_with = |change: &dyn Fn(&mut Item)| {
+            let mut bad = item.clone();
+            change(&mut bad);
+            decode_sdk_event_item(bad)
+        };
+        type Change<'a> = &'a dyn Fn(&mut Item);
+        let cases: [(&str, Change); 5] = [
+            ("a skipped seq", &|i: &mut Item| {
+                if let Some(AttributeValue::L(more)) = i.get_mut(MORE) {
+                    more[1] = AttributeValue::M(event_attrs(&rec_at(8, json!(3))).expect("ok"));
+                }
+            }),
+            ("a repeated seq", &|i: &mut Item| {
+                if let Some(AttributeValue::L(more)) = i.get_mut(MORE) {
+                    more[0] = AttributeValue::M(event_attrs(&rec_at(4, json!(2))).expect("ok"));
+                }
+            }),
+            ("a last that does not match", &|i: &mut Item| {
+                i.insert(LAST.into(), n(9));
+            }),
+            ("more without last", &|i: &mut Item| {
+                i.remove(LAST);
+            }),
+            ("more that is not a list", &|i: &mut Item| {
+                i.insert(MORE.into(), s("[]"));
+            }),
+        ];
+        for (what, change) in cases {
+            let result = corrupt_with(change);
+            assert!(
+                matches!(result, Err(crate::ports::StoreError::Corrupt { .. })),
+                "{what}: {result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn given_items_when_sized_then_the_estimate_grows_with_the_data_and_bounds_the_json() {
+        let key = RunKey::new("t1", "r1");
+        let small = event_item(&key, &rec(json!(1))).expect("encodes");
+        let big_text = "x".repeat(64 * 1024);
+        let big = append_item(
+            &key,
+            &[rec_at(4, json!(big_text)), rec_at(5, json!(big_text))],
+            true,
+        )
+        .expect("encodes");
+        assert!(item_size(&small) < 300, "{}", item_size(&small));
+        assert!(item_size(&big) > 2 * 64 * 1024, "{}", item_size(&big));
+        let json = serde_json::to_string(&serde_dynamo::Item::from(big.clone())).expect("json");
+        assert!(item_size(&big) <= json.len());
     }
 
     #[test]

@@ -17,24 +17,38 @@
 //! SAM template declares the same.
 //!
 //! ## events ([`TableNames::events`], `CRANE_EVENTS_TABLE`)
-//! - Key: `pk` (S) = `"{tenant}#{run_id}"` (hash), `seq` (N) (range).
-//! - Attributes: `tenant` (S), `run_id` (S), `type` (S), `at` (S, RFC 3339), `version` (N),
-//!   `data` (M): the [`EventRecord`](crate::domain::EventRecord) written with `serde_dynamo`,
-//!   plus the keys. If the event's data holds a number DynamoDB cannot store exactly
-//!   (magnitude outside 1e-130..1e126, or a float that would read back as an integer),
-//!   `data` is written as a JSON string (S) instead; readers accept both.
-//! - Stream: `NEW_IMAGE`. **The stream is the outbox**: the [`Outbox`](crate::ports::Outbox)
-//!   handed to [`EventStore::append`](crate::ports::EventStore::append) is ignored, because
-//!   the stream reactor recomputes the same effects from the stream records.
-//! - Append: one conditional `PutItem` (`attribute_not_exists(pk)`) for a lone first event
-//!   (seq 1); otherwise one `TransactWriteItems` with a `Put` per event, each conditioned
-//!   on `attribute_not_exists(pk)`, plus, when the first new seq `N` is above 1, a
-//!   `ConditionCheck` that item `N - 1` exists (`attribute_exists(pk)`). A condition can
-//!   only look at its own item, so that check is what refuses a gap: appending seq 5 to a
-//!   log ending at 2 fails instead of succeeding silently. Any failed condition (or a
-//!   transaction conflict with a concurrent writer) is [`StoreError::Conflict`]. At most
-//!   100 items per transaction: 100 events from seq 1, else 99.
-//! - Load: `Query` on `pk`, `ConsistentRead`, paginated, ascending `seq`.
+//! - Key: `pk` (S) = `"{tenant}#{run_id}"` (hash), `seq` (N) (range). One item per append,
+//!   keyed by its first event's `seq`.
+//! - Attributes of the first (or only) event: `tenant` (S), `run_id` (S), `type` (S), `at`
+//!   (S, RFC 3339), `version` (N), `data` (M): the [`EventRecord`](crate::domain::EventRecord)
+//!   written with `serde_dynamo`, plus the keys. If the event's data holds a number
+//!   DynamoDB cannot store exactly (magnitude outside 1e-130..1e126, or a float that would
+//!   read back as an integer), `data` is written as a JSON string (S) instead; readers
+//!   accept both.
+//! - An append of several events also has `more` (L): the following events, each a map
+//!   of `seq`, `type`, `at`, `version`, `data` encoded the same way (keys left out), and
+//!   `last` (N): the last event's `seq`. Readers expand an item into its events and refuse
+//!   (as corrupt) one whose sequence numbers are not consecutive or do not end at `last`.
+//!   A single event's item has neither, so items written one per event read as before.
+//! - `wake` (S) = `"1"` when the stream reactor must see the append
+//!   ([`Outbox::wake`](crate::ports::Outbox)); absent otherwise. The event source mapping
+//!   passes only INSERTs carrying it ([`stream::REACTOR_FILTER`]).
+//! - Stream: `NEW_IMAGE`. **The stream is the outbox**: the rest of the
+//!   [`Outbox`](crate::ports::Outbox) handed to
+//!   [`EventStore::append`](crate::ports::EventStore::append) is ignored, because the
+//!   stream reactor recomputes the same effects from the stream records.
+//! - Append: one `PutItem` conditioned on `attribute_not_exists(pk)` (a failed condition is
+//!   [`StoreError::Conflict`]). Items chain (each starts right after the previous one's
+//!   last seq), so racing appends at the tail meet at one key. A gap or an overlap (an
+//!   append that does not start right after the tail) is refused as a conflict too: the
+//!   store knows the tails its own loads and appends saw, and reads the tail (a consistent
+//!   `Query`, `Limit 1`, newest first) only when it does not know it or the append starts
+//!   beyond it (see the `events` module for the reasoning). An append whose item would
+//!   exceed 350 KB is written one item per event in one `TransactWriteItems` (each `Put`
+//!   conditioned the same way, all carrying `wake`), after the same check. At most 100
+//!   events per append.
+//! - Load: `Query` on `pk`, `ConsistentRead`, paginated, ascending `seq`; items expanded
+//!   into their events, which must follow each other without gaps.
 //!
 //! ## runs (the CQRS view; `CRANE_RUNS_TABLE`)
 //! - Key: `pk` (S) = `"{tenant}#{run_id}"`.
@@ -141,7 +155,7 @@ fn env_var(name: &'static str) -> Result<String, MissingEnv> {
 /// The names of Crane's five DynamoDB tables.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableNames {
-    /// The table of run events, one item per event (`CRANE_EVENTS_TABLE`).
+    /// The table of run events, one item per append (`CRANE_EVENTS_TABLE`).
     pub events: String,
     /// The runs view, one item per run with its folded state (`CRANE_RUNS_TABLE`).
     pub runs: String,
@@ -190,12 +204,19 @@ pub async fn load_sdk_config() -> aws_config::SdkConfig {
 pub struct DynamoStore {
     client: aws_sdk_dynamodb::Client,
     tables: TableNames,
+    /// The runs' last sequence numbers as this process saw them, shared by clones (see
+    /// the `events` module docs).
+    tails: std::sync::Arc<events::Tails>,
 }
 
 impl DynamoStore {
     /// A store over `client` and the tables named in `tables`.
     pub fn new(client: aws_sdk_dynamodb::Client, tables: TableNames) -> Self {
-        Self { client, tables }
+        Self {
+            client,
+            tables,
+            tails: Default::default(),
+        }
     }
 
     /// A store over the tables named by the `CRANE_*_TABLE` variables.

@@ -393,8 +393,11 @@ mod aws_shapes {
         Ok(())
     }
 
+    /// 130 runs: more than one `BatchGetItem` and one filtered `Query` (100 index items)
+    /// hold. The three completed ones are the oldest, so a completed listing finds
+    /// nothing in its first `Query` and must read on.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn given_more_runs_than_one_batch_get_holds_when_listed_in_one_page_then_all_come_newest_first(
+    async fn given_more_runs_than_one_request_holds_when_listed_then_all_come_newest_first_and_sparse_old_matches_are_found(
     ) -> Result<()> {
         use futures::{StreamExt, TryStreamExt};
         init_logs();
@@ -402,13 +405,12 @@ mod aws_shapes {
         let tenant = unique("tenant");
         let mut runs: Vec<crane::domain::RunState> = (0..130i64)
             .map(|i| {
-                view(
-                    &tenant,
-                    &crane::domain::new_run_id(),
-                    at(i, 0),
-                    RunStatus::Failed,
-                    2,
-                )
+                let status = if [0, 5, 17].contains(&i) {
+                    RunStatus::Completed
+                } else {
+                    RunStatus::Failed
+                };
+                view(&tenant, &crane::domain::new_run_id(), at(i, 0), status, 2)
             })
             .collect::<Result<_>>()?;
         futures::stream::iter(runs.iter().map(|v| store.put(v)))
@@ -416,8 +418,11 @@ mod aws_shapes {
             .try_collect::<Vec<bool>>()
             .await?;
         runs.reverse();
-        let want: Vec<&str> = runs.iter().map(|v| v.run_id.as_str()).collect();
-        for status in [None, Some(RunStatus::Failed)] {
+        for status in [None, Some(RunStatus::Failed), Some(RunStatus::Completed)] {
+            let want: Vec<&crane::domain::RunState> = runs
+                .iter()
+                .filter(|v| status.is_none_or(|s| s == v.status))
+                .collect();
             let page = store
                 .list(
                     &tenant,
@@ -428,10 +433,22 @@ mod aws_shapes {
                     },
                 )
                 .await?;
-            let got: Vec<&str> = page.items.iter().map(|v| v.run_id.as_str()).collect();
-            assert_eq!(got, want, "{status:?}");
-            assert_eq!(page.items, runs, "the bodies come whole");
+            assert_eq!(
+                page.items.iter().collect::<Vec<_>>(),
+                want,
+                "{status:?}: in order, bodies whole"
+            );
             assert_eq!(page.next_cursor, None);
+        }
+        let want: Vec<&str> = runs
+            .iter()
+            .filter(|v| v.status == RunStatus::Completed)
+            .map(|v| v.run_id.as_str())
+            .collect();
+        for limit in [1, 2] {
+            let listed = all_pages(&store, &tenant, Some(RunStatus::Completed), limit).await?;
+            let got: Vec<&str> = listed.iter().map(|v| v.run_id.as_str()).collect();
+            assert_eq!(got, want, "completed, limit {limit}");
         }
         Ok(())
     }

@@ -38,10 +38,16 @@ const LISTING: &str = "listing";
 /// The [`LISTING`] of an unfiltered listing (no status is called that).
 const ALL_RUNS: &str = "all";
 
-/// Index items read per `Query` when filtering on a status: `Limit` counts items read
+/// Index items the first `Query` of a status listing reads: `Limit` counts items read
 /// before the filter, and index items are small (~150 bytes, 100 of them about 2
-/// eventually consistent RRU).
+/// eventually consistent RRU). Each further `Query` of the same page reads twice as many,
+/// up to [`FILTERED_QUERY_LIMIT_MAX`], so sparse matches take few requests while dense
+/// ones are not read far past the page.
 const FILTERED_QUERY_LIMIT: usize = 100;
+
+/// The most index items one `Query` of a status listing reads (~1 MB is DynamoDB's own
+/// cap on a page).
+const FILTERED_QUERY_LIMIT_MAX: usize = 3_200;
 
 /// Most keys in one `BatchGetItem`.
 const BATCH_GET_MAX: usize = 100;
@@ -228,6 +234,7 @@ impl RunViewStore for DynamoStore {
         // Index items read (and matching the status) whose bodies are not fetched yet.
         let mut chosen: VecDeque<Item> = VecDeque::new();
         let mut exhausted = false;
+        let mut filtered_read = FILTERED_QUERY_LIMIT;
         while items.len() < query.limit {
             let wanted = query.limit - items.len();
             if chosen.is_empty() {
@@ -237,7 +244,11 @@ impl RunViewStore for DynamoStore {
                 // One more than wanted, so a full page knows whether another follows; a
                 // filtered read takes more, since `Limit` counts runs before the filter.
                 let read = match query.status {
-                    Some(_) => wanted.saturating_add(1).max(FILTERED_QUERY_LIMIT),
+                    Some(_) => {
+                        let read = wanted.saturating_add(1).max(filtered_read);
+                        filtered_read = (filtered_read * 2).min(FILTERED_QUERY_LIMIT_MAX);
+                        read
+                    }
                     None => wanted.saturating_add(1),
                 };
                 let (page, next) = self

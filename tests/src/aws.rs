@@ -3,7 +3,15 @@
 //! SQS and Step Functions). Every helper creates uniquely named resources, so tests run in
 //! parallel. A missing endpoint is an error, never a skip.
 
+use std::sync::{Arc, Mutex, PoisonError};
+
 use anyhow::{bail, Context, Result};
+use aws_sdk_dynamodb::config::interceptors::{
+    AfterDeserializationInterceptorContextRef, BeforeSerializationInterceptorContextMut,
+};
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_dynamodb::types::{ConsumedCapacity, ReturnConsumedCapacity};
+use aws_smithy_runtime_api::box_error::BoxError;
 use crane::adapters::aws::{
     aws_sdk_dynamodb, aws_sdk_sfn, aws_sdk_sqs, provision, DynamoStore, TableNames,
 };
@@ -84,4 +92,79 @@ pub async fn pass_state_machine(sfn: &aws_sdk_sfn::Client) -> Result<String> {
         .await
         .context("creating a state machine in moto")?;
     Ok(out.state_machine_arn)
+}
+
+/// The capacity each `PutItem` of a client consumed, on the table and on each index
+/// (`ReturnConsumedCapacity=INDEXES`, which DynamoDB Local reports as DynamoDB bills it),
+/// in the order the puts were answered. Failed puts are not recorded.
+#[derive(Debug, Clone, Default)]
+pub struct PutCapacity(Arc<Mutex<Vec<ConsumedCapacity>>>);
+
+impl PutCapacity {
+    /// A DynamoDB Local client whose puts are recorded here.
+    pub fn client(&self) -> Result<aws_sdk_dynamodb::Client> {
+        let conf = dynamodb_client()?
+            .config()
+            .to_builder()
+            .interceptor(self.clone())
+            .build();
+        Ok(aws_sdk_dynamodb::Client::from_conf(conf))
+    }
+
+    /// The write units of every recorded put since the last call: (table, `index`).
+    pub fn take(&self, index: &str) -> Vec<(f64, f64)> {
+        let mut puts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        puts.drain(..)
+            .map(|c| {
+                let units = |c: Option<&aws_sdk_dynamodb::types::Capacity>| {
+                    c.and_then(|c| c.capacity_units).unwrap_or(0.0)
+                };
+                let on_index = c
+                    .global_secondary_indexes
+                    .as_ref()
+                    .and_then(|i| i.get(index));
+                (units(c.table.as_ref()), units(on_index))
+            })
+            .collect()
+    }
+}
+
+impl Intercept for PutCapacity {
+    fn name(&self) -> &'static str {
+        "PutCapacity"
+    }
+
+    fn modify_before_serialization(
+        &self,
+        ctx: &mut BeforeSerializationInterceptorContextMut<'_>,
+        _rc: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        use aws_sdk_dynamodb::operation::put_item::PutItemInput;
+        if let Some(i) = ctx.input_mut().downcast_mut::<PutItemInput>() {
+            i.return_consumed_capacity = Some(ReturnConsumedCapacity::Indexes);
+        }
+        Ok(())
+    }
+
+    fn read_after_deserialization(
+        &self,
+        ctx: &AfterDeserializationInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        use aws_sdk_dynamodb::operation::put_item::PutItemOutput;
+        let consumed = ctx
+            .output_or_error()
+            .ok()
+            .and_then(|o| o.downcast_ref::<PutItemOutput>())
+            .and_then(|o| o.consumed_capacity.clone());
+        if let Some(c) = consumed {
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(c);
+        }
+        Ok(())
+    }
 }

@@ -168,9 +168,12 @@ mod aws_shapes {
     };
     use crane::adapters::aws::{provision, stream, DynamoStore, SqsDispatcher};
     use crane::domain::{Event, EventRecord, RunKey, RunStatus, StepJob};
-    use crane::ports::{EventStore, Outbox, RunViewStore, StepDispatcher, StoreError};
+    use crane::ports::{EventStore, ListQuery, Outbox, RunViewStore, StepDispatcher, StoreError};
     use crane_tests::cloud::RequestLog;
-    use crane_tests::contract::{at, views::view};
+    use crane_tests::contract::{
+        at,
+        views::{all_pages, view},
+    };
     use crane_tests::names::unique;
     use crane_tests::{aws, clients};
 
@@ -510,11 +513,228 @@ mod aws_shapes {
             .item
             .context("the view item")?;
         assert_eq!(s(&item, "status"), "compensating");
-        assert_eq!(s(&item, "tenant_status"), format!("{tenant}#compensating"));
+        assert_eq!(s(&item, "tenant"), tenant);
+        assert!(
+            !item.contains_key("tenant_status"),
+            "no second index key is written"
+        );
         assert_eq!(s(&item, "created_sk"), "2026-01-01T00:00:05.000007Z#run-1");
         assert_eq!(n(&item, "last_seq"), "4");
         let body: crane::domain::RunState = serde_json::from_str(&s(&item, "body"))?;
         assert_eq!(body, v);
+        Ok(())
+    }
+
+    /// Index items only: what `put` writes to `by_created` is the keys and `status`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn given_a_run_view_when_put_again_then_the_index_is_written_only_when_the_status_changes(
+    ) -> Result<()> {
+        init_logs();
+        let (_, names) = aws::fresh_tables().await?;
+        let capacity = aws::PutCapacity::default();
+        let store = DynamoStore::new(capacity.client()?, names);
+        let tenant = unique("tenant");
+        let run_id = crane::domain::new_run_id();
+        let mut v = view(&tenant, &run_id, at(0, 0), RunStatus::Pending, 1)?;
+        // A body the size of a planned run's (~2 KB) keeps the table's share visible.
+        v.prompt = "p".repeat(2_000);
+        let mut at_seq = |status: RunStatus, seq: u64| {
+            v.status = status;
+            v.last_seq = seq;
+            v.clone()
+        };
+        for state in [
+            at_seq(RunStatus::Pending, 1),
+            at_seq(RunStatus::Pending, 2),
+            at_seq(RunStatus::Running, 3),
+            at_seq(RunStatus::Running, 4),
+            at_seq(RunStatus::Completed, 5),
+        ] {
+            assert!(store.put(&state).await?);
+        }
+        let index: Vec<f64> = capacity
+            .take("by_created")
+            .into_iter()
+            .map(|(table, index)| {
+                assert!(table >= 2.0, "the ~2 KB body is written to the table");
+                index
+            })
+            .collect();
+        assert_eq!(
+            index,
+            [1.0, 0.0, 1.0, 0.0, 1.0],
+            "index WRU of: insert, same status, new status, same status, new status"
+        );
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn given_thirty_runs_of_which_every_seventh_completed_when_listed_by_status_in_pages_of_two_then_each_match_comes_once_newest_first(
+    ) -> Result<()> {
+        init_logs();
+        let store = aws::fresh_dynamo_store().await?;
+        let tenant = unique("tenant");
+        let mut completed = Vec::new();
+        let mut running = Vec::new();
+        for i in 0..30i64 {
+            let status = if i % 7 == 0 {
+                RunStatus::Completed
+            } else {
+                RunStatus::Running
+            };
+            let v = view(
+                &tenant,
+                &crane::domain::new_run_id(),
+                at(i * 60, 0),
+                status,
+                2,
+            )?;
+            assert!(store.put(&v).await?);
+            match status {
+                RunStatus::Completed => completed.push(v.run_id),
+                _ => running.push(v.run_id),
+            }
+        }
+        completed.reverse();
+        running.reverse();
+        let ids = |runs: Vec<crane::domain::RunState>| -> Vec<String> {
+            runs.into_iter().map(|v| v.run_id).collect()
+        };
+        // Runs 28, 21, 14, 7, 0: the matches sit far apart in the index.
+        for limit in [1, 2, 3, 5, 6] {
+            let listed = all_pages(&store, &tenant, Some(RunStatus::Completed), limit).await?;
+            assert_eq!(ids(listed), completed, "completed, limit {limit}");
+        }
+        let listed = all_pages(&store, &tenant, Some(RunStatus::Running), 4).await?;
+        assert_eq!(ids(listed), running, "running, limit 4");
+
+        let first = store
+            .list(
+                &tenant,
+                &ListQuery {
+                    status: Some(RunStatus::Completed),
+                    limit: 2,
+                    cursor: None,
+                },
+            )
+            .await?;
+        let cursor = first
+            .next_cursor
+            .context("five completed runs fill more than one page of two")?;
+        for status in [Some(RunStatus::Running), None] {
+            let result = store
+                .list(
+                    &tenant,
+                    &ListQuery {
+                        status,
+                        limit: 2,
+                        cursor: Some(cursor.clone()),
+                    },
+                )
+                .await;
+            assert!(
+                matches!(result, Err(StoreError::Invalid(_))),
+                "a completed listing's cursor used for {status:?}: {result:?}"
+            );
+        }
+        Ok(())
+    }
+
+    /// 130 runs: more than one `BatchGetItem` and one filtered `Query` (100 index items)
+    /// hold. The three completed ones are the oldest, so a completed listing finds
+    /// nothing in its first `Query` and must read on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn given_more_runs_than_one_request_holds_when_listed_then_all_come_newest_first_and_sparse_old_matches_are_found(
+    ) -> Result<()> {
+        use futures::{StreamExt, TryStreamExt};
+        init_logs();
+        let store = aws::fresh_dynamo_store().await?;
+        let tenant = unique("tenant");
+        let mut runs: Vec<crane::domain::RunState> = (0..130i64)
+            .map(|i| {
+                let status = if [0, 5, 17].contains(&i) {
+                    RunStatus::Completed
+                } else {
+                    RunStatus::Failed
+                };
+                view(&tenant, &crane::domain::new_run_id(), at(i, 0), status, 2)
+            })
+            .collect::<Result<_>>()?;
+        futures::stream::iter(runs.iter().map(|v| store.put(v)))
+            .buffer_unordered(16)
+            .try_collect::<Vec<bool>>()
+            .await?;
+        runs.reverse();
+        for status in [None, Some(RunStatus::Failed), Some(RunStatus::Completed)] {
+            let want: Vec<&crane::domain::RunState> = runs
+                .iter()
+                .filter(|v| status.is_none_or(|s| s == v.status))
+                .collect();
+            let page = store
+                .list(
+                    &tenant,
+                    &ListQuery {
+                        status,
+                        limit: 200,
+                        cursor: None,
+                    },
+                )
+                .await?;
+            assert_eq!(
+                page.items.iter().collect::<Vec<_>>(),
+                want,
+                "{status:?}: in order, bodies whole"
+            );
+            assert_eq!(page.next_cursor, None);
+        }
+        let want: Vec<&str> = runs
+            .iter()
+            .filter(|v| v.status == RunStatus::Completed)
+            .map(|v| v.run_id.as_str())
+            .collect();
+        for limit in [1, 2] {
+            let listed = all_pages(&store, &tenant, Some(RunStatus::Completed), limit).await?;
+            let got: Vec<&str> = listed.iter().map(|v| v.run_id.as_str()).collect();
+            assert_eq!(got, want, "completed, limit {limit}");
+        }
+        Ok(())
+    }
+
+    /// The index trails the table in DynamoDB: a run it still shows in a status its view
+    /// has left is not listed under that status.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn given_an_index_entry_whose_status_the_view_has_left_when_listed_by_that_status_then_the_run_is_left_out(
+    ) -> Result<()> {
+        init_logs();
+        let (client, names) = aws::fresh_tables().await?;
+        let store = DynamoStore::new(client.clone(), names.clone());
+        let tenant = unique("tenant");
+        let mut runs = Vec::new();
+        for i in 0..3i64 {
+            let v = view(
+                &tenant,
+                &format!("run-{i}"),
+                at(i, 0),
+                RunStatus::Running,
+                2,
+            )?;
+            assert!(store.put(&v).await?);
+            runs.push(v);
+        }
+        // Run 1's view says completed while its index item still says running.
+        let mut done = runs[1].clone();
+        done.status = RunStatus::Completed;
+        client
+            .update_item()
+            .table_name(&names.runs)
+            .key("pk", AttributeValue::S(format!("{tenant}#run-1")))
+            .update_expression("SET body = :body")
+            .expression_attribute_values(":body", AttributeValue::S(serde_json::to_string(&done)?))
+            .send()
+            .await?;
+        let listed = all_pages(&store, &tenant, Some(RunStatus::Running), 1).await?;
+        let ids: Vec<&str> = listed.iter().map(|v| v.run_id.as_str()).collect();
+        assert_eq!(ids, ["run-2", "run-0"]);
         Ok(())
     }
 
@@ -544,36 +764,20 @@ mod aws_shapes {
             .await?
             .table
             .context("runs")?;
-        let mut indexes: Vec<(String, Vec<String>, Option<ProjectionType>)> = runs
-            .global_secondary_indexes()
+        // One lean index: its keys and `status`, never the body.
+        let [index] = runs.global_secondary_indexes() else {
+            panic!("one GSI: {:?}", runs.global_secondary_indexes());
+        };
+        assert_eq!(index.index_name(), Some("by_created"));
+        let keys: Vec<&str> = index
+            .key_schema()
             .iter()
-            .map(|i| {
-                (
-                    i.index_name().unwrap_or_default().to_owned(),
-                    i.key_schema()
-                        .iter()
-                        .map(|k| k.attribute_name().to_owned())
-                        .collect(),
-                    i.projection().and_then(|p| p.projection_type().cloned()),
-                )
-            })
+            .map(|k| k.attribute_name())
             .collect();
-        indexes.sort();
-        assert_eq!(
-            indexes,
-            vec![
-                (
-                    "by_created".into(),
-                    vec!["tenant".into(), "created_sk".into()],
-                    Some(ProjectionType::All)
-                ),
-                (
-                    "by_status".into(),
-                    vec!["tenant_status".into(), "created_sk".into()],
-                    Some(ProjectionType::All)
-                ),
-            ]
-        );
+        assert_eq!(keys, ["tenant", "created_sk"]);
+        let projection = index.projection().context("a projection")?;
+        assert_eq!(projection.projection_type(), Some(&ProjectionType::Include));
+        assert_eq!(projection.non_key_attributes(), ["status"]);
 
         let ttl = client
             .describe_time_to_live()

@@ -272,13 +272,16 @@ fn create_run_may_read_only_what_it_uses() {
     dynamodb.sort();
     let events = stand_in("EventsTable");
     let keys = stand_in("IdempotencyTable");
-    let index = format!("{}/index/by_created", stand_in("RunsTable"));
+    let runs = stand_in("RunsTable");
+    let index = format!("{runs}/index/by_created");
     let mut want: Vec<(String, String)> = [
         ("dynamodb:PutItem", &events),
         ("dynamodb:Query", &events),
         ("dynamodb:GetItem", &keys),
         ("dynamodb:PutItem", &keys),
+        // Listing runs (GET /health, the cap on runs in flight): the index, then the views.
         ("dynamodb:Query", &index),
+        ("dynamodb:BatchGetItem", &runs),
     ]
     .iter()
     .map(|(a, r)| ((*a).to_owned(), (*r).clone()))

@@ -323,6 +323,50 @@ fn get_run_may_only_read() {
     }
 }
 
+#[test]
+fn whoever_lists_runs_queries_the_one_index_and_may_batch_read_only_the_runs_table() {
+    let runs_arn = json!({"Fn::GetAtt": ["RunsTable", "Arn"]});
+    let by_created = json!({"Fn::Sub": "${RunsTable.Arn}/index/by_created"});
+    let mut listers = Vec::new();
+    for (id, _) in functions() {
+        let g = grants_of(id);
+        for s in &g.statements {
+            for r in resource_list(&s["Resource"]) {
+                let text = r.to_string();
+                assert!(
+                    !text.contains("/index/") || r == &by_created,
+                    "{id}: {r} names an index other than by_created"
+                );
+            }
+        }
+        let batch_reads: Vec<&Value> = allowed(&g, "dynamodb:BatchGetItem")
+            .into_iter()
+            .flat_map(resource_list)
+            .collect();
+        assert!(
+            batch_reads.iter().all(|r| **r == runs_arn),
+            "{id} may BatchGetItem only the runs table: {batch_reads:?}"
+        );
+        let queries_index = allowed(&g, "dynamodb:Query")
+            .into_iter()
+            .flat_map(resource_list)
+            .any(|r| r == &by_created);
+        if queries_index {
+            assert!(
+                !batch_reads.is_empty(),
+                "{id} lists runs on by_created but may not read their views (BatchGetItem)"
+            );
+            listers.push(id);
+        }
+    }
+    listers.sort_unstable();
+    assert_eq!(
+        listers,
+        ["CreateRunFunction", "GetRunFunction"],
+        "create-run (GET /health, the cap on runs in flight) and get-run (GET /runs)"
+    );
+}
+
 /// A resource naming everything (`*`, or an ARN pattern with a wildcard that is not a
 /// table's `/index/*` or `/stream/*`).
 fn is_wildcard(resource: &Value) -> bool {
@@ -692,8 +736,8 @@ fn tables_have_the_keys_the_adapters_use() {
         ttl,
         &json!({"AttributeName": "expires_at", "Enabled": true})
     );
-    let indexes: Vec<(String, Value)> = resource("RunsTable")["Properties"]
-        ["GlobalSecondaryIndexes"]
+    let runs = &resource("RunsTable")["Properties"];
+    let indexes: Vec<(String, Value, Value)> = runs["GlobalSecondaryIndexes"]
         .as_array()
         .expect("RunsTable GSIs")
         .iter()
@@ -701,21 +745,27 @@ fn tables_have_the_keys_the_adapters_use() {
             (
                 i["IndexName"].as_str().unwrap_or("").to_owned(),
                 i["KeySchema"].clone(),
+                i["Projection"].clone(),
             )
         })
         .collect();
+    // One lean index (what provision::create_tables creates): the run body never reaches it.
     assert_eq!(
         indexes,
-        vec![
-            (
-                "by_created".to_owned(),
-                json!([{"AttributeName": "tenant", "KeyType": "HASH"}, {"AttributeName": "created_sk", "KeyType": "RANGE"}])
-            ),
-            (
-                "by_status".to_owned(),
-                json!([{"AttributeName": "tenant_status", "KeyType": "HASH"}, {"AttributeName": "created_sk", "KeyType": "RANGE"}])
-            ),
-        ]
+        vec![(
+            "by_created".to_owned(),
+            json!([{"AttributeName": "tenant", "KeyType": "HASH"}, {"AttributeName": "created_sk", "KeyType": "RANGE"}]),
+            json!({"ProjectionType": "INCLUDE", "NonKeyAttributes": ["status"]}),
+        )]
+    );
+    assert_eq!(
+        runs["AttributeDefinitions"],
+        json!([
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "tenant", "AttributeType": "S"},
+            {"AttributeName": "created_sk", "AttributeType": "S"},
+        ]),
+        "exactly the key attributes"
     );
     for (id, t) in of_type("AWS::DynamoDB::Table") {
         assert_eq!(t["Properties"]["BillingMode"], "PAY_PER_REQUEST", "{id}");

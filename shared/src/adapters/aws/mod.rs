@@ -53,15 +53,24 @@
 //! ## runs (the CQRS view; `CRANE_RUNS_TABLE`)
 //! - Key: `pk` (S) = `"{tenant}#{run_id}"`.
 //! - Attributes: `tenant`, `run_id`, `status`, `created_sk` =
-//!   `"{created_at, RFC 3339 with microseconds and Z}#{run_id}"`, `tenant_status` =
-//!   `"{tenant}#{status}"`, `last_seq` (N), `body` (S, the `RunState` as JSON).
-//! - GSI `by_created`: hash `tenant`, range `created_sk`, projection ALL.
-//! - GSI `by_status`: hash `tenant_status`, range `created_sk`, projection ALL.
+//!   `"{created_at, RFC 3339 with microseconds and Z}#{run_id}"`, `last_seq` (N), `body`
+//!   (S, the `RunState` as JSON).
+//! - GSI `by_created`: hash `tenant`, range `created_sk`, projection `INCLUDE` `status`
+//!   (plus the keys `pk`, `tenant`, `created_sk`). The body never reaches the index, and a
+//!   put that keeps the run's status writes the table alone: DynamoDB writes an index only
+//!   when a key or projected attribute of it changes.
 //! - Put: `PutItem` if `attribute_not_exists(pk) OR last_seq < :seq`; a failed condition
 //!   means the stored view is as new or newer, and `put` returns `Ok(false)`.
-//! - List: `Query` on the index (`ScanIndexForward=false`), newest first; the cursor is
-//!   the `LastEvaluatedKey` as JSON, base64url-encoded (a cursor that does not decode, or
-//!   belongs to another tenant or filter, is [`StoreError::Invalid`]).
+//! - List: `Query` on `by_created` (`ScanIndexForward=false`), newest first, with a
+//!   `FilterExpression` on `status` when one is asked for (DynamoDB filters after `Limit`,
+//!   so it reads on until enough runs matched or the index ends); then `BatchGetItem`
+//!   (`ConsistentRead`, at most 100 keys a call, unprocessed keys sent again after a short
+//!   backoff) reads the chosen runs' bodies, kept in index order. A run whose item is gone,
+//!   or whose body is no longer in the status asked for (the index trails the table), is
+//!   left out. The cursor is the index key (`pk`, `tenant`, `created_sk`) of the last run
+//!   on the page plus the listing (the status, or `all`), as JSON, base64url-encoded; a
+//!   cursor that does not decode, or belongs to another tenant or listing, is
+//!   [`StoreError::Invalid`].
 //!
 //! ## todos (`CRANE_TODOS_TABLE`)
 //! - Key: `pk` (S) = tenant, `sk` (S):

@@ -13,7 +13,7 @@ use aws_sdk_dynamodb::Client;
 use tracing::instrument;
 
 use super::error::{build_error, sdk_error};
-use super::views::{BY_CREATED, BY_STATUS};
+use super::views::{BY_CREATED, BY_CREATED_PROJECTS};
 use super::TableNames;
 use crate::ports::{StoreError, StoreResult};
 
@@ -39,16 +39,17 @@ fn key(name: &str, ty: KeyType) -> StoreResult<KeySchemaElement> {
         .map_err(build_error)
 }
 
-fn gsi(name: &str, hash: &str, range: &str) -> StoreResult<GlobalSecondaryIndex> {
+/// A GSI projecting its keys, the table's key and `include`.
+fn gsi(name: &str, hash: &str, range: &str, include: &[&str]) -> StoreResult<GlobalSecondaryIndex> {
+    let projection = include.iter().fold(
+        Projection::builder().projection_type(ProjectionType::Include),
+        |p, attr| p.non_key_attributes(*attr),
+    );
     GlobalSecondaryIndex::builder()
         .index_name(name)
         .key_schema(key(hash, KeyType::Hash)?)
         .key_schema(key(range, KeyType::Range)?)
-        .projection(
-            Projection::builder()
-                .projection_type(ProjectionType::All)
-                .build(),
-        )
+        .projection(projection.build())
         .build()
         .map_err(build_error)
 }
@@ -78,11 +79,14 @@ fn requests(client: &Client, names: &TableNames) -> StoreResult<Vec<CreateTableF
     let runs = table(client, &names.runs)
         .attribute_definitions(attr("pk", S)?)
         .attribute_definitions(attr("tenant", S)?)
-        .attribute_definitions(attr("tenant_status", S)?)
         .attribute_definitions(attr("created_sk", S)?)
         .key_schema(key("pk", KeyType::Hash)?)
-        .global_secondary_indexes(gsi(BY_CREATED, "tenant", "created_sk")?)
-        .global_secondary_indexes(gsi(BY_STATUS, "tenant_status", "created_sk")?);
+        .global_secondary_indexes(gsi(
+            BY_CREATED,
+            "tenant",
+            "created_sk",
+            &BY_CREATED_PROJECTS,
+        )?);
     let todos = table(client, &names.todos)
         .attribute_definitions(attr("pk", S)?)
         .attribute_definitions(attr("sk", S)?)

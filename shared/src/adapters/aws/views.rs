@@ -1,25 +1,61 @@
-//! [`RunViewStore`] on the runs table and its two GSIs.
+//! [`RunViewStore`] on the runs table and its one GSI, `by_created`.
+//!
+//! The index is lean on purpose: it projects only the keys and `status`, so a put of an
+//! existing run writes the index only when the run's status changed (a small item, 1
+//! WRU), and the ~2 KB body is written once, to the table. Listing therefore chooses
+//! runs on the index (newest first, filtered on `status` when asked) and then reads
+//! their bodies from the table with `BatchGetItem`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::KeysAndAttributes;
 use base64::Engine as _;
 use chrono::SecondsFormat;
 use tracing::instrument;
 
-use super::error::sdk_error;
-use super::item::{from_json_attr, n, run_pk, s, to_json, Item};
+use super::error::{build_error, sdk_error};
+use super::item::{from_json_attr, get_s, n, run_pk, s, to_json, Item};
 use super::DynamoStore;
-use crate::domain::{RunKey, RunState};
+use crate::domain::{RunKey, RunState, RunStatus};
 use crate::ports::{ListQuery, Page, RunViewStore, StoreError, StoreResult};
 
 /// GSI listing a tenant's runs newest first.
 pub(crate) const BY_CREATED: &str = "by_created";
-/// GSI listing a tenant's runs of one status newest first.
-pub(crate) const BY_STATUS: &str = "by_status";
 
-/// The sort key of both indexes: creation time (fixed-width RFC 3339, so text order is
+/// The attributes [`BY_CREATED`] projects besides the keys (table `pk`, index `tenant`
+/// and `created_sk`): what listing needs to choose runs, and nothing that changes
+/// without the status changing.
+pub(crate) const BY_CREATED_PROJECTS: [&str; 1] = ["status"];
+
+/// The index key of a run: what a cursor holds and a `Query` resumes after.
+const INDEX_KEY: [&str; 3] = ["pk", "tenant", "created_sk"];
+
+/// The cursor field naming the listing it belongs to: a status, or [`ALL_RUNS`].
+const LISTING: &str = "listing";
+
+/// The [`LISTING`] of an unfiltered listing (no status is called that).
+const ALL_RUNS: &str = "all";
+
+/// Index items the first `Query` of a status listing reads: `Limit` counts items read
+/// before the filter, and index items are small (~150 bytes, 100 of them about 2
+/// eventually consistent RRU). Each further `Query` of the same page reads twice as many,
+/// up to [`FILTERED_QUERY_LIMIT_MAX`], so sparse matches take few requests while dense
+/// ones are not read far past the page.
+const FILTERED_QUERY_LIMIT: usize = 100;
+
+/// The most index items one `Query` of a status listing reads (~1 MB is DynamoDB's own
+/// cap on a page).
+const FILTERED_QUERY_LIMIT_MAX: usize = 3_200;
+
+/// Most keys in one `BatchGetItem`.
+const BATCH_GET_MAX: usize = 100;
+
+/// How often `BatchGetItem` is sent again for keys DynamoDB left unprocessed.
+const BATCH_GET_RETRIES: u32 = 5;
+
+/// The sort key of the index: creation time (fixed-width RFC 3339, so text order is
 /// time order), then run id.
 pub(crate) fn created_sk(view: &RunState) -> String {
     format!(
@@ -33,37 +69,134 @@ fn invalid_cursor() -> StoreError {
     StoreError::Invalid("cursor is not one this server issued for this listing".into())
 }
 
-/// The `LastEvaluatedKey` (all string attributes) as base64url JSON.
-fn encode_cursor(key: &Item) -> StoreResult<String> {
+/// What a listing is of, as its cursors name it.
+fn listing(status: Option<RunStatus>) -> &'static str {
+    status.map_or(ALL_RUNS, RunStatus::as_str)
+}
+
+/// A cursor resuming after the run whose index item is `key`: its index key and the
+/// listing, as base64url JSON.
+fn encode_cursor(key: &Item, listing: &str) -> StoreResult<String> {
     let mut map = BTreeMap::new();
-    for (name, value) in key {
-        let AttributeValue::S(v) = value else {
-            return Err(StoreError::corrupt(format!(
-                "runs index key attribute {name} is not a string"
-            )));
-        };
-        map.insert(name.as_str(), v.as_str());
+    for name in INDEX_KEY {
+        map.insert(name, get_s(key, name)?);
     }
+    map.insert(LISTING, listing);
     let json = serde_json::to_vec(&map).map_err(|e| StoreError::corrupt_from(e.to_string(), e))?;
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json))
 }
 
-/// A cursor back into an `ExclusiveStartKey`, if it is one for the index keyed by
-/// `hash_attr = hash_value`.
-fn decode_cursor(cursor: &str, hash_attr: &str, hash_value: &str) -> StoreResult<Item> {
-    let map: BTreeMap<String, String> = base64::engine::general_purpose::URL_SAFE_NO_PAD
+/// A cursor back into an `ExclusiveStartKey`, if this store issued it for `tenant`'s
+/// `listing`.
+fn decode_cursor(cursor: &str, tenant: &str, listing: &str) -> StoreResult<Item> {
+    let mut map: BTreeMap<String, String> = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(cursor)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .ok_or_else(invalid_cursor)?;
-    let expected = ["created_sk", "pk", hash_attr];
-    let fits = map.len() == expected.len()
-        && expected.iter().all(|k| map.contains_key(*k))
-        && map.get(hash_attr).map(String::as_str) == Some(hash_value);
+    let issued_for = map.remove(LISTING);
+    let fits = issued_for.as_deref() == Some(listing)
+        && map.len() == INDEX_KEY.len()
+        && INDEX_KEY.iter().all(|k| map.contains_key(*k))
+        && map.get("tenant").map(String::as_str) == Some(tenant)
+        && map
+            .get("pk")
+            .is_some_and(|pk| pk.strip_prefix(tenant).is_some_and(|r| r.starts_with('#')));
     if !fits {
         return Err(invalid_cursor());
     }
     Ok(map.into_iter().map(|(k, v)| (k, s(v))).collect())
+}
+
+impl DynamoStore {
+    /// One `Query` of `tenant`'s index items newest first, resuming after `start`:
+    /// `limit` items read at most, of which those in `status` (all when `None`) come
+    /// back, with the `LastEvaluatedKey` when the index may hold more.
+    async fn query_index(
+        &self,
+        tenant: &str,
+        status: Option<RunStatus>,
+        start: Option<Item>,
+        limit: usize,
+    ) -> StoreResult<(Vec<Item>, Option<Item>)> {
+        let mut request = self
+            .client
+            .query()
+            .table_name(&self.tables.runs)
+            .index_name(BY_CREATED)
+            .key_condition_expression("#tenant = :tenant")
+            .expression_attribute_names("#tenant", "tenant")
+            .expression_attribute_values(":tenant", s(tenant))
+            .scan_index_forward(false)
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .set_exclusive_start_key(start);
+        if let Some(status) = status {
+            // `status` is a reserved word. DynamoDB filters after applying `Limit`.
+            request = request
+                .filter_expression("#status = :status")
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":status", s(status.as_str()));
+        }
+        let out = request.send().await.map_err(|e| sdk_error("Query", e))?;
+        Ok((
+            out.items.unwrap_or_default(),
+            out.last_evaluated_key.filter(|k| !k.is_empty()),
+        ))
+    }
+
+    /// The views stored under `pks` (at most [`BATCH_GET_MAX`]), strongly consistent,
+    /// by `pk`; a key with no item is left out. Keys DynamoDB leaves unprocessed are
+    /// asked for again after a short backoff.
+    async fn batch_get(&self, pks: &[String]) -> StoreResult<HashMap<String, RunState>> {
+        let mut found = HashMap::with_capacity(pks.len());
+        let mut keys: Vec<Item> = pks
+            .iter()
+            .map(|pk| Item::from([("pk".to_owned(), s(pk))]))
+            .collect();
+        for retry in 0..=BATCH_GET_RETRIES {
+            if retry > 0 {
+                tokio::time::sleep(Duration::from_millis(25 << retry)).await;
+            }
+            let request = KeysAndAttributes::builder()
+                .set_keys(Some(keys))
+                .consistent_read(true)
+                .projection_expression("#pk, #body")
+                .expression_attribute_names("#pk", "pk")
+                .expression_attribute_names("#body", "body")
+                .build()
+                .map_err(build_error)?;
+            let out = self
+                .client
+                .batch_get_item()
+                .request_items(&self.tables.runs, request)
+                .send()
+                .await
+                .map_err(|e| sdk_error("BatchGetItem", e))?;
+            let items = out
+                .responses
+                .and_then(|mut r| r.remove(&self.tables.runs))
+                .unwrap_or_default();
+            for item in items {
+                found.insert(
+                    get_s(&item, "pk")?.to_owned(),
+                    from_json_attr(&item, "body")?,
+                );
+            }
+            keys = out
+                .unprocessed_keys
+                .and_then(|mut u| u.remove(&self.tables.runs))
+                .map(|k| k.keys)
+                .unwrap_or_default();
+            if keys.is_empty() {
+                return Ok(found);
+            }
+        }
+        Err(StoreError::unavailable(format!(
+            "BatchGetItem left {} of {} run views unprocessed after {BATCH_GET_RETRIES} retries",
+            keys.len(),
+            pks.len()
+        )))
+    }
 }
 
 #[async_trait]
@@ -84,68 +217,87 @@ impl RunViewStore for DynamoStore {
             .transpose()
     }
 
+    /// Choose runs on the index, newest first, then read their bodies in batches. The
+    /// next cursor resumes after the last run on the page, wherever in a `Query` page
+    /// the listing stopped, so pages neither repeat nor skip a run.
     #[instrument(level = "debug", skip(self, query), fields(status = ?query.status, limit = query.limit))]
     async fn list(&self, tenant: &str, query: &ListQuery) -> StoreResult<Page<RunState>> {
-        let (index, hash_attr, hash_value) = match query.status {
-            Some(status) => (
-                BY_STATUS,
-                "tenant_status",
-                format!("{tenant}#{}", status.as_str()),
-            ),
-            None => (BY_CREATED, "tenant", tenant.to_owned()),
-        };
+        let listing = listing(query.status);
         let mut start = query
             .cursor
             .as_deref()
-            .map(|c| decode_cursor(c, hash_attr, &hash_value))
+            .map(|c| decode_cursor(c, tenant, listing))
             .transpose()?;
         let mut items = Vec::new();
-        if query.limit == 0 {
-            return Ok(Page {
-                items,
-                next_cursor: None,
-            });
-        }
-        // A page can stop short of `Limit` at 1 MB; keep reading until it is full.
-        loop {
-            let remaining = i32::try_from(query.limit - items.len()).unwrap_or(i32::MAX);
-            let page = self
-                .client
-                .query()
-                .table_name(&self.tables.runs)
-                .index_name(index)
-                .key_condition_expression("#h = :h")
-                .expression_attribute_names("#h", hash_attr)
-                .expression_attribute_values(":h", s(hash_value.as_str()))
-                .scan_index_forward(false)
-                .limit(remaining)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| sdk_error("Query", e))?;
-            for item in page.items.unwrap_or_default() {
-                items.push(from_json_attr::<RunState>(&item, "body")?);
+        // The index item of the last run on the page.
+        let mut last = None;
+        // Index items read (and matching the status) whose bodies are not fetched yet.
+        let mut chosen: VecDeque<Item> = VecDeque::new();
+        let mut exhausted = false;
+        let mut filtered_read = FILTERED_QUERY_LIMIT;
+        while items.len() < query.limit {
+            let wanted = query.limit - items.len();
+            if chosen.is_empty() {
+                if exhausted {
+                    break;
+                }
+                // One more than wanted, so a full page knows whether another follows; a
+                // filtered read takes more, since `Limit` counts runs before the filter.
+                let read = match query.status {
+                    Some(_) => {
+                        let read = wanted.saturating_add(1).max(filtered_read);
+                        filtered_read = (filtered_read * 2).min(FILTERED_QUERY_LIMIT_MAX);
+                        read
+                    }
+                    None => wanted.saturating_add(1),
+                };
+                let (page, next) = self
+                    .query_index(tenant, query.status, start.take(), read)
+                    .await?;
+                chosen.extend(page);
+                exhausted = next.is_none();
+                start = next;
+                continue;
             }
-            start = page.last_evaluated_key.filter(|k| !k.is_empty());
-            if start.is_none() || items.len() >= query.limit {
-                break;
+            let take = wanted.min(chosen.len()).min(BATCH_GET_MAX);
+            let batch: Vec<Item> = chosen.drain(..take).collect();
+            let pks = batch
+                .iter()
+                .map(|i| get_s(i, "pk").map(str::to_owned))
+                .collect::<StoreResult<Vec<_>>>()?;
+            let mut views = self.batch_get(&pks).await?;
+            for (key, pk) in batch.into_iter().zip(&pks) {
+                // Skip a run whose item is gone, or that has left the status asked for
+                // (the index trails the table).
+                let Some(view) = views.remove(pk) else {
+                    continue;
+                };
+                if query.status.is_some_and(|s| s != view.status) {
+                    continue;
+                }
+                items.push(view);
+                last = Some(key);
             }
         }
-        let next_cursor = start.as_ref().map(encode_cursor).transpose()?;
+        let more = !chosen.is_empty() || !exhausted;
+        let next_cursor = match last {
+            Some(key) if more && items.len() == query.limit => Some(encode_cursor(&key, listing)?),
+            _ => None,
+        };
         Ok(Page { items, next_cursor })
     }
 
     #[instrument(level = "debug", skip(self, state), fields(run = %state.run_id, last_seq = state.last_seq))]
     async fn put(&self, state: &RunState) -> StoreResult<bool> {
         let key = RunKey::new(&state.tenant, &state.run_id);
-        let status = state.status.as_str();
+        // Only `status` and the keys reach the index: a put that keeps the status writes
+        // the table alone.
         let item: Item = [
             ("pk", s(run_pk(&key))),
             ("tenant", s(&state.tenant)),
             ("run_id", s(&state.run_id)),
-            ("status", s(status)),
+            ("status", s(state.status.as_str())),
             ("created_sk", s(created_sk(state))),
-            ("tenant_status", s(format!("{}#{status}", state.tenant))),
             ("last_seq", n(state.last_seq)),
             ("body", s(to_json(state)?)),
         ]
@@ -179,20 +331,68 @@ impl RunViewStore for DynamoStore {
 mod tests {
     use super::*;
 
-    #[test]
-    fn given_an_issued_cursor_when_decoded_for_the_same_listing_then_it_round_trips() {
-        let key: Item = [
-            ("pk", s("t#r")),
-            ("tenant", s("t")),
+    fn index_key(tenant: &str) -> Item {
+        [
+            ("pk", s(format!("{tenant}#r"))),
+            ("tenant", s(tenant)),
             ("created_sk", s("2026-01-01T00:00:00.000000Z#r")),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        let cursor = encode_cursor(&key).expect("encodes");
-        assert_eq!(decode_cursor(&cursor, "tenant", "t").expect("decodes"), key);
-        assert!(decode_cursor(&cursor, "tenant", "other").is_err());
-        assert!(decode_cursor(&cursor, "tenant_status", "t#running").is_err());
-        assert!(decode_cursor("%%%", "tenant", "t").is_err());
+        .collect()
+    }
+
+    #[test]
+    fn given_an_issued_cursor_when_decoded_for_the_same_listing_then_it_round_trips() {
+        let key = index_key("t");
+        for status in [None, Some(RunStatus::Running)] {
+            let cursor = encode_cursor(&key, listing(status)).expect("encodes");
+            assert_eq!(
+                decode_cursor(&cursor, "t", listing(status)).expect("decodes"),
+                key
+            );
+        }
+    }
+
+    #[test]
+    fn given_an_issued_cursor_when_decoded_for_another_listing_then_it_is_invalid() {
+        let completed =
+            encode_cursor(&index_key("t"), listing(Some(RunStatus::Completed))).expect("encodes");
+        for (tenant, status) in [
+            ("t", Some(RunStatus::Running)),
+            ("t", None),
+            ("other", Some(RunStatus::Completed)),
+        ] {
+            assert!(
+                matches!(
+                    decode_cursor(&completed, tenant, listing(status)),
+                    Err(StoreError::Invalid(_))
+                ),
+                "{tenant} {status:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn given_a_cursor_the_store_did_not_issue_when_decoded_then_it_is_invalid() {
+        let encode = |json: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json);
+        for cursor in [
+            "%%%".to_owned(),
+            encode("[]"),
+            // A cursor of the old two-index store: no listing.
+            encode(r#"{"created_sk":"x#r","pk":"t#r","tenant":"t"}"#),
+            // Another tenant's run behind this tenant's name.
+            encode(r#"{"created_sk":"x#r","listing":"all","pk":"u#r","tenant":"t"}"#),
+            // An attribute too many.
+            encode(r#"{"created_sk":"x#r","listing":"all","pk":"t#r","tenant":"t","x":"y"}"#),
+        ] {
+            assert!(
+                matches!(
+                    decode_cursor(&cursor, "t", ALL_RUNS),
+                    Err(StoreError::Invalid(_))
+                ),
+                "{cursor}"
+            );
+        }
     }
 }

@@ -70,6 +70,8 @@ pub struct OpStats {
 #[derive(Debug, Clone, Default)]
 pub struct RequestLog {
     ops: Arc<Mutex<BTreeMap<(String, String), OpStats>>>,
+    /// DynamoDB capacity units by table (named without the test's prefix): (read, write).
+    units_by_table: Arc<Mutex<BTreeMap<String, (f64, f64)>>>,
 }
 
 impl RequestLog {
@@ -82,7 +84,13 @@ impl RequestLog {
         let total = RequestLog::default();
         {
             let mut ops = total.ops.lock().expect("request log lock");
+            let mut units = total.units_by_table.lock().expect("request log lock");
             for log in logs {
+                for (table, (r, w)) in log.units_by_table() {
+                    let t = units.entry(table).or_default();
+                    t.0 += r;
+                    t.1 += w;
+                }
                 for (k, v) in log.snapshot() {
                     let t = ops.entry(k).or_default();
                     t.requests += v.requests;
@@ -94,8 +102,45 @@ impl RequestLog {
         total
     }
 
+    /// DynamoDB capacity units by table (`events`, `runs`, ...): (read, write).
+    pub fn units_by_table(&self) -> BTreeMap<String, (f64, f64)> {
+        self.units_by_table
+            .lock()
+            .expect("request log lock")
+            .clone()
+    }
+
     pub fn reset(&self) {
         self.ops.lock().expect("request log lock").clear();
+        self.units_by_table
+            .lock()
+            .expect("request log lock")
+            .clear();
+    }
+
+    /// Add the units of `consumed` to their tables, as reads or writes by `cfg`'s operation.
+    fn add_table_units<'a>(
+        &self,
+        cfg: &ConfigBag,
+        consumed: impl IntoIterator<Item = &'a ConsumedCapacity>,
+    ) {
+        let read = cfg
+            .load::<Metadata>()
+            .is_some_and(|m| READ_OPS.contains(&m.name()));
+        let mut units = self.units_by_table.lock().expect("request log lock");
+        for c in consumed {
+            let (Some(table), Some(cu)) = (c.table_name(), c.capacity_units) else {
+                continue;
+            };
+            // `crane-<32 hex digits>-events` -> `events`.
+            let short = table.rsplit('-').next().unwrap_or(table).to_owned();
+            let t = units.entry(short).or_default();
+            if read {
+                t.0 += cu;
+            } else {
+                t.1 += cu;
+            }
+        }
     }
 
     fn update(&self, cfg: &ConfigBag, f: impl FnOnce(&mut OpStats)) {
@@ -146,6 +191,12 @@ impl RequestLog {
                 out,
                 "  DynamoDB request units: {read_units:.1} read, {write_units:.1} write"
             );
+            let by_table: Vec<String> = self
+                .units_by_table()
+                .into_iter()
+                .map(|(t, (r, w))| format!("{t} {r:.1}/{w:.1}"))
+                .collect();
+            let _ = writeln!(out, "  by table (read/write): {}", by_table.join(", "));
         }
         out
     }
@@ -159,18 +210,6 @@ const READ_OPS: &[&str] = &[
     "BatchGetItem",
     "TransactGetItems",
 ];
-
-fn add_capacity(stats: &mut OpStats, c: Option<&ConsumedCapacity>) {
-    if let Some(units) = c.and_then(|c| c.capacity_units) {
-        stats.capacity_units += units;
-    }
-}
-
-fn add_capacities(stats: &mut OpStats, cs: Option<&Vec<ConsumedCapacity>>) {
-    for c in cs.into_iter().flatten() {
-        add_capacity(stats, Some(c));
-    }
-}
 
 impl Intercept for RequestLog {
     fn name(&self) -> &'static str {
@@ -195,6 +234,8 @@ impl Intercept for RequestLog {
         } else if let Some(i) = input.downcast_mut::<update_item::UpdateItemInput>() {
             i.return_consumed_capacity = total;
         } else if let Some(i) = input.downcast_mut::<delete_item::DeleteItemInput>() {
+            i.return_consumed_capacity = total;
+        } else if let Some(i) = input.downcast_mut::<batch_get_item::BatchGetItemInput>() {
             i.return_consumed_capacity = total;
         } else if let Some(i) =
             input.downcast_mut::<transact_write_items::TransactWriteItemsInput>()
@@ -225,23 +266,33 @@ impl Intercept for RequestLog {
             self.update(cfg, |s| s.errors += 1);
             return Ok(());
         };
+        let consumed: Vec<ConsumedCapacity> = if let Some(o) =
+            out.downcast_ref::<put_item::PutItemOutput>()
+        {
+            o.consumed_capacity.iter().cloned().collect()
+        } else if let Some(o) = out.downcast_ref::<get_item::GetItemOutput>() {
+            o.consumed_capacity.iter().cloned().collect()
+        } else if let Some(o) = out.downcast_ref::<query::QueryOutput>() {
+            o.consumed_capacity.iter().cloned().collect()
+        } else if let Some(o) = out.downcast_ref::<update_item::UpdateItemOutput>() {
+            o.consumed_capacity.iter().cloned().collect()
+        } else if let Some(o) = out.downcast_ref::<delete_item::DeleteItemOutput>() {
+            o.consumed_capacity.iter().cloned().collect()
+        } else if let Some(o) = out.downcast_ref::<batch_get_item::BatchGetItemOutput>() {
+            o.consumed_capacity.clone().unwrap_or_default()
+        } else if let Some(o) = out.downcast_ref::<transact_write_items::TransactWriteItemsOutput>()
+        {
+            o.consumed_capacity.clone().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         self.update(cfg, |s| {
-            if let Some(o) = out.downcast_ref::<put_item::PutItemOutput>() {
-                add_capacity(s, o.consumed_capacity.as_ref());
-            } else if let Some(o) = out.downcast_ref::<get_item::GetItemOutput>() {
-                add_capacity(s, o.consumed_capacity.as_ref());
-            } else if let Some(o) = out.downcast_ref::<query::QueryOutput>() {
-                add_capacity(s, o.consumed_capacity.as_ref());
-            } else if let Some(o) = out.downcast_ref::<update_item::UpdateItemOutput>() {
-                add_capacity(s, o.consumed_capacity.as_ref());
-            } else if let Some(o) = out.downcast_ref::<delete_item::DeleteItemOutput>() {
-                add_capacity(s, o.consumed_capacity.as_ref());
-            } else if let Some(o) =
-                out.downcast_ref::<transact_write_items::TransactWriteItemsOutput>()
-            {
-                add_capacities(s, o.consumed_capacity.as_ref());
-            }
+            s.capacity_units += consumed
+                .iter()
+                .filter_map(|c| c.capacity_units)
+                .sum::<f64>();
         });
+        self.add_table_units(cfg, &consumed);
         Ok(())
     }
 }

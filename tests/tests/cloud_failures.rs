@@ -2047,6 +2047,9 @@ async fn given_nobody_decides_on_the_cloud_path_when_the_timer_comes_back_early_
         attempt: 1,
         correlation_id: view.correlation_id.clone(),
     };
+    // The background worker stops meanwhile: the real timer may come back early too and
+    // be re-armed by it, which would be a second send in the window measured below.
+    loops.stop().await;
     let mut event = SqsEvent::default();
     event.records = vec![serde_json::from_value(json!({
         "messageId": "early-timer",
@@ -2078,6 +2081,7 @@ async fn given_nobody_decides_on_the_cloud_path_when_the_timer_comes_back_early_
 
     // Nobody decides: the timer fires, the step is rejected as expired, the saga undoes
     // the eggs.
+    let loops = fx.start_loops();
     eventually("the saga to start", WAIT, async || {
         (fx.sagas.starts(&key) > 0).then_some(())
     })

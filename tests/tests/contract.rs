@@ -186,6 +186,14 @@ mod aws_shapes {
         }
     }
 
+    /// A body as the store writes it: DEFLATE-compressed JSON.
+    fn deflated(v: &impl serde::Serialize) -> Result<AttributeValue> {
+        use std::io::Write as _;
+        let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(&serde_json::to_vec(v)?)?;
+        Ok(AttributeValue::B(z.finish()?.into()))
+    }
+
     fn n(item: &HashMap<String, AttributeValue>, name: &str) -> String {
         match item.get(name) {
             Some(AttributeValue::N(v)) => v.clone(),
@@ -520,8 +528,64 @@ mod aws_shapes {
         );
         assert_eq!(s(&item, "created_sk"), "2026-01-01T00:00:05.000007Z#run-1");
         assert_eq!(n(&item, "last_seq"), "4");
-        let body: crane::domain::RunState = serde_json::from_str(&s(&item, "body"))?;
+        assert!(
+            !item.contains_key("body"),
+            "the plain body is no longer written"
+        );
+        let Some(AttributeValue::B(z)) = item.get("body_z") else {
+            panic!("body_z: expected B, got {:?}", item.get("body_z"));
+        };
+        let json = {
+            use std::io::Read as _;
+            let mut json = Vec::new();
+            flate2::read::DeflateDecoder::new(z.as_ref()).read_to_end(&mut json)?;
+            json
+        };
+        assert!(z.as_ref().len() < json.len(), "compressed");
+        let body: crane::domain::RunState = serde_json::from_slice(&json)?;
         assert_eq!(body, v);
+        Ok(())
+    }
+
+    /// Views written before bodies were compressed hold plain JSON in `body`: they are
+    /// still read, by `get` and by listing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn given_a_view_written_with_a_plain_body_when_read_and_listed_then_it_is_found(
+    ) -> Result<()> {
+        init_logs();
+        let (client, names) = aws::fresh_tables().await?;
+        let store = DynamoStore::new(client.clone(), names.clone());
+        let tenant = unique("tenant");
+        let old = view(&tenant, "run-old", at(5, 0), RunStatus::Completed, 4)?;
+        let new = view(&tenant, "run-new", at(6, 0), RunStatus::Completed, 4)?;
+        store.put(&new).await?;
+        let item: HashMap<String, AttributeValue> = [
+            ("pk", format!("{tenant}#run-old")),
+            ("tenant", tenant.clone()),
+            ("run_id", "run-old".to_owned()),
+            ("status", "completed".to_owned()),
+            (
+                "created_sk",
+                "2026-01-01T00:00:05.000000Z#run-old".to_owned(),
+            ),
+            ("body", serde_json::to_string(&old)?),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), AttributeValue::S(v)))
+        .chain([("last_seq".to_owned(), AttributeValue::N("4".into()))])
+        .collect();
+        client
+            .put_item()
+            .table_name(&names.runs)
+            .set_item(Some(item))
+            .send()
+            .await?;
+        assert_eq!(
+            store.get(&RunKey::new(&tenant, "run-old")).await?,
+            Some(old.clone())
+        );
+        let listed = all_pages(&store, &tenant, Some(RunStatus::Completed), 1).await?;
+        assert_eq!(listed, vec![new, old]);
         Ok(())
     }
 
@@ -536,8 +600,15 @@ mod aws_shapes {
         let tenant = unique("tenant");
         let run_id = crane::domain::new_run_id();
         let mut v = view(&tenant, &run_id, at(0, 0), RunStatus::Pending, 1)?;
-        // A body the size of a planned run's (~2 KB) keeps the table's share visible.
-        v.prompt = "p".repeat(2_000);
+        // A body that stays over 1 KB compressed keeps the table's share visible: 2,000
+        // characters of a pseudo-random text.
+        let mut x: u32 = 7;
+        v.prompt = (0..2_000)
+            .map(|_| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                char::from(b'a' + u8::try_from((x >> 16) % 26).expect("below 26"))
+            })
+            .collect();
         let mut at_seq = |status: RunStatus, seq: u64| {
             v.status = status;
             v.last_seq = seq;
@@ -556,7 +627,10 @@ mod aws_shapes {
             .take("by_created")
             .into_iter()
             .map(|(table, index)| {
-                assert!(table >= 2.0, "the ~2 KB body is written to the table");
+                assert!(
+                    table >= 2.0,
+                    "the >1 KB compressed body is written to the table"
+                );
                 index
             })
             .collect();
@@ -728,8 +802,8 @@ mod aws_shapes {
             .update_item()
             .table_name(&names.runs)
             .key("pk", AttributeValue::S(format!("{tenant}#run-1")))
-            .update_expression("SET body = :body")
-            .expression_attribute_values(":body", AttributeValue::S(serde_json::to_string(&done)?))
+            .update_expression("SET body_z = :body")
+            .expression_attribute_values(":body", deflated(&done)?)
             .send()
             .await?;
         let listed = all_pages(&store, &tenant, Some(RunStatus::Running), 1).await?;

@@ -52,6 +52,50 @@ pub(crate) fn to_json<T: Serialize>(v: &T) -> StoreResult<String> {
     serde_json::to_string(v).map_err(corrupt)
 }
 
+/// The most bytes a [`deflated_json`] attribute may inflate to: far above any item
+/// (400 KB compressed), so only a corrupt attribute reaches it.
+const INFLATED_MAX: u64 = 64 << 20;
+
+/// JSON compressed with DEFLATE, for a binary attribute: a run's JSON shrinks to a
+/// third or less, and DynamoDB bills a write per started KB of the item.
+pub(crate) fn deflated_json<T: Serialize>(v: &T) -> StoreResult<AttributeValue> {
+    use std::io::Write as _;
+    let json = serde_json::to_vec(v).map_err(corrupt)?;
+    let mut z = flate2::write::DeflateEncoder::new(
+        Vec::with_capacity(json.len() / 3),
+        flate2::Compression::default(),
+    );
+    z.write_all(&json).map_err(corrupt)?;
+    let bytes = z.finish().map_err(corrupt)?;
+    Ok(AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(
+        bytes,
+    )))
+}
+
+/// The value of a binary attribute [`deflated_json`] wrote.
+pub(crate) fn from_deflated_json_attr<T: DeserializeOwned>(
+    item: &Item,
+    name: &str,
+) -> StoreResult<T> {
+    use std::io::Read as _;
+    let bytes = match item.get(name) {
+        Some(AttributeValue::B(b)) => b.as_ref(),
+        Some(_) => return Err(corrupt(format!("attribute {name} is not binary"))),
+        None => return Err(corrupt(format!("attribute {name} is missing"))),
+    };
+    let mut json = Vec::with_capacity(bytes.len() * 4);
+    flate2::read::DeflateDecoder::new(bytes)
+        .take(INFLATED_MAX + 1)
+        .read_to_end(&mut json)
+        .map_err(|e| corrupt(format!("attribute {name}: {e}")))?;
+    if json.len() as u64 > INFLATED_MAX {
+        return Err(corrupt(format!(
+            "attribute {name} inflates past {INFLATED_MAX} bytes"
+        )));
+    }
+    serde_json::from_slice(&json).map_err(|e| corrupt(format!("attribute {name}: {e}")))
+}
+
 /// A string attribute holding JSON.
 pub(crate) fn from_json_attr<T: DeserializeOwned>(item: &Item, name: &str) -> StoreResult<T> {
     serde_json::from_str(get_s(item, name)?).map_err(|e| corrupt(format!("attribute {name}: {e}")))
@@ -296,6 +340,50 @@ mod tests {
 
     use super::*;
     use crate::domain::Event;
+
+    #[test]
+    fn given_a_run_when_deflated_then_it_inflates_to_the_same_value_and_is_smaller() {
+        let value = json!({"prompt": "calculate 2+3 ".repeat(100), "steps": [1, 2, 3]});
+        let attr = deflated_json(&value).expect("deflates");
+        let AttributeValue::B(bytes) = &attr else {
+            panic!("a binary attribute: {attr:?}");
+        };
+        assert!(bytes.as_ref().len() < 200, "{} bytes", bytes.as_ref().len());
+        let item = Item::from([("z".to_owned(), attr)]);
+        let back: Value = from_deflated_json_attr(&item, "z").expect("inflates");
+        assert_eq!(back, value);
+    }
+
+    #[test]
+    fn given_a_bad_deflated_attribute_when_read_then_it_is_corrupt_not_a_panic() {
+        let cases = [
+            ("missing", None),
+            ("not binary", Some(s("{}"))),
+            (
+                "not deflate",
+                Some(AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(
+                    vec![0xff; 16],
+                ))),
+            ),
+            ("deflated non-JSON", {
+                use std::io::Write as _;
+                let mut z =
+                    flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+                z.write_all(b"not json").expect("write");
+                Some(AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(
+                    z.finish().expect("finish"),
+                )))
+            }),
+        ];
+        for (what, attr) in cases {
+            let item: Item = attr.map(|a| ("z".to_owned(), a)).into_iter().collect();
+            let err = from_deflated_json_attr::<Value>(&item, "z").expect_err(what);
+            assert!(
+                matches!(err, crate::ports::StoreError::Corrupt { .. }),
+                "{what}: {err:?}"
+            );
+        }
+    }
 
     fn rec(output: Value) -> EventRecord {
         let at = Utc

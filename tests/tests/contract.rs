@@ -547,6 +547,68 @@ mod aws_shapes {
         Ok(())
     }
 
+    /// The reactor writes a view when a run is created and when it settles, not while
+    /// its steps run: listing folds the log of a run whose view says it is in flight, so
+    /// a started run is listed as running (and not as pending), with its steps.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn given_a_run_started_since_its_view_was_written_when_listed_then_it_is_running(
+    ) -> Result<()> {
+        init_logs();
+        let store = aws::fresh_dynamo_store().await?;
+        let tenant = unique("tenant");
+        let waiting = RunKey::new(&tenant, "run-a");
+        let started = RunKey::new(&tenant, "run-b");
+        let mut pending = Vec::new();
+        for key in [&waiting, &started] {
+            let (created, view) = first_event(key)?;
+            append_to(&store, key, &view, std::slice::from_ref(&created), true).await?;
+            assert!(store.put(&view).await?);
+            pending.push((created, view));
+        }
+        let plan = EventRecord::new(
+            2,
+            at(1, 0),
+            Event::PlanGenerated {
+                planner: crane::domain::PlannerInfo {
+                    name: "pattern".into(),
+                    ..Default::default()
+                },
+                plan: crane::domain::Plan {
+                    steps: vec![crane::domain::PlanStep {
+                        id: "s1".into(),
+                        tool: "calculator".into(),
+                        input: serde_json::json!({"expression": "2+3"}),
+                        depends_on: vec![],
+                        requires_approval: false,
+                    }],
+                },
+            },
+        );
+        let claim = EventRecord::new(
+            3,
+            at(1, 5),
+            Event::StepStarted {
+                step_id: "s1".into(),
+                attempt: 1,
+                lease_ms: 30_000,
+            },
+        );
+        let log = [pending[1].0.clone(), plan.clone(), claim.clone()];
+        let running = crane::domain::fold(&started.run_id, &log)?;
+        assert_eq!(running.status, RunStatus::Running);
+        append_to(&store, &started, &running, &[plan, claim], false).await?;
+        // The view still says where the run was created.
+        assert_eq!(store.get(&started).await?, Some(pending[1].1.clone()));
+
+        let listed = all_pages(&store, &tenant, Some(RunStatus::Running), 1).await?;
+        assert_eq!(listed, vec![running.clone()]);
+        let listed = all_pages(&store, &tenant, Some(RunStatus::Pending), 1).await?;
+        assert_eq!(listed, vec![pending[0].1.clone()]);
+        let listed = all_pages(&store, &tenant, None, 1).await?;
+        assert_eq!(listed, vec![running, pending[0].1.clone()]);
+        Ok(())
+    }
+
     /// Views written before bodies were compressed hold plain JSON in `body`: they are
     /// still read, by `get` and by listing.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -13,15 +13,16 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::KeysAndAttributes;
 use base64::Engine as _;
 use chrono::SecondsFormat;
-use tracing::instrument;
+use futures::StreamExt as _;
+use tracing::{instrument, warn};
 
 use super::error::{build_error, sdk_error};
 use super::item::{
     deflated_json, from_deflated_json_attr, from_json_attr, get_s, n, run_pk, s, Item,
 };
 use super::DynamoStore;
-use crate::domain::{RunKey, RunState, RunStatus};
-use crate::ports::{ListQuery, Page, RunViewStore, StoreError, StoreResult};
+use crate::domain::{fold, RunKey, RunState, RunStatus};
+use crate::ports::{EventStore as _, ListQuery, Page, RunViewStore, StoreError, StoreResult};
 
 /// The run's [`RunState`] as DEFLATE-compressed JSON (B): a planned run's ~2 KB of JSON
 /// takes ~500 bytes, so a put of its view is one WRU on the table, not three.
@@ -67,6 +68,17 @@ const FILTERED_QUERY_LIMIT: usize = 100;
 /// The most index items one `Query` of a status listing reads (~1 MB is DynamoDB's own
 /// cap on a page).
 const FILTERED_QUERY_LIMIT_MAX: usize = 3_200;
+
+/// Logs of runs in flight a listing reads at once (see [`in_flight`]).
+const REFRESH_CONCURRENCY: usize = 16;
+
+/// Whether a view in `status` may trail its run: the reactor writes a view when a run is
+/// created and whenever its status changes among the others, but the appends of a run's
+/// steps do not wake it (see `engine::wakes_reactor`), so the view of a run in flight
+/// says `pending` until the run settles. Listing folds such a run's log.
+fn in_flight(status: RunStatus) -> bool {
+    matches!(status, RunStatus::Pending | RunStatus::Running)
+}
 
 /// Most keys in one `BatchGetItem`.
 const BATCH_GET_MAX: usize = 100;
@@ -150,17 +162,73 @@ impl DynamoStore {
             .limit(i32::try_from(limit).unwrap_or(i32::MAX))
             .set_exclusive_start_key(start);
         if let Some(status) = status {
-            // `status` is a reserved word. DynamoDB filters after applying `Limit`.
+            // `status` is a reserved word. DynamoDB filters after applying `Limit`. A run
+            // in flight may be listed under the other in-flight status than its view's
+            // (see [`in_flight`]).
+            let (filter, values) = if in_flight(status) {
+                (
+                    "#status IN (:pending, :running)",
+                    [
+                        (":pending", RunStatus::Pending),
+                        (":running", RunStatus::Running),
+                    ]
+                    .to_vec(),
+                )
+            } else {
+                ("#status = :status", [(":status", status)].to_vec())
+            };
             request = request
-                .filter_expression("#status = :status")
-                .expression_attribute_names("#status", "status")
-                .expression_attribute_values(":status", s(status.as_str()));
+                .filter_expression(filter)
+                .expression_attribute_names("#status", "status");
+            for (name, value) in values {
+                request = request.expression_attribute_values(name, s(value.as_str()));
+            }
         }
         let out = request.send().await.map_err(|e| sdk_error("Query", e))?;
         Ok((
             out.items.unwrap_or_default(),
             out.last_evaluated_key.filter(|k| !k.is_empty()),
         ))
+    }
+
+    /// `views` (by `pk`) with each run in flight replaced by the fold of its log, read
+    /// [`REFRESH_CONCURRENCY`] at a time. A run whose log cannot be read or folded keeps
+    /// its view (logged): a listing shows a stale run rather than failing.
+    async fn refresh_in_flight(
+        &self,
+        mut views: HashMap<String, RunState>,
+    ) -> HashMap<String, RunState> {
+        let stale: Vec<String> = views
+            .iter()
+            .filter(|(_, v)| in_flight(v.status))
+            .map(|(pk, _)| pk.clone())
+            .collect();
+        let stale: Vec<(String, RunState)> = stale
+            .into_iter()
+            .filter_map(|pk| views.remove_entry(&pk))
+            .collect();
+        let refreshed: Vec<(String, RunState)> = futures::stream::iter(stale)
+            .map(|(pk, view)| async move {
+                let key = RunKey::new(&view.tenant, &view.run_id);
+                let folded = match self.load(&key).await {
+                    Ok(log) if log.is_empty() => return (pk, view),
+                    Ok(log) => fold(&view.run_id, &log).map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                match folded {
+                    Ok(state) if state.last_seq >= view.last_seq => (pk, state),
+                    Ok(_) => (pk, view),
+                    Err(error) => {
+                        warn!(run = %key, %error, "listing a run in flight from its view: its log did not fold");
+                        (pk, view)
+                    }
+                }
+            })
+            .buffered(REFRESH_CONCURRENCY)
+            .collect()
+            .await;
+        views.extend(refreshed);
+        views
     }
 
     /// The views stored under `pks` (at most [`BATCH_GET_MAX`]), strongly consistent,
@@ -280,10 +348,11 @@ impl RunViewStore for DynamoStore {
                 .iter()
                 .map(|i| get_s(i, "pk").map(str::to_owned))
                 .collect::<StoreResult<Vec<_>>>()?;
-            let mut views = self.batch_get(&pks).await?;
+            let views = self.batch_get(&pks).await?;
+            let mut views = self.refresh_in_flight(views).await;
             for (key, pk) in batch.into_iter().zip(&pks) {
                 // Skip a run whose item is gone, or that has left the status asked for
-                // (the index trails the table).
+                // (the index trails the table, and the view a run in flight).
                 let Some(view) = views.remove(pk) else {
                     continue;
                 };

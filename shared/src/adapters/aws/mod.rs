@@ -53,8 +53,9 @@
 //! ## runs (the CQRS view; `CRANE_RUNS_TABLE`)
 //! - Key: `pk` (S) = `"{tenant}#{run_id}"`.
 //! - Attributes: `tenant`, `run_id`, `status`, `created_sk` =
-//!   `"{created_at, RFC 3339 with microseconds and Z}#{run_id}"`, `last_seq` (N), `body`
-//!   (S, the `RunState` as JSON).
+//!   `"{created_at, RFC 3339 with microseconds and Z}#{run_id}"`, `last_seq` (N), `body_z`
+//!   (B, the `RunState` as DEFLATE-compressed JSON; views written before it hold `body`,
+//!   S, plain JSON, and are still read).
 //! - GSI `by_created`: hash `tenant`, range `created_sk`, projection `INCLUDE` `status`
 //!   (plus the keys `pk`, `tenant`, `created_sk`). The body never reaches the index, and a
 //!   put that keeps the run's status writes the table alone: DynamoDB writes an index only
@@ -65,9 +66,11 @@
 //!   `FilterExpression` on `status` when one is asked for (DynamoDB filters after `Limit`,
 //!   so it reads on until enough runs matched or the index ends); then `BatchGetItem`
 //!   (`ConsistentRead`, at most 100 keys a call, unprocessed keys sent again after a short
-//!   backoff) reads the chosen runs' bodies, kept in index order. A run whose item is gone,
-//!   or whose body is no longer in the status asked for (the index trails the table), is
-//!   left out. The cursor is the index key (`pk`, `tenant`, `created_sk`) of the last run
+//!   backoff) reads the chosen runs' bodies, kept in index order. A run whose view is
+//!   `pending` or `running` is replaced by the fold of its log (the reactor writes the view
+//!   of a run in flight only when it is created), and a listing of either status reads both
+//!   from the index. A run whose item is gone, or that is no longer in the status asked for
+//!   (the index trails the table), is left out. The cursor is the index key (`pk`, `tenant`, `created_sk`) of the last run
 //!   on the page plus the listing (the status, or `all`), as JSON, base64url-encoded; a
 //!   cursor that does not decode, or belongs to another tenant or listing, is
 //!   [`StoreError::Invalid`].
@@ -102,8 +105,9 @@
 //!
 //! # Queue and state machine
 //! - [`SqsDispatcher`] (`CRANE_STEP_QUEUE_URL`, a standard queue): `SendMessageBatch` in
-//!   chunks of 10, body = the [`StepJob`](crate::domain::StepJob) as JSON, `DelaySeconds` =
-//!   the delay rounded up to whole seconds, capped at SQS's maximum of 900 s (a longer
+//!   chunks of 10; the jobs of one run with one delay share a message (up to 100), whose
+//!   body is a [`StepJob`](crate::domain::StepJob) as JSON or a JSON array of them;
+//!   `DelaySeconds` = the delay rounded up to whole seconds, capped at SQS's maximum of 900 s (a longer
 //!   backoff is shortened to 15 minutes). Entries SQS reports as failed are resent up to 3
 //!   more times, then the dispatch is [`StoreError::Unavailable`].
 //! - [`SfnSagaStarter`] (`CRANE_SAGA_STATE_MACHINE_ARN`): `StartExecution` named after the

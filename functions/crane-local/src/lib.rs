@@ -10,19 +10,28 @@
 //! Without keys every request is the default tenant (development), which is allowed only
 //! on a loopback address unless `--insecure-no-auth` says otherwise.
 //!
+//! The step jobs of one run taken together run as one wave ([`App::process_jobs`]): their
+//! claims in one append, their outcomes and the next level's claims in another, and the
+//! next levels in place, as the cloud step worker does.
+//!
 //! A `kill -9` loses nothing: jobs are written in the same transaction as the events that
-//! create them, and on start every interrupted job resumes.
+//! create them, a wave's jobs are finished only once it ends (what it leaves for later
+//! queued first), and on start every interrupted job resumes, with every unfinished step
+//! of its run.
 
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::Utc;
 use crane::adapters::local::{JobKind, LeasedJob, SqliteStore};
-use crane::app::{App, JobResult};
+use crane::app::{App, JobResult, WaveLimits};
 use crane::config::{ApiKeys, Config};
+use crane::domain::{RunKey, StepJob};
 use crane::http::KeyRing;
+use crane::ports::StepDispatcher as _;
 use crane::ports::SystemClock;
 use crane::prometheus::{Metrics, ObservedBreakers};
 use crane::tools::Registry;
@@ -40,6 +49,9 @@ use server::Limits;
 const JOB_LEASE_MS: i64 = 10 * 60 * 1000;
 /// Longest the dispatcher sleeps without looking for due jobs.
 const IDLE_POLL: Duration = Duration::from_millis(500);
+/// How long a wave may go on running a run's next levels in place: well inside the lease
+/// of the jobs it started from, so nobody takes them again meanwhile.
+const INLINE_FOR: Duration = Duration::from_secs(9 * 60);
 /// How long shutdown waits for in-flight jobs before leaving them to the next start.
 const DRAIN: Duration = Duration::from_secs(10);
 
@@ -97,7 +109,7 @@ pub async fn run(
     info!(
         addr = %addr,
         db = %config.db.display(),
-        resumed_jobs = released,
+        resumed_jobs = released.len(),
         queued_jobs = queued,
         faults = config.faults.rules().len(),
         api_keys = keys.as_ref().map_or(0, KeyRing::len),
@@ -109,7 +121,13 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let extra = metrics::routes(metrics.clone(), store.clone());
     let notifier = store.notifier();
-    let dispatcher = tokio::spawn(dispatch_loop(app.clone(), store, config.workers, stop_rx));
+    let dispatcher = tokio::spawn(dispatch_loop(
+        app.clone(),
+        store,
+        config.workers,
+        Resumed::of(released),
+        stop_rx,
+    ));
     let router =
         crane::http::router_extended(app, &config.http.local_edge(addr, keys), extra).layer(
             axum::middleware::from_fn_with_state(metrics, crane::prometheus::track_http),
@@ -189,11 +207,62 @@ pub fn reload(keys: &ApiKeys, ring: &KeyRing) {
     }
 }
 
+/// Jobs whose holder stopped part-way (released at start-up, or whose run failed with an
+/// error): whoever takes one next also resumes every unfinished step of its run, since
+/// steps a wave took on itself have no job of their own (see [`App::process_jobs`]).
+#[derive(Clone, Default)]
+struct Resumed(Arc<std::sync::Mutex<HashSet<i64>>>);
+
+impl Resumed {
+    fn of(ids: Vec<i64>) -> Self {
+        Self(Arc::new(std::sync::Mutex::new(ids.into_iter().collect())))
+    }
+
+    fn mark(&self, ids: impl IntoIterator<Item = i64>) {
+        if let Ok(mut set) = self.0.lock() {
+            set.extend(ids);
+        }
+    }
+
+    /// Whether any of `ids` was marked, forgetting them.
+    fn take(&self, ids: impl IntoIterator<Item = i64>) -> bool {
+        let Ok(mut set) = self.0.lock() else {
+            return true;
+        };
+        if set.is_empty() {
+            return false;
+        }
+        ids.into_iter()
+            .fold(false, |any, id| set.remove(&id) || any)
+    }
+}
+
+/// The leased jobs as units of work: the step jobs of one run together (a level, run as one
+/// wave), each other job alone; in lease order.
+fn batches(jobs: Vec<LeasedJob>) -> Vec<Vec<LeasedJob>> {
+    let mut out: Vec<Vec<LeasedJob>> = Vec::new();
+    let mut by_run: HashMap<RunKey, usize> = HashMap::new();
+    for job in jobs {
+        match &job.kind {
+            JobKind::Step { job: step } => match by_run.get(&step.key()) {
+                Some(&i) => out[i].push(job),
+                None => {
+                    by_run.insert(step.key(), out.len());
+                    out.push(vec![job]);
+                }
+            },
+            JobKind::Compensate { .. } => out.push(vec![job]),
+        }
+    }
+    out
+}
+
 /// Take due jobs from the store and run them, at most `workers` at a time.
 async fn dispatch_loop(
     app: Arc<App>,
     store: SqliteStore,
     workers: usize,
+    resumed: Resumed,
     mut stop: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(workers));
@@ -218,13 +287,15 @@ async fn dispatch_loop(
             }
         };
         let took = jobs.len();
-        for job in jobs {
-            let Ok(permit) = permits.clone().acquire_owned().await else {
+        for batch in batches(jobs) {
+            let n = u32::try_from(batch.len()).unwrap_or(u32::MAX);
+            let Ok(permit) = permits.clone().acquire_many_owned(n).await else {
                 break;
             };
-            let (app, store, wake) = (app.clone(), store.clone(), wake.clone());
+            let (app, store, wake, resumed) =
+                (app.clone(), store.clone(), wake.clone(), resumed.clone());
             tokio::spawn(async move {
-                run_job(&app, &store, job).await;
+                run_batch(&app, &store, &resumed, batch).await;
                 drop(permit);
                 wake.notify_one();
             });
@@ -264,6 +335,68 @@ async fn dispatch_loop(
     }
 }
 
+/// Run one unit of [`batches`]: a run's step jobs as one wave, or a saga.
+async fn run_batch(app: &App, store: &SqliteStore, resumed: &Resumed, batch: Vec<LeasedJob>) {
+    let steps: Vec<StepJob> = batch
+        .iter()
+        .filter_map(|j| match &j.kind {
+            JobKind::Step { job } => Some(job.clone()),
+            JobKind::Compensate { .. } => None,
+        })
+        .collect();
+    if steps.len() != batch.len() {
+        for job in batch {
+            run_job(app, store, job).await;
+        }
+        return;
+    }
+    let limits = WaveLimits {
+        // The next levels run here while the jobs' lease leaves time for them.
+        inline_until: Some(Instant::now() + INLINE_FOR),
+        resume: resumed.take(batch.iter().map(|j| j.id)),
+    };
+    let report = match app.process_jobs(&steps, limits).await {
+        Ok(report) => report,
+        Err(e) => {
+            warn!(error = %e, run = %steps[0].key(), "jobs failed; retrying in 1 s");
+            return retry_later(store, resumed, &batch).await;
+        }
+    };
+    // What the wave left for later is made durable before its jobs are finished.
+    if !report.send.is_empty() {
+        if let Err(e) = store.dispatch(&report.send).await {
+            error!(error = %e, "could not queue the jobs a wave left; retrying in 1 s");
+            return retry_later(store, resumed, &batch).await;
+        }
+    }
+    let mut done = Vec::with_capacity(batch.len());
+    for (job, result) in batch.iter().zip(&report.results) {
+        match result {
+            JobResult::Done => done.push(job.id),
+            JobResult::RetryAt(at) => {
+                if let Err(e) = store.reschedule_job(job.id, *at).await {
+                    error!(error = %e, "could not update the job table");
+                }
+            }
+        }
+    }
+    if let Err(e) = store.finish_jobs(done).await {
+        error!(error = %e, "could not update the job table");
+    }
+}
+
+/// Run `batch` again in a second, resuming its run: a wave that stopped part-way may hold
+/// steps that have no job of their own.
+async fn retry_later(store: &SqliteStore, resumed: &Resumed, batch: &[LeasedJob]) {
+    resumed.mark(batch.iter().map(|j| j.id));
+    let at = Utc::now() + chrono::Duration::seconds(1);
+    for job in batch {
+        if let Err(e) = store.reschedule_job(job.id, at).await {
+            error!(error = %e, "could not update the job table");
+        }
+    }
+}
+
 async fn run_job(app: &App, store: &SqliteStore, job: LeasedJob) {
     let result = match &job.kind {
         JobKind::Step { job } => app.process_job(job).await,
@@ -281,5 +414,64 @@ async fn run_job(app: &App, store: &SqliteStore, job: LeasedJob) {
     };
     if let Err(e) = next {
         error!(error = %e, "could not update the job table");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(id: i64, run: &str, step: &str) -> LeasedJob {
+        LeasedJob {
+            id,
+            kind: JobKind::Step {
+                job: StepJob {
+                    tenant: "t".into(),
+                    run_id: run.into(),
+                    step_id: step.into(),
+                    attempt: 1,
+                    correlation_id: "c".into(),
+                },
+            },
+        }
+    }
+
+    fn saga(id: i64, run: &str) -> LeasedJob {
+        LeasedJob {
+            id,
+            kind: JobKind::Compensate {
+                key: RunKey::new("t", run),
+                correlation_id: "c".into(),
+                attempt: 1,
+            },
+        }
+    }
+
+    #[test]
+    fn given_leased_jobs_of_several_runs_when_batched_then_each_runs_steps_go_together_and_sagas_alone(
+    ) {
+        let jobs = vec![
+            step(1, "a", "s1"),
+            step(2, "b", "s1"),
+            saga(3, "a"),
+            step(4, "a", "s2"),
+            saga(5, "c"),
+            step(6, "b", "s2"),
+        ];
+        let ids: Vec<Vec<i64>> = batches(jobs)
+            .iter()
+            .map(|b| b.iter().map(|j| j.id).collect())
+            .collect();
+        assert_eq!(ids, vec![vec![1, 4], vec![2, 6], vec![3], vec![5]]);
+    }
+
+    #[test]
+    fn given_released_jobs_when_taken_then_a_batch_holding_one_resumes_once() {
+        let resumed = Resumed::of(vec![7]);
+        assert!(!resumed.take([1, 2]));
+        assert!(resumed.take([6, 7]));
+        assert!(!resumed.take([7]), "forgotten once taken");
+        resumed.mark([9]);
+        assert!(resumed.take([9]));
     }
 }

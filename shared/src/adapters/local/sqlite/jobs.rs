@@ -121,11 +121,21 @@ impl SqliteStore {
 
     /// The job is done: remove it.
     pub async fn finish_job(&self, id: i64) -> StoreResult<()> {
+        self.finish_jobs(vec![id]).await
+    }
+
+    /// The jobs are done: remove them, in one write.
+    pub async fn finish_jobs(&self, ids: Vec<i64>) -> StoreResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
         self.write(move |conn| {
-            conn.prepare_cached("DELETE FROM jobs WHERE id = ?1")
-                .map_err(sql_err)?
-                .execute(params![id])
+            let mut stmt = conn
+                .prepare_cached("DELETE FROM jobs WHERE id = ?1")
                 .map_err(sql_err)?;
+            for id in &ids {
+                stmt.execute(params![id]).map_err(sql_err)?;
+            }
             Ok(())
         })
         .await
@@ -161,12 +171,19 @@ impl SqliteStore {
 
     /// Release every lease: called at start-up, when no worker of a previous process can
     /// still hold one, so interrupted jobs resume at once.
-    pub async fn release_all_leases(&self) -> StoreResult<usize> {
+    /// Returns the ids of the jobs released: a worker taking one of them again knows its
+    /// previous holder stopped part-way.
+    pub async fn release_all_leases(&self) -> StoreResult<Vec<i64>> {
         self.write(|conn| {
-            conn.prepare_cached("UPDATE jobs SET lease_until = NULL WHERE lease_until IS NOT NULL")
-                .map_err(sql_err)?
-                .execute([])
-                .map_err(sql_err)
+            let mut stmt = conn
+                .prepare_cached(
+                    "UPDATE jobs SET lease_until = NULL WHERE lease_until IS NOT NULL RETURNING id",
+                )
+                .map_err(sql_err)?;
+            let ids = stmt
+                .query_map([], |r| r.get::<_, i64>(0))
+                .map_err(sql_err)?;
+            ids.collect::<Result<Vec<_>, _>>().map_err(sql_err)
         })
         .await
     }

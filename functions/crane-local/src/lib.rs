@@ -232,8 +232,11 @@ impl Resumed {
         if set.is_empty() {
             return false;
         }
-        ids.into_iter()
-            .fold(false, |any, id| set.remove(&id) || any)
+        let mut any = false;
+        for id in ids {
+            any |= set.remove(&id);
+        }
+        any
     }
 }
 

@@ -578,6 +578,125 @@ pub mod views {
     use super::*;
     use crane::ports::{ListQuery, StoreError};
 
+    /// Runs in flight listed as they are now, whoever wrote their views: the AWS reactor
+    /// writes a view when a run is created and when it settles, the embedded store when
+    /// its status changes. One run is started and two of its steps have moved since its
+    /// view was last written; another waits. Listed by status, and all together, each
+    /// comes as the fold of its log.
+    pub async fn given_runs_whose_steps_moved_since_their_views_were_written_when_listed_then_each_is_as_its_log_says(
+        events: Arc<dyn EventStore>,
+        views: Arc<dyn RunViewStore>,
+    ) -> Result<()> {
+        let tenant = unique("tenant");
+        let waiting = RunKey::new(&tenant, "run-a");
+        let started = RunKey::new(&tenant, "run-b");
+        let created = |key: &RunKey, secs: i64| {
+            EventRecord::new(
+                1,
+                at(secs, 0),
+                Event::RunCreated {
+                    tenant: key.tenant.clone(),
+                    prompt: "calculate 2+3 then calculate 1+1".into(),
+                    correlation_id: unique("corr"),
+                    idempotency_key: None,
+                },
+            )
+        };
+        let plan = EventRecord::new(
+            2,
+            at(5, 0),
+            Event::PlanGenerated {
+                planner: PlannerInfo {
+                    name: "pattern".into(),
+                    ..PlannerInfo::default()
+                },
+                plan: Plan {
+                    steps: ["s1", "s2"]
+                        .iter()
+                        .enumerate()
+                        .map(|(i, id)| PlanStep {
+                            id: (*id).into(),
+                            tool: "calculator".into(),
+                            input: json!({"expression": "1+1"}),
+                            depends_on: if i == 0 { vec![] } else { vec!["s1".into()] },
+                            requires_approval: false,
+                        })
+                        .collect(),
+                },
+            },
+        );
+        let started_step = |seq: u64, step: &str| {
+            EventRecord::new(
+                seq,
+                at(6, seq as i64),
+                Event::StepStarted {
+                    step_id: step.into(),
+                    attempt: 1,
+                    lease_ms: 30_000,
+                },
+            )
+        };
+        let completed = EventRecord::new(
+            4,
+            at(7, 0),
+            Event::StepCompleted {
+                step_id: "s1".into(),
+                attempt: 1,
+                output: json!(2),
+                duration_ms: 1,
+            },
+        );
+        let mut logs = Vec::new();
+        for (key, appends) in [
+            (&waiting, vec![vec![created(&waiting, 1)]]),
+            (
+                &started,
+                vec![
+                    vec![created(&started, 2)],
+                    vec![plan.clone(), started_step(3, "s1")],
+                    vec![completed.clone(), started_step(5, "s2")],
+                ],
+            ),
+        ] {
+            let mut log: Vec<EventRecord> = Vec::new();
+            for (i, new) in appends.into_iter().enumerate() {
+                log.extend(new.iter().cloned());
+                let state = fold(&key.run_id, &log)?;
+                events
+                    .append(
+                        key,
+                        &new,
+                        Outbox {
+                            view: &state,
+                            effects: &[],
+                            wake: i == 0,
+                        },
+                    )
+                    .await?;
+                if i == 0 {
+                    // What the reactor writes on AWS when the run is created.
+                    views.put(&state).await?;
+                }
+            }
+            logs.push(fold(&key.run_id, &log)?);
+        }
+        let (waiting_now, started_now) = (logs[0].clone(), logs[1].clone());
+        assert_eq!(started_now.status, RunStatus::Running);
+        assert_eq!(started_now.last_seq, 5);
+
+        let running = all_pages(&*views, &tenant, Some(RunStatus::Running), 1).await?;
+        assert_eq!(
+            running,
+            vec![started_now.clone()],
+            "listed as running, steps as they are"
+        );
+        let pending = all_pages(&*views, &tenant, Some(RunStatus::Pending), 1).await?;
+        assert_eq!(pending, vec![waiting_now.clone()]);
+        let all = all_pages(&*views, &tenant, None, 5).await?;
+        assert_eq!(all, vec![started_now, waiting_now]);
+        Ok(())
+    }
+
     /// A view of a run created at `created`, with `status` and `last_seq`.
     pub fn view(
         tenant: &str,

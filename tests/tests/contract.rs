@@ -60,6 +60,33 @@ contract_suite!(views, sqlite: Stores::sqlite()?, aws: Stores::dynamodb().await?
     given_a_cursor_of_one_tenant_when_another_lists_with_it_then_it_shows_none_of_the_first_tenants_runs,
 ]);
 
+/// Runs in flight listed as their logs say: needs the event log and the views together.
+mod views_in_flight {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sqlite() -> Result<()> {
+        init_logs();
+        let stores = Stores::sqlite()?;
+        contract::views::given_runs_whose_steps_moved_since_their_views_were_written_when_listed_then_each_is_as_its_log_says(
+            stores.events.clone(),
+            stores.views.clone(),
+        )
+        .await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn aws() -> Result<()> {
+        init_logs();
+        let stores = Stores::dynamodb().await?;
+        contract::views::given_runs_whose_steps_moved_since_their_views_were_written_when_listed_then_each_is_as_its_log_says(
+            stores.events.clone(),
+            stores.views.clone(),
+        )
+        .await
+    }
+}
+
 contract_suite!(todos, sqlite: Stores::sqlite()?, aws: Stores::dynamodb().await?, port: todos, [
     given_a_todo_when_completed_reopened_deleted_and_restored_then_each_change_shows,
     given_one_effect_key_when_applied_twice_then_there_is_one_todo_and_one_result,

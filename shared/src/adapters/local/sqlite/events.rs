@@ -1,5 +1,5 @@
-//! The event log: an append writes the events, the run's view and its jobs in one
-//! transaction.
+//! The event log: an append writes the events, the run's view (when its status changed)
+//! and its jobs in one transaction.
 
 use async_trait::async_trait;
 use rusqlite::params;
@@ -28,7 +28,15 @@ impl EventStore for SqliteStore {
             .iter()
             .map(|e| Ok((e.seq as i64, e.event.type_name(), encode(e)?)))
             .collect::<StoreResult<Vec<_>>>()?;
-        let view = ViewRow::of(outbox.view)?;
+        // The view is written when the run is new to this process's memory or its status
+        // changes: between, readers of a run in flight take its state from memory (or fold
+        // its log), so rewriting the whole view on every step is waste.
+        let rewrite_view = self.hot.lock().map_or(true, |hot| {
+            hot.states
+                .get(run)
+                .is_none_or(|before| before.status != outbox.view.status)
+        });
+        let view = rewrite_view.then(|| ViewRow::of(outbox.view)).transpose()?;
         let jobs: Vec<(JobKind, u64)> = outbox.effects.iter().map(JobKind::from_effect).collect();
         let has_jobs = !jobs.is_empty();
         let jobs = job_rows(&jobs)?;
@@ -60,7 +68,9 @@ impl EventStore for SqliteStore {
                     stmt.execute(params![key.tenant, key.run_id, seq, ty, body]).map_err(sql_err)?;
                 }
             }
-            put_view(tx, &view)?;
+            if let Some(view) = &view {
+                put_view(tx, view)?;
+            }
             insert_jobs(tx, &jobs)
         }, Some(remember))
         .await?;

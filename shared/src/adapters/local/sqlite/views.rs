@@ -6,8 +6,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use super::{decode, encode, sql_err, ts, SqliteStore};
-use crate::domain::{RunKey, RunState};
-use crate::ports::{ListQuery, Page, RunViewStore, StoreError, StoreResult};
+use crate::domain::{fold, RunKey, RunState};
+use crate::ports::{EventStore as _, ListQuery, Page, RunViewStore, StoreError, StoreResult};
+use tracing::warn;
 
 /// A run's view as its row: encoded by the caller, off the writer thread.
 pub(super) struct ViewRow {
@@ -77,6 +78,33 @@ fn decode_cursor(s: &str) -> StoreResult<Cursor> {
         .ok_or_else(|| StoreError::Invalid("cursor is not one this server issued".into()))
 }
 
+impl SqliteStore {
+    /// `view` as its run is now: a run in flight is not rewritten on every step (see
+    /// `events::append`), so its state comes from memory, or from its log if it is not
+    /// kept there; a log that does not fold leaves the view (logged).
+    async fn in_flight_now(&self, view: RunState) -> RunState {
+        if view.status.is_finished() {
+            return view;
+        }
+        let key = RunKey::new(&view.tenant, &view.run_id);
+        if let Some(state) = self.current_state(&key).await {
+            return state;
+        }
+        match self.load(&key).await.map(|log| fold(&view.run_id, &log)) {
+            Ok(Ok(state)) if state.last_seq >= view.last_seq => state,
+            Ok(Ok(_)) => view,
+            Ok(Err(e)) => {
+                warn!(run = %key, error = %e, "listing a run in flight from its view: its log did not fold");
+                view
+            }
+            Err(e) => {
+                warn!(run = %key, error = %e, "listing a run in flight from its view: its log could not be read");
+                view
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl RunViewStore for SqliteStore {
     async fn get(&self, key: &RunKey) -> StoreResult<Option<RunState>> {
@@ -129,7 +157,14 @@ impl RunViewStore for SqliteStore {
         } else {
             None
         };
-        Ok(Page { items, next_cursor })
+        let mut fresh = Vec::with_capacity(items.len());
+        for view in items {
+            fresh.push(self.in_flight_now(view).await);
+        }
+        Ok(Page {
+            items: fresh,
+            next_cursor,
+        })
     }
 
     async fn put(&self, state: &RunState) -> StoreResult<bool> {

@@ -579,4 +579,4 @@ pub fn records(state: &RunState, now: DateTime<Utc>, events: Vec<Event>) -> Vec<
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -28,7 +28,7 @@ pub fn delay_seconds(delay_ms: u64) -> i32 {
 }
 
 /// Sends step jobs to the step queue. A message's body is the job as JSON, or a JSON list
-/// of the jobs of one run that are due together (up to [`MAX_JOBS_PER_MESSAGE`] in one message).
+/// of the jobs of one run that are due together (up to 100 in one message).
 #[derive(Debug, Clone)]
 pub struct SqsDispatcher {
     client: aws_sdk_sqs::Client,

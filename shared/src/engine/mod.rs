@@ -573,9 +573,25 @@ pub fn simulate(state: &RunState, events: &[Event]) -> RunState {
     next
 }
 
-/// Number `events` after the state's last event, at `now`.
+/// Number `events` after the state's last event, each at its own instant: the first at
+/// `now` (or a microsecond after the run's last event, if the clock says otherwise), the
+/// next a microsecond later each. So a run's event times strictly increase even when one
+/// append holds several events (a level's outcomes), and `GET /runs/{id}?at=` an event's
+/// time shows the run as of exactly that event.
 pub fn records(state: &RunState, now: DateTime<Utc>, events: Vec<Event>) -> Vec<EventRecord> {
-    EventRecord::batch(state.last_seq, now, events)
+    let first = if state.last_seq == 0 {
+        now
+    } else {
+        now.max(state.updated_at + chrono::Duration::microseconds(1))
+    };
+    events
+        .into_iter()
+        .zip(state.last_seq + 1..)
+        .zip(0..)
+        .map(|((event, seq), i)| {
+            EventRecord::new(seq, first + chrono::Duration::microseconds(i), event)
+        })
+        .collect()
 }
 
 #[cfg(test)]

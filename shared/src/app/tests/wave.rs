@@ -83,15 +83,37 @@ async fn given_the_first_level_when_processed_together_then_the_worker_runs_the_
             .map(|e| (e.seq, e.at))
             .expect("event")
     };
+    // The events of one append are a microsecond apart (each has its own instant).
+    let us = |n: i64| chrono::Duration::microseconds(n);
     let (seq1, t1) = at("StepStarted", "s1");
     let (seq3, t3) = at("StepStarted", "s3");
-    assert_eq!((seq3 - seq1, t3), (2, t1), "level 0 claimed in one append");
+    assert_eq!(
+        (seq3 - seq1, t3),
+        (2, t1 + us(2)),
+        "level 0 claimed in one append"
+    );
     let (done3, t_done3) = at("StepCompleted", "s3");
     let (start4, t_start4) = at("StepStarted", "s4");
     assert_eq!(start4, done3 + 1);
     assert_eq!(
-        t_start4, t_done3,
+        t_start4,
+        t_done3 + us(1),
         "s4 claimed in the append of level 0's outcomes"
+    );
+    // Time travel to an event of an append shows the run as of exactly that event.
+    let (done1, t_done1) = at("StepCompleted", "s1");
+    let then = h.app.get_run_at(&key, t_done1).await.expect("run then");
+    assert_eq!(then.last_seq, done1);
+    let completed: Vec<&str> = then
+        .steps
+        .iter()
+        .filter(|s| s.status == StepStatus::Completed)
+        .map(|s| s.id.as_str())
+        .collect();
+    assert_eq!(
+        completed,
+        ["s1"],
+        "as of s1's outcome, before s2's and s3's"
     );
     // Nothing was left to the reactor: the claims and outcomes do not wake it.
     let unseen: Vec<&str> = report.unseen.iter().map(|r| r.event.type_name()).collect();

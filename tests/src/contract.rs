@@ -587,6 +587,26 @@ pub mod views {
         events: Arc<dyn EventStore>,
         views: Arc<dyn RunViewStore>,
     ) -> Result<()> {
+        let runs = runs_in_flight(&*events, &*views).await?;
+        listed_as_their_logs_say(&*views, &runs).await
+    }
+
+    /// Two runs of one tenant written as in
+    /// [`given_runs_whose_steps_moved_since_their_views_were_written_when_listed_then_each_is_as_its_log_says`].
+    pub struct RunsInFlight {
+        pub tenant: String,
+        /// Created and nothing more.
+        pub waiting: RunState,
+        /// Started, with two of its steps moved since its status last changed.
+        pub started: RunState,
+    }
+
+    /// Write the runs of [`RunsInFlight`]: each view put when its run is created (as the
+    /// AWS reactor does), the rest appended.
+    pub async fn runs_in_flight(
+        events: &dyn EventStore,
+        views: &dyn RunViewStore,
+    ) -> Result<RunsInFlight> {
         let tenant = unique("tenant");
         let waiting = RunKey::new(&tenant, "run-a");
         let started = RunKey::new(&tenant, "run-b");
@@ -680,19 +700,32 @@ pub mod views {
             }
             logs.push(fold(&key.run_id, &log)?);
         }
-        let (waiting_now, started_now) = (logs[0].clone(), logs[1].clone());
-        assert_eq!(started_now.status, RunStatus::Running);
-        assert_eq!(started_now.last_seq, 5);
+        let (waiting, started) = (logs[0].clone(), logs[1].clone());
+        assert_eq!(started.status, RunStatus::Running);
+        assert_eq!(started.last_seq, 5);
+        Ok(RunsInFlight {
+            tenant,
+            waiting,
+            started,
+        })
+    }
 
-        let running = all_pages(&*views, &tenant, Some(RunStatus::Running), 1).await?;
+    /// `runs` listed by status and all together, each as the fold of its log.
+    pub async fn listed_as_their_logs_say(
+        views: &dyn RunViewStore,
+        runs: &RunsInFlight,
+    ) -> Result<()> {
+        let (tenant, waiting_now, started_now) =
+            (&runs.tenant, runs.waiting.clone(), runs.started.clone());
+        let running = all_pages(views, tenant, Some(RunStatus::Running), 1).await?;
         assert_eq!(
             running,
             vec![started_now.clone()],
             "listed as running, steps as they are"
         );
-        let pending = all_pages(&*views, &tenant, Some(RunStatus::Pending), 1).await?;
+        let pending = all_pages(views, tenant, Some(RunStatus::Pending), 1).await?;
         assert_eq!(pending, vec![waiting_now.clone()]);
-        let all = all_pages(&*views, &tenant, None, 5).await?;
+        let all = all_pages(views, tenant, None, 5).await?;
         assert_eq!(all, vec![started_now, waiting_now]);
         Ok(())
     }

@@ -75,6 +75,31 @@ mod views_in_flight {
         .await
     }
 
+    /// The embedded store rewrites a view only when its run's status changes and keeps the
+    /// state of runs in flight in memory; after a restart (nothing in memory) listing
+    /// folds the log of a run whose view trails it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sqlite_after_a_restart() -> Result<()> {
+        use crane::adapters::local::SqliteStore;
+        use crane::domain::RunKey;
+        use crane::ports::RunViewStore as _;
+
+        init_logs();
+        let db = contract::TempDb::new();
+        let runs = {
+            let store = SqliteStore::open(&db.0)?;
+            contract::views::runs_in_flight(&store, &store).await?
+        };
+        let store = SqliteStore::open(&db.0)?;
+        let key = RunKey::new(&runs.tenant, &runs.started.run_id);
+        assert_eq!(
+            store.get(&key).await?.map(|v| v.last_seq),
+            Some(3),
+            "the view was last written when the run started, two events ago"
+        );
+        contract::views::listed_as_their_logs_say(&store, &runs).await
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn aws() -> Result<()> {
         init_logs();

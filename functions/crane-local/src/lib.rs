@@ -29,7 +29,7 @@ use chrono::Utc;
 use crane::adapters::local::{JobKind, LeasedJob, SqliteStore};
 use crane::app::{App, JobResult, WaveLimits};
 use crane::config::{ApiKeys, Config};
-use crane::domain::{RunKey, StepJob};
+use crane::domain::RunKey;
 use crane::http::KeyRing;
 use crane::ports::StepDispatcher as _;
 use crane::ports::SystemClock;
@@ -340,18 +340,13 @@ async fn dispatch_loop(
 
 /// Run one unit of [`batches`]: a run's step jobs as one wave, or a saga.
 async fn run_batch(app: &App, store: &SqliteStore, resumed: &Resumed, batch: Vec<LeasedJob>) {
-    let steps: Vec<StepJob> = batch
-        .iter()
-        .filter_map(|j| match &j.kind {
-            JobKind::Step { job } => Some(job.clone()),
-            JobKind::Compensate { .. } => None,
-        })
-        .collect();
-    if steps.len() != batch.len() {
-        for job in batch {
-            run_job(app, store, job).await;
+    let mut steps = Vec::with_capacity(batch.len());
+    for job in &batch {
+        match &job.kind {
+            JobKind::Step { job } => steps.push(job.clone()),
+            // `batches` puts each saga in a batch of its own.
+            JobKind::Compensate { key, .. } => return run_saga(app, store, job.id, key).await,
         }
-        return;
     }
     let limits = WaveLimits {
         // The next levels run here while the jobs' lease leaves time for them.
@@ -400,18 +395,15 @@ async fn retry_later(store: &SqliteStore, resumed: &Resumed, batch: &[LeasedJob]
     }
 }
 
-async fn run_job(app: &App, store: &SqliteStore, job: LeasedJob) {
-    let result = match &job.kind {
-        JobKind::Step { job } => app.process_job(job).await,
-        JobKind::Compensate { key, .. } => app.compensate_run(key).await,
-    };
-    let next = match result {
-        Ok(JobResult::Done) => store.finish_job(job.id).await,
-        Ok(JobResult::RetryAt(at)) => store.reschedule_job(job.id, at).await,
+/// Run the saga of `key`, queued as job `id`.
+async fn run_saga(app: &App, store: &SqliteStore, id: i64, key: &RunKey) {
+    let next = match app.compensate_run(key).await {
+        Ok(JobResult::Done) => store.finish_job(id).await,
+        Ok(JobResult::RetryAt(at)) => store.reschedule_job(id, at).await,
         Err(e) => {
-            warn!(error = %e, job = ?job.kind, "job failed; retrying in 1 s");
+            warn!(error = %e, run = %key, "saga failed; retrying in 1 s");
             store
-                .reschedule_job(job.id, Utc::now() + chrono::Duration::seconds(1))
+                .reschedule_job(id, Utc::now() + chrono::Duration::seconds(1))
                 .await
         }
     };
@@ -422,6 +414,8 @@ async fn run_job(app: &App, store: &SqliteStore, job: LeasedJob) {
 
 #[cfg(test)]
 mod tests {
+    use crane::domain::StepJob;
+
     use super::*;
 
     fn step(id: i64, run: &str, step: &str) -> LeasedJob {

@@ -136,7 +136,7 @@ impl App {
             let now = self.now();
             // The outcomes of the calls that came back...
             let mut events: Vec<Event> = Vec::new();
-            let mut ahead = Lookahead::new(&state);
+            let mut ahead = engine::Lookahead::new(&state);
             for f in &finished {
                 let sim = ahead.at(&events);
                 match engine::outcome(
@@ -385,91 +385,7 @@ impl App {
     }
 }
 
-/// The run as it would be after the events gathered so far, kept up to date as events are
-/// added: the same as [`engine::simulate`] of them, without cloning the whole run (with
-/// every step's output) for each look.
-struct Lookahead {
-    sim: RunState,
-    at: DateTime<Utc>,
-    applied: usize,
-}
-
-impl Lookahead {
-    fn new(state: &RunState) -> Self {
-        Self {
-            sim: state.clone(),
-            at: state.updated_at,
-            applied: 0,
-        }
-    }
-
-    /// The run after `events`, of which the ones seen before must be unchanged.
-    fn at(&mut self, events: &[Event]) -> &RunState {
-        if let Some(new) = events.get(self.applied..).filter(|n| !n.is_empty()) {
-            for rec in EventRecord::batch(self.sim.last_seq, self.at, new.to_vec()) {
-                // Numbered consecutively from last_seq, so apply cannot fail.
-                let _ = self.sim.apply(&rec);
-            }
-            self.applied = events.len();
-        }
-        &self.sim
-    }
-}
-
 /// Whether two jobs are the same attempt of the same step.
 fn same_step(a: &StepJob, b: &StepJob) -> bool {
     a.step_id == b.step_id && a.attempt == b.attempt
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-    use crate::domain::Plan;
-    use crate::engine::tests::{history, step};
-
-    #[test]
-    fn given_events_added_one_by_one_when_looked_ahead_then_each_look_is_the_simulation_of_them() {
-        let plan = Plan {
-            steps: vec![
-                step("s1", "calculator", json!({"expression": "1+1"}), &[]),
-                step("s2", "calculator", json!({"expression": "2+2"}), &[]),
-                step(
-                    "s3",
-                    "calculator",
-                    json!({"expression": "3+3"}),
-                    &["s1", "s2"],
-                ),
-            ],
-        };
-        let (state, _) = history("t", plan, vec![]);
-        let started = |id: &str| Event::StepStarted {
-            step_id: id.into(),
-            attempt: 1,
-            lease_ms: 30_000,
-        };
-        let completed = |id: &str, v: i64| Event::StepCompleted {
-            step_id: id.into(),
-            attempt: 1,
-            output: json!(v),
-            duration_ms: 1,
-        };
-        let all = [
-            started("s1"),
-            started("s2"),
-            completed("s1", 2),
-            completed("s2", 4),
-            started("s3"),
-            completed("s3", 6),
-        ];
-        let mut ahead = Lookahead::new(&state);
-        for n in [0, 1, 1, 2, 4, 4, 5, 6] {
-            assert_eq!(
-                ahead.at(&all[..n]),
-                &engine::simulate(&state, &all[..n]),
-                "after {n} events"
-            );
-        }
-    }
 }

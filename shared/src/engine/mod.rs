@@ -564,13 +564,41 @@ pub fn defer(
 
 /// `state` with `events` applied (numbered after its last event), for looking ahead.
 pub fn simulate(state: &RunState, events: &[Event]) -> RunState {
-    let mut next = state.clone();
-    let at = state.updated_at;
-    for rec in EventRecord::batch(state.last_seq, at, events.to_vec()) {
-        // Numbered consecutively from last_seq, so apply cannot fail.
-        let _ = next.apply(&rec);
+    let mut ahead = Lookahead::new(state);
+    ahead.at(events);
+    ahead.sim
+}
+
+/// A run as it would be after a growing list of events: [`simulate`] of them, kept up to
+/// date as events are added, without cloning the whole run (with every step's output) for
+/// each look.
+pub struct Lookahead {
+    sim: RunState,
+    at: DateTime<Utc>,
+    applied: usize,
+}
+
+impl Lookahead {
+    /// Looking ahead from `state`, with no events yet.
+    pub fn new(state: &RunState) -> Self {
+        Self {
+            sim: state.clone(),
+            at: state.updated_at,
+            applied: 0,
+        }
     }
-    next
+
+    /// The run after `events`, of which the ones seen before must be unchanged.
+    pub fn at(&mut self, events: &[Event]) -> &RunState {
+        if let Some(new) = events.get(self.applied..).filter(|n| !n.is_empty()) {
+            for rec in EventRecord::batch(self.sim.last_seq, self.at, new.to_vec()) {
+                // Numbered consecutively from last_seq, so apply cannot fail.
+                let _ = self.sim.apply(&rec);
+            }
+            self.applied = events.len();
+        }
+        &self.sim
+    }
 }
 
 /// Number `events` after the state's last event, each at its own instant: the first at
@@ -595,4 +623,4 @@ pub fn records(state: &RunState, now: DateTime<Utc>, events: Vec<Event>) -> Vec<
 }
 
 #[cfg(test)]
-pub(crate) mod tests;
+mod tests;

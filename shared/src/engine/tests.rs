@@ -684,6 +684,62 @@ fn given_an_output_over_the_cap_when_recorded_then_a_truncation_marker_within_th
     assert!(tiny.to_string().len() <= 300);
 }
 
+#[test]
+fn given_events_added_one_by_one_when_looked_ahead_then_each_look_is_the_simulation_of_them() {
+    let plan = Plan {
+        steps: vec![
+            step("s1", "calculator", json!({"expression": "1+1"}), &[]),
+            step("s2", "calculator", json!({"expression": "2+2"}), &[]),
+            step(
+                "s3",
+                "calculator",
+                json!({"expression": "3+3"}),
+                &["s1", "s2"],
+            ),
+        ],
+    };
+    let (state, log) = history("t", plan, vec![]);
+    let started = |id: &str| Event::StepStarted {
+        step_id: id.into(),
+        attempt: 1,
+        lease_ms: 30_000,
+    };
+    let completed = |id: &str, v: i64| Event::StepCompleted {
+        step_id: id.into(),
+        attempt: 1,
+        output: json!(v),
+        duration_ms: 1,
+    };
+    let all = [
+        started("s1"),
+        started("s2"),
+        completed("s1", 2),
+        completed("s2", 4),
+        started("s3"),
+        completed("s3", 6),
+    ];
+    let mut ahead = Lookahead::new(&state);
+    for n in [0, 1, 1, 2, 4, 4, 5, 6] {
+        assert_eq!(
+            ahead.at(&all[..n]),
+            &simulate(&state, &all[..n]),
+            "after {n} events"
+        );
+        // The same as folding the whole log, so neither shares a mistake with the other.
+        let mut whole = log.clone();
+        whole.extend(EventRecord::batch(
+            state.last_seq,
+            state.updated_at,
+            all[..n].to_vec(),
+        ));
+        assert_eq!(
+            ahead.at(&all[..n]),
+            &crate::domain::fold("r1", &whole).expect("folds"),
+            "after {n} events, folded"
+        );
+    }
+}
+
 mod wake {
     use serde_json::json;
 
@@ -715,6 +771,25 @@ mod wake {
             output: json!(2),
             duration_ms: 1,
         }
+    }
+
+    /// Both steps run and the run completes.
+    fn ran_to_the_end() -> Vec<Event> {
+        vec![
+            started("a"),
+            completed("a"),
+            started("b"),
+            completed("b"),
+            Event::RunCompleted { result: json!(3) },
+        ]
+    }
+
+    /// The (step, attempt) of each job [`resume_jobs`] makes for `state`.
+    fn resumed(state: &crate::domain::RunState) -> Vec<(String, u32)> {
+        resume_jobs(state)
+            .into_iter()
+            .map(|j| (j.step_id, j.attempt))
+            .collect()
     }
 
     /// Whether the last `n` events of `events` wake the reactor, appended by a worker
@@ -766,14 +841,7 @@ mod wake {
 
     #[test]
     fn given_the_last_outcome_when_appended_then_the_runs_end_wakes_the_reactor() {
-        let events = vec![
-            started("a"),
-            completed("a"),
-            started("b"),
-            completed("b"),
-            Event::RunCompleted { result: json!(3) },
-        ];
-        assert!(wakes(events, 2, true));
+        assert!(wakes(ran_to_the_end(), 2, true));
     }
 
     #[test]
@@ -805,31 +873,18 @@ mod wake {
     #[test]
     fn given_steps_in_every_state_when_resumed_then_each_unfinished_step_gets_a_job() {
         let (state, _) = history("t", plan(), vec![]);
-        let jobs: Vec<(String, u32)> = resume_jobs(&state)
-            .into_iter()
-            .map(|j| (j.step_id, j.attempt))
-            .collect();
+        let jobs = resumed(&state);
         assert_eq!(jobs, vec![("a".to_owned(), 1), ("b".to_owned(), 1)]);
 
         let (state, _) = history("t", plan(), vec![started("a")]);
-        let jobs: Vec<(String, u32)> = resume_jobs(&state)
-            .into_iter()
-            .map(|j| (j.step_id, j.attempt))
-            .collect();
+        let jobs = resumed(&state);
         assert_eq!(
             jobs,
             vec![("a".to_owned(), 1), ("b".to_owned(), 1)],
             "a running step is resumed at its current attempt (its lease decides)"
         );
 
-        let done = vec![
-            started("a"),
-            completed("a"),
-            started("b"),
-            completed("b"),
-            Event::RunCompleted { result: json!(3) },
-        ];
-        let (state, _) = history("t", plan(), done);
+        let (state, _) = history("t", plan(), ran_to_the_end());
         assert!(resume_jobs(&state).is_empty(), "a finished run has nothing");
     }
 }

@@ -69,16 +69,12 @@ const FILTERED_QUERY_LIMIT: usize = 100;
 /// cap on a page).
 const FILTERED_QUERY_LIMIT_MAX: usize = 3_200;
 
-/// Logs of runs in flight a listing reads at once (see [`in_flight`]).
+/// Logs of runs in flight a listing reads at once. The view of a run in flight (not
+/// [`RunStatus::is_finished`]) may trail it: the reactor writes a view when a run is
+/// created and whenever its status changes among the finished ones, but the appends of a
+/// run's steps do not wake it (see `engine::wakes_reactor`), so the view says `pending`
+/// until the run settles. Listing folds such a run's log.
 const REFRESH_CONCURRENCY: usize = 16;
-
-/// Whether a view in `status` may trail its run: the reactor writes a view when a run is
-/// created and whenever its status changes among the others, but the appends of a run's
-/// steps do not wake it (see `engine::wakes_reactor`), so the view of a run in flight
-/// says `pending` until the run settles. Listing folds such a run's log.
-fn in_flight(status: RunStatus) -> bool {
-    matches!(status, RunStatus::Pending | RunStatus::Running)
-}
 
 /// Most keys in one `BatchGetItem`.
 const BATCH_GET_MAX: usize = 100;
@@ -164,8 +160,8 @@ impl DynamoStore {
         if let Some(status) = status {
             // `status` is a reserved word. DynamoDB filters after applying `Limit`. A run
             // in flight may be listed under the other in-flight status than its view's
-            // (see [`in_flight`]).
-            let (filter, values) = if in_flight(status) {
+            // (see [`REFRESH_CONCURRENCY`]).
+            let (filter, values) = if !status.is_finished() {
                 (
                     "#status IN (:pending, :running)",
                     [
@@ -200,7 +196,7 @@ impl DynamoStore {
     ) -> HashMap<String, RunState> {
         let stale: Vec<String> = views
             .iter()
-            .filter(|(_, v)| in_flight(v.status))
+            .filter(|(_, v)| !v.status.is_finished())
             .map(|(pk, _)| pk.clone())
             .collect();
         let stale: Vec<(String, RunState)> = stale

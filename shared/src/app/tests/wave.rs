@@ -13,6 +13,14 @@ fn inline() -> WaveLimits {
     }
 }
 
+/// [`inline`], for jobs delivered again.
+fn resuming() -> WaveLimits {
+    WaveLimits {
+        resume: true,
+        ..inline()
+    }
+}
+
 /// Create a run of `steps` and take the jobs the reactor would send for it.
 async fn created(h: &Harness) -> (RunKey, Vec<StepJob>) {
     let created = h
@@ -196,13 +204,7 @@ async fn given_a_worker_that_lost_what_it_had_to_send_when_its_message_comes_bac
     );
     let resumed = h
         .app
-        .process_jobs(
-            &jobs,
-            WaveLimits {
-                resume: true,
-                ..inline()
-            },
-        )
+        .process_jobs(&jobs, resuming())
         .await
         .expect("jobs run");
 
@@ -236,13 +238,7 @@ async fn given_a_worker_that_stopped_inside_a_tool_when_its_message_comes_back_a
 
     let resumed = h
         .app
-        .process_jobs(
-            &jobs,
-            WaveLimits {
-                resume: true,
-                ..inline()
-            },
-        )
+        .process_jobs(&jobs, resuming())
         .await
         .expect("jobs run");
 

@@ -3,6 +3,8 @@
 
 pub mod local;
 
+pub(crate) mod deflate;
+
 #[cfg(feature = "aws")]
 pub mod aws;
 

@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::corrupt;
+use crate::adapters::deflate::{deflate, inflate, Effort};
 use crate::domain::{EventRecord, RunKey};
 use crate::ports::StoreResult;
 
@@ -52,21 +53,11 @@ pub(crate) fn to_json<T: Serialize>(v: &T) -> StoreResult<String> {
     serde_json::to_string(v).map_err(corrupt)
 }
 
-/// The most bytes a [`deflated_json`] attribute may inflate to: far above any item
-/// (400 KB compressed), so only a corrupt attribute reaches it.
-const INFLATED_MAX: u64 = 64 << 20;
-
 /// JSON compressed with DEFLATE, for a binary attribute: a run's JSON shrinks to a
 /// third or less, and DynamoDB bills a write per started KB of the item.
 pub(crate) fn deflated_json<T: Serialize>(v: &T) -> StoreResult<AttributeValue> {
-    use std::io::Write as _;
     let json = serde_json::to_vec(v).map_err(corrupt)?;
-    let mut z = flate2::write::DeflateEncoder::new(
-        Vec::with_capacity(json.len() / 3),
-        flate2::Compression::default(),
-    );
-    z.write_all(&json).map_err(corrupt)?;
-    let bytes = z.finish().map_err(corrupt)?;
+    let bytes = deflate(&json, Effort::Default).map_err(corrupt)?;
     Ok(AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(
         bytes,
     )))
@@ -77,22 +68,12 @@ pub(crate) fn from_deflated_json_attr<T: DeserializeOwned>(
     item: &Item,
     name: &str,
 ) -> StoreResult<T> {
-    use std::io::Read as _;
     let bytes = match item.get(name) {
         Some(AttributeValue::B(b)) => b.as_ref(),
         Some(_) => return Err(corrupt(format!("attribute {name} is not binary"))),
         None => return Err(corrupt(format!("attribute {name} is missing"))),
     };
-    let mut json = Vec::with_capacity(bytes.len() * 4);
-    flate2::read::DeflateDecoder::new(bytes)
-        .take(INFLATED_MAX + 1)
-        .read_to_end(&mut json)
-        .map_err(|e| corrupt(format!("attribute {name}: {e}")))?;
-    if json.len() as u64 > INFLATED_MAX {
-        return Err(corrupt(format!(
-            "attribute {name} inflates past {INFLATED_MAX} bytes"
-        )));
-    }
+    let json = inflate(bytes).map_err(|e| corrupt(format!("attribute {name}: {e}")))?;
     serde_json::from_slice(&json).map_err(|e| corrupt(format!("attribute {name}: {e}")))
 }
 

@@ -174,6 +174,20 @@ pub mod events {
         )
     }
 
+    /// A run of two steps to its end, as the appends that write it: planned, the first
+    /// step, its outcome with the second started, the second's outcome with the end.
+    pub fn a_run_in_appends(key: &RunKey) -> Vec<Vec<EventRecord>> {
+        vec![
+            vec![created(key, 0), planned(2)],
+            vec![started(3, "s1", 1)],
+            vec![completed(4, "s1", json!(5)), started(5, "s2", 1)],
+            vec![
+                completed(6, "s2", json!({"id": 1, "title": "buy milk 5"})),
+                EventRecord::new(7, at(4, 0), Event::RunCompleted { result: json!(5) }),
+            ],
+        ]
+    }
+
     /// What an append hands over besides the events (ignored by DynamoDB).
     fn view_of(key: &RunKey, log: &[EventRecord]) -> Result<RunState> {
         fold(&key.run_id, log).context("folding the test log")
@@ -247,6 +261,112 @@ pub mod events {
         let seqs: Vec<u64> = loaded.iter().map(|e| e.seq).collect();
         assert_eq!(seqs, (1..=8).collect::<Vec<_>>());
         view_of(&key, &loaded)?;
+        Ok(())
+    }
+
+    /// A run that fails is finished (the embedded store compacts its log then), yet its
+    /// saga appends after that, and a compensation that failed can be retried later: every
+    /// event still loads, in order, and the log's end is still enforced.
+    pub async fn given_a_failed_run_whose_saga_appends_after_its_end_when_loaded_then_the_whole_log_comes_back(
+        store: Arc<dyn EventStore>,
+    ) -> Result<()> {
+        let key = new_run();
+        let mut log = vec![created(&key, 0), planned(2)];
+        append(&*store, &key, &[], &log).await?;
+        let failed = |seq: u64| {
+            EventRecord::new(
+                seq,
+                at(3, seq as i64),
+                Event::RunFailed {
+                    error: "s2: boom".into(),
+                    step_id: Some("s2".into()),
+                },
+            )
+        };
+        let batches = vec![
+            vec![started(3, "s1", 1), started(4, "s2", 1)],
+            vec![
+                completed(5, "s1", json!({"id": 7, "title": "ünïcode ✓"})),
+                EventRecord::new(
+                    6,
+                    at(3, 0),
+                    Event::StepFailed {
+                        step_id: "s2".into(),
+                        attempt: 1,
+                        error: "boom".into(),
+                    },
+                ),
+                failed(7),
+            ],
+            vec![EventRecord::new(
+                8,
+                at(4, 0),
+                Event::CompensationStarted {
+                    steps: vec!["s1".into()],
+                },
+            )],
+            vec![
+                EventRecord::new(
+                    9,
+                    at(5, 0),
+                    Event::StepCompensationFailed {
+                        step_id: "s1".into(),
+                        error: "undo refused".into(),
+                        attempts: 3,
+                    },
+                ),
+                EventRecord::new(
+                    10,
+                    at(5, 1),
+                    Event::RunCompensationFailed {
+                        step_id: "s1".into(),
+                        error: "undo refused".into(),
+                    },
+                ),
+            ],
+        ];
+        for batch in batches {
+            append(&*store, &key, &log, &batch).await?;
+            log.extend(batch);
+            assert_eq!(store.load(&key).await?, log, "after seq {}", log.len());
+        }
+
+        let view = view_of(&key, &log)?;
+        for stale in [vec![failed(7)], vec![failed(10)], vec![failed(12)]] {
+            let outbox = Outbox {
+                view: &view,
+                effects: &[],
+                wake: true,
+            };
+            let result = store.append(&key, &stale, outbox).await;
+            assert!(
+                matches!(result, Err(StoreError::Conflict(_))),
+                "{stale:?}: {result:?}"
+            );
+        }
+        let retried = vec![
+            EventRecord::new(
+                11,
+                at(6, 0),
+                Event::CompensationRetryRequested {
+                    attempt: 1,
+                    reason: Some("fixed the tool".into()),
+                },
+            ),
+            EventRecord::new(
+                12,
+                at(6, 1),
+                Event::StepCompensated {
+                    step_id: "s1".into(),
+                    attempts: 1,
+                },
+            ),
+            EventRecord::new(13, at(6, 2), Event::RunCompensated {}),
+        ];
+        append(&*store, &key, &log, &retried).await?;
+        log.extend(retried);
+        assert_eq!(store.load(&key).await?, log);
+        assert_eq!(view_of(&key, &log)?.status, RunStatus::Compensated);
         Ok(())
     }
 
@@ -812,6 +932,10 @@ pub mod views {
             None,
             "views are per tenant"
         );
+        // A finished run's view, which a store may keep in another form, reads back the same.
+        let done = view(&tenant, &v.run_id, v.created_at, RunStatus::Completed, 4)?;
+        assert!(store.put(&done).await?);
+        assert_eq!(store.get(&key).await?, Some(done));
         Ok(())
     }
 

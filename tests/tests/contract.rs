@@ -43,6 +43,7 @@ macro_rules! contract_suite {
 contract_suite!(events, sqlite: Stores::sqlite()?, aws: Stores::dynamodb().await?, port: events, [
     given_an_empty_log_when_events_are_appended_then_they_load_in_order_and_unchanged,
     given_an_event_at_a_seq_when_another_is_appended_at_that_seq_then_it_conflicts,
+    given_a_failed_run_whose_saga_appends_after_its_end_when_loaded_then_the_whole_log_comes_back,
     given_a_batch_overlapping_the_log_when_appended_then_none_of_it_is_written,
     given_a_log_at_two_when_seq_five_is_appended_then_the_gap_is_refused,
     given_sixteen_writers_racing_on_one_run_when_each_retries_on_conflict_then_the_log_has_no_gaps_or_duplicates,
@@ -60,6 +61,169 @@ contract_suite!(views, sqlite: Stores::sqlite()?, aws: Stores::dynamodb().await?
     given_a_cursor_of_one_tenant_when_another_lists_with_it_then_it_shows_none_of_the_first_tenants_runs,
 ]);
 
+/// The embedded store's rows, as `adapters::local::sqlite::events` documents them: one row
+/// per append while a run is in flight, one deflated row once it has finished, a finished
+/// run's view deflated; and rows written before compaction existed (one per event, plain
+/// text) still read and compact.
+mod sqlite_shapes {
+    use crane::adapters::local::SqliteStore;
+    use crane::domain::{fold, EventRecord, RunKey, RunState, RunStatus};
+    use crane::ports::{EventStore as _, ListQuery, Outbox, RunViewStore as _};
+    use crane_tests::contract::{events::a_run_in_appends, TempDb};
+    use crane_tests::names::unique;
+    use rusqlite::{params, Connection};
+
+    use super::*;
+
+    /// (seq, type, SQLite type of the body) of `key`'s event rows, in order.
+    fn event_rows(db: &TempDb, key: &RunKey) -> Result<Vec<(i64, String, String)>> {
+        let conn = Connection::open(&db.0)?;
+        let mut stmt = conn.prepare(
+            "SELECT seq, type, typeof(body) FROM events WHERE tenant = ?1 AND run_id = ?2 ORDER BY seq",
+        )?;
+        let rows = stmt
+            .query_map(params![key.tenant, key.run_id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// (SQLite type, length) of the body of `key`'s view.
+    fn view_body(db: &TempDb, key: &RunKey) -> Result<(String, i64)> {
+        Ok(Connection::open(&db.0)?.query_row(
+            "SELECT typeof(body), length(body) FROM runs WHERE tenant = ?1 AND run_id = ?2",
+            params![key.tenant, key.run_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?)
+    }
+
+    async fn append(
+        store: &SqliteStore,
+        key: &RunKey,
+        log: &mut Vec<EventRecord>,
+        batch: &[EventRecord],
+    ) -> Result<RunState> {
+        log.extend_from_slice(batch);
+        let view = fold(&key.run_id, log)?;
+        let outbox = Outbox {
+            view: &view,
+            effects: &[],
+            wake: true,
+        };
+        store.append(key, batch, outbox).await?;
+        Ok(view)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn given_a_run_appended_to_its_end_when_its_rows_are_read_raw_then_its_log_is_one_deflated_row_and_its_view_is_read_from_it(
+    ) -> Result<()> {
+        init_logs();
+        let db = TempDb::new();
+        let store = SqliteStore::open(&db.0)?;
+        let key = RunKey::new(unique("tenant"), crane::domain::new_run_id());
+        let appends = a_run_in_appends(&key);
+        let (last, in_flight) = appends.split_last().context("appends")?;
+        let mut log = Vec::new();
+        for batch in in_flight {
+            append(&store, &key, &mut log, batch).await?;
+        }
+        assert_eq!(
+            event_rows(&db, &key)?,
+            vec![
+                (2, "PlanGenerated".into(), "text".into()),
+                (3, "StepStarted".into(), "text".into()),
+                (5, "StepStarted".into(), "text".into()),
+            ],
+            "in flight: a text row per append, keyed by its last event"
+        );
+        assert_eq!(
+            view_body(&db, &key)?,
+            ("blob".into(), 0),
+            "a view written by an append is read from the log, not kept twice"
+        );
+        assert_eq!(store.load(&key).await?, log);
+
+        let view = append(&store, &key, &mut log, last).await?;
+        assert_eq!(view.status, RunStatus::Completed);
+        assert_eq!(
+            event_rows(&db, &key)?,
+            vec![(7, "RunCompleted".into(), "blob".into())],
+            "finished: the whole log in one deflated row"
+        );
+        assert_eq!(
+            view_body(&db, &key)?,
+            ("blob".into(), 0),
+            "still read from the log"
+        );
+        assert_eq!(store.load(&key).await?, log, "the log reads back unchanged");
+        assert_eq!(store.get(&key).await?, Some(view.clone()));
+
+        // A reopened store (nothing in memory) reads the same.
+        drop(store);
+        let store = SqliteStore::open(&db.0)?;
+        assert_eq!(store.load(&key).await?, log);
+        assert_eq!(store.get(&key).await?, Some(view));
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn given_rows_written_one_per_event_before_compaction_when_read_and_finished_then_they_load_and_compact(
+    ) -> Result<()> {
+        init_logs();
+        let db = TempDb::new();
+        let key = RunKey::new(unique("tenant"), crane::domain::new_run_id());
+        let appends = a_run_in_appends(&key);
+        let (last, in_flight) = appends.split_last().context("appends")?;
+        let mut log: Vec<EventRecord> = in_flight.concat();
+        let before = fold(&key.run_id, &log)?;
+        // Earlier versions rewrote a run's view only when its status changed: this one was
+        // written when the run started and trails its log.
+        let trailing = fold(&key.run_id, &log[..3])?;
+        assert_eq!(
+            (trailing.status, trailing.last_seq),
+            (RunStatus::Running, 3)
+        );
+        // Open once for the schema, then write the rows as earlier versions did.
+        drop(SqliteStore::open(&db.0)?);
+        {
+            let conn = Connection::open(&db.0)?;
+            for e in &log {
+                conn.execute(
+                    "INSERT INTO events (tenant, run_id, seq, type, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![key.tenant, key.run_id, e.seq as i64, e.event.type_name(), serde_json::to_string(e)?],
+                )?;
+            }
+            conn.execute(
+                "INSERT INTO runs (tenant, run_id, status, created_at, last_seq, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![key.tenant, key.run_id, trailing.status.as_str(), trailing.created_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true), trailing.last_seq as i64, serde_json::to_string(&trailing)?],
+            )?;
+        }
+        let store = SqliteStore::open(&db.0)?;
+        assert_eq!(store.load(&key).await?, log);
+        assert_eq!(store.get(&key).await?, Some(trailing), "the row as written");
+        let query = ListQuery {
+            limit: 10,
+            ..ListQuery::default()
+        };
+        let listed = store.list(&key.tenant, &query).await?;
+        assert_eq!(
+            listed.items,
+            vec![before],
+            "listed as its log says (in flight, the log is folded)"
+        );
+
+        let view = append(&store, &key, &mut log, last).await?;
+        assert_eq!(
+            event_rows(&db, &key)?,
+            vec![(7, "RunCompleted".into(), "blob".into())]
+        );
+        assert_eq!(store.load(&key).await?, log);
+        assert_eq!(store.get(&key).await?, Some(view));
+        Ok(())
+    }
+}
+
 /// Runs in flight listed as their logs say: needs the event log and the views together.
 mod views_in_flight {
     use super::*;
@@ -75,9 +239,10 @@ mod views_in_flight {
         .await
     }
 
-    /// The embedded store rewrites a view only when its run's status changes and keeps the
-    /// state of runs in flight in memory; after a restart (nothing in memory) listing
-    /// folds the log of a run whose view trails it.
+    /// The embedded store writes a view row only when its run's status changes, keeps the
+    /// state of runs in flight in memory, and reads a view from the log; after a restart
+    /// (nothing in memory) runs are still listed as their logs say. (Views written by
+    /// earlier versions, which trail their logs, are `sqlite_shapes`' concern.)
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn sqlite_after_a_restart() -> Result<()> {
         use crane::adapters::local::SqliteStore;
@@ -94,8 +259,8 @@ mod views_in_flight {
         let key = RunKey::new(&runs.tenant, &runs.started.run_id);
         assert_eq!(
             store.get(&key).await?.map(|v| v.last_seq),
-            Some(3),
-            "the view was last written when the run started, two events ago"
+            Some(5),
+            "the view row was last written when the run started, two events ago, yet reads as the log"
         );
         contract::views::listed_as_their_logs_say(&store, &runs).await
     }

@@ -9,9 +9,14 @@
 //! means "durable"; with `synchronous=FULL` the whole batch costs one fsync instead of one
 //! per write. Under no load a batch is a single write and nothing waits for company: the
 //! latency of a lone write is unchanged.
+//!
+//! When no write has come for [`IDLE`], the writer runs its idle chores (the store's
+//! [`Chores`]: returning free pages to the file system) in short steps, each of which
+//! yields to any write that arrives.
 
 use std::sync::mpsc;
 use std::thread;
+use std::time::Duration;
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
@@ -21,6 +26,13 @@ use crate::ports::{StoreError, StoreResult};
 /// Most writes committed in one transaction. Bounds the latency a write can add to the
 /// others of its batch and the size of the WAL growth per commit.
 pub const MAX_BATCH: usize = 256;
+
+/// How long the writer waits without a write before it runs its idle chores.
+pub const IDLE: Duration = Duration::from_millis(100);
+
+/// Work for the writer when writes pause: one short step per call, on the write connection
+/// outside any transaction; `true` while there is more to do.
+pub type Chores = fn(&Connection) -> bool;
 
 /// A write queued for the writer thread.
 trait Write: Send {
@@ -78,15 +90,17 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Start the writer thread over `conn`, which it owns from now on.
+    /// Start the writer thread over `conn`, which it owns from now on; `chores` run when
+    /// writes pause.
     pub fn start(
         conn: Connection,
         sql_err: fn(rusqlite::Error) -> StoreError,
+        chores: Option<Chores>,
     ) -> StoreResult<Self> {
         let (queue, inbox) = mpsc::channel::<Box<dyn Write>>();
         thread::Builder::new()
             .name("crane-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, inbox, sql_err))
+            .spawn(move || writer_loop(conn, inbox, sql_err, chores))
             .map_err(|e| {
                 StoreError::unavailable_from(format!("cannot start the writer thread: {e}"), e)
             })?;
@@ -132,9 +146,31 @@ fn writer_loop(
     conn: Connection,
     inbox: mpsc::Receiver<Box<dyn Write>>,
     sql_err: fn(rusqlite::Error) -> StoreError,
+    chores: Option<Chores>,
 ) {
     let mut batch: Vec<Box<dyn Write>> = Vec::with_capacity(MAX_BATCH);
-    while let Ok(first) = inbox.recv() {
+    // Whether writes came since the chores last ran out of work: an idle writer with
+    // nothing to tidy blocks without waking up.
+    let mut untidy = false;
+    loop {
+        let first = match chores {
+            Some(chores) if untidy => match inbox.recv_timeout(IDLE) {
+                Ok(write) => write,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => match tidy(&conn, chores, &inbox) {
+                    Some(write) => write,
+                    None => {
+                        untidy = false;
+                        continue;
+                    }
+                },
+            },
+            _ => match inbox.recv() {
+                Ok(write) => write,
+                Err(_) => break,
+            },
+        };
+        untidy = true;
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match inbox.try_recv() {
@@ -147,6 +183,20 @@ fn writer_loop(
             write.answer(&committed);
         }
     }
+}
+
+/// Run `chores` step by step until they are done (`None`) or a write arrives (returned).
+fn tidy(
+    conn: &Connection,
+    chores: Chores,
+    inbox: &mpsc::Receiver<Box<dyn Write>>,
+) -> Option<Box<dyn Write>> {
+    while chores(conn) {
+        if let Ok(write) = inbox.try_recv() {
+            return Some(write);
+        }
+    }
+    inbox.try_recv().ok()
 }
 
 /// One transaction for the whole batch, one savepoint per write.
@@ -195,7 +245,7 @@ mod tests {
         let conn = Connection::open(&path.0).expect("open");
         conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (k INTEGER PRIMARY KEY)")
             .expect("schema");
-        (Writer::start(conn, sql_err).expect("start"), path)
+        (Writer::start(conn, sql_err, None).expect("start"), path)
     }
 
     mod tempfile_path {

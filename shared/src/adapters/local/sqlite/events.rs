@@ -1,12 +1,25 @@
 //! The event log: an append writes the events, the run's view (when its status changed)
 //! and its jobs in one transaction.
+//!
+//! A row of `events` holds the events of one append, keyed by the seq of its last event:
+//! one event as its JSON text, several as a JSON array. When an append finishes its run
+//! (see [`crate::domain::RunStatus::is_finished`]) the run's rows are compacted into one:
+//! the whole log as a DEFLATE-compressed array, a fifth of the bytes the rows took. Later
+//! appends (a saga after a failure) add rows after it and are compacted again when the run
+//! finishes again. Whatever the rows, [`EventStore::load`] reads the same events.
+//!
+//! A run's view is not kept a second time: the row an append writes in `runs` (when the
+//! status changes, for listing) has an empty body, and reading it folds the log; a finished
+//! run's log is one row.
 
 use async_trait::async_trait;
-use rusqlite::params;
+use rusqlite::types::Value;
+use rusqlite::{params, Connection};
 
 use super::jobs::{insert_jobs, job_rows, JobKind};
 use super::views::{put_view, ViewRow};
-use super::{decode, encode, sql_err, SqliteStore};
+use super::{decode, encode, sql_err, SqliteStore, Stored};
+use crate::adapters::deflate::{deflate, Effort};
 use crate::domain::{EventRecord, RunKey, RunState};
 use crate::ports::{AppendSignals, EventStore, Outbox, StoreError, StoreResult};
 
@@ -24,10 +37,14 @@ impl EventStore for SqliteStore {
         let run = key;
         let key = key.clone();
         let first_seq = first.seq;
-        let rows = events
+        let last_seq = events.last().map_or(first_seq, |e| e.seq);
+        let last_type = events.last().map_or("", |e| e.event.type_name());
+        let body = events
             .iter()
-            .map(|e| Ok((e.seq as i64, e.event.type_name(), encode(e)?)))
-            .collect::<StoreResult<Vec<_>>>()?;
+            .map(encode)
+            .collect::<StoreResult<Vec<_>>>()?
+            .join(",");
+        let compact = outbox.view.status.is_finished();
         // The view is written when the run is new to this process's memory or its status
         // changes: between, readers of a run in flight take its state from memory (or fold
         // its log), so rewriting the whole view on every step is waste.
@@ -36,9 +53,12 @@ impl EventStore for SqliteStore {
                 .get(run)
                 .is_none_or(|before| before.status != outbox.view.status)
         });
-        let view = rewrite_view.then(|| ViewRow::of(outbox.view)).transpose()?;
+        let view = rewrite_view
+            .then(|| ViewRow::of_logged(outbox.view))
+            .transpose()?;
         let jobs: Vec<(JobKind, u64)> = outbox.effects.iter().map(JobKind::from_effect).collect();
         let has_jobs = !jobs.is_empty();
+        let events_in_row = events.len();
         let jobs = job_rows(&jobs)?;
         let (hot, hot_key, hot_view) = (self.hot.clone(), key.clone(), outbox.view.clone());
         let remember: Box<dyn FnOnce(&StoreResult<()>) + Send> = Box::new(move |written| {
@@ -60,14 +80,17 @@ impl EventStore for SqliteStore {
                     first_seq
                 )));
             }
-            {
-                let mut stmt = tx
-                    .prepare_cached("INSERT INTO events (tenant, run_id, seq, type, body) VALUES (?1, ?2, ?3, ?4, ?5)")
-                    .map_err(sql_err)?;
-                for (seq, ty, body) in &rows {
-                    stmt.execute(params![key.tenant, key.run_id, seq, ty, body]).map_err(sql_err)?;
-                }
-            }
+            let body = if compact {
+                compacted(tx, &key, &body)?
+            } else if events_in_row > 1 {
+                Value::Text(format!("[{body}]"))
+            } else {
+                Value::Text(body)
+            };
+            tx.prepare_cached("INSERT INTO events (tenant, run_id, seq, type, body) VALUES (?1, ?2, ?3, ?4, ?5)")
+                .map_err(sql_err)?
+                .execute(params![key.tenant, key.run_id, last_seq as i64, last_type, body])
+                .map_err(sql_err)?;
             if let Some(view) = &view {
                 put_view(tx, view)?;
             }
@@ -100,18 +123,64 @@ impl EventStore for SqliteStore {
 
     async fn load(&self, key: &RunKey) -> StoreResult<Vec<EventRecord>> {
         let key = key.clone();
-        self.read(move |conn| {
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT body FROM events WHERE tenant = ?1 AND run_id = ?2 ORDER BY seq",
-                )
-                .map_err(sql_err)?;
-            let rows = stmt
-                .query_map(params![key.tenant, key.run_id], |r| r.get::<_, String>(0))
-                .map_err(sql_err)?;
-            rows.map(|r| r.map_err(sql_err).and_then(|b| decode(&b)))
-                .collect()
-        })
-        .await
+        self.read(move |conn| load_log(conn, &key)).await
     }
+}
+
+/// `key`'s events, in order, whatever rows hold them.
+pub(super) fn load_log(conn: &Connection, key: &RunKey) -> StoreResult<Vec<EventRecord>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT body FROM events WHERE tenant = ?1 AND run_id = ?2 ORDER BY seq")
+        .map_err(sql_err)?;
+    let rows = stmt
+        .query_map(params![key.tenant, key.run_id], |r| r.get::<_, Stored>(0))
+        .map_err(sql_err)?;
+    let mut log = Vec::new();
+    for row in rows {
+        let json = row.map_err(sql_err)?.into_json()?;
+        if json.starts_with('[') {
+            log.extend(decode::<Vec<EventRecord>>(&json)?);
+        } else {
+            log.push(decode(&json)?);
+        }
+    }
+    Ok(log)
+}
+
+/// The body of the one row that replaces every row of `key`'s log, `appended` (the JSON
+/// texts of this append's events, comma-separated) last: deleting the rows it replaces.
+fn compacted(tx: &Connection, key: &RunKey, appended: &str) -> StoreResult<Value> {
+    let mut all = String::with_capacity(appended.len() * 4);
+    all.push('[');
+    {
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT body FROM events WHERE tenant = ?1 AND run_id = ?2 ORDER BY seq",
+            )
+            .map_err(sql_err)?;
+        let rows = stmt
+            .query_map(params![key.tenant, key.run_id], |r| r.get::<_, Stored>(0))
+            .map_err(sql_err)?;
+        for row in rows {
+            let json = row.map_err(sql_err)?.into_json()?;
+            let json = json.trim();
+            let events = json
+                .strip_prefix('[')
+                .and_then(|j| j.strip_suffix(']'))
+                .unwrap_or(json);
+            if !events.is_empty() {
+                all.push_str(events);
+                all.push(',');
+            }
+        }
+    }
+    all.push_str(appended);
+    all.push(']');
+    tx.prepare_cached("DELETE FROM events WHERE tenant = ?1 AND run_id = ?2")
+        .map_err(sql_err)?
+        .execute(params![key.tenant, key.run_id])
+        .map_err(sql_err)?;
+    deflate(all.as_bytes(), Effort::Fast)
+        .map(Value::Blob)
+        .map_err(|e| StoreError::corrupt_from(e.to_string(), e))
 }

@@ -18,7 +18,7 @@ mod todos;
 mod views;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -29,7 +29,7 @@ use tokio::sync::Notify;
 use self::hot::HotRuns;
 use super::notify::{AppendObserver, RunNotifier};
 use super::private;
-use super::writer::Writer;
+use super::writer::{Chores, Writer};
 use crate::ports::{StoreError, StoreResult};
 
 pub use self::jobs::{JobKind, LeasedJob};
@@ -120,6 +120,53 @@ fn encode<T: Serialize>(v: &T) -> StoreResult<String> {
     serde_json::to_string(v).map_err(|e| StoreError::corrupt_from(e.to_string(), e))
 }
 
+/// A JSON column as stored: plain text, or DEFLATE-compressed bytes (finished runs' views
+/// and compacted logs; see [`crate::adapters::deflate`]). Columns declared `TEXT` hold
+/// either: SQLite keeps a blob a blob whatever the column's affinity, so databases written
+/// before compression read as they are.
+enum Stored {
+    Text(String),
+    Deflated(Vec<u8>),
+}
+
+impl rusqlite::types::FromSql for Stored {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        use rusqlite::types::{FromSqlError, ValueRef};
+        match value {
+            ValueRef::Text(t) => std::str::from_utf8(t)
+                .map(|t| Stored::Text(t.to_owned()))
+                .map_err(|e| FromSqlError::Other(Box::new(e))),
+            ValueRef::Blob(b) => Ok(Stored::Deflated(b.to_vec())),
+            _ => Err(FromSqlError::InvalidType),
+        }
+    }
+}
+
+impl Stored {
+    /// The JSON text, inflated if need be.
+    fn into_json(self) -> StoreResult<String> {
+        match self {
+            Stored::Text(t) => Ok(t),
+            Stored::Deflated(z) => {
+                let bytes = crate::adapters::deflate::inflate(&z).map_err(StoreError::corrupt)?;
+                String::from_utf8(bytes).map_err(|e| StoreError::corrupt_from(e.to_string(), e))
+            }
+        }
+    }
+
+    /// An empty body: a finished run's view, read from its log (see `views`).
+    fn is_empty(&self) -> bool {
+        match self {
+            Stored::Text(t) => t.is_empty(),
+            Stored::Deflated(z) => z.is_empty(),
+        }
+    }
+
+    fn decode<T: for<'de> Deserialize<'de>>(self) -> StoreResult<T> {
+        decode(&self.into_json()?)
+    }
+}
+
 fn poisoned() -> StoreError {
     StoreError::unavailable("sqlite connection lock poisoned")
 }
@@ -128,9 +175,53 @@ fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
+/// Free pages an idle writer leaves in the file for the next writes to reuse.
+const FREE_PAGES_KEPT: i64 = 64;
+/// Free pages returned to the file system per step of the idle chores (1 MiB).
+const RECLAIM_STEP: i64 = 256;
+
+/// The writer's idle chore: a burst of runs leaves the pages its runs in flight used
+/// (their per-append rows, compacted when each finished) free; return them to the file
+/// system, a step at a time, so the file holds what the runs keep. `true` while more
+/// remain. Databases in `auto_vacuum=INCREMENTAL` mode only (new ones): on others the
+/// pragma does nothing and the chore is not scheduled.
+fn reclaim_free_pages(conn: &Connection) -> bool {
+    let free = || conn.query_row("PRAGMA freelist_count", [], |r| r.get::<_, i64>(0));
+    let step = || -> rusqlite::Result<bool> {
+        let before = free()?;
+        if before <= FREE_PAGES_KEPT {
+            return Ok(false);
+        }
+        // A pragma takes no bound parameters; the count is this function's own integer.
+        let n = RECLAIM_STEP.min(before - FREE_PAGES_KEPT);
+        let mut stmt = conn.prepare(&format!("PRAGMA incremental_vacuum({n})"))?;
+        let mut rows = stmt.query([])?;
+        while rows.next()?.is_some() {}
+        let after = free()?;
+        // A step that returned nothing would return nothing again: stop.
+        Ok(after < before && after > FREE_PAGES_KEPT)
+    };
+    match step() {
+        Ok(more) => more,
+        Err(e) => {
+            // Said once per process: the chore is tried again at every pause.
+            static SAID: AtomicBool = AtomicBool::new(false);
+            if !SAID.swap(true, Ordering::Relaxed) {
+                tracing::warn!(error = %e, "returning free pages to the file system failed; they are left for reuse");
+            }
+            false
+        }
+    }
+}
+
 fn open(path: &Path, sync: Durability) -> StoreResult<Connection> {
     let conn = Connection::open(path).map_err(sql_err)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(sql_err)?;
+    // Only a new, empty database takes this, and before it turns to WAL: one created
+    // before keeps its mode (its free pages are reused, not returned; see
+    // `reclaim_free_pages`).
+    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
         .map_err(sql_err)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(sql_err)?;
@@ -164,6 +255,10 @@ impl SqliteStore {
         let created = private::create_private(path).map_err(file_err)?;
         let writer = open(path, sync)?;
         writer.execute_batch(SCHEMA).map_err(sql_err)?;
+        let incremental: i64 = writer
+            .query_row("PRAGMA auto_vacuum", [], |r| r.get(0))
+            .map_err(sql_err)?;
+        let chores: Option<Chores> = (incremental == 2).then_some(reclaim_free_pages);
         if created {
             private::restrict(&private::companions(path)).map_err(file_err)?;
         }
@@ -171,7 +266,7 @@ impl SqliteStore {
             .map(|_| open(path, sync).map(Mutex::new))
             .collect::<StoreResult<Vec<_>>>()?;
         Ok(Self {
-            writer: Writer::start(writer, sql_err)?,
+            writer: Writer::start(writer, sql_err, chores)?,
             readers: Arc::new(readers),
             next_reader: Arc::new(AtomicUsize::new(0)),
             jobs_ready: Arc::new(Notify::new()),

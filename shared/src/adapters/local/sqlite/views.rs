@@ -5,9 +5,12 @@ use base64::Engine as _;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
-use super::{decode, encode, sql_err, ts, SqliteStore};
+use super::events::load_log;
+use super::{encode, sql_err, ts, SqliteStore, Stored};
+use crate::adapters::deflate::{deflate, Effort};
 use crate::domain::{fold, RunKey, RunState};
 use crate::ports::{EventStore as _, ListQuery, Page, RunViewStore, StoreError, StoreResult};
+use rusqlite::types::Value;
 use tracing::warn;
 
 /// A run's view as its row: encoded by the caller, off the writer thread.
@@ -17,20 +20,58 @@ pub(super) struct ViewRow {
     status: &'static str,
     created_at: String,
     last_seq: i64,
-    body: String,
+    body: Value,
 }
 
 impl ViewRow {
+    /// The row of a view handed over as is (`RunViewStore::put`): a finished run's body
+    /// deflated (a third of the bytes: it stays on disk for as long as the run is kept), a
+    /// run in flight's as text, since it is soon rewritten.
     pub(super) fn of(view: &RunState) -> StoreResult<Self> {
+        let json = encode(view)?;
+        let body = if view.status.is_finished() {
+            Value::Blob(
+                deflate(json.as_bytes(), Effort::Fast)
+                    .map_err(|e| StoreError::corrupt_from(e.to_string(), e))?,
+            )
+        } else {
+            Value::Text(json)
+        };
+        Self::with_body(view, body)
+    }
+
+    /// The row of a view written with its run's events (an append): its body is left
+    /// empty and reads fold the log, written in the same transaction (and compacted once
+    /// the run finishes, see `events`). The row keeps what listing needs (status, creation
+    /// time); a run is kept once, not twice, and an append encodes no view.
+    pub(super) fn of_logged(view: &RunState) -> StoreResult<Self> {
+        Self::with_body(view, Value::Blob(Vec::new()))
+    }
+
+    fn with_body(view: &RunState, body: Value) -> StoreResult<Self> {
         Ok(Self {
             tenant: view.tenant.clone(),
             run_id: view.run_id.clone(),
             status: view.status.as_str(),
             created_at: ts(view.created_at),
             last_seq: view.last_seq as i64,
-            body: encode(view)?,
+            body,
         })
     }
+}
+
+/// The view a row holds: its body, or the fold of its run's log when the body is empty
+/// (written so by an append that finished the run).
+fn view_of(conn: &Connection, key: &RunKey, body: Stored) -> StoreResult<RunState> {
+    if !body.is_empty() {
+        return body.decode();
+    }
+    let log = load_log(conn, key)?;
+    fold(&key.run_id, &log).map_err(|e| {
+        StoreError::corrupt(format!(
+            "{key}: the view is its log's, which does not fold: {e}"
+        ))
+    })
 }
 
 pub(super) fn put_view(tx: &Connection, view: &ViewRow) -> StoreResult<bool> {
@@ -112,10 +153,10 @@ impl RunViewStore for SqliteStore {
         self.read(move |conn| {
             conn.prepare_cached("SELECT body FROM runs WHERE tenant = ?1 AND run_id = ?2")
                 .map_err(sql_err)?
-                .query_row(params![key.tenant, key.run_id], |r| r.get::<_, String>(0))
+                .query_row(params![key.tenant, key.run_id], |r| r.get::<_, Stored>(0))
                 .optional()
                 .map_err(sql_err)?
-                .map(|b| decode(&b))
+                .map(|body| view_of(conn, &key, body))
                 .transpose()
         })
         .await
@@ -134,7 +175,7 @@ impl RunViewStore for SqliteStore {
                 };
                 let mut stmt = conn
                     .prepare_cached(
-                        "SELECT body FROM runs
+                        "SELECT run_id, body FROM runs
                          WHERE tenant = ?1
                            AND (?2 IS NULL OR status = ?2)
                            AND (?3 IS NULL OR (created_at, run_id) < (?3, ?4))
@@ -145,11 +186,14 @@ impl RunViewStore for SqliteStore {
                 let rows = stmt
                     .query_map(
                         params![tenant, status, after_at, after_id, limit as i64],
-                        |r| r.get::<_, String>(0),
+                        |r| Ok((r.get::<_, String>(0)?, r.get::<_, Stored>(1)?)),
                     )
                     .map_err(sql_err)?;
-                rows.map(|r| r.map_err(sql_err).and_then(|b| decode(&b)))
-                    .collect()
+                rows.map(|r| {
+                    let (run_id, body) = r.map_err(sql_err)?;
+                    view_of(conn, &RunKey::new(&tenant, run_id), body)
+                })
+                .collect()
             })
             .await?;
         let next_cursor = if items.len() == limit {

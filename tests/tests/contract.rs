@@ -167,6 +167,65 @@ mod sqlite_shapes {
         Ok(())
     }
 
+    fn pragma(db: &TempDb, name: &str) -> Result<i64> {
+        Ok(Connection::open(&db.0)?.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))?)
+    }
+
+    /// A burst of runs in flight takes pages that their compaction frees; once writes
+    /// pause, the writer returns them to the file system, so the file holds what the
+    /// finished runs keep.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn given_many_runs_in_flight_that_finish_when_writes_pause_then_the_free_pages_are_returned(
+    ) -> Result<()> {
+        init_logs();
+        let db = TempDb::new();
+        let store = SqliteStore::open(&db.0)?;
+        assert_eq!(
+            pragma(&db, "auto_vacuum")?,
+            2,
+            "a new database is INCREMENTAL"
+        );
+        let tenant = unique("tenant");
+        let runs: Vec<(RunKey, Vec<Vec<EventRecord>>)> = (0..600)
+            .map(|_| {
+                let key = RunKey::new(&tenant, crane::domain::new_run_id());
+                let appends = a_run_in_appends(&key);
+                (key, appends)
+            })
+            .collect();
+        let mut logs = vec![Vec::new(); runs.len()];
+        let last = runs[0].1.len() - 1;
+        for i in 0..last {
+            for ((key, appends), log) in runs.iter().zip(logs.iter_mut()) {
+                append(&store, key, log, &appends[i]).await?;
+            }
+        }
+        // Nothing was deleted yet, so nothing is free: the file is as large as the runs in
+        // flight made it.
+        let in_flight_pages = pragma(&db, "page_count")?;
+        for ((key, appends), log) in runs.iter().zip(logs.iter_mut()) {
+            append(&store, key, log, &appends[last]).await?;
+        }
+        let mut free = pragma(&db, "freelist_count")?;
+        for _ in 0..200 {
+            if free <= 64 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            free = pragma(&db, "freelist_count")?;
+        }
+        assert!(free <= 64, "{free} free pages left after the pause");
+        let pages = pragma(&db, "page_count")?;
+        assert!(
+            pages < in_flight_pages,
+            "the file shrank from {in_flight_pages} pages (runs in flight) to {pages} (finished)"
+        );
+        for ((key, _), log) in runs.iter().zip(&logs).step_by(97) {
+            assert_eq!(&store.load(key).await?, log);
+        }
+        Ok(())
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn given_rows_written_one_per_event_before_compaction_when_read_and_finished_then_they_load_and_compact(
     ) -> Result<()> {

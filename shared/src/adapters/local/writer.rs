@@ -347,6 +347,97 @@ mod tests {
         assert_eq!(count(&path.0), 1);
     }
 
+    /// Steps the chore below has taken; it has work for five steps after each write.
+    static CHORE_STEPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    fn five_step_chore(conn: &Connection) -> bool {
+        use std::sync::atomic::Ordering;
+        // Outside any transaction, on the write connection: it may write.
+        assert!(conn.is_autocommit());
+        let done = CHORE_STEPS.fetch_add(1, Ordering::SeqCst) + 1;
+        done % 5 != 0
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn given_chores_when_writes_pause_then_they_run_to_the_end_once_per_pause() {
+        use std::sync::atomic::Ordering;
+        let path = tempfile_path::Path::new();
+        let conn = Connection::open(&path.0).expect("open");
+        conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (k INTEGER PRIMARY KEY)")
+            .expect("schema");
+        let writer = Writer::start(conn, sql_err, Some(five_step_chore)).expect("start");
+        let wait_for = |n: usize| async move {
+            for _ in 0..200 {
+                if CHORE_STEPS.load(Ordering::SeqCst) >= n {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        };
+        tokio::time::sleep(IDLE * 3).await;
+        assert_eq!(
+            CHORE_STEPS.load(Ordering::SeqCst),
+            0,
+            "no write, nothing to tidy"
+        );
+        for round in 1..=2 {
+            writer
+                .write(move |c| {
+                    c.execute("INSERT INTO t (k) VALUES (?1)", [round])
+                        .map_err(sql_err)
+                })
+                .await
+                .expect("write");
+            wait_for(5 * round).await;
+            tokio::time::sleep(IDLE * 3).await;
+            assert_eq!(
+                CHORE_STEPS.load(Ordering::SeqCst),
+                5 * round,
+                "round {round}: the chore ran to its end once, then the writer slept"
+            );
+        }
+    }
+
+    /// Steps of a slow chore: ten steps of 100 ms after each write.
+    static SLOW_STEPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    fn slow_chore(_: &Connection) -> bool {
+        std::thread::sleep(Duration::from_millis(100));
+        let done = SLOW_STEPS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        done % 10 != 0
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn given_a_write_during_chores_then_it_is_served_between_two_steps() {
+        use std::sync::atomic::Ordering;
+        let path = tempfile_path::Path::new();
+        let conn = Connection::open(&path.0).expect("open");
+        conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (k INTEGER PRIMARY KEY)")
+            .expect("schema");
+        let writer = Writer::start(conn, sql_err, Some(slow_chore)).expect("start");
+        let insert = |k: i64| {
+            writer.write(move |c| {
+                c.execute("INSERT INTO t (k) VALUES (?1)", [k])
+                    .map_err(sql_err)
+            })
+        };
+        insert(1).await.expect("first write");
+        for _ in 0..400 {
+            if SLOW_STEPS.load(Ordering::SeqCst) >= 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(SLOW_STEPS.load(Ordering::SeqCst) >= 1, "the chores began");
+        insert(2).await.expect("a write during the chores");
+        let steps = SLOW_STEPS.load(Ordering::SeqCst);
+        assert!(
+            steps < 10,
+            "answered after {steps} of the 10 steps, not after all of them"
+        );
+        assert_eq!(count(&path.0), 2);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn given_hooks_when_writes_commit_then_each_sees_its_result_in_commit_order() {
         let (writer, _path) = writer();

@@ -355,7 +355,7 @@ mod tests {
         // Outside any transaction, on the write connection: it may write.
         assert!(conn.is_autocommit());
         let done = CHORE_STEPS.fetch_add(1, Ordering::SeqCst) + 1;
-        done % 5 != 0
+        !done.is_multiple_of(5)
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -404,7 +404,7 @@ mod tests {
     fn slow_chore(_: &Connection) -> bool {
         std::thread::sleep(Duration::from_millis(100));
         let done = SLOW_STEPS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-        done % 10 != 0
+        !done.is_multiple_of(10)
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -61,6 +61,76 @@ contract_suite!(views, sqlite: Stores::sqlite()?, aws: Stores::dynamodb().await?
     given_a_cursor_of_one_tenant_when_another_lists_with_it_then_it_shows_none_of_the_first_tenants_runs,
 ]);
 
+/// The embedded store keeps breakers in memory besides the table: racing writers and
+/// readers never see a version go back, and what it serves is what the table holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embedded_store_keeps_breakers_at_hand_and_in_step_with_the_table() -> Result<()> {
+    use std::sync::Arc;
+
+    use crane::adapters::local::SqliteStore;
+    use crane::ports::{BreakerStore, StoreError};
+
+    init_logs();
+    let db = contract::TempDb::new();
+    let store = Arc::new(SqliteStore::open(&db.0)?);
+    let writers = (0..8).map(|w| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut done = 0;
+            while done < 10 {
+                let seen = store.get("calculator").await?;
+                let version = seen.map_or(0, |b| b.version);
+                let state = serde_json::json!({"writer": w, "after": version});
+                match store.put("calculator", version, &state).await {
+                    Ok(()) => done += 1,
+                    Err(StoreError::Conflict(_)) => {}
+                    Err(e) => return Err(anyhow::Error::from(e)),
+                }
+            }
+            Ok::<_, anyhow::Error>(())
+        })
+    });
+    let writers: Vec<_> = writers.collect();
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut last = 0;
+                while last < 80 {
+                    let version = store.get("calculator").await?.map_or(0, |b| b.version);
+                    anyhow::ensure!(version >= last, "went back from {last} to {version}");
+                    last = version;
+                    tokio::task::yield_now().await;
+                }
+                Ok::<_, anyhow::Error>(())
+            })
+        })
+        .collect();
+    for task in writers.into_iter().chain(readers) {
+        task.await??;
+    }
+    let served = store.get("calculator").await?.context("a breaker")?;
+    assert_eq!(served.version, 80, "8 writers x 10 committed writes");
+    let (state, version): (String, i64) = rusqlite::Connection::open(&db.0)?.query_row(
+        "SELECT state, version FROM breakers WHERE tool = 'calculator'",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    assert_eq!(
+        (
+            serde_json::from_str::<serde_json::Value>(&state)?,
+            version as u64
+        ),
+        (served.state.clone(), served.version),
+        "served as the table holds it"
+    );
+    drop(store);
+    let reopened = SqliteStore::open(&db.0)?;
+    assert_eq!(reopened.get("calculator").await?, Some(served));
+    assert_eq!(reopened.get("never-written").await?, None);
+    Ok(())
+}
+
 /// The embedded store's rows, as `adapters::local::sqlite::events` documents them: one row
 /// per append while a run is in flight, one deflated row once it has finished, a finished
 /// run's view deflated; and rows written before compaction existed (one per event, plain

@@ -26,6 +26,7 @@ use rusqlite::{Connection, ErrorCode};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use self::breakers::KnownBreakers;
 use self::hot::HotRuns;
 use super::notify::{AppendObserver, RunNotifier};
 use super::private;
@@ -98,6 +99,7 @@ pub struct SqliteStore {
     next_reader: Arc<AtomicUsize>,
     jobs_ready: Arc<Notify>,
     hot: Arc<Mutex<HotRuns>>,
+    breakers: Arc<Mutex<KnownBreakers>>,
     notifier: Arc<RunNotifier>,
     observers: Arc<std::sync::RwLock<Vec<Arc<dyn AppendObserver>>>>,
 }
@@ -271,6 +273,7 @@ impl SqliteStore {
             next_reader: Arc::new(AtomicUsize::new(0)),
             jobs_ready: Arc::new(Notify::new()),
             hot: Arc::new(Mutex::new(HotRuns::default())),
+            breakers: Arc::default(),
             notifier: Arc::new(RunNotifier::default()),
             observers: Arc::default(),
         })

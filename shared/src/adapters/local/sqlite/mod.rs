@@ -1,9 +1,11 @@
 //! The embedded store: SQLite in WAL mode, one file holding events, the runs view, todos,
 //! idempotency keys, breaker states and the durable job queue (the outbox).
 //!
-//! An append writes the events, the run's view and the jobs its effects create in one
+//! An append writes the events, the run's view row and the jobs its effects create in one
 //! transaction, so a crash can never leave a run without its next job; on restart the
-//! jobs are simply still there.
+//! jobs are simply still there. A finished run is kept compact: its log in one compressed
+//! row, its view read from it (see `events`). New databases use `auto_vacuum=INCREMENTAL`,
+//! and the writer returns free pages to the file system when writes pause.
 //!
 //! One file per concern: `jobs` (the queue), `events` (appends and the log), `views`
 //! (the runs view), `todos`, `idempotency`, `breakers`, and `hot` (the in-memory

@@ -1,10 +1,10 @@
-//! The event log: an append writes the events, the run's view (when its status changed)
-//! and its jobs in one transaction.
+//! The event log: an append writes the events, the run's view row (when its status
+//! changed) and its jobs in one transaction.
 //!
 //! A row of `events` holds the events of one append, keyed by the seq of its last event:
 //! one event as its JSON text, several as a JSON array. When an append finishes its run
 //! (see [`crate::domain::RunStatus::is_finished`]) the run's rows are compacted into one:
-//! the whole log as a DEFLATE-compressed array, a fifth of the bytes the rows took. Later
+//! the whole log as a DEFLATE-compressed array, about a quarter of its JSON. Later
 //! appends (a saga after a failure) add rows after it and are compacted again when the run
 //! finishes again. Whatever the rows, [`EventStore::load`] reads the same events.
 //!

@@ -158,7 +158,8 @@ impl Stored {
         }
     }
 
-    /// An empty body: a finished run's view, read from its log (see `views`).
+    /// An empty body: a view written by an append, read by folding its run's log (see
+    /// `views`).
     fn is_empty(&self) -> bool {
         match self {
             Stored::Text(t) => t.is_empty(),

@@ -61,7 +61,7 @@ impl ViewRow {
 }
 
 /// The view a row holds: its body, or the fold of its run's log when the body is empty
-/// (written so by an append that finished the run).
+/// (as every append writes it, see [`ViewRow::of_logged`]).
 fn view_of(conn: &Connection, key: &RunKey, body: Stored) -> StoreResult<RunState> {
     if !body.is_empty() {
         return body.decode();
@@ -120,9 +120,11 @@ fn decode_cursor(s: &str) -> StoreResult<Cursor> {
 }
 
 impl SqliteStore {
-    /// `view` as its run is now: a run in flight is not rewritten on every step (see
-    /// `events::append`), so its state comes from memory, or from its log if it is not
-    /// kept there; a log that does not fold leaves the view (logged).
+    /// `view` as its run is now. A view row an append wrote is already read from the log;
+    /// one with a body (handed to `put`, or written by an earlier version, which rewrote a
+    /// run's view only when its status changed) may trail it. So a run in flight's state
+    /// comes from memory, or from its log if it is not kept there; a log that does not fold
+    /// leaves the view (logged).
     async fn in_flight_now(&self, view: RunState) -> RunState {
         if view.status.is_finished() {
             return view;

@@ -77,7 +77,11 @@ async fn embedded_store_keeps_breakers_at_hand_and_in_step_with_the_table() -> R
         let store = store.clone();
         tokio::spawn(async move {
             let mut done = 0;
-            while done < 10 {
+            // A stale copy would make every write conflict: fail instead of spinning.
+            for _ in 0..1_000 {
+                if done == 10 {
+                    return Ok(());
+                }
                 let seen = store.get("calculator").await?;
                 let version = seen.map_or(0, |b| b.version);
                 let state = serde_json::json!({"writer": w, "after": version});
@@ -87,7 +91,7 @@ async fn embedded_store_keeps_breakers_at_hand_and_in_step_with_the_table() -> R
                     Err(e) => return Err(anyhow::Error::from(e)),
                 }
             }
-            Ok::<_, anyhow::Error>(())
+            anyhow::bail!("writer {w}: 1,000 tries for 10 writes; the breaker served is stale")
         })
     });
     let writers: Vec<_> = writers.collect();
@@ -96,7 +100,12 @@ async fn embedded_store_keeps_breakers_at_hand_and_in_step_with_the_table() -> R
             let store = store.clone();
             tokio::spawn(async move {
                 let mut last = 0;
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
                 while last < 80 {
+                    anyhow::ensure!(
+                        std::time::Instant::now() < deadline,
+                        "version {last} after 60 s, not 80"
+                    );
                     let version = store.get("calculator").await?.map_or(0, |b| b.version);
                     anyhow::ensure!(version >= last, "went back from {last} to {version}");
                     last = version;

@@ -12,7 +12,7 @@ pub(crate) const INFLATED_MAX: u64 = 64 << 20;
 
 /// How hard to compress. `fast` favours the writer's time (the embedded store compresses on
 /// its hot path); `default` the bytes (DynamoDB bills them).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(not(feature = "aws"), allow(dead_code))]
 pub(crate) enum Effort {
     Fast,
@@ -39,7 +39,7 @@ pub(crate) fn deflate(bytes: &[u8], effort: Effort) -> std::io::Result<Vec<u8>> 
     COMPRESS.with(|cell| {
         let mut cell = cell.borrow_mut();
         let z = match &mut *cell {
-            Some((e, z)) if *e as u8 == effort as u8 => {
+            Some((e, z)) if *e == effort => {
                 z.reset();
                 z
             }

@@ -241,11 +241,15 @@ mod tests {
     }
 
     fn writer() -> (Writer, tempfile_path::Path) {
+        writer_with(None)
+    }
+
+    fn writer_with(chores: Option<Chores>) -> (Writer, tempfile_path::Path) {
         let path = tempfile_path::Path::new();
         let conn = Connection::open(&path.0).expect("open");
         conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (k INTEGER PRIMARY KEY)")
             .expect("schema");
-        (Writer::start(conn, sql_err, None).expect("start"), path)
+        (Writer::start(conn, sql_err, chores).expect("start"), path)
     }
 
     mod tempfile_path {
@@ -361,11 +365,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn given_chores_when_writes_pause_then_they_run_to_the_end_once_per_pause() {
         use std::sync::atomic::Ordering;
-        let path = tempfile_path::Path::new();
-        let conn = Connection::open(&path.0).expect("open");
-        conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (k INTEGER PRIMARY KEY)")
-            .expect("schema");
-        let writer = Writer::start(conn, sql_err, Some(five_step_chore)).expect("start");
+        let (writer, _path) = writer_with(Some(five_step_chore));
         let wait_for = |n: usize| async move {
             for _ in 0..200 {
                 if CHORE_STEPS.load(Ordering::SeqCst) >= n {
@@ -410,11 +410,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn given_a_write_during_chores_then_it_is_served_between_two_steps() {
         use std::sync::atomic::Ordering;
-        let path = tempfile_path::Path::new();
-        let conn = Connection::open(&path.0).expect("open");
-        conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (k INTEGER PRIMARY KEY)")
-            .expect("schema");
-        let writer = Writer::start(conn, sql_err, Some(slow_chore)).expect("start");
+        let (writer, path) = writer_with(Some(slow_chore));
         let insert = |k: i64| {
             writer.write(move |c| {
                 c.execute("INSERT INTO t (k) VALUES (?1)", [k])

@@ -129,53 +129,40 @@ impl EventStore for SqliteStore {
 
 /// `key`'s events, in order, whatever rows hold them.
 pub(super) fn load_log(conn: &Connection, key: &RunKey) -> StoreResult<Vec<EventRecord>> {
+    decode(&log_array(conn, key, "")?)
+}
+
+/// `key`'s log as one JSON array, `appended` (JSON texts of events, comma-separated) last.
+/// The one reader of the rows' forms: one event as its text, several as an array, a
+/// compacted log as a deflated array.
+fn log_array(conn: &Connection, key: &RunKey, appended: &str) -> StoreResult<String> {
     let mut stmt = conn
         .prepare_cached("SELECT body FROM events WHERE tenant = ?1 AND run_id = ?2 ORDER BY seq")
         .map_err(sql_err)?;
     let rows = stmt
         .query_map(params![key.tenant, key.run_id], |r| r.get::<_, Stored>(0))
         .map_err(sql_err)?;
-    let mut log = Vec::new();
+    let mut parts = Vec::new();
     for row in rows {
         let json = row.map_err(sql_err)?.into_json()?;
-        if json.starts_with('[') {
-            log.extend(decode::<Vec<EventRecord>>(&json)?);
-        } else {
-            log.push(decode(&json)?);
+        let events = match json.trim().strip_prefix('[') {
+            Some(inner) => inner.strip_suffix(']').unwrap_or(inner).to_owned(),
+            None => json,
+        };
+        if !events.is_empty() {
+            parts.push(events);
         }
     }
-    Ok(log)
+    if !appended.is_empty() {
+        parts.push(appended.to_owned());
+    }
+    Ok(format!("[{}]", parts.join(",")))
 }
 
 /// The body of the one row that replaces every row of `key`'s log, `appended` (the JSON
 /// texts of this append's events, comma-separated) last: deleting the rows it replaces.
 fn compacted(tx: &Connection, key: &RunKey, appended: &str) -> StoreResult<Value> {
-    let mut all = String::with_capacity(appended.len() * 4);
-    all.push('[');
-    {
-        let mut stmt = tx
-            .prepare_cached(
-                "SELECT body FROM events WHERE tenant = ?1 AND run_id = ?2 ORDER BY seq",
-            )
-            .map_err(sql_err)?;
-        let rows = stmt
-            .query_map(params![key.tenant, key.run_id], |r| r.get::<_, Stored>(0))
-            .map_err(sql_err)?;
-        for row in rows {
-            let json = row.map_err(sql_err)?.into_json()?;
-            let json = json.trim();
-            let events = json
-                .strip_prefix('[')
-                .and_then(|j| j.strip_suffix(']'))
-                .unwrap_or(json);
-            if !events.is_empty() {
-                all.push_str(events);
-                all.push(',');
-            }
-        }
-    }
-    all.push_str(appended);
-    all.push(']');
+    let all = log_array(tx, key, appended)?;
     tx.prepare_cached("DELETE FROM events WHERE tenant = ?1 AND run_id = ?2")
         .map_err(sql_err)?
         .execute(params![key.tenant, key.run_id])

@@ -124,8 +124,8 @@ fn encode<T: Serialize>(v: &T) -> StoreResult<String> {
     serde_json::to_string(v).map_err(|e| StoreError::corrupt_from(e.to_string(), e))
 }
 
-/// A JSON column as stored: plain text, or DEFLATE-compressed bytes (finished runs' views
-/// and compacted logs; see [`crate::adapters::deflate`]). Columns declared `TEXT` hold
+/// A JSON column as stored: plain text, or DEFLATE-compressed bytes (a finished run's
+/// compacted log; see [`crate::adapters::deflate`]). Columns declared `TEXT` hold
 /// either: SQLite keeps a blob a blob whatever the column's affinity, so databases written
 /// before compression read as they are.
 enum Stored {

@@ -1,13 +1,15 @@
 //! The runs view: each run's latest state, listed newest first.
 
+use std::sync::Mutex;
+
 use async_trait::async_trait;
 use base64::Engine as _;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use super::events::load_log;
-use super::{encode, sql_err, ts, SqliteStore, Stored};
-use crate::adapters::deflate::{deflate, Effort};
+use super::hot::HotRuns;
+use super::{encode, poisoned, sql_err, ts, SqliteStore, Stored};
 use crate::domain::{fold, RunKey, RunState};
 use crate::ports::{EventStore as _, ListQuery, Page, RunViewStore, StoreError, StoreResult};
 use rusqlite::types::Value;
@@ -24,20 +26,10 @@ pub(super) struct ViewRow {
 }
 
 impl ViewRow {
-    /// The row of a view handed over as is (`RunViewStore::put`): a finished run's body
-    /// deflated (a third of the bytes: it stays on disk for as long as the run is kept), a
-    /// run in flight's as text, since it is soon rewritten.
+    /// The row of a view handed over as is (`RunViewStore::put`, which no local path
+    /// calls: the stream reactor's projection is the cloud's), its body as text.
     pub(super) fn of(view: &RunState) -> StoreResult<Self> {
-        let json = encode(view)?;
-        let body = if view.status.is_finished() {
-            Value::Blob(
-                deflate(json.as_bytes(), Effort::Fast)
-                    .map_err(|e| StoreError::corrupt_from(e.to_string(), e))?,
-            )
-        } else {
-            Value::Text(json)
-        };
-        Self::with_body(view, body)
+        Self::with_body(view, Value::Text(encode(view)?))
     }
 
     /// The row of a view written with its run's events (an append): its body is left
@@ -60,14 +52,44 @@ impl ViewRow {
     }
 }
 
-/// The view a row holds: its body, or the fold of its run's log when the body is empty
-/// (as every append writes it, see [`ViewRow::of_logged`]).
-fn view_of(conn: &Connection, key: &RunKey, body: Stored) -> StoreResult<RunState> {
+/// A view as read from its row.
+enum Read {
+    /// The run as it is now: from memory, or the fold of its log (a row an append wrote
+    /// has an empty body, see [`ViewRow::of_logged`]).
+    Current(RunState),
+    /// A body a row holds (written by `put`, or by an earlier version, which rewrote a
+    /// run's view only when its status changed): it may trail the log.
+    Stored(RunState),
+}
+
+impl Read {
+    fn state(&self) -> &RunState {
+        match self {
+            Read::Current(s) | Read::Stored(s) => s,
+        }
+    }
+
+    fn into_state(self) -> RunState {
+        match self {
+            Read::Current(s) | Read::Stored(s) => s,
+        }
+    }
+}
+
+fn view_of(
+    conn: &Connection,
+    hot: &Mutex<HotRuns>,
+    key: &RunKey,
+    body: Stored,
+) -> StoreResult<Read> {
     if !body.is_empty() {
-        return body.decode();
+        return body.decode().map(Read::Stored);
+    }
+    if let Some(state) = hot.lock().map_err(|_| poisoned())?.states.get(key) {
+        return Ok(Read::Current(state.clone()));
     }
     let log = load_log(conn, key)?;
-    fold(&key.run_id, &log).map_err(|e| {
+    fold(&key.run_id, &log).map(Read::Current).map_err(|e| {
         StoreError::corrupt(format!(
             "{key}: the view is its log's, which does not fold: {e}"
         ))
@@ -120,11 +142,9 @@ fn decode_cursor(s: &str) -> StoreResult<Cursor> {
 }
 
 impl SqliteStore {
-    /// `view` as its run is now. A view row an append wrote is already read from the log;
-    /// one with a body (handed to `put`, or written by an earlier version, which rewrote a
-    /// run's view only when its status changed) may trail it. So a run in flight's state
-    /// comes from memory, or from its log if it is not kept there; a log that does not fold
-    /// leaves the view (logged).
+    /// A stored body's run as it is now ([`Read::Stored`] may trail the log): a run in
+    /// flight's state comes from memory, or from its log if it is not kept there; a log
+    /// that does not fold leaves the view (logged).
     async fn in_flight_now(&self, view: RunState) -> RunState {
         if view.status.is_finished() {
             return view;
@@ -152,13 +172,14 @@ impl SqliteStore {
 impl RunViewStore for SqliteStore {
     async fn get(&self, key: &RunKey) -> StoreResult<Option<RunState>> {
         let key = key.clone();
+        let hot = self.hot.clone();
         self.read(move |conn| {
             conn.prepare_cached("SELECT body FROM runs WHERE tenant = ?1 AND run_id = ?2")
                 .map_err(sql_err)?
                 .query_row(params![key.tenant, key.run_id], |r| r.get::<_, Stored>(0))
                 .optional()
                 .map_err(sql_err)?
-                .map(|body| view_of(conn, &key, body))
+                .map(|body| view_of(conn, &hot, &key, body).map(Read::into_state))
                 .transpose()
         })
         .await
@@ -169,7 +190,8 @@ impl RunViewStore for SqliteStore {
         let status = query.status.map(|s| s.as_str().to_owned());
         let limit = query.limit;
         let cursor = query.cursor.as_deref().map(decode_cursor).transpose()?;
-        let items: Vec<RunState> = self
+        let hot = self.hot.clone();
+        let items: Vec<Read> = self
             .read(move |conn| {
                 let (after_at, after_id) = match &cursor {
                     Some(c) => (Some(c.created_at.clone()), Some(c.run_id.clone())),
@@ -193,19 +215,22 @@ impl RunViewStore for SqliteStore {
                     .map_err(sql_err)?;
                 rows.map(|r| {
                     let (run_id, body) = r.map_err(sql_err)?;
-                    view_of(conn, &RunKey::new(&tenant, run_id), body)
+                    view_of(conn, &hot, &RunKey::new(&tenant, run_id), body)
                 })
                 .collect()
             })
             .await?;
         let next_cursor = if items.len() == limit {
-            items.last().map(encode_cursor)
+            items.last().map(|read| encode_cursor(read.state()))
         } else {
             None
         };
         let mut fresh = Vec::with_capacity(items.len());
-        for view in items {
-            fresh.push(self.in_flight_now(view).await);
+        for read in items {
+            fresh.push(match read {
+                Read::Current(state) => state,
+                Read::Stored(view) => self.in_flight_now(view).await,
+            });
         }
         Ok(Page {
             items: fresh,

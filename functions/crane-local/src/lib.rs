@@ -44,8 +44,9 @@ pub mod server;
 
 use server::Limits;
 
-/// How long a local job stays leased. Leases only matter within one process (every lease
-/// is released at start-up), so this just bounds how long a stuck job is left alone.
+/// How long a local job stays leased. Leases only live in this process's memory (every job
+/// found at start-up is free, and resumes its run), so this just bounds how long a stuck
+/// job is left alone.
 const JOB_LEASE_MS: i64 = 10 * 60 * 1000;
 /// Longest the dispatcher sleeps without looking for due jobs.
 const IDLE_POLL: Duration = Duration::from_millis(500);
@@ -104,7 +105,7 @@ pub async fn run(
     let keys = key_ring(&config, addr)?;
     let metrics = Arc::new(Metrics::new());
     let (app, store) = build_observed(&config, metrics.clone())?;
-    let released = store.release_all_leases().await?;
+    let released = store.inherited_jobs();
     let queued = store.pending_jobs().await?;
     info!(
         addr = %addr,
@@ -207,8 +208,8 @@ pub fn reload(keys: &ApiKeys, ring: &KeyRing) {
     }
 }
 
-/// Jobs whose holder stopped part-way (released at start-up, or whose run failed with an
-/// error): whoever takes one next also resumes every unfinished step of its run, since
+/// Jobs whose holder may have stopped part-way (queued when the store was opened, or whose
+/// run failed with an error): whoever takes one next also resumes every unfinished step of its run, since
 /// steps a wave took on itself have no job of their own (see [`App::process_jobs`]).
 #[derive(Clone, Default)]
 struct Resumed(Arc<std::sync::Mutex<HashSet<i64>>>);
@@ -291,7 +292,8 @@ async fn dispatch_loop(
         };
         let took = jobs.len();
         for batch in batches(jobs) {
-            let n = u32::try_from(batch.len()).unwrap_or(u32::MAX);
+            // A run's level comes whole and may outnumber the workers: it takes them all.
+            let n = u32::try_from(batch.len().min(workers)).unwrap_or(u32::MAX);
             let Ok(permit) = permits.clone().acquire_many_owned(n).await else {
                 break;
             };
@@ -303,7 +305,7 @@ async fn dispatch_loop(
                 wake.notify_one();
             });
         }
-        if took > 0 && took == free {
+        if took > 0 && took >= free {
             continue;
         }
         let sleep = match store.next_due().await {

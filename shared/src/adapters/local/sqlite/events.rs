@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use rusqlite::types::Value;
 use rusqlite::{params, Connection};
 
-use super::jobs::{insert_jobs, job_rows, JobKind};
+use super::jobs::{insert_jobs, JobKind, NewJobs, Queued};
 use super::views::{put_view, ViewRow};
 use super::{decode, encode, sql_err, SqliteStore, Stored};
 use crate::adapters::deflate::{deflate, Effort};
@@ -57,15 +57,23 @@ impl EventStore for SqliteStore {
             .then(|| ViewRow::of_logged(outbox.view))
             .transpose()?;
         let jobs: Vec<(JobKind, u64)> = outbox.effects.iter().map(JobKind::from_effect).collect();
+        let jobs = NewJobs::of(jobs)?;
         let has_jobs = !jobs.is_empty();
+        let (jobs, to_queue) = jobs.split();
         let events_in_row = events.len();
-        let jobs = job_rows(&jobs)?;
-        let (hot, hot_key, hot_view) = (self.hot.clone(), key.clone(), outbox.view.clone());
-        let remember: Box<dyn FnOnce(&StoreResult<()>) + Send> = Box::new(move |written| {
+        let (hot, queue) = (self.hot.clone(), self.queue.clone());
+        let (hot_key, hot_view) = (key.clone(), outbox.view.clone());
+        let remember: Box<dyn FnOnce(&StoreResult<Queued>) + Send> = Box::new(move |written| {
             // A refused append changes nothing: what is kept is what was committed, and a
             // writer that lost a race simply reads the winner's state next.
-            if let (Ok(()), Ok(mut hot)) = (written, hot.lock()) {
+            let Ok(queued) = written else {
+                return;
+            };
+            if let Ok(mut hot) = hot.lock() {
                 hot.committed(&hot_key, hot_view);
+            }
+            if let Ok(mut queue) = queue.lock() {
+                to_queue.committed(queued, &mut queue);
             }
         });
         self.writer.write_then(move |tx| {

@@ -6,7 +6,8 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection};
 use serde::{Deserialize, Serialize};
 
-use super::{decode, encode, sql_err, SqliteStore};
+use super::queue::JobQueue;
+use super::{decode, encode, poisoned, sql_err, SqliteStore};
 use crate::domain::{Effect, RunKey, StepJob};
 
 use crate::ports::{StepDispatcher, StoreResult};
@@ -79,44 +80,19 @@ pub struct LeasedJob {
 }
 
 impl SqliteStore {
-    /// Lease up to `limit` due jobs for `lease_ms`.
+    /// Lease up to `limit` due jobs for `lease_ms`: taken from the queue in memory (see
+    /// [`super::queue`]), writing nothing.
     pub async fn lease_jobs(
         &self,
         now: DateTime<Utc>,
         limit: usize,
         lease_ms: i64,
     ) -> StoreResult<Vec<LeasedJob>> {
-        let now_ms = now.timestamp_millis();
-        self.write(move |tx| {
-            let rows: Vec<(i64, String)> = {
-                let mut stmt = tx
-                    .prepare_cached(
-                        "SELECT id, payload FROM jobs
-                         WHERE due_at <= ?1 AND (lease_until IS NULL OR lease_until <= ?1)
-                         ORDER BY due_at, id LIMIT ?2",
-                    )
-                    .map_err(sql_err)?;
-                let rows = stmt
-                    .query_map(params![now_ms, limit as i64], |r| {
-                        Ok((r.get(0)?, r.get(1)?))
-                    })
-                    .map_err(sql_err)?;
-                rows.collect::<Result<_, _>>().map_err(sql_err)?
-            };
-            let mut out = Vec::with_capacity(rows.len());
-            for (id, payload) in rows {
-                tx.prepare_cached("UPDATE jobs SET lease_until = ?1 WHERE id = ?2")
-                    .map_err(sql_err)?
-                    .execute(params![now_ms + lease_ms, id])
-                    .map_err(sql_err)?;
-                out.push(LeasedJob {
-                    id,
-                    kind: decode(&payload)?,
-                });
-            }
-            Ok(out)
-        })
-        .await
+        Ok(self.queue.lock().map_err(|_| poisoned())?.lease(
+            now.timestamp_millis(),
+            limit,
+            lease_ms,
+        ))
     }
 
     /// The job is done: remove it.
@@ -129,128 +105,188 @@ impl SqliteStore {
         if ids.is_empty() {
             return Ok(());
         }
-        self.write(move |conn| {
-            let mut stmt = conn
-                .prepare_cached("DELETE FROM jobs WHERE id = ?1")
-                .map_err(sql_err)?;
-            for id in &ids {
-                stmt.execute(params![id]).map_err(sql_err)?;
-            }
-            Ok(())
-        })
-        .await
+        let queue = self.queue.clone();
+        let (work_ids, hook_ids) = (ids.clone(), ids);
+        self.writer
+            .write_then(
+                move |conn| {
+                    let mut stmt = conn
+                        .prepare_cached("DELETE FROM jobs WHERE id = ?1")
+                        .map_err(sql_err)?;
+                    for id in &work_ids {
+                        stmt.execute(params![id]).map_err(sql_err)?;
+                    }
+                    Ok(())
+                },
+                Some(Box::new(move |written: &StoreResult<()>| {
+                    if let (Ok(()), Ok(mut queue)) = (written, queue.lock()) {
+                        queue.finished(&hook_ids);
+                    }
+                })),
+            )
+            .await
     }
 
-    /// Run the job again at `due`.
+    /// Run the job again at `due`, held by nobody.
     pub async fn reschedule_job(&self, id: i64, due: DateTime<Utc>) -> StoreResult<()> {
         let due_ms = due.timestamp_millis();
-        self.write(move |conn| {
-            conn.prepare_cached("UPDATE jobs SET due_at = ?1, lease_until = NULL WHERE id = ?2")
-                .map_err(sql_err)?
-                .execute(params![due_ms, id])
-                .map_err(sql_err)?;
-            Ok(())
-        })
-        .await?;
+        let queue = self.queue.clone();
+        self.writer
+            .write_then(
+                move |conn| {
+                    conn.prepare_cached("UPDATE jobs SET due_at = ?1 WHERE id = ?2")
+                        .map_err(sql_err)?
+                        .execute(params![due_ms, id])
+                        .map_err(sql_err)?;
+                    Ok(())
+                },
+                Some(Box::new(move |written: &StoreResult<()>| {
+                    if let (Ok(()), Ok(mut queue)) = (written, queue.lock()) {
+                        queue.rescheduled(id, due_ms);
+                    }
+                })),
+            )
+            .await?;
         self.jobs_ready.notify_one();
         Ok(())
     }
 
-    /// When the earliest job not currently leased is due.
+    /// When the next job can be taken (due, and not held by a live lease), if any is
+    /// queued.
     pub async fn next_due(&self) -> StoreResult<Option<DateTime<Utc>>> {
-        self.read(|conn| {
-            let ms: Option<i64> = conn
-                .prepare_cached("SELECT MIN(COALESCE(MAX(due_at, lease_until), due_at)) FROM jobs")
-                .map_err(sql_err)?
-                .query_row([], |r| r.get(0))
-                .map_err(sql_err)?;
-            Ok(ms.and_then(DateTime::from_timestamp_millis))
-        })
-        .await
+        let at = self.queue.lock().map_err(|_| poisoned())?.next_ready();
+        Ok(at.and_then(DateTime::from_timestamp_millis))
     }
 
-    /// Release every lease: called at start-up, when no worker of a previous process can
-    /// still hold one, so interrupted jobs resume at once.
-    /// Returns the ids of the jobs released: a worker taking one of them again knows its
-    /// previous holder stopped part-way.
-    pub async fn release_all_leases(&self) -> StoreResult<Vec<i64>> {
-        self.write(|conn| {
-            let mut stmt = conn
-                .prepare_cached(
-                    "UPDATE jobs SET lease_until = NULL WHERE lease_until IS NOT NULL RETURNING id",
-                )
-                .map_err(sql_err)?;
-            let ids = stmt
-                .query_map([], |r| r.get::<_, i64>(0))
-                .map_err(sql_err)?;
-            ids.collect::<Result<Vec<_>, _>>().map_err(sql_err)
-        })
-        .await
+    /// The jobs queued when this store was opened. Leases live in memory, so the process
+    /// that wrote the database before may have held any of them when it stopped: whoever
+    /// takes one of them resumes its whole run (some may be done by the time this is
+    /// called).
+    pub fn inherited_jobs(&self) -> Vec<i64> {
+        self.queue
+            .lock()
+            .map(|q| q.loaded().to_vec())
+            .unwrap_or_default()
     }
 
     /// The job queue at `now`: how many jobs are queued (due, delayed or leased), and how
     /// long the oldest due job nobody holds has waited past its due time (zero if none).
     pub async fn queue_stats(&self, now: DateTime<Utc>) -> StoreResult<(u64, std::time::Duration)> {
         let now_ms = now.timestamp_millis();
-        self.read(move |conn| {
-            let (count, oldest): (i64, Option<i64>) = conn
-                .query_row(
-                    "SELECT COUNT(*), MIN(CASE WHEN due_at <= ?1
-                         AND (lease_until IS NULL OR lease_until <= ?1) THEN due_at END)
-                     FROM jobs",
-                    params![now_ms],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .map_err(sql_err)?;
-            let lag_ms = oldest.map_or(0, |due| now_ms.saturating_sub(due).max(0));
-            Ok((
-                u64::try_from(count).unwrap_or(0),
-                std::time::Duration::from_millis(u64::try_from(lag_ms).unwrap_or(0)),
-            ))
-        })
-        .await
+        let (count, oldest) = self.queue.lock().map_err(|_| poisoned())?.stats(now_ms);
+        let lag_ms = oldest.map_or(0, |due| now_ms.saturating_sub(due).max(0));
+        Ok((
+            u64::try_from(count).unwrap_or(u64::MAX),
+            std::time::Duration::from_millis(u64::try_from(lag_ms).unwrap_or(0)),
+        ))
     }
 
     /// Number of jobs queued (for health and tests).
     pub async fn pending_jobs(&self) -> StoreResult<u64> {
-        self.read(|conn| {
-            conn.prepare_cached("SELECT COUNT(*) FROM jobs")
-                .map_err(sql_err)?
-                .query_row([], |r| r.get::<_, i64>(0))
-                .map(|n| n as u64)
-                .map_err(sql_err)
-        })
-        .await
+        let n = self.queue.lock().map_err(|_| poisoned())?.len();
+        Ok(u64::try_from(n).unwrap_or(u64::MAX))
     }
 }
 
-/// Jobs as rows (dedupe key, payload, due time), encoded by the caller, off the writer
-/// thread.
-pub(super) fn job_rows(jobs: &[(JobKind, u64)]) -> StoreResult<Vec<(String, String, i64)>> {
-    let now_ms = Utc::now().timestamp_millis();
-    jobs.iter()
-        .map(|(kind, delay)| {
-            let due = now_ms.saturating_add(i64::try_from(*delay).unwrap_or(i64::MAX / 2));
-            Ok((kind.dedupe(), encode(kind)?, due))
-        })
-        .collect()
+/// Jobs to insert, encoded by the caller off the writer thread: each row's dedupe key,
+/// payload and due time, and the jobs themselves for the queue in memory.
+pub(super) struct NewJobs {
+    rows: Vec<(String, String, i64)>,
+    kinds: Vec<Option<JobKind>>,
 }
 
-pub(super) fn insert_jobs(tx: &Connection, rows: &[(String, String, i64)]) -> StoreResult<()> {
+/// The jobs an insert committed: `(index in its NewJobs, id, due)`.
+pub(super) type Queued = Vec<(usize, i64, i64)>;
+
+impl NewJobs {
+    pub(super) fn of(jobs: Vec<(JobKind, u64)>) -> StoreResult<Self> {
+        let now_ms = Utc::now().timestamp_millis();
+        let mut rows = Vec::with_capacity(jobs.len());
+        let mut kinds = Vec::with_capacity(jobs.len());
+        for (kind, delay) in jobs {
+            let due = now_ms.saturating_add(i64::try_from(delay).unwrap_or(i64::MAX / 2));
+            rows.push((kind.dedupe(), encode(&kind)?, due));
+            kinds.push(Some(kind));
+        }
+        Ok(Self { rows, kinds })
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Split into what the transaction writes and what its hook hands to the queue.
+    pub(super) fn split(self) -> (Vec<(String, String, i64)>, JobsToQueue) {
+        (self.rows, JobsToQueue(self.kinds))
+    }
+}
+
+/// The jobs of an insert, waiting for its commit to join the queue in memory.
+pub(super) struct JobsToQueue(Vec<Option<JobKind>>);
+
+impl JobsToQueue {
+    /// The insert committed `queued`: put them in `queue`.
+    pub(super) fn committed(mut self, queued: &Queued, queue: &mut JobQueue) {
+        for &(i, id, due) in queued {
+            if let Some(kind) = self.0.get_mut(i).and_then(Option::take) {
+                queue.queued(id, due, kind);
+            }
+        }
+    }
+}
+
+/// Insert `rows` (see [`NewJobs`]): a job queued again (same dedupe key) is due at the
+/// earlier of the two times (an approved step's job replaces its expiry timer, due much
+/// later); otherwise nothing changes. Returns the rows inserted or moved.
+pub(super) fn insert_jobs(tx: &Connection, rows: &[(String, String, i64)]) -> StoreResult<Queued> {
     let mut stmt = tx
-        // A job queued again is due at the earlier of the two times (an approved step's
-        // job replaces its expiry timer, due much later); otherwise nothing changes.
         .prepare_cached(
             "INSERT INTO jobs (dedupe, payload, due_at) VALUES (?1, ?2, ?3)
              ON CONFLICT (dedupe) DO UPDATE SET due_at = excluded.due_at
-             WHERE excluded.due_at < jobs.due_at",
+             WHERE excluded.due_at < jobs.due_at
+             RETURNING id, due_at",
         )
         .map_err(sql_err)?;
-    for (dedupe, payload, due) in rows {
-        stmt.execute(params![dedupe, payload, due])
-            .map_err(sql_err)?;
+    let mut queued = Vec::with_capacity(rows.len());
+    for (i, (dedupe, payload, due)) in rows.iter().enumerate() {
+        let mut returned = stmt.query(params![dedupe, payload, due]).map_err(sql_err)?;
+        while let Some(row) = returned.next().map_err(sql_err)? {
+            queued.push((
+                i,
+                row.get(0).map_err(sql_err)?,
+                row.get(1).map_err(sql_err)?,
+            ));
+        }
     }
-    Ok(())
+    Ok(queued)
+}
+
+/// Every queued job, for the queue in memory at start-up; a row that does not decode is
+/// left in the table and said.
+pub(super) fn load_queue(conn: &Connection) -> StoreResult<JobQueue> {
+    let mut stmt = conn
+        .prepare("SELECT id, due_at, payload FROM jobs")
+        .map_err(sql_err)?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })
+        .map_err(sql_err)?;
+    let mut jobs = Vec::new();
+    for row in rows {
+        let (id, due, payload) = row.map_err(sql_err)?;
+        match decode::<JobKind>(&payload) {
+            Ok(kind) => jobs.push((id, due, kind)),
+            Err(e) => {
+                tracing::error!(job = id, error = %e, "a queued job does not decode: left in the table, not run")
+            }
+        }
+    }
+    Ok(JobQueue::from_rows(jobs))
 }
 
 #[async_trait]
@@ -261,8 +297,18 @@ impl StepDispatcher for SqliteStore {
             .map(|(j, d)| (JobKind::Step { job: j.clone() }, *d))
             .collect();
 
-        let rows = job_rows(&jobs)?;
-        self.write(move |tx| insert_jobs(tx, &rows)).await?;
+        let (rows, to_queue) = NewJobs::of(jobs)?.split();
+        let queue = self.queue.clone();
+        self.writer
+            .write_then(
+                move |tx| insert_jobs(tx, &rows),
+                Some(Box::new(move |written: &StoreResult<Queued>| {
+                    if let (Ok(queued), Ok(mut queue)) = (written, queue.lock()) {
+                        to_queue.committed(queued, &mut queue);
+                    }
+                })),
+            )
+            .await?;
         self.jobs_ready.notify_one();
         Ok(())
     }

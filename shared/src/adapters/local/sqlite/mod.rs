@@ -8,14 +8,16 @@
 //! and the writer returns free pages to the file system when writes pause.
 //!
 //! One file per concern: `jobs` (the queue), `events` (appends and the log), `views`
-//! (the runs view), `todos`, `idempotency`, `breakers`, and `hot` (the in-memory
-//! state of runs in flight); this module opens the database and owns the connections.
+//! (the runs view), `todos`, `idempotency`, `breakers`, `hot` (the in-memory state of
+//! runs in flight) and `queue` (the job queue in memory, with its leases); this module
+//! opens the database and owns the connections.
 
 mod breakers;
 mod events;
 mod hot;
 mod idempotency;
 mod jobs;
+mod queue;
 mod todos;
 mod views;
 
@@ -30,6 +32,7 @@ use tokio::sync::Notify;
 
 use self::breakers::KnownBreakers;
 use self::hot::HotRuns;
+use self::queue::JobQueue;
 use super::notify::{AppendObserver, RunNotifier};
 use super::private;
 use super::writer::{Chores, Writer};
@@ -76,7 +79,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     due_at INTEGER NOT NULL,
     lease_until INTEGER
 );
-CREATE INDEX IF NOT EXISTS jobs_due ON jobs (due_at);
+-- Leases and due order live in memory (see `queue`): what earlier versions kept
+-- for them goes.
+DROP INDEX IF EXISTS jobs_due;
+UPDATE jobs SET lease_until = NULL WHERE lease_until IS NOT NULL;
 ";
 
 /// How far a commit of the embedded store goes before it is acknowledged (`CRANE_SYNC` in the
@@ -100,6 +106,7 @@ pub struct SqliteStore {
     readers: Arc<Vec<Mutex<Connection>>>,
     next_reader: Arc<AtomicUsize>,
     jobs_ready: Arc<Notify>,
+    queue: Arc<Mutex<JobQueue>>,
     hot: Arc<Mutex<HotRuns>>,
     breakers: Arc<Mutex<KnownBreakers>>,
     notifier: Arc<RunNotifier>,
@@ -264,6 +271,7 @@ impl SqliteStore {
             .query_row("PRAGMA auto_vacuum", [], |r| r.get(0))
             .map_err(sql_err)?;
         let chores: Option<Chores> = (incremental == 2).then_some(reclaim_free_pages);
+        let queue = jobs::load_queue(&writer)?;
         if created {
             private::restrict(&private::companions(path)).map_err(file_err)?;
         }
@@ -275,6 +283,7 @@ impl SqliteStore {
             readers: Arc::new(readers),
             next_reader: Arc::new(AtomicUsize::new(0)),
             jobs_ready: Arc::new(Notify::new()),
+            queue: Arc::new(Mutex::new(queue)),
             hot: Arc::new(Mutex::new(HotRuns::default())),
             breakers: Arc::default(),
             notifier: Arc::new(RunNotifier::default()),

@@ -195,6 +195,39 @@ mod sqlite_shapes {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn given_a_run_just_finished_when_read_then_memory_answers_until_a_view_is_put_whole(
+    ) -> Result<()> {
+        init_logs();
+        let db = TempDb::new();
+        let store = SqliteStore::open(&db.0)?;
+        let key = RunKey::new(unique("tenant"), crane::domain::new_run_id());
+        let mut log = Vec::new();
+        let mut ended = None;
+        for batch in a_run_in_appends(&key) {
+            ended = Some(append(&store, &key, &mut log, &batch).await?);
+        }
+        let ended = ended.context("the run's appends")?;
+        assert_eq!(store.get(&key).await?, Some(ended.clone()));
+        // A reopened store has nothing in memory: the same answer, from the log.
+        let reopened = SqliteStore::open(&db.0)?;
+        assert_eq!(reopened.get(&key).await?, Some(ended.clone()));
+        // A view put whole (the cloud's projection; no local path does it) is what reads
+        // answer from then on, on the store that held the run in memory.
+        let mut put = ended.clone();
+        put.last_seq += 1;
+        put.status = RunStatus::Compensated;
+        assert!(store.put(&put).await?);
+        assert_eq!(store.get(&key).await?, Some(put.clone()));
+        let query = ListQuery {
+            limit: 10,
+            ..ListQuery::default()
+        };
+        let listed = store.list(&key.tenant, &query).await?;
+        assert_eq!(listed.items, vec![put]);
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn given_a_run_appended_to_its_end_when_its_rows_are_read_raw_then_its_log_is_one_deflated_row_and_its_view_is_read_from_it(
     ) -> Result<()> {
         init_logs();
@@ -1328,10 +1361,10 @@ mod aws_shapes {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_store_keeps_runs_in_flight_at_hand() -> Result<()> {
+async fn embedded_store_keeps_runs_in_flight_and_just_finished_at_hand() -> Result<()> {
     init_logs();
     let fixture = Stores::sqlite()?;
-    contract::events::given_a_run_in_flight_when_appended_then_its_state_is_at_hand_until_it_finishes(
+    contract::events::given_a_run_when_appended_then_its_state_is_at_hand_in_flight_and_as_it_ended(
         fixture.events.clone(),
     )
     .await

@@ -49,8 +49,7 @@ impl EventStore for SqliteStore {
         // changes: between, readers of a run in flight take its state from memory (or fold
         // its log), so rewriting the whole view on every step is waste.
         let rewrite_view = self.hot.lock().map_or(true, |hot| {
-            hot.states
-                .get(run)
+            hot.get(run)
                 .is_none_or(|before| before.status != outbox.view.status)
         });
         let view = rewrite_view
@@ -122,7 +121,7 @@ impl EventStore for SqliteStore {
     }
 
     async fn current_state(&self, key: &RunKey) -> Option<RunState> {
-        self.hot.lock().ok()?.states.get(key).cloned()
+        self.hot.lock().ok()?.get(key).cloned()
     }
 
     fn signals(&self) -> Option<&dyn AppendSignals> {

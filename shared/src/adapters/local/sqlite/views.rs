@@ -85,7 +85,7 @@ fn view_of(
     if !body.is_empty() {
         return body.decode().map(Read::Stored);
     }
-    if let Some(state) = hot.lock().map_err(|_| poisoned())?.states.get(key) {
+    if let Some(state) = hot.lock().map_err(|_| poisoned())?.get(key) {
         return Ok(Read::Current(state.clone()));
     }
     let log = load_log(conn, key)?;
@@ -171,6 +171,11 @@ impl SqliteStore {
 #[async_trait]
 impl RunViewStore for SqliteStore {
     async fn get(&self, key: &RunKey) -> StoreResult<Option<RunState>> {
+        // A run this store appended to lately is answered from memory: its row holds
+        // nothing more (see `ViewRow::of_logged`; `put` makes the store forget it).
+        if let Some(state) = self.hot.lock().map_err(|_| poisoned())?.get(key) {
+            return Ok(Some(state.clone()));
+        }
         let key = key.clone();
         let hot = self.hot.clone();
         self.read(move |conn| {
@@ -240,6 +245,16 @@ impl RunViewStore for SqliteStore {
 
     async fn put(&self, state: &RunState) -> StoreResult<bool> {
         let row = ViewRow::of(state)?;
-        self.write(move |tx| put_view(tx, &row)).await
+        let (hot, key) = (self.hot.clone(), RunKey::new(&state.tenant, &state.run_id));
+        self.writer
+            .write_then(
+                move |tx| put_view(tx, &row),
+                Some(Box::new(move |written: &StoreResult<bool>| {
+                    if let (Ok(true), Ok(mut hot)) = (written, hot.lock()) {
+                        hot.forget(&key);
+                    }
+                })),
+            )
+            .await
     }
 }

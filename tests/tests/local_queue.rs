@@ -1,4 +1,4 @@
-//! The embedded store's job queue: kept in memory with its leases, the `jobs` table its
+//! The embedded store's job queue: kept in memory with its leases, the `job_queue` table its
 //! durable copy. What an append or a dispatch commits is queued, what a refused append
 //! carried is not, and a reopened store finds every job the table holds, free to take.
 
@@ -34,12 +34,12 @@ fn steps_of(kinds: &[JobKind]) -> Vec<(String, u32)> {
     out
 }
 
-/// (id, due_at, lease_until) of every row of the `jobs` table, by id.
-fn job_rows(db: &TempDb) -> Result<Vec<(i64, i64, Option<i64>)>> {
+/// (key, due_at) of every row of the `job_queue` table, by key.
+fn job_rows(db: &TempDb) -> Result<Vec<(String, i64)>> {
     let conn = Connection::open(&db.0)?;
-    let mut stmt = conn.prepare("SELECT id, due_at, lease_until FROM jobs ORDER BY id")?;
+    let mut stmt = conn.prepare("SELECT dedupe, due_at FROM job_queue ORDER BY dedupe")?;
     let rows = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }
@@ -81,19 +81,17 @@ async fn given_jobs_leased_when_the_store_is_reopened_then_every_job_is_free_inh
             .context("s1 leased")?;
         store.finish_job(s1.id).await?;
         assert_eq!(store.pending_jobs().await?, 2);
-        assert_eq!(job_rows(&db)?.len(), 2, "the table follows: s1 is deleted");
-        assert!(
-            job_rows(&db)?.iter().all(|(_, _, lease)| lease.is_none()),
-            "a lease is never written"
+        let keys: Vec<String> = job_rows(&db)?.into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            vec![format!("step:t/{run}/s2/1"), format!("step:t/{run}/s3/1")],
+            "the table follows: s1 is deleted, held s2 is kept as it was"
         );
     }
     let store = SqliteStore::open(&db.0)?;
-    let rows = job_rows(&db)?;
-    let mut inherited = store.inherited_jobs();
-    inherited.sort_unstable();
     assert_eq!(
-        inherited,
-        rows.iter().map(|(id, _, _)| *id).collect::<Vec<_>>(),
+        store.inherited_jobs().len(),
+        2,
         "every job found at start-up may have been held"
     );
     let again = lease_all(&store).await?;
@@ -213,24 +211,36 @@ async fn given_appends_with_effects_when_one_is_refused_then_only_committed_ones
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn given_a_database_from_an_earlier_version_when_opened_then_its_leases_go_and_its_jobs_run(
+async fn given_a_database_from_an_earlier_version_when_opened_then_its_jobs_move_over_leases_gone(
 ) -> Result<()> {
     init_logs();
     let db = TempDb::new();
     let run = unique("run");
+    drop(SqliteStore::open(&db.0)?);
     {
-        let store = SqliteStore::open(&db.0)?;
-        store
-            .dispatch(&[(job(&run, "s1", 1), 0), (job(&run, "s2", 1), 0)])
-            .await?;
-    }
-    {
-        // As an earlier version left it: a lease written in the table, the due index, and
-        // a row this version cannot read.
+        // As an earlier version left it: its `jobs` table with a lease written, its due
+        // index, and a row this version cannot read.
         let conn = Connection::open(&db.0)?;
+        conn.execute_batch(
+            "CREATE TABLE jobs (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT, dedupe TEXT NOT NULL UNIQUE,
+                 payload TEXT NOT NULL, due_at INTEGER NOT NULL, lease_until INTEGER);
+             CREATE INDEX jobs_due ON jobs (due_at);",
+        )?;
         let far = Utc::now().timestamp_millis() + 3_600_000;
-        conn.execute("UPDATE jobs SET lease_until = ?1", params![far])?;
-        conn.execute("CREATE INDEX jobs_due ON jobs (due_at)", [])?;
+        for step in ["s1", "s2"] {
+            let kind = JobKind::Step {
+                job: job(&run, step, 1),
+            };
+            conn.execute(
+                "INSERT INTO jobs (dedupe, payload, due_at, lease_until) VALUES (?1, ?2, 0, ?3)",
+                params![
+                    format!("step:t/{run}/{step}/1"),
+                    serde_json::to_string(&kind)?,
+                    far
+                ],
+            )?;
+        }
         conn.execute(
             "INSERT INTO jobs (dedupe, payload, due_at) VALUES ('x', '{\"kind\":\"unknown\"}', 0)",
             [],
@@ -243,19 +253,25 @@ async fn given_a_database_from_an_earlier_version_when_opened_then_its_leases_go
         vec![("s1".into(), 1), ("s2".into(), 1)],
         "leases left by an earlier process do not hold the jobs back"
     );
-    let rows = job_rows(&db)?;
-    assert_eq!(rows.len(), 3, "the unreadable row is left in the table");
-    assert!(rows.iter().all(|(_, _, lease)| lease.is_none()));
-    let index: i64 = Connection::open(&db.0)?.query_row(
-        "SELECT COUNT(*) FROM sqlite_master WHERE name = 'jobs_due'",
+    assert_eq!(store.inherited_jobs().len(), 2);
+    assert_eq!(
+        job_rows(&db)?.len(),
+        3,
+        "the unreadable row is kept, not run"
+    );
+    let old: i64 = Connection::open(&db.0)?.query_row(
+        "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('jobs', 'jobs_due')",
         [],
         |r| r.get(0),
     )?;
-    assert_eq!(index, 0, "the due index is no longer kept");
+    assert_eq!(old, 0, "the earlier table and its index are gone");
     assert_eq!(
         store.pending_jobs().await?,
         2,
         "only jobs that decode are queued"
     );
+    // Finishing a moved job deletes its row.
+    store.finish_job(leased[0].id).await?;
+    assert_eq!(job_rows(&db)?.len(), 2);
     Ok(())
 }

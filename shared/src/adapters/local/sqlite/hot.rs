@@ -36,7 +36,9 @@ impl HotRuns {
     /// `view` was just committed (called on the writer thread, in commit order).
     pub(super) fn committed(&mut self, key: &RunKey, view: RunState) {
         if view.status.is_finished() {
-            self.states.remove(key);
+            if self.states.remove(key).is_some() {
+                shrink_if_sparse(&mut self.states);
+            }
             if self.recent.insert(key.clone(), view).is_none() {
                 self.finished_order.push_back(key.clone());
             }
@@ -62,6 +64,16 @@ impl HotRuns {
     pub(super) fn forget(&mut self, key: &RunKey) {
         self.states.remove(key);
         self.recent.remove(key);
+    }
+}
+
+/// Give back most of `map`'s room once a burst has drained from it: a map keeps its largest
+/// size otherwise, and the room for each run's state is counted in hundreds of bytes.
+/// Halving at an eighth full keeps the cost amortised.
+pub(super) fn shrink_if_sparse<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+    const SMALL: usize = 1_024;
+    if map.capacity() > SMALL && map.len() < map.capacity() / 8 {
+        map.shrink_to((map.len() * 2).max(SMALL));
     }
 }
 

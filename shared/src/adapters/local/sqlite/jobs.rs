@@ -73,7 +73,7 @@ impl JobKind {
 /// A job taken from the queue; it stays leased until completed or rescheduled.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LeasedJob {
-    /// The job's row id, to finish or reschedule it.
+    /// The job's handle in this process, to finish or reschedule it.
     pub id: i64,
     /// What the job does.
     pub kind: JobKind,
@@ -106,15 +106,19 @@ impl SqliteStore {
             return Ok(());
         }
         let queue = self.queue.clone();
-        let (work_ids, hook_ids) = (ids.clone(), ids);
+        let keys = queue.lock().map_err(|_| poisoned())?.keys(&ids);
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let hook_ids = ids;
         self.writer
             .write_then(
                 move |conn| {
                     let mut stmt = conn
-                        .prepare_cached("DELETE FROM jobs WHERE id = ?1")
+                        .prepare_cached("DELETE FROM job_queue WHERE dedupe = ?1")
                         .map_err(sql_err)?;
-                    for id in &work_ids {
-                        stmt.execute(params![id]).map_err(sql_err)?;
+                    for key in &keys {
+                        stmt.execute(params![key]).map_err(sql_err)?;
                     }
                     Ok(())
                 },
@@ -131,12 +135,15 @@ impl SqliteStore {
     pub async fn reschedule_job(&self, id: i64, due: DateTime<Utc>) -> StoreResult<()> {
         let due_ms = due.timestamp_millis();
         let queue = self.queue.clone();
+        let Some(key) = queue.lock().map_err(|_| poisoned())?.keys(&[id]).pop() else {
+            return Ok(());
+        };
         self.writer
             .write_then(
                 move |conn| {
-                    conn.prepare_cached("UPDATE jobs SET due_at = ?1 WHERE id = ?2")
+                    conn.prepare_cached("UPDATE job_queue SET due_at = ?1 WHERE dedupe = ?2")
                         .map_err(sql_err)?
-                        .execute(params![due_ms, id])
+                        .execute(params![due_ms, key])
                         .map_err(sql_err)?;
                     Ok(())
                 },
@@ -195,8 +202,8 @@ pub(super) struct NewJobs {
     kinds: Vec<Option<JobKind>>,
 }
 
-/// The jobs an insert committed: `(index in its NewJobs, id, due)`.
-pub(super) type Queued = Vec<(usize, i64, i64)>;
+/// The jobs an insert committed: `(index in its NewJobs, due)`.
+pub(super) type Queued = Vec<(usize, i64)>;
 
 impl NewJobs {
     pub(super) fn of(jobs: Vec<(JobKind, u64)>) -> StoreResult<Self> {
@@ -217,19 +224,30 @@ impl NewJobs {
 
     /// Split into what the transaction writes and what its hook hands to the queue.
     pub(super) fn split(self) -> (Vec<(String, String, i64)>, JobsToQueue) {
-        (self.rows, JobsToQueue(self.kinds))
+        let keys = self.rows.iter().map(|(key, _, _)| key.clone()).collect();
+        (
+            self.rows,
+            JobsToQueue {
+                keys,
+                kinds: self.kinds,
+            },
+        )
     }
 }
 
 /// The jobs of an insert, waiting for its commit to join the queue in memory.
-pub(super) struct JobsToQueue(Vec<Option<JobKind>>);
+pub(super) struct JobsToQueue {
+    keys: Vec<String>,
+    kinds: Vec<Option<JobKind>>,
+}
 
 impl JobsToQueue {
     /// The insert committed `queued`: put them in `queue`.
     pub(super) fn committed(mut self, queued: &Queued, queue: &mut JobQueue) {
-        for &(i, id, due) in queued {
-            if let Some(kind) = self.0.get_mut(i).and_then(Option::take) {
-                queue.queued(id, due, kind);
+        for &(i, due) in queued {
+            let kind = self.kinds.get_mut(i).and_then(Option::take);
+            if let (Some(kind), Some(key)) = (kind, self.keys.get_mut(i)) {
+                queue.queued(std::mem::take(key), due, kind);
             }
         }
     }
@@ -241,21 +259,17 @@ impl JobsToQueue {
 pub(super) fn insert_jobs(tx: &Connection, rows: &[(String, String, i64)]) -> StoreResult<Queued> {
     let mut stmt = tx
         .prepare_cached(
-            "INSERT INTO jobs (dedupe, payload, due_at) VALUES (?1, ?2, ?3)
+            "INSERT INTO job_queue (dedupe, payload, due_at) VALUES (?1, ?2, ?3)
              ON CONFLICT (dedupe) DO UPDATE SET due_at = excluded.due_at
-             WHERE excluded.due_at < jobs.due_at
-             RETURNING id, due_at",
+             WHERE excluded.due_at < job_queue.due_at
+             RETURNING due_at",
         )
         .map_err(sql_err)?;
     let mut queued = Vec::with_capacity(rows.len());
     for (i, (dedupe, payload, due)) in rows.iter().enumerate() {
         let mut returned = stmt.query(params![dedupe, payload, due]).map_err(sql_err)?;
         while let Some(row) = returned.next().map_err(sql_err)? {
-            queued.push((
-                i,
-                row.get(0).map_err(sql_err)?,
-                row.get(1).map_err(sql_err)?,
-            ));
+            queued.push((i, row.get(0).map_err(sql_err)?));
         }
     }
     Ok(queued)
@@ -265,12 +279,12 @@ pub(super) fn insert_jobs(tx: &Connection, rows: &[(String, String, i64)]) -> St
 /// left in the table and said.
 pub(super) fn load_queue(conn: &Connection) -> StoreResult<JobQueue> {
     let mut stmt = conn
-        .prepare("SELECT id, due_at, payload FROM jobs")
+        .prepare("SELECT dedupe, due_at, payload FROM job_queue")
         .map_err(sql_err)?;
     let rows = stmt
         .query_map([], |r| {
             Ok((
-                r.get::<_, i64>(0)?,
+                r.get::<_, String>(0)?,
                 r.get::<_, i64>(1)?,
                 r.get::<_, String>(2)?,
             ))
@@ -278,15 +292,39 @@ pub(super) fn load_queue(conn: &Connection) -> StoreResult<JobQueue> {
         .map_err(sql_err)?;
     let mut jobs = Vec::new();
     for row in rows {
-        let (id, due, payload) = row.map_err(sql_err)?;
+        let (key, due, payload) = row.map_err(sql_err)?;
         match decode::<JobKind>(&payload) {
-            Ok(kind) => jobs.push((id, due, kind)),
+            Ok(kind) => jobs.push((key, due, kind)),
             Err(e) => {
-                tracing::error!(job = id, error = %e, "a queued job does not decode: left in the table, not run")
+                tracing::error!(job = %key, error = %e, "a queued job does not decode: left in the table, not run")
             }
         }
     }
     Ok(JobQueue::from_rows(jobs))
+}
+
+/// Move the jobs of a database written by an earlier version (the `jobs` table: a rowid,
+/// a unique index, a due index and a lease column per job) to `job_queue` (one row per
+/// key), in one transaction.
+pub(super) fn migrate_jobs(conn: &Connection) -> StoreResult<()> {
+    let old: bool = conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(sql_err)?;
+    if old {
+        conn.execute_batch(
+            "BEGIN IMMEDIATE;
+             INSERT OR IGNORE INTO job_queue (dedupe, payload, due_at)
+                 SELECT dedupe, payload, due_at FROM jobs;
+             DROP TABLE jobs;
+             COMMIT;",
+        )
+        .map_err(sql_err)?;
+    }
+    Ok(())
 }
 
 #[async_trait]

@@ -72,17 +72,13 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
 CREATE TABLE IF NOT EXISTS breakers (
     tool TEXT PRIMARY KEY, version INTEGER NOT NULL, state TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS jobs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    dedupe TEXT NOT NULL UNIQUE,
+-- The durable copy of the job queue (see `queue` for the rest): one row per step attempt
+-- or saga, keyed as `JobKind::dedupe` says.
+CREATE TABLE IF NOT EXISTS job_queue (
+    dedupe TEXT PRIMARY KEY,
     payload TEXT NOT NULL,
-    due_at INTEGER NOT NULL,
-    lease_until INTEGER
-);
--- Leases and due order live in memory (see `queue`): what earlier versions kept
--- for them goes.
-DROP INDEX IF EXISTS jobs_due;
-UPDATE jobs SET lease_until = NULL WHERE lease_until IS NOT NULL;
+    due_at INTEGER NOT NULL
+) WITHOUT ROWID;
 ";
 
 /// How far a commit of the embedded store goes before it is acknowledged (`CRANE_SYNC` in the
@@ -271,6 +267,7 @@ impl SqliteStore {
             .query_row("PRAGMA auto_vacuum", [], |r| r.get(0))
             .map_err(sql_err)?;
         let chores: Option<Chores> = (incremental == 2).then_some(reclaim_free_pages);
+        jobs::migrate_jobs(&writer)?;
         let queue = jobs::load_queue(&writer)?;
         if created {
             private::restrict(&private::companions(path)).map_err(file_err)?;

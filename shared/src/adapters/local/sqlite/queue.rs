@@ -1,6 +1,6 @@
 //! The job queue in memory: which jobs are queued, when each is due and who holds it.
 //!
-//! The `jobs` table stays the durable copy of what is queued and when (a job is inserted
+//! The `job_queue` table stays the durable copy of what is queued and when (a job is inserted
 //! with the append that creates it and deleted once done), and this copy follows it on the
 //! writer thread, in commit order, like the state of runs in flight. Leases live here
 //! only: taking due jobs writes nothing, and asking when the next job is due scans
@@ -10,11 +10,14 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use super::hot::shrink_if_sparse;
 use super::jobs::{JobKind, LeasedJob};
 use crate::domain::RunKey;
 
 /// One queued job.
 struct Queued {
+    /// Its key in the table (one job per step attempt, one per saga).
+    dedupe: String,
     due: i64,
     /// Held until then (milliseconds since the epoch), by this process.
     lease_until: Option<i64>,
@@ -28,10 +31,13 @@ impl Queued {
     }
 }
 
-/// The queued jobs by id, and in the order they can be taken.
+/// The queued jobs by id (this process's handle on them, not stored), by key, and in the
+/// order they can be taken.
 #[derive(Default)]
 pub(super) struct JobQueue {
     jobs: HashMap<i64, Queued>,
+    by_dedupe: HashMap<String, i64>,
+    last_id: i64,
     /// `(ready_at, id)` of every job.
     order: BTreeSet<(i64, i64)>,
     /// The step jobs of each run.
@@ -41,11 +47,12 @@ pub(super) struct JobQueue {
 }
 
 impl JobQueue {
-    /// The queue as the table holds it at start-up (`(id, due, kind)` rows): no job is held.
-    pub(super) fn from_rows(rows: impl IntoIterator<Item = (i64, i64, JobKind)>) -> Self {
+    /// The queue as the table holds it at start-up (`(dedupe, due, kind)` rows): no job is
+    /// held.
+    pub(super) fn from_rows(rows: impl IntoIterator<Item = (String, i64, JobKind)>) -> Self {
         let mut queue = Self::default();
-        for (id, due, kind) in rows {
-            queue.queued(id, due, kind);
+        for (dedupe, due, kind) in rows {
+            queue.queued(dedupe, due, kind);
         }
         queue.loaded = queue.jobs.keys().copied().collect();
         queue.loaded.sort_unstable();
@@ -58,28 +65,40 @@ impl JobQueue {
         &self.loaded
     }
 
-    /// Job `id` was committed as due at `due` (inserted, or its due time moved): a job
-    /// already queued keeps its holder and what it does.
-    pub(super) fn queued(&mut self, id: i64, due: i64, kind: JobKind) {
-        match self.jobs.get_mut(&id) {
-            Some(job) => {
+    /// The job keyed `dedupe` was committed as due at `due` (inserted, or its due time
+    /// moved): a job already queued keeps its id, its holder and what it does. Its id.
+    pub(super) fn queued(&mut self, dedupe: String, due: i64, kind: JobKind) -> i64 {
+        if let Some(&id) = self.by_dedupe.get(&dedupe) {
+            if let Some(job) = self.jobs.get_mut(&id) {
                 self.order.remove(&(job.ready_at(), id));
                 job.due = due;
                 self.order.insert((job.ready_at(), id));
             }
-            None => {
-                if let JobKind::Step { job } = &kind {
-                    self.by_run.entry(job.key()).or_default().push(id);
-                }
-                let job = Queued {
-                    due,
-                    lease_until: None,
-                    kind,
-                };
-                self.order.insert((job.ready_at(), id));
-                self.jobs.insert(id, job);
-            }
+            return id;
         }
+        self.last_id += 1;
+        let id = self.last_id;
+        if let JobKind::Step { job } = &kind {
+            self.by_run.entry(job.key()).or_default().push(id);
+        }
+        let job = Queued {
+            dedupe: dedupe.clone(),
+            due,
+            lease_until: None,
+            kind,
+        };
+        self.order.insert((job.ready_at(), id));
+        self.jobs.insert(id, job);
+        self.by_dedupe.insert(dedupe, id);
+        id
+    }
+
+    /// The table keys of the jobs `ids` still queued.
+    pub(super) fn keys(&self, ids: &[i64]) -> Vec<String> {
+        ids.iter()
+            .filter_map(|id| self.jobs.get(id))
+            .map(|job| job.dedupe.clone())
+            .collect()
     }
 
     /// Job `id` was committed as due at `due`, held by nobody.
@@ -97,6 +116,7 @@ impl JobQueue {
         for id in ids {
             if let Some(job) = self.jobs.remove(id) {
                 self.order.remove(&(job.ready_at(), *id));
+                self.by_dedupe.remove(&job.dedupe);
                 if let JobKind::Step { job } = &job.kind {
                     let key = job.key();
                     if let Some(ids) = self.by_run.get_mut(&key) {
@@ -108,6 +128,9 @@ impl JobQueue {
                 }
             }
         }
+        shrink_if_sparse(&mut self.jobs);
+        shrink_if_sparse(&mut self.by_dedupe);
+        shrink_if_sparse(&mut self.by_run);
     }
 
     /// Take jobs ready at `now` (due, and held by nobody or by a lease that ran out),
@@ -202,6 +225,11 @@ mod tests {
         }
     }
 
+    /// The table key of the `n`th job queued (ids are handed out from 1, in order).
+    fn key(n: i64) -> String {
+        format!("job-{n}")
+    }
+
     fn ids(jobs: &[LeasedJob]) -> Vec<i64> {
         jobs.iter().map(|j| j.id).collect()
     }
@@ -209,10 +237,10 @@ mod tests {
     #[test]
     fn given_jobs_due_at_different_times_when_leased_then_only_due_ones_come_earliest_first() {
         let mut q = JobQueue::default();
-        q.queued(1, 300, saga("a"));
-        q.queued(2, 100, saga("b"));
-        q.queued(3, 200, saga("c"));
-        q.queued(4, 900, saga("d"));
+        q.queued(key(1), 300, saga("a"));
+        q.queued(key(2), 100, saga("b"));
+        q.queued(key(3), 200, saga("c"));
+        q.queued(key(4), 900, saga("d"));
         assert_eq!(q.next_ready(), Some(100));
         assert_eq!(ids(&q.lease(300, 10, 1_000)), vec![2, 3, 1]);
         assert_eq!(
@@ -228,7 +256,7 @@ mod tests {
     fn given_a_limit_when_leased_then_no_more_than_it_are_taken() {
         let mut q = JobQueue::default();
         for id in 1..=5 {
-            q.queued(id, 0, saga("a"));
+            q.queued(key(id), 0, saga("a"));
         }
         assert_eq!(ids(&q.lease(0, 2, 10)), vec![1, 2]);
         assert_eq!(ids(&q.lease(0, 0, 10)), Vec::<i64>::new());
@@ -238,11 +266,11 @@ mod tests {
     #[test]
     fn given_a_run_with_several_ready_steps_when_leased_then_they_come_together_past_the_limit() {
         let mut q = JobQueue::default();
-        q.queued(1, 0, step("a", "s1"));
-        q.queued(2, 0, step("b", "s1"));
-        q.queued(3, 5, step("a", "s2"));
-        q.queued(4, 900, step("a", "s3"));
-        q.queued(5, 0, saga("a"));
+        q.queued(key(1), 0, step("a", "s1"));
+        q.queued(key(2), 0, step("b", "s1"));
+        q.queued(key(3), 5, step("a", "s2"));
+        q.queued(key(4), 900, step("a", "s3"));
+        q.queued(key(5), 0, saga("a"));
         let taken = q.lease(10, 1, 1_000);
         assert_eq!(
             ids(&taken),
@@ -260,7 +288,7 @@ mod tests {
     #[test]
     fn given_a_lease_that_ran_out_when_leased_again_then_the_job_comes_back() {
         let mut q = JobQueue::default();
-        q.queued(1, 0, saga("a"));
+        q.queued(key(1), 0, saga("a"));
         assert_eq!(ids(&q.lease(0, 10, 50)), vec![1]);
         assert_eq!(
             q.next_ready(),
@@ -274,9 +302,9 @@ mod tests {
     #[test]
     fn given_a_held_job_queued_again_earlier_when_leased_then_its_holder_keeps_it() {
         let mut q = JobQueue::default();
-        q.queued(1, 500, saga("a"));
+        q.queued(key(1), 500, saga("a"));
         assert!(q.lease(0, 10, 1_000).is_empty());
-        q.queued(1, 10, saga("other"));
+        q.queued(key(1), 10, saga("other"));
         let taken = q.lease(10, 10, 1_000);
         assert_eq!(ids(&taken), vec![1]);
         assert_eq!(
@@ -284,7 +312,7 @@ mod tests {
             saga("a"),
             "a job queued again keeps what it does"
         );
-        q.queued(1, 0, saga("a"));
+        q.queued(key(1), 0, saga("a"));
         assert!(q.lease(20, 10, 1_000).is_empty(), "still held");
         assert_eq!(q.next_ready(), Some(1_010));
     }
@@ -292,8 +320,8 @@ mod tests {
     #[test]
     fn given_held_jobs_when_rescheduled_or_finished_then_the_queue_follows() {
         let mut q = JobQueue::default();
-        q.queued(1, 0, saga("a"));
-        q.queued(2, 0, saga("b"));
+        q.queued(key(1), 0, saga("a"));
+        q.queued(key(2), 0, saga("b"));
         assert_eq!(q.lease(0, 10, 1_000).len(), 2);
         q.rescheduled(1, 40);
         q.finished(&[2, 99]);
@@ -313,19 +341,20 @@ mod tests {
     #[test]
     fn given_jobs_due_held_and_delayed_when_counted_then_the_oldest_waiting_is_one_nobody_holds() {
         let mut q = JobQueue::default();
-        q.queued(1, 10, saga("a"));
+        q.queued(key(1), 10, saga("a"));
         assert_eq!(q.lease(10, 1, 1_000).len(), 1);
-        q.queued(2, 20, saga("b"));
-        q.queued(3, 30, saga("c"));
-        q.queued(4, 5_000, saga("d"));
+        q.queued(key(2), 20, saga("b"));
+        q.queued(key(3), 30, saga("c"));
+        q.queued(key(4), 5_000, saga("d"));
         assert_eq!(q.stats(100), (4, Some(20)));
         assert_eq!(q.stats(15), (4, None));
     }
 
     #[test]
     fn given_rows_at_start_up_when_loaded_then_all_are_queued_unheld_and_named() {
-        let q = JobQueue::from_rows([(7, 0, saga("a")), (3, 50, saga("b"))]);
-        assert_eq!(q.loaded(), &[3, 7]);
+        let q = JobQueue::from_rows([(key(7), 0, saga("a")), (key(3), 50, saga("b"))]);
+        assert_eq!(q.loaded(), &[1, 2]);
+        assert_eq!(q.keys(&[2, 1, 9]), vec![key(3), key(7)]);
         assert_eq!(q.len(), 2);
         assert_eq!(q.next_ready(), Some(0));
     }

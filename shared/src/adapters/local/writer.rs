@@ -5,6 +5,8 @@
 //! wait for its answer. The writer takes every write queued at that moment (up to
 //! [`MAX_BATCH`]), opens one `BEGIN IMMEDIATE` transaction, runs each write inside its own
 //! savepoint (a write that fails is rolled back alone, the others stand) and commits once.
+//! A write that can only fail before it changes anything skips the savepoint
+//! ([`Writer::write_checked`]: the store's appends and job updates).
 //! Only after the commit has returned does any caller get its answer, so an answer still
 //! means "durable"; with `synchronous=FULL` the whole batch costs one fsync instead of one
 //! per write. Under no load a batch is a single write and nothing waits for company: the
@@ -38,6 +40,8 @@ pub type Chores = fn(&Connection) -> bool;
 trait Write: Send {
     /// Run the write on the open transaction; `true` when it succeeded.
     fn run(&mut self, conn: &Connection) -> bool;
+    /// Whether the write runs without a savepoint of its own (see [`Writer::write_checked`]).
+    fn checked(&self) -> bool;
     /// Answer the caller once the batch's fate is known (`committed` is the commit's result).
     fn answer(self: Box<Self>, committed: &StoreResult<()>);
 }
@@ -47,6 +51,7 @@ type Hook<T> = Box<dyn FnOnce(&StoreResult<T>) + Send>;
 
 struct Pending<T, F> {
     work: Option<F>,
+    checked: bool,
     result: Option<StoreResult<T>>,
     hook: Option<Hook<T>>,
     reply: oneshot::Sender<StoreResult<T>>,
@@ -65,6 +70,10 @@ where
         let ok = result.is_ok();
         self.result = Some(result);
         ok
+    }
+
+    fn checked(&self) -> bool {
+        self.checked
     }
 
     fn answer(self: Box<Self>, committed: &StoreResult<()>) {
@@ -126,9 +135,31 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
+        self.send(f, hook, false).await
+    }
+
+    /// [`Self::write_then`] for a write that fails only before it changes anything (it
+    /// reads first, a conflict is found then, and what it writes after cannot conflict):
+    /// it runs without a savepoint, which saves SQLite copying every page it touches. If
+    /// it fails after changing rows all the same, its whole batch is rolled back and every
+    /// write of the batch answers the error.
+    pub async fn write_checked<T, F>(&self, f: F, hook: Option<Hook<T>>) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        self.send(f, hook, true).await
+    }
+
+    async fn send<T, F>(&self, f: F, hook: Option<Hook<T>>, checked: bool) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
             work: Some(f),
+            checked,
             result: None,
             hook,
             reply,
@@ -199,7 +230,7 @@ fn tidy(
     inbox.try_recv().ok()
 }
 
-/// One transaction for the whole batch, one savepoint per write.
+/// One transaction for the whole batch, one savepoint per write but checked ones.
 fn commit_batch(
     conn: &Connection,
     batch: &mut [Box<dyn Write>],
@@ -216,6 +247,15 @@ fn commit_batch(
     run("BEGIN IMMEDIATE")?;
     let outcome = (|| {
         for write in batch.iter_mut() {
+            if write.checked() {
+                let before = conn.total_changes();
+                if !write.run(conn) && conn.total_changes() != before {
+                    return Err(StoreError::unavailable(
+                        "a write failed after changing rows: its batch is rolled back",
+                    ));
+                }
+                continue;
+            }
             run("SAVEPOINT write")?;
             if !write.run(conn) {
                 run("ROLLBACK TO write")?;
@@ -329,6 +369,90 @@ mod tests {
             .collect::<Result<_, _>>()
             .expect("rows");
         assert_eq!(keys, vec![1, 3]);
+    }
+
+    fn keys(path: &tempfile_path::Path) -> Vec<i64> {
+        Connection::open(&path.0)
+            .expect("open")
+            .prepare("SELECT k FROM t ORDER BY k")
+            .expect("prepare")
+            .query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    }
+
+    fn insert(c: &Connection, k: i64) -> StoreResult<usize> {
+        c.execute("INSERT INTO t (k) VALUES (?1)", [k])
+            .map_err(sql_err)
+    }
+
+    #[tokio::test]
+    async fn given_a_checked_write_that_fails_before_changing_anything_then_the_others_stand() {
+        let (writer, path) = writer();
+        let ok = writer.write(|c| insert(c, 1));
+        let refused = writer.write_checked(
+            |c| {
+                let n: i64 = c
+                    .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
+                    .map_err(sql_err)?;
+                Err::<usize, _>(StoreError::Conflict(format!("{n} rows: refused")))
+            },
+            None,
+        );
+        let checked_ok = writer.write_checked(|c| insert(c, 2), None);
+        let (ok, refused, checked_ok) = tokio::join!(ok, refused, checked_ok);
+        assert_eq!(ok, Ok(1));
+        assert!(
+            matches!(refused, Err(StoreError::Conflict(_))),
+            "{refused:?}"
+        );
+        assert_eq!(checked_ok, Ok(1));
+        assert_eq!(keys(&path), vec![1, 2]);
+    }
+
+    #[tokio::test]
+    async fn given_a_checked_write_that_fails_after_changing_rows_then_its_whole_batch_is_undone() {
+        let (writer, path) = writer();
+        // Hold the writer in a batch of its own until the next three writes are queued, so
+        // that they make one batch.
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let mut first = Box::pin(writer.write(move |c| {
+            let _ = started_tx.send(());
+            let _ = go_rx.recv_timeout(Duration::from_secs(60));
+            insert(c, 1)
+        }));
+        assert!(futures::poll!(&mut first).is_pending());
+        tokio::task::spawn_blocking(move || started_rx.recv())
+            .await
+            .expect("join")
+            .expect("the first write runs");
+        let mut ok = Box::pin(writer.write(|c| insert(c, 10)));
+        let mut bad = Box::pin(writer.write_checked(
+            |c| {
+                insert(c, 11)?;
+                Err::<usize, _>(StoreError::Invalid("fails after writing".into()))
+            },
+            None,
+        ));
+        let mut after = Box::pin(writer.write(|c| insert(c, 12)));
+        assert!(futures::poll!(&mut ok).is_pending());
+        assert!(futures::poll!(&mut bad).is_pending());
+        assert!(futures::poll!(&mut after).is_pending());
+        go_tx.send(()).expect("the first write waits");
+        let (first, ok, bad, after) = tokio::join!(first, ok, bad, after);
+        assert_eq!(first, Ok(1), "the batch before stands");
+        assert!(ok.is_err(), "rolled back with its batch: {ok:?}");
+        assert!(matches!(bad, Err(StoreError::Invalid(_))), "{bad:?}");
+        assert!(after.is_err(), "rolled back with its batch: {after:?}");
+        assert_eq!(keys(&path), vec![1], "nothing of the batch is kept");
+        assert_eq!(
+            writer.write(|c| insert(c, 13)).await,
+            Ok(1),
+            "the writer goes on"
+        );
+        assert_eq!(keys(&path), vec![1, 13]);
     }
 
     #[tokio::test]

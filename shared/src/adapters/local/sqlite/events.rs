@@ -75,7 +75,8 @@ impl EventStore for SqliteStore {
                 to_queue.committed(queued, &mut queue);
             }
         });
-        self.writer.write_then(move |tx| {
+        // The conflict is found by the first read, before anything is written.
+        self.writer.write_checked(move |tx| {
             let last: i64 = tx.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM events WHERE tenant = ?1 AND run_id = ?2").map_err(sql_err)?.query_row(
                     params![key.tenant, key.run_id],
                     |r| r.get(0),

@@ -112,7 +112,7 @@ impl SqliteStore {
         }
         let hook_ids = ids;
         self.writer
-            .write_then(
+            .write_checked(
                 move |conn| {
                     let mut stmt = conn
                         .prepare_cached("DELETE FROM job_queue WHERE dedupe = ?1")
@@ -139,7 +139,7 @@ impl SqliteStore {
             return Ok(());
         };
         self.writer
-            .write_then(
+            .write_checked(
                 move |conn| {
                     conn.prepare_cached("UPDATE job_queue SET due_at = ?1 WHERE dedupe = ?2")
                         .map_err(sql_err)?
@@ -338,7 +338,7 @@ impl StepDispatcher for SqliteStore {
         let (rows, to_queue) = NewJobs::of(jobs)?.split();
         let queue = self.queue.clone();
         self.writer
-            .write_then(
+            .write_checked(
                 move |tx| insert_jobs(tx, &rows),
                 Some(Box::new(move |written: &StoreResult<Queued>| {
                     if let (Ok(queued), Ok(mut queue)) = (written, queue.lock()) {

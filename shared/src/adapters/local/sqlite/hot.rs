@@ -7,7 +7,7 @@ use crate::domain::{RunKey, RunState};
 
 /// Most runs whose state is kept in memory. Beyond it an arbitrary one is dropped (it is
 /// folded from the log when next needed), so memory stays flat however many runs pass.
-const HOT_RUNS: usize = 16_384;
+const HOT_RUNS: usize = 4_096;
 
 /// Most finished runs kept in memory, the last to finish: a client waiting for its run
 /// (`Prefer: wait`, polling, a stream) reads it right after it finishes.

@@ -80,8 +80,8 @@ pub struct LeasedJob {
 }
 
 impl SqliteStore {
-    /// Lease up to `limit` due jobs for `lease_ms`: taken from the queue in memory (see
-    /// [`super::queue`]), writing nothing.
+    /// Lease up to `limit` due jobs for `lease_ms` (and with a step job every other ready
+    /// job of its run): taken from the queue in memory, writing nothing.
     pub async fn lease_jobs(
         &self,
         now: DateTime<Utc>,

@@ -42,72 +42,78 @@ impl TodoStore for SqliteStore {
         let tenant = tenant.to_owned();
         let effect_key = effect_key.to_owned();
         let change = change.clone();
+        // Only a read decides that nothing is to be done (a recorded effect, a missing
+        // todo); after the first write only the database itself can fail.
         let result: StoreResult<Result<Todo, TodoError>> = self
-            .write(move |tx| {
-                let done: Option<String> = tx
-                    .prepare_cached(
-                        "SELECT result FROM todo_effects WHERE tenant = ?1 AND effect_key = ?2",
-                    )
-                    .map_err(sql_err)?
-                    .query_row(params![tenant, effect_key], |r| r.get(0))
-                    .optional()
-                    .map_err(sql_err)?;
-                if let Some(done) = done {
-                    return Ok(Ok(decode(&done)?));
-                }
-                let todo = match &change {
-                    TodoChange::Add { title } => {
-                        let id: i64 = tx
-                            .prepare_cached(
-                                "INSERT INTO todo_ids (tenant, last_id) VALUES (?1, 1)
+            .writer
+            .write_checked(
+                move |tx| {
+                    let done: Option<String> = tx
+                        .prepare_cached(
+                            "SELECT result FROM todo_effects WHERE tenant = ?1 AND effect_key = ?2",
+                        )
+                        .map_err(sql_err)?
+                        .query_row(params![tenant, effect_key], |r| r.get(0))
+                        .optional()
+                        .map_err(sql_err)?;
+                    if let Some(done) = done {
+                        return Ok(Ok(decode(&done)?));
+                    }
+                    let todo = match &change {
+                        TodoChange::Add { title } => {
+                            let id: i64 = tx
+                                .prepare_cached(
+                                    "INSERT INTO todo_ids (tenant, last_id) VALUES (?1, 1)
                                  ON CONFLICT (tenant) DO UPDATE SET last_id = last_id + 1
                                  RETURNING last_id",
-                            )
-                            .map_err(sql_err)?
-                            .query_row(params![tenant], |r| r.get(0))
-                            .map_err(sql_err)?;
-                        let todo = Todo {
-                            id: id as u64,
-                            title: title.clone(),
-                            done: false,
-                            created_at: now,
-                            completed_at: None,
-                        };
-                        put_todo(tx, &tenant, &todo)?;
-                        todo
-                    }
-                    TodoChange::Complete { id } | TodoChange::Reopen { id } => {
-                        let Some(mut todo) = get_todo(tx, &tenant, *id)? else {
-                            return Ok(Err(TodoError::NotFound(*id)));
-                        };
-                        todo.done = matches!(change, TodoChange::Complete { .. });
-                        todo.completed_at = todo.done.then_some(now);
-                        put_todo(tx, &tenant, &todo)?;
-                        todo
-                    }
-                    TodoChange::Delete { id } => {
-                        let Some(todo) = get_todo(tx, &tenant, *id)? else {
-                            return Ok(Err(TodoError::NotFound(*id)));
-                        };
-                        tx.prepare_cached("DELETE FROM todos WHERE tenant = ?1 AND id = ?2")
-                            .map_err(sql_err)?
-                            .execute(params![tenant, *id as i64])
-                            .map_err(sql_err)?;
-                        todo
-                    }
-                    TodoChange::Restore { todo } => {
-                        put_todo(tx, &tenant, todo)?;
-                        todo.clone()
-                    }
-                };
-                tx.prepare_cached(
-                    "INSERT INTO todo_effects (tenant, effect_key, result) VALUES (?1, ?2, ?3)",
-                )
-                .map_err(sql_err)?
-                .execute(params![tenant, effect_key, encode(&todo)?])
-                .map_err(sql_err)?;
-                Ok(Ok(todo))
-            })
+                                )
+                                .map_err(sql_err)?
+                                .query_row(params![tenant], |r| r.get(0))
+                                .map_err(sql_err)?;
+                            let todo = Todo {
+                                id: id as u64,
+                                title: title.clone(),
+                                done: false,
+                                created_at: now,
+                                completed_at: None,
+                            };
+                            put_todo(tx, &tenant, &todo)?;
+                            todo
+                        }
+                        TodoChange::Complete { id } | TodoChange::Reopen { id } => {
+                            let Some(mut todo) = get_todo(tx, &tenant, *id)? else {
+                                return Ok(Err(TodoError::NotFound(*id)));
+                            };
+                            todo.done = matches!(change, TodoChange::Complete { .. });
+                            todo.completed_at = todo.done.then_some(now);
+                            put_todo(tx, &tenant, &todo)?;
+                            todo
+                        }
+                        TodoChange::Delete { id } => {
+                            let Some(todo) = get_todo(tx, &tenant, *id)? else {
+                                return Ok(Err(TodoError::NotFound(*id)));
+                            };
+                            tx.prepare_cached("DELETE FROM todos WHERE tenant = ?1 AND id = ?2")
+                                .map_err(sql_err)?
+                                .execute(params![tenant, *id as i64])
+                                .map_err(sql_err)?;
+                            todo
+                        }
+                        TodoChange::Restore { todo } => {
+                            put_todo(tx, &tenant, todo)?;
+                            todo.clone()
+                        }
+                    };
+                    tx.prepare_cached(
+                        "INSERT INTO todo_effects (tenant, effect_key, result) VALUES (?1, ?2, ?3)",
+                    )
+                    .map_err(sql_err)?
+                    .execute(params![tenant, effect_key, encode(&todo)?])
+                    .map_err(sql_err)?;
+                    Ok(Ok(todo))
+                },
+                None,
+            )
             .await;
         result?
     }

@@ -1,6 +1,8 @@
 //! Current state = fold(events). One pure function used by the projection, by
 //! time-travel reads (`?at=`), by the engine and by replay in tests.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -156,7 +158,9 @@ pub struct StepState {
     /// Attempts started so far.
     pub attempts: u32,
     /// The tool's output once the step completed, referenced by later steps; `None` before.
-    pub output: Option<Value>,
+    /// Shared: the state of a run is copied at every decision, and an output can be large
+    /// (a list of todos); a copy of the state shares it instead of copying it.
+    pub output: Option<Arc<Value>>,
     /// The latest error (a failed or interrupted attempt); cleared when the step completes.
     pub error: Option<String>,
     /// When the first attempt started; `None` if none has.
@@ -398,7 +402,7 @@ impl RunState {
             } => {
                 if let Some(step) = self.step_mut(step_id) {
                     step.status = StepStatus::Completed;
-                    step.output = Some(output.clone());
+                    step.output = Some(Arc::new(output.clone()));
                     step.error = None;
                     step.finished_at = Some(at);
                     step.lease_until = None;
@@ -638,7 +642,7 @@ impl RunState {
     pub fn outputs(&self) -> impl Iterator<Item = (&str, &Value)> {
         self.steps
             .iter()
-            .filter_map(|s| s.output.as_ref().map(|o| (s.id.as_str(), o)))
+            .filter_map(|s| s.output.as_deref().map(|o| (s.id.as_str(), o)))
     }
 }
 

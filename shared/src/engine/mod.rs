@@ -485,7 +485,7 @@ pub fn conclude(state: &RunState) -> Vec<Event> {
             .plan
             .result_step()
             .and_then(|p| state.step(&p.id))
-            .and_then(|s| s.output.clone())
+            .and_then(|s| s.output.as_deref().cloned())
             .unwrap_or(Value::Null);
         return vec![Event::RunCompleted { result }];
     }

@@ -360,15 +360,7 @@ mod tests {
         assert_eq!(ok, Ok(1));
         assert!(bad.is_err(), "the duplicate key must fail: {bad:?}");
         assert_eq!(also_ok, Ok(1));
-        let keys: Vec<i64> = Connection::open(&path.0)
-            .expect("open")
-            .prepare("SELECT k FROM t ORDER BY k")
-            .expect("prepare")
-            .query_map([], |r| r.get(0))
-            .expect("query")
-            .collect::<Result<_, _>>()
-            .expect("rows");
-        assert_eq!(keys, vec![1, 3]);
+        assert_eq!(keys(&path), vec![1, 3]);
     }
 
     fn keys(path: &tempfile_path::Path) -> Vec<i64> {

@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use super::shrink_if_sparse;
 use crate::domain::{RunKey, RunState};
 
 /// Most runs whose state is kept in memory. Beyond it an arbitrary one is dropped (it is
@@ -64,16 +65,6 @@ impl HotRuns {
     pub(super) fn forget(&mut self, key: &RunKey) {
         self.states.remove(key);
         self.recent.remove(key);
-    }
-}
-
-/// Give back most of `map`'s room once a burst has drained from it: a map keeps its largest
-/// size otherwise, and the room for each run's state is counted in hundreds of bytes.
-/// Halving at an eighth full keeps the cost amortised.
-pub(super) fn shrink_if_sparse<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
-    const SMALL: usize = 1_024;
-    if map.capacity() > SMALL && map.len() < map.capacity() / 8 {
-        map.shrink_to((map.len() * 2).max(SMALL));
     }
 }
 

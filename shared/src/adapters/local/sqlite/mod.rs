@@ -175,6 +175,16 @@ impl Stored {
     }
 }
 
+/// Give back most of `map`'s room once a burst has drained from it: a map keeps its largest
+/// size otherwise, and the room for each run's state is counted in hundreds of bytes.
+/// Halving at an eighth full keeps the cost amortised.
+fn shrink_if_sparse<K: std::hash::Hash + Eq, V>(map: &mut std::collections::HashMap<K, V>) {
+    const SMALL: usize = 1_024;
+    if map.capacity() > SMALL && map.len() < map.capacity() / 8 {
+        map.shrink_to((map.len() * 2).max(SMALL));
+    }
+}
+
 fn poisoned() -> StoreError {
     StoreError::unavailable("sqlite connection lock poisoned")
 }

@@ -10,8 +10,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use super::hot::shrink_if_sparse;
 use super::jobs::{JobKind, LeasedJob};
+use super::shrink_if_sparse;
 use crate::domain::RunKey;
 
 /// One queued job.
@@ -147,14 +147,20 @@ impl JobQueue {
             if at > now {
                 break;
             }
+            // The earliest first, so that each turn takes it whatever the index says.
             let siblings = match self.jobs.get(&id).map(|j| &j.kind) {
                 Some(JobKind::Step { job }) => self.by_run.get(&job.key()).cloned(),
                 _ => None,
             };
-            for id in siblings.unwrap_or_else(|| vec![id]) {
+            let others = siblings.into_iter().flatten().filter(|other| *other != id);
+            for id in std::iter::once(id).chain(others.collect::<Vec<_>>()) {
                 if let Some(job) = self.take(id, now, until) {
                     out.push(job);
                 }
+            }
+            if !self.jobs.contains_key(&id) {
+                // Not queued although ordered: drop the stray entry rather than spin on it.
+                self.order.remove(&(at, id));
             }
         }
         out
@@ -283,6 +289,15 @@ mod tests {
         assert_eq!(ids(&q.lease(900, 5, 1_000)), vec![4]);
         q.finished(&[2, 4, 5]);
         assert!(q.by_run.is_empty(), "nothing is kept for runs with no job");
+    }
+
+    #[test]
+    fn given_an_ordered_id_with_no_job_when_leased_then_it_is_dropped_not_spun_on() {
+        let mut q = JobQueue::default();
+        q.queued(key(1), 5, step("a", "s1"));
+        q.order.insert((0, 99));
+        assert_eq!(ids(&q.lease(10, 5, 1_000)), vec![1]);
+        assert!(!q.order.iter().any(|(_, id)| *id == 99));
     }
 
     #[test]

@@ -1243,6 +1243,7 @@ pub mod todos {
             ("buy milk", false, t0, None)
         );
         assert_eq!(store.get(&tenant, 1).await?, Some(added.clone()));
+        assert_eq!(store.count(&tenant).await?, 1);
 
         let t1 = at(60, 5);
         let done = store
@@ -1286,6 +1287,7 @@ pub mod todos {
         assert_eq!(deleted, reopened, "a delete returns the todo it removed");
         assert_eq!(store.get(&tenant, 1).await?, None);
         assert_eq!(all_todos(&*store, &tenant).await?, vec![]);
+        assert_eq!(store.count(&tenant).await?, 0, "a delete is counted");
         let again = store
             .apply(
                 &tenant,
@@ -1307,12 +1309,25 @@ pub mod todos {
             )
             .await?;
         assert_eq!(restored, deleted);
-        assert_eq!(all_todos(&*store, &tenant).await?, vec![deleted]);
+        assert_eq!(all_todos(&*store, &tenant).await?, vec![deleted.clone()]);
+        assert_eq!(store.count(&tenant).await?, 1, "a restore is counted");
+        // Restoring a todo that is there (another run's undo, say) overwrites it: one todo.
+        store
+            .apply(
+                &tenant,
+                "run6/s1:undo",
+                &TodoChange::Restore { todo: deleted },
+                at(250, 0),
+            )
+            .await?;
+        assert_eq!(store.count(&tenant).await?, 1, "a todo is counted once");
 
         let next = store
             .apply(&tenant, "run5/s1", &add("next"), at(300, 0))
             .await?;
         assert_eq!(next.id, 2, "a restore does not reuse or reset ids");
+        assert_eq!(store.count(&tenant).await?, 2);
+        assert_eq!(all_todos(&*store, &tenant).await?.len(), 2);
         Ok(())
     }
 

@@ -393,6 +393,49 @@ mod sqlite_shapes {
         assert_eq!(store.get(&key).await?, Some(view));
         Ok(())
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn given_todos_written_before_counts_were_kept_when_opened_then_each_tenant_is_counted(
+    ) -> Result<()> {
+        use crane::domain::TodoChange;
+        use crane::ports::TodoStore as _;
+        init_logs();
+        let db = TempDb::new();
+        let (a, b) = (unique("tenant-a"), unique("tenant-b"));
+        let store = SqliteStore::open(&db.0)?;
+        for (tenant, n) in [(&a, 3), (&b, 2)] {
+            for i in 0..n {
+                let add = TodoChange::Add {
+                    title: format!("todo {i}"),
+                };
+                store
+                    .apply(tenant, &format!("run/s{i}"), &add, chrono::Utc::now())
+                    .await?;
+            }
+        }
+        drop(store);
+        // As an earlier version left it: todos, and no table of counts.
+        Connection::open(&db.0)?.execute_batch("DROP TABLE todo_counts")?;
+        let store = SqliteStore::open(&db.0)?;
+        assert_eq!((store.count(&a).await?, store.count(&b).await?), (3, 2));
+        store
+            .apply(
+                &a,
+                "run/d",
+                &TodoChange::Delete { id: 1 },
+                chrono::Utc::now(),
+            )
+            .await?;
+        assert_eq!(store.count(&a).await?, 2, "and kept from then on");
+        drop(store);
+        let store = SqliteStore::open(&db.0)?;
+        assert_eq!(
+            (store.count(&a).await?, store.count(&b).await?),
+            (2, 2),
+            "a database with counts keeps them as they are"
+        );
+        Ok(())
+    }
 }
 
 /// Runs in flight listed as their logs say: needs the event log and the views together.

@@ -283,6 +283,7 @@ impl SqliteStore {
             .map_err(sql_err)?;
         let chores: Option<Chores> = (incremental == 2).then_some(reclaim_free_pages);
         jobs::migrate_jobs(&writer)?;
+        todos::migrate_counts(&writer)?;
         let queue = jobs::load_queue(&writer)?;
         if created {
             private::restrict(&private::companions(path)).map_err(file_err)?;

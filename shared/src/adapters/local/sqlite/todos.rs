@@ -19,6 +19,41 @@ fn get_todo(conn: &Connection, tenant: &str, id: u64) -> StoreResult<Option<Todo
         .transpose()
 }
 
+/// Add `by` to the tenant's count of todos (kept beside them, so counting does not read
+/// them all).
+fn add_to_count(conn: &Connection, tenant: &str, by: i64) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO todo_counts (tenant, n) VALUES (?1, ?2)
+         ON CONFLICT (tenant) DO UPDATE SET n = n + excluded.n",
+    )
+    .map_err(sql_err)?
+    .execute(params![tenant, by])
+    .map_err(sql_err)?;
+    Ok(())
+}
+
+/// Count the todos of a database written before their counts were kept (no
+/// `todo_counts` table), in one transaction.
+pub(super) fn migrate_counts(conn: &Connection) -> StoreResult<()> {
+    let counted: bool = conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'todo_counts')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(sql_err)?;
+    if !counted {
+        conn.execute_batch(
+            "BEGIN IMMEDIATE;
+             CREATE TABLE todo_counts (tenant TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+             INSERT INTO todo_counts (tenant, n) SELECT tenant, COUNT(*) FROM todos GROUP BY tenant;
+             COMMIT;",
+        )
+        .map_err(sql_err)?;
+    }
+    Ok(())
+}
+
 fn put_todo(conn: &Connection, tenant: &str, todo: &Todo) -> StoreResult<()> {
     conn.prepare_cached(
         "INSERT INTO todos (tenant, id, body) VALUES (?1, ?2, ?3)
@@ -78,6 +113,7 @@ impl TodoStore for SqliteStore {
                                 completed_at: None,
                             };
                             put_todo(tx, &tenant, &todo)?;
+                            add_to_count(tx, &tenant, 1)?;
                             todo
                         }
                         TodoChange::Complete { id } | TodoChange::Reopen { id } => {
@@ -97,9 +133,13 @@ impl TodoStore for SqliteStore {
                                 .map_err(sql_err)?
                                 .execute(params![tenant, *id as i64])
                                 .map_err(sql_err)?;
+                            add_to_count(tx, &tenant, -1)?;
                             todo
                         }
                         TodoChange::Restore { todo } => {
+                            if get_todo(tx, &tenant, todo.id)?.is_none() {
+                                add_to_count(tx, &tenant, 1)?;
+                            }
                             put_todo(tx, &tenant, todo)?;
                             todo.clone()
                         }
@@ -178,11 +218,13 @@ impl TodoStore for SqliteStore {
     async fn count(&self, tenant: &str) -> StoreResult<u64> {
         let tenant = tenant.to_owned();
         self.read(move |conn| {
-            conn.prepare_cached("SELECT COUNT(*) FROM todos WHERE tenant = ?1")
+            let n: Option<i64> = conn
+                .prepare_cached("SELECT n FROM todo_counts WHERE tenant = ?1")
                 .map_err(sql_err)?
-                .query_row(params![tenant], |r| r.get::<_, i64>(0))
-                .map(|n| n as u64)
-                .map_err(sql_err)
+                .query_row(params![tenant], |r| r.get(0))
+                .optional()
+                .map_err(sql_err)?;
+            Ok(n.unwrap_or(0).max(0) as u64)
         })
         .await
     }

@@ -548,7 +548,7 @@ mod tests {
             Event::StepCompleted {
                 step_id: "s1".into(),
                 attempt: 2,
-                output: json!(5),
+                output: json!(5).into(),
                 duration_ms: 250,
             },
             Event::RunCompleted { result: json!(5) },
@@ -654,7 +654,7 @@ mod tests {
             Event::StepCompleted {
                 step_id: "s1".into(),
                 attempt: 3,
-                output: json!(5),
+                output: json!(5).into(),
                 duration_ms: 7,
             },
             Event::RunCompleted { result: json!(5) },

@@ -168,7 +168,7 @@ pub mod events {
             Event::StepCompleted {
                 step_id: step.into(),
                 attempt: 1,
-                output,
+                output: output.into(),
                 duration_ms: 7,
             },
         )
@@ -783,7 +783,7 @@ pub mod views {
             Event::StepCompleted {
                 step_id: "s1".into(),
                 attempt: 1,
-                output: json!(2),
+                output: json!(2).into(),
                 duration_ms: 1,
             },
         );

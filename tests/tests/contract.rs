@@ -727,7 +727,7 @@ mod aws_shapes {
             Event::StepCompleted {
                 step_id: format!("s{seq}"),
                 attempt: 1,
-                output,
+                output: output.into(),
                 duration_ms: 4,
             },
         )

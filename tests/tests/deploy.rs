@@ -819,7 +819,7 @@ async fn the_fixed_monthly_costs_count_what_the_stack_creates_and_emits() {
             Event::StepCompleted {
                 step_id: id.clone(),
                 attempt: 1,
-                output: Value::Null,
+                output: Value::Null.into(),
                 duration_ms: 1,
             },
             Event::StepAttemptFailed {

@@ -19,6 +19,7 @@
 //! ([`engine::resume_jobs`]), which is how nothing a crashed worker held is left behind.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -62,7 +63,7 @@ pub struct JobsReport {
 struct Finished {
     step_id: String,
     attempt: u32,
-    result: Result<Value, ToolError>,
+    result: Result<Arc<Value>, ToolError>,
     duration_ms: u64,
     sample: f64,
 }
@@ -139,7 +140,7 @@ impl App {
             let mut ahead = engine::Lookahead::new(&state);
             for f in &finished {
                 let sim = ahead.at(&events);
-                match engine::outcome(
+                match engine::outcome_shared(
                     sim,
                     &f.step_id,
                     f.attempt,
@@ -311,7 +312,7 @@ impl App {
                     Finished {
                         step_id,
                         attempt,
-                        result,
+                        result: result.map(Arc::new),
                         duration_ms,
                         sample: rand::rng().random(),
                     }

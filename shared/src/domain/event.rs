@@ -3,6 +3,8 @@
 //! Events are immutable once written; new fields are added as `Option`/defaulted so old
 //! events keep deserialising, and a breaking change bumps [`EventRecord::version`].
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -137,8 +139,9 @@ pub enum Event {
         step_id: String,
         /// The attempt that succeeded, from 1.
         attempt: u32,
-        /// The tool's output, which later steps may reference.
-        output: Value,
+        /// The tool's output, which later steps may reference. Shared: a run's state holds
+        /// the same output, and both are copied at every decision.
+        output: Arc<Value>,
         /// How long the tool ran, in milliseconds.
         duration_ms: u64,
     },

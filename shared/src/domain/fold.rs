@@ -402,7 +402,7 @@ impl RunState {
             } => {
                 if let Some(step) = self.step_mut(step_id) {
                     step.status = StepStatus::Completed;
-                    step.output = Some(Arc::new(output.clone()));
+                    step.output = Some(output.clone());
                     step.error = None;
                     step.finished_at = Some(at);
                     step.lease_until = None;

@@ -9,6 +9,8 @@ pub mod dag;
 pub mod retry;
 pub mod saga;
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
@@ -37,10 +39,10 @@ pub const MAX_OUTPUT_BYTES: usize = 64 * 1024;
 /// `{"truncated": true, "original_bytes": N, "preview": "<the first bytes of the JSON>"}`,
 /// itself within `max`.
 pub fn cap_output(output: Value, max: usize) -> Value {
-    let text = output.to_string();
-    if text.len() <= max {
+    if json_len(&output) <= max {
         return output;
     }
+    let text = output.to_string();
     // Room for the marker's own keys and the escaping of the preview.
     let budget = max.saturating_sub(256) / 2;
     let mut end = budget.min(text.len());
@@ -52,6 +54,24 @@ pub fn cap_output(output: Value, max: usize) -> Value {
         "original_bytes": text.len(),
         "preview": &text[..end],
     })
+}
+
+/// The length of `value`'s JSON text, counted as it is written out, not kept.
+fn json_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // A `Value` always serializes, and this writer never fails.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 /// Steps that may start now: pending, never tried, every dependency completed, not held
@@ -386,6 +406,21 @@ pub fn outcome(
     policy: &RetryPolicy,
     sample: f64,
 ) -> Result<Vec<Event>, Stale> {
+    let result = result.map(Arc::new);
+    outcome_shared(state, step_id, attempt, result, duration_ms, policy, sample)
+}
+
+/// [`outcome`] of an output that is shared already (a caller that may decide again after
+/// a conflict keeps it, and the event takes it without a copy).
+pub fn outcome_shared(
+    state: &RunState,
+    step_id: &str,
+    attempt: u32,
+    result: Result<Arc<Value>, ToolError>,
+    duration_ms: u64,
+    policy: &RetryPolicy,
+    sample: f64,
+) -> Result<Vec<Event>, Stale> {
     let Some(step) = state
         .step(step_id)
         .filter(|s| s.status == StepStatus::Running && s.attempts == attempt)
@@ -402,7 +437,11 @@ pub fn outcome(
             let mut events = vec![Event::StepCompleted {
                 step_id: step_id_owned,
                 attempt,
-                output: cap_output(output, MAX_OUTPUT_BYTES),
+                output: if json_len(&output) <= MAX_OUTPUT_BYTES {
+                    output
+                } else {
+                    Arc::new(cap_output(Arc::unwrap_or_clone(output), MAX_OUTPUT_BYTES))
+                },
                 duration_ms,
             }];
             events.extend(conclude(&simulate(state, &events)));

@@ -41,7 +41,7 @@ fn completed(id: &str, output: Value) -> Event {
     Event::StepCompleted {
         step_id: id.into(),
         attempt: 1,
-        output,
+        output: output.into(),
         duration_ms: 1,
     }
 }
@@ -472,7 +472,7 @@ fn given_outcomes_when_recorded_then_success_transient_and_permanent_map_to_thei
         vec![Event::StepCompleted {
             step_id: "s1".into(),
             attempt: 1,
-            output: json!(5),
+            output: json!(5).into(),
             duration_ms: 3
         }]
     );
@@ -685,6 +685,32 @@ fn given_an_output_over_the_cap_when_recorded_then_a_truncation_marker_within_th
 }
 
 #[test]
+fn given_a_shared_output_when_recorded_then_the_event_holds_it_and_one_over_the_cap_is_marked() {
+    let (s, _) = state(vec![started("s1", 1)]);
+    let shared = Arc::new(json!({"items": ["a", "b"]}));
+    let events = outcome_shared(&s, "s1", 1, Ok(shared.clone()), 1, &POLICY, 0.5).expect("current");
+    let Event::StepCompleted { output, .. } = &events[0] else {
+        panic!("completed");
+    };
+    assert!(
+        Arc::ptr_eq(output, &shared),
+        "the output itself, not a copy"
+    );
+
+    // An output exactly at the cap is kept; a byte over it is marked.
+    let at_cap = |len: usize| Arc::new(json!("x".repeat(len - 2)));
+    for (len, kept) in [(MAX_OUTPUT_BYTES, true), (MAX_OUTPUT_BYTES + 1, false)] {
+        let events =
+            outcome_shared(&s, "s1", 1, Ok(at_cap(len)), 1, &POLICY, 0.5).expect("current");
+        let Event::StepCompleted { output, .. } = &events[0] else {
+            panic!("completed");
+        };
+        assert_eq!(output.to_string().len() == len, kept, "{len}");
+        assert_eq!(output["truncated"] == true, !kept, "{len}");
+    }
+}
+
+#[test]
 fn given_events_added_one_by_one_when_looked_ahead_then_each_look_is_the_simulation_of_them() {
     let plan = Plan {
         steps: vec![
@@ -707,7 +733,7 @@ fn given_events_added_one_by_one_when_looked_ahead_then_each_look_is_the_simulat
     let completed = |id: &str, v: i64| Event::StepCompleted {
         step_id: id.into(),
         attempt: 1,
-        output: json!(v),
+        output: json!(v).into(),
         duration_ms: 1,
     };
     let all = [
@@ -768,7 +794,7 @@ mod wake {
         Event::StepCompleted {
             step_id: id.into(),
             attempt: 1,
-            output: json!(2),
+            output: json!(2).into(),
             duration_ms: 1,
         }
     }

@@ -365,7 +365,7 @@ mod tests {
                 Event::StepCompleted {
                     step_id: "s1".into(),
                     attempt: 2,
-                    output: json!(5),
+                    output: json!(5).into(),
                     duration_ms: 7,
                 },
             ),

@@ -226,7 +226,7 @@ fn every_event() -> Vec<Event> {
         Event::StepCompleted {
             step_id: "s1".into(),
             attempt: 1,
-            output: json!(5),
+            output: json!(5).into(),
             duration_ms: 2,
         },
         Event::StepAttemptFailed {

@@ -350,7 +350,7 @@ mod tests {
             Event::StepCompleted {
                 step_id: format!("s{seq}"),
                 attempt: 1,
-                output,
+                output: output.into(),
                 duration_ms: 3,
             },
         )

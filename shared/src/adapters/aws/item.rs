@@ -377,7 +377,7 @@ mod tests {
             Event::StepCompleted {
                 step_id: "s1".into(),
                 attempt: 1,
-                output,
+                output: output.into(),
                 duration_ms: 12,
             },
         )

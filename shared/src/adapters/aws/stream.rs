@@ -136,7 +136,7 @@ mod tests {
             DomainEvent::StepCompleted {
                 step_id: "s1".into(),
                 attempt: 2,
-                output: json!({"value": 1e300, "note": "too big for a DynamoDB number"}),
+                output: json!({"value": 1e300, "note": "too big for a DynamoDB number"}).into(),
                 duration_ms: 5,
             },
         );
@@ -161,7 +161,7 @@ mod tests {
             DomainEvent::StepCompleted {
                 step_id: format!("s{seq}"),
                 attempt: 1,
-                output,
+                output: output.into(),
                 duration_ms: 5,
             },
         )

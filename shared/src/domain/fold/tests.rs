@@ -64,7 +64,7 @@ fn given_a_failed_compensation_when_a_retry_is_requested_then_the_run_compensate
         Event::StepCompleted {
             step_id: "s2".into(),
             attempt: 1,
-            output: json!({"id": 1}),
+            output: json!({"id": 1}).into(),
             duration_ms: 1,
         },
         Event::StepStarted {
@@ -147,13 +147,13 @@ fn given_a_full_successful_log_when_folded_then_run_is_completed_with_result() {
             Event::StepCompleted {
                 step_id: "s2".into(),
                 attempt: 1,
-                output: json!({"id": 1}),
+                output: json!({"id": 1}).into(),
                 duration_ms: 3,
             },
             Event::StepCompleted {
                 step_id: "s1".into(),
                 attempt: 1,
-                output: json!(2),
+                output: json!(2).into(),
                 duration_ms: 1,
             },
             Event::RunCompleted {

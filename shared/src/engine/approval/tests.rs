@@ -56,7 +56,7 @@ fn done(id: &str, output: Value) -> Vec<Event> {
         Event::StepCompleted {
             step_id: id.into(),
             attempt: 1,
-            output,
+            output: output.into(),
             duration_ms: 1,
         },
     ]

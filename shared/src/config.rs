@@ -191,7 +191,7 @@ impl Default for Config {
             settings: Settings::default(),
             faults: Faults::none(),
             log_format: LogFormat::Text,
-            workers: 64,
+            workers: 256,
             http: HttpConfig::default(),
         }
     }

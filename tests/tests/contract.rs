@@ -146,7 +146,7 @@ async fn embedded_store_keeps_breakers_at_hand_and_in_step_with_the_table() -> R
 /// text) still read and compact.
 mod sqlite_shapes {
     use crane::adapters::local::SqliteStore;
-    use crane::domain::{fold, EventRecord, RunKey, RunState, RunStatus};
+    use crane::domain::{fold, EventRecord, RunKey, RunState, RunStatus, Todo};
     use crane::ports::{EventStore as _, ListQuery, Outbox, RunViewStore as _};
     use crane_tests::contract::{events::a_run_in_appends, TempDb};
     use crane_tests::names::unique;
@@ -434,6 +434,166 @@ mod sqlite_shapes {
             (2, 2),
             "a database with counts keeps them as they are"
         );
+        Ok(())
+    }
+
+    /// The first `limit` todos of `tenant` and whether more follow, read from the table.
+    fn first_todos(db: &TempDb, tenant: &str, limit: usize) -> Result<(Vec<Todo>, bool)> {
+        let conn = Connection::open(&db.0)?;
+        let mut stmt =
+            conn.prepare("SELECT body FROM todos WHERE tenant = ?1 ORDER BY id LIMIT ?2")?;
+        let mut rows = stmt
+            .query_map(params![tenant, limit as i64 + 1], |r| r.get::<_, String>(0))?
+            .map(|b| Ok(serde_json::from_str::<Todo>(&b?)?))
+            .collect::<Result<Vec<Todo>>>()?;
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        Ok((rows, more))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn given_any_change_to_todos_when_the_first_page_is_listed_again_then_it_is_the_tables(
+    ) -> Result<()> {
+        use crane::domain::TodoChange;
+        use crane::ports::{TodoQuery, TodoStore};
+        init_logs();
+        let db = TempDb::new();
+        let store = SqliteStore::open(&db.0)?;
+        // The todo just after a page is what says that more follow: deleting the last one
+        // moves the page.
+        let edge = unique("tenant-edge");
+        for i in 1..=3 {
+            let add = TodoChange::Add {
+                title: format!("todo {i}"),
+            };
+            store
+                .apply(&edge, &format!("run/{i}"), &add, chrono::Utc::now())
+                .await?;
+        }
+        let two = TodoQuery::first(2);
+        let first_two = || TodoStore::list(&store, &edge, &two);
+        assert!(first_two().await?.next_cursor.is_some());
+        let delete = TodoChange::Delete { id: 3 };
+        store
+            .apply(&edge, "run/d3", &delete, chrono::Utc::now())
+            .await?;
+        let page = first_two().await?;
+        assert_eq!(page.items.iter().map(|t| t.id).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(page.next_cursor, None, "nothing follows now");
+
+        let tenants = [unique("tenant-a"), unique("tenant-b")];
+        let mut deleted: Vec<(usize, Todo)> = Vec::new();
+        // A fixed pseudo-random walk: adds outnumber the rest, so pages fill and overflow.
+        let mut x: u64 = 7;
+        let mut next = |n: u64| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 33) % n
+        };
+        for step in 0..400 {
+            let which = next(2) as usize;
+            let tenant = &tenants[which];
+            let count = store.count(tenant).await?;
+            let mut id = 1 + next(count.max(1) + 2);
+            // Half the changes fall on the last todo of a page or the first after it.
+            let ids: Vec<u64> = first_todos(&db, tenant, 110)?
+                .0
+                .iter()
+                .map(|t| t.id)
+                .collect();
+            if next(2) == 0 {
+                let end = [1, 3, 10, 100][next(4) as usize] - 1 + next(2) as usize;
+                id = ids.get(end).copied().unwrap_or(id);
+            }
+            let change = match next(8) {
+                0 => TodoChange::Complete { id },
+                1 => TodoChange::Reopen { id },
+                2 => TodoChange::Delete { id },
+                3 => match deleted.iter().position(|(t, _)| *t == which) {
+                    Some(i) => TodoChange::Restore {
+                        todo: deleted.remove(i).1,
+                    },
+                    None => TodoChange::Complete { id },
+                },
+                _ => TodoChange::Add {
+                    title: format!("todo {step}"),
+                },
+            };
+            let applied = store
+                .apply(tenant, &format!("run/{step}"), &change, chrono::Utc::now())
+                .await;
+            if let (TodoChange::Delete { .. }, Ok(todo)) = (&change, &applied) {
+                deleted.push((which, todo.clone()));
+            }
+            for tenant in &tenants {
+                for limit in [1, 3, 10, 100] {
+                    let page = TodoStore::list(&store, tenant, &TodoQuery::first(limit)).await?;
+                    let (rows, more) = first_todos(&db, tenant, limit)?;
+                    assert_eq!(
+                        (&page.items, page.next_cursor.is_some()),
+                        (&rows, more),
+                        "step {step} ({change:?}), limit {limit}"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn given_lists_racing_changes_when_all_is_done_then_the_first_page_is_the_tables(
+    ) -> Result<()> {
+        use crane::domain::TodoChange;
+        use crane::ports::{TodoQuery, TodoStore};
+        init_logs();
+        let db = TempDb::new();
+        let store = SqliteStore::open(&db.0)?;
+        let tenant = unique("tenant");
+        for round in 0..300 {
+            let mut tasks = tokio::task::JoinSet::new();
+            for i in 0..8u64 {
+                let (writer, reader, who) = (store.clone(), store.clone(), tenant.clone());
+                tasks.spawn(async move {
+                    let tenant = who;
+                    let change = match i % 4 {
+                        0 => TodoChange::Delete {
+                            id: 1 + (round * 3 + i) % 5,
+                        },
+                        1 => TodoChange::Complete { id: 1 + i },
+                        _ => TodoChange::Add {
+                            title: format!("{round}/{i}"),
+                        },
+                    };
+                    let _ = writer
+                        .apply(
+                            &tenant,
+                            &format!("r{round}/{i}"),
+                            &change,
+                            chrono::Utc::now(),
+                        )
+                        .await;
+                });
+                let tenant = tenant.clone();
+                tasks.spawn(async move {
+                    for limit in [2, 5] {
+                        let _ = TodoStore::list(&reader, &tenant, &TodoQuery::first(limit)).await;
+                    }
+                });
+            }
+            while let Some(done) = tasks.join_next().await {
+                done?;
+            }
+            for limit in [2, 5] {
+                let page = TodoStore::list(&store, &tenant, &TodoQuery::first(limit)).await?;
+                let (rows, more) = first_todos(&db, &tenant, limit)?;
+                assert_eq!(
+                    (&page.items, page.next_cursor.is_some()),
+                    (&rows, more),
+                    "round {round}, limit {limit}"
+                );
+            }
+        }
         Ok(())
     }
 }

@@ -1,13 +1,55 @@
 //! Todos, applied once per effect key.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{decode, encode, sql_err, SqliteStore};
+use super::{decode, encode, poisoned, sql_err, SqliteStore};
 use crate::adapters::todo_cursor;
 use crate::domain::{Todo, TodoChange};
 use crate::ports::{Page, StoreResult, TodoError, TodoQuery, TodoStore};
+
+/// The first page of a tenant's todos, by page size, as last read: a list that every run
+/// of an agent may start with reads it from memory instead of decoding it from the table.
+/// Each entry holds the rows a read fetched (one more than the page, when there are).
+/// A change drops the tenant's pages unless it is to an id after every row a page holds
+/// (and then after at least one todo the page does not show, so neither the page nor its
+/// "more to come" can move); every change moves `generation`, which keeps a read that
+/// raced it from storing what it read before it.
+#[derive(Default)]
+pub(super) struct FirstPages {
+    pages: HashMap<(String, usize), Arc<Vec<Todo>>>,
+    generation: u64,
+}
+
+impl FirstPages {
+    /// Pages held at most; more, and all are dropped (a list is read again).
+    const MOST: usize = 256;
+
+    fn changed(&mut self, tenant: &str, id: u64) {
+        let unmoved = |((t, limit), rows): (&(String, usize), &Arc<Vec<Todo>>)| {
+            t != tenant || (rows.len() > *limit && rows.last().is_some_and(|r| id > r.id))
+        };
+        if !self.pages.iter().all(unmoved) {
+            self.pages.retain(|(t, _), _| t != tenant);
+        }
+        // A page being read (of any size) may have been read before this change.
+        self.generation += 1;
+    }
+
+    fn keep(&mut self, read_at: u64, tenant: &str, limit: usize, rows: &Arc<Vec<Todo>>) {
+        if read_at != self.generation {
+            return;
+        }
+        if self.pages.len() >= Self::MOST {
+            self.pages.clear();
+        }
+        self.pages.insert((tenant.to_owned(), limit), rows.clone());
+    }
+}
 
 fn get_todo(conn: &Connection, tenant: &str, id: u64) -> StoreResult<Option<Todo>> {
     conn.prepare_cached("SELECT body FROM todos WHERE tenant = ?1 AND id = ?2")
@@ -65,6 +107,16 @@ fn put_todo(conn: &Connection, tenant: &str, todo: &Todo) -> StoreResult<()> {
     Ok(())
 }
 
+/// The page of `limit` todos from `rows`, read one past it.
+fn page_of(mut items: Vec<Todo>, limit: usize) -> Page<Todo> {
+    let more = items.len() > limit;
+    items.truncate(limit);
+    let next_cursor = more
+        .then(|| items.last().map(|t| todo_cursor::encode(t.id)))
+        .flatten();
+    Page { items, next_cursor }
+}
+
 #[async_trait]
 impl TodoStore for SqliteStore {
     async fn apply(
@@ -77,6 +129,7 @@ impl TodoStore for SqliteStore {
         let tenant = tenant.to_owned();
         let effect_key = effect_key.to_owned();
         let change = change.clone();
+        let (pages, for_pages) = (self.todo_pages.clone(), tenant.clone());
         // Only a read decides that nothing is to be done (a recorded effect, a missing
         // todo); after the first write only the database itself can fail.
         let result: StoreResult<Result<Todo, TodoError>> = self
@@ -152,7 +205,13 @@ impl TodoStore for SqliteStore {
                     .map_err(sql_err)?;
                     Ok(Ok(todo))
                 },
-                None,
+                Some(Box::new(
+                    move |written: &StoreResult<Result<Todo, TodoError>>| {
+                        if let (Ok(Ok(todo)), Ok(mut pages)) = (written, pages.lock()) {
+                            pages.changed(&for_pages, todo.id);
+                        }
+                    },
+                )),
             )
             .await;
         result?
@@ -189,8 +248,17 @@ impl TodoStore for SqliteStore {
             .map(todo_cursor::decode)
             .transpose()?
             .unwrap_or(0);
+        let first = query.cursor.is_none();
+        let key = (tenant.clone(), limit);
+        let read_at = {
+            let pages = self.todo_pages.lock().map_err(|_| poisoned())?;
+            match pages.pages.get(&key).filter(|_| first) {
+                Some(rows) => return Ok(page_of(rows.as_ref().clone(), limit)),
+                None => pages.generation,
+            }
+        };
         // One more than asked for says whether another page follows.
-        let mut items: Vec<Todo> = self
+        let items: Vec<Todo> = self
             .read(move |conn| {
                 let mut stmt = conn
                     .prepare_cached(
@@ -207,12 +275,14 @@ impl TodoStore for SqliteStore {
                     .collect()
             })
             .await?;
-        let more = items.len() > limit;
-        items.truncate(limit);
-        let next_cursor = more
-            .then(|| items.last().map(|t| todo_cursor::encode(t.id)))
-            .flatten();
-        Ok(Page { items, next_cursor })
+        if first {
+            let rows = Arc::new(items);
+            let mut pages = self.todo_pages.lock().map_err(|_| poisoned())?;
+            pages.keep(read_at, &key.0, limit, &rows);
+            drop(pages);
+            return Ok(page_of(Arc::unwrap_or_clone(rows), limit));
+        }
+        Ok(page_of(items, limit))
     }
 
     async fn count(&self, tenant: &str) -> StoreResult<u64> {

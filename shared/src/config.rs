@@ -501,6 +501,7 @@ mod tests {
     fn given_no_variables_when_read_then_defaults_apply() {
         let c = Config::from_vars(HashMap::new()).expect("defaults");
         assert_eq!(c, Config::default());
+        assert_eq!(c.workers, 256, "CRANE_WORKERS as the README documents it");
         assert_eq!(c.settings.retry.base_ms, 1_000);
         assert_eq!(c.settings.retry.max_retries, 3);
     }

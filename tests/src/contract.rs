@@ -1356,6 +1356,11 @@ pub mod todos {
             "whatever the change, a used key changes nothing"
         );
         assert_eq!(all_todos(&*store, &tenant).await?, vec![first.clone()]);
+        assert_eq!(
+            store.count(&tenant).await?,
+            1,
+            "a replayed key counts nothing"
+        );
         assert_eq!(store.recorded(&tenant, "run1/s1").await?, Some(first));
         Ok(())
     }
@@ -1380,6 +1385,11 @@ pub mod todos {
             );
         }
         assert_eq!(store.get(&tenant, 999).await?, None);
+        assert_eq!(
+            store.count(&tenant).await?,
+            0,
+            "a failed delete counts nothing"
+        );
         Ok(())
     }
 

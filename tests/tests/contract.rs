@@ -146,7 +146,7 @@ async fn embedded_store_keeps_breakers_at_hand_and_in_step_with_the_table() -> R
 /// text) still read and compact.
 mod sqlite_shapes {
     use crane::adapters::local::SqliteStore;
-    use crane::domain::{fold, EventRecord, RunKey, RunState, RunStatus, Todo};
+    use crane::domain::{fold, EventRecord, RunKey, RunState, RunStatus, Todo, TodoChange};
     use crane::ports::{EventStore as _, ListQuery, Outbox, RunViewStore as _};
     use crane_tests::contract::{events::a_run_in_appends, TempDb};
     use crane_tests::names::unique;
@@ -397,7 +397,6 @@ mod sqlite_shapes {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn given_todos_written_before_counts_were_kept_when_opened_then_each_tenant_is_counted(
     ) -> Result<()> {
-        use crane::domain::TodoChange;
         use crane::ports::TodoStore as _;
         init_logs();
         let db = TempDb::new();
@@ -454,7 +453,6 @@ mod sqlite_shapes {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn given_any_change_to_todos_when_the_first_page_is_listed_again_then_it_is_the_tables(
     ) -> Result<()> {
-        use crane::domain::TodoChange;
         use crane::ports::{TodoQuery, TodoStore};
         init_logs();
         let db = TempDb::new();
@@ -544,7 +542,6 @@ mod sqlite_shapes {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn given_lists_racing_changes_when_all_is_done_then_the_first_page_is_the_tables(
     ) -> Result<()> {
-        use crane::domain::TodoChange;
         use crane::ports::{TodoQuery, TodoStore};
         init_logs();
         let db = TempDb::new();
@@ -553,9 +550,8 @@ mod sqlite_shapes {
         for round in 0..300 {
             let mut tasks = tokio::task::JoinSet::new();
             for i in 0..8u64 {
-                let (writer, reader, who) = (store.clone(), store.clone(), tenant.clone());
+                let (writer, who) = (store.clone(), tenant.clone());
                 tasks.spawn(async move {
-                    let tenant = who;
                     let change = match i % 4 {
                         0 => TodoChange::Delete {
                             id: 1 + (round * 3 + i) % 5,
@@ -566,18 +562,13 @@ mod sqlite_shapes {
                         },
                     };
                     let _ = writer
-                        .apply(
-                            &tenant,
-                            &format!("r{round}/{i}"),
-                            &change,
-                            chrono::Utc::now(),
-                        )
+                        .apply(&who, &format!("r{round}/{i}"), &change, chrono::Utc::now())
                         .await;
                 });
-                let tenant = tenant.clone();
+                let (reader, who) = (store.clone(), tenant.clone());
                 tasks.spawn(async move {
                     for limit in [2, 5] {
-                        let _ = TodoStore::list(&reader, &tenant, &TodoQuery::first(limit)).await;
+                        let _ = TodoStore::list(&reader, &who, &TodoQuery::first(limit)).await;
                     }
                 });
             }

@@ -39,6 +39,12 @@ pub const MAX_OUTPUT_BYTES: usize = 64 * 1024;
 /// `{"truncated": true, "original_bytes": N, "preview": "<the first bytes of the JSON>"}`,
 /// itself within `max`.
 pub fn cap_output(output: Value, max: usize) -> Value {
+    // The only holder of `output`: a kept output comes back without a copy.
+    Arc::unwrap_or_clone(capped(Arc::new(output), max))
+}
+
+/// [`cap_output`] of an output that is shared: kept as it is, or replaced by the marker.
+fn capped(output: Arc<Value>, max: usize) -> Arc<Value> {
     if json_len(&output) <= max {
         return output;
     }
@@ -49,11 +55,11 @@ pub fn cap_output(output: Value, max: usize) -> Value {
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    serde_json::json!({
+    Arc::new(serde_json::json!({
         "truncated": true,
         "original_bytes": text.len(),
         "preview": &text[..end],
-    })
+    }))
 }
 
 /// The length of `value`'s JSON text, counted as it is written out, not kept.
@@ -437,11 +443,7 @@ pub fn outcome_shared(
             let mut events = vec![Event::StepCompleted {
                 step_id: step_id_owned,
                 attempt,
-                output: if json_len(&output) <= MAX_OUTPUT_BYTES {
-                    output
-                } else {
-                    Arc::new(cap_output(Arc::unwrap_or_clone(output), MAX_OUTPUT_BYTES))
-                },
+                output: capped(output, MAX_OUTPUT_BYTES),
                 duration_ms,
             }];
             events.extend(conclude(&simulate(state, &events)));

@@ -7,7 +7,7 @@ use rusqlite::{params, Connection};
 use serde::{Deserialize, Serialize};
 
 use super::queue::JobQueue;
-use super::{decode, encode, poisoned, sql_err, SqliteStore};
+use super::{decode, encode, poisoned, sql_err, table_exists, SqliteStore};
 use crate::domain::{Effect, RunKey, StepJob};
 
 use crate::ports::{StepDispatcher, StoreResult};
@@ -307,14 +307,7 @@ pub(super) fn load_queue(conn: &Connection) -> StoreResult<JobQueue> {
 /// a unique index, a due index and a lease column per job) to `job_queue` (one row per
 /// key), in one transaction.
 pub(super) fn migrate_jobs(conn: &Connection) -> StoreResult<()> {
-    let old: bool = conn
-        .query_row(
-            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs')",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(sql_err)?;
-    if old {
+    if table_exists(conn, "jobs")? {
         conn.execute_batch(
             "BEGIN IMMEDIATE;
              INSERT OR IGNORE INTO job_queue (dedupe, payload, due_at)

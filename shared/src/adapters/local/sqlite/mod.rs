@@ -233,6 +233,17 @@ fn reclaim_free_pages(conn: &Connection) -> bool {
     }
 }
 
+/// Whether the database has a table called `name` (a migration's question: is this a
+/// database an earlier version wrote?).
+fn table_exists(conn: &Connection, name: &str) -> StoreResult<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
+        [name],
+        |r| r.get(0),
+    )
+    .map_err(sql_err)
+}
+
 /// The page cache of each reading connection, in KiB (SQLite's default, which the writer
 /// keeps, is 2,000). Reads of runs in flight and just finished are answered from memory,
 /// and the pages a reader misses are in the operating system's cache: four full caches

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{decode, encode, poisoned, sql_err, SqliteStore};
+use super::{decode, encode, poisoned, sql_err, table_exists, SqliteStore};
 use crate::adapters::todo_cursor;
 use crate::domain::{Todo, TodoChange};
 use crate::ports::{Page, StoreResult, TodoError, TodoQuery, TodoStore};
@@ -77,14 +77,7 @@ fn add_to_count(conn: &Connection, tenant: &str, by: i64) -> StoreResult<()> {
 /// Count the todos of a database written before their counts were kept (no
 /// `todo_counts` table), in one transaction.
 pub(super) fn migrate_counts(conn: &Connection) -> StoreResult<()> {
-    let counted: bool = conn
-        .query_row(
-            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'todo_counts')",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(sql_err)?;
-    if !counted {
+    if !table_exists(conn, "todo_counts")? {
         conn.execute_batch(
             "BEGIN IMMEDIATE;
              CREATE TABLE todo_counts (tenant TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;

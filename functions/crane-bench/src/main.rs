@@ -16,7 +16,8 @@ use clap::Parser;
 use crane::config::Config;
 use serde_json::{json, Value};
 
-/// The same allocator as the `crane-local` binary, since the runtime runs in this process.
+/// The same allocator as the `crane-local` binary, set up the same way
+/// ([`crane_local::process::settle_allocator`]), since the runtime runs in this process.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -61,8 +62,16 @@ struct Submitted {
     sent_at: DateTime<Utc>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    crane_local::process::settle_allocator();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(bench())
+}
+
+async fn bench() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.runs == 0 || args.concurrency == 0 {
         bail!("--runs and --concurrency must be at least 1");

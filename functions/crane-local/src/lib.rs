@@ -40,6 +40,7 @@ use tokio::sync::{watch, Semaphore};
 use tracing::{error, info, warn};
 
 pub mod metrics;
+pub mod process;
 pub mod server;
 
 use server::Limits;

@@ -26,26 +26,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    // mimalloc gives freed pages back to the system 10 ms after they empty, but only when
-    // the thread that freed them allocates again: after a burst the idle workers kept
-    // the burst's peak (crane-local held 100-140 MiB after draining a 4 s wrk burst, 60-80
-    // with this). Purging at once costs no throughput we can measure. Read when mimalloc
-    // first purges, so it is set here, before any other thread exists; an operator's own
-    // setting wins.
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        std::env::set_var("MIMALLOC_PURGE_DELAY", "0");
-    }
-    // No transparent huge pages for this process. mimalloc asks for them on its arena, and
-    // a 2 MiB page stays resident while any part of it is in use: over 10,000 runs at a time
-    // its arena held 41-63 MiB for about 9 MiB of live data, and moved by up to a third from
-    // one 10,000 runs to the next; without them it holds 17-21 MiB. mimalloc reads its own
-    // MIMALLOC_ALLOW_THP when the process loads, too early to set here, so this asks the
-    // kernel directly (the flag is the process's); an operator's MIMALLOC_ALLOW_THP wins.
-    // Where the kernel refuses (before Linux 3.15) only memory is lost, so that is ignored.
-    #[cfg(target_os = "linux")]
-    if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
-        let _ = rustix::thread::disable_transparent_huge_pages(true);
-    }
+    crane_local::process::settle_allocator();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

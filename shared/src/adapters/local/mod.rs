@@ -4,6 +4,7 @@
 pub mod memory;
 pub mod notify;
 mod private;
+mod readers;
 pub mod sqlite;
 mod writer;
 

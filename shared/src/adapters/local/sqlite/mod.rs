@@ -22,7 +22,7 @@ mod todos;
 mod views;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -35,6 +35,7 @@ use self::hot::HotRuns;
 use self::queue::JobQueue;
 use super::notify::{AppendObserver, RunNotifier};
 use super::private;
+use super::readers::Readers;
 use super::writer::{Chores, Writer};
 use crate::ports::{StoreError, StoreResult};
 
@@ -99,8 +100,7 @@ pub enum Durability {
 #[derive(Clone)]
 pub struct SqliteStore {
     writer: Writer,
-    readers: Arc<Vec<Mutex<Connection>>>,
-    next_reader: Arc<AtomicUsize>,
+    readers: Readers,
     jobs_ready: Arc<Notify>,
     queue: Arc<Mutex<JobQueue>>,
     hot: Arc<Mutex<HotRuns>>,
@@ -311,13 +311,12 @@ impl SqliteStore {
                 let conn = open(path, sync)?;
                 conn.pragma_update(None, "cache_size", -READER_CACHE_KIB)
                     .map_err(sql_err)?;
-                Ok(Mutex::new(conn))
+                Ok(conn)
             })
             .collect::<StoreResult<Vec<_>>>()?;
         Ok(Self {
             writer: Writer::start(writer, sql_err, chores)?,
-            readers: Arc::new(readers),
-            next_reader: Arc::new(AtomicUsize::new(0)),
+            readers: Readers::start(readers)?,
             jobs_ready: Arc::new(Notify::new()),
             queue: Arc::new(Mutex::new(queue)),
             hot: Arc::new(Mutex::new(HotRuns::default())),
@@ -361,13 +360,6 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
-        let readers = self.readers.clone();
-        let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % READERS;
-        tokio::task::spawn_blocking(move || {
-            let conn = readers[i].lock().map_err(|_| poisoned())?;
-            f(&conn)
-        })
-        .await
-        .map_err(|e| StoreError::unavailable(format!("sqlite task failed: {e}")))?
+        self.readers.read(f).await
     }
 }

@@ -8,11 +8,11 @@ use std::ffi::OsStr;
 /// the operator set mimalloc's own variable for either (`MIMALLOC_PURGE_DELAY`,
 /// `MIMALLOC_ALLOW_THP`), which then wins.
 ///
-/// - **Purge at once.** mimalloc gives freed pages back 10 ms after they empty, but only
-///   when the thread that freed them allocates again: after a burst the idle workers kept
-///   the burst's peak (`crane-local` held 100-140 MiB after draining a 4 s `wrk` burst,
-///   60-80 with this). mimalloc reads this variable when it first purges, after `main`
-///   starts, so setting it here works.
+/// - **Purge at once.** mimalloc (version 3) gives freed pages back 1 s after they empty,
+///   and only when the thread that freed them allocates again: after a burst the idle
+///   workers kept the burst's peak (`crane-local` held 100-140 MiB after draining a 4 s
+///   `wrk` burst, 60-80 with this). mimalloc reads this variable when it first purges,
+///   after `main` starts, so setting it here works.
 /// - **No transparent huge pages.** mimalloc asks for them on its arena, and a 2 MiB page
 ///   stays resident while any part of it is in use: over 10,000 runs at a time its arena
 ///   held 41-63 MiB for about 9 MiB of live data, and moved by up to a third from one

@@ -17,7 +17,7 @@ use crane::config::Config;
 use serde_json::{json, Value};
 
 /// The same allocator as the `crane-local` binary, set up the same way
-/// ([`crane_local::process::settle_allocator`]), since the runtime runs in this process.
+/// ([`crane_local::process::run`]), since the runtime runs in this process.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -63,12 +63,7 @@ struct Submitted {
 }
 
 fn main() -> anyhow::Result<()> {
-    crane_local::process::settle_allocator();
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?
-        .block_on(bench())
+    crane_local::process::run(bench())?
 }
 
 async fn bench() -> anyhow::Result<()> {

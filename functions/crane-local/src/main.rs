@@ -26,12 +26,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    crane_local::process::settle_allocator();
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?
-        .block_on(serve())
+    crane_local::process::run(serve())?
 }
 
 async fn serve() -> anyhow::Result<()> {

@@ -1,8 +1,22 @@
 //! How the process that hosts the runtime (`crane-local`, and `crane-bench` measuring it in
-//! process) sets up its memory allocator, mimalloc. Called first thing in `main`, before
-//! any other thread exists.
+//! process) starts: its memory allocator, mimalloc, set up before any other thread exists,
+//! then the async runtime.
 
 use std::ffi::OsStr;
+use std::future::Future;
+
+use anyhow::Context;
+
+/// The whole of a `main`: `settle_allocator` below, then a multi-threaded tokio runtime (whose
+/// threads start only after the allocator is set up) running `main` to its end.
+pub fn run<F: Future>(main: F) -> anyhow::Result<F::Output> {
+    settle_allocator();
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(main))
+}
 
 /// Returns freed memory to the system at once and keeps transparent huge pages off, unless
 /// the operator set mimalloc's own variable for either (`MIMALLOC_PURGE_DELAY`,
@@ -22,7 +36,7 @@ use std::ffi::OsStr;
 ///   set it, so this asks the kernel directly (the flag is the process's, kept by its
 ///   children). A kernel that refuses (before Linux 3.15) costs only memory, so that is
 ///   ignored.
-pub fn settle_allocator() {
+fn settle_allocator() {
     if !operator_set(std::env::var_os("MIMALLOC_PURGE_DELAY").as_deref()) {
         std::env::set_var("MIMALLOC_PURGE_DELAY", "0");
     }

@@ -7,6 +7,7 @@
 //! so the process's memory moved with how many had come and gone. A fixed set of threads
 //! keeps that flat, and a read waits for any idle connection, not for one picked in turn.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -56,7 +57,10 @@ impl Readers {
                 let _ = reply.send(f(conn));
             }))
             .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+        // No answer: the read panicked (its thread goes on with the next one).
+        answer.await.map_err(|_| {
+            StoreError::unavailable("a read of the embedded store failed without an answer")
+        })?
     }
 }
 
@@ -69,7 +73,12 @@ fn reader_loop(conn: &Connection, inbox: &Mutex<Receiver<Read>>) {
             Err(poisoned) => poisoned.into_inner().recv(),
         };
         match next {
-            Ok(read) => read(conn),
+            // A read that panics loses its answer, not the connection: under the blocking
+            // pool the panic ended only that task, and here a thread lost would be lost for
+            // the store's life. The connection holds no state between reads.
+            Ok(read) => {
+                let _ = std::panic::catch_unwind(AssertUnwindSafe(|| read(conn)));
+            }
             Err(mpsc::RecvError) => return,
         }
     }
@@ -119,6 +128,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn given_a_read_that_panics_when_run_then_it_answers_an_error_and_its_connection_stays() {
+        let r = readers(1);
+        let err = r
+            .read(|_| -> StoreResult<()> { panic!("a bug in a read") })
+            .await
+            .expect_err("no answer");
+        assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+        assert_eq!(
+            r.read(|_| Ok(7))
+                .await
+                .expect("the one connection still reads"),
+            7
+        );
+    }
+
+    #[tokio::test]
     async fn given_one_read_holding_a_connection_when_another_comes_then_a_free_one_takes_it() {
         let r = readers(2);
         let (started, is_started) = oneshot::channel::<()>();
@@ -156,9 +181,15 @@ mod tests {
                 .expect("queued");
         }
         drop(queue);
-        let inbox = Mutex::new(inbox);
-        let conn = Connection::open_in_memory().expect("opens");
-        reader_loop(&conn, &inbox); // returns: the queue is closed
+        let (ended, has_ended) = mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            let conn = Connection::open_in_memory().expect("opens");
+            reader_loop(&conn, &Mutex::new(inbox));
+            let _ = ended.send(());
+        });
+        has_ended
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the reader ends once its queue is closed");
         drop(ran);
         assert_eq!(runs.iter().collect::<Vec<_>>(), vec![0, 1, 2]);
     }

@@ -475,7 +475,8 @@ mod tests {
                         depends_on: Vec::new(),
                         requires_approval: false,
                     }],
-                },
+                }
+                .into(),
             },
         ];
         events.extend(more);

@@ -144,7 +144,8 @@ pub mod events {
                             requires_approval: false,
                         },
                     ],
-                },
+                }
+                .into(),
             },
         )
     }
@@ -763,7 +764,8 @@ pub mod views {
                             requires_approval: false,
                         })
                         .collect(),
-                },
+                }
+                .into(),
             },
         );
         let started_step = |seq: u64, step: &str| {

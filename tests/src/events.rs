@@ -158,7 +158,7 @@ impl MemoryApp {
                 at,
                 Event::PlanGenerated {
                     planner: planned.info,
-                    plan: planned.plan,
+                    plan: planned.plan.into(),
                 },
             ),
         ];

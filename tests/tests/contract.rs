@@ -1163,7 +1163,8 @@ mod aws_shapes {
                         depends_on: vec![],
                         requires_approval: false,
                     }],
-                },
+                }
+                .into(),
             },
         );
         let claim = EventRecord::new(

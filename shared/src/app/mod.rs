@@ -465,7 +465,7 @@ impl App {
         let held = plan.steps.iter().any(|p| p.requires_approval);
         let mut events = vec![Event::PlanGenerated {
             planner: planned.info,
-            plan,
+            plan: Arc::new(plan),
         }];
         let now = self.now();
         if held {

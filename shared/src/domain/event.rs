@@ -120,8 +120,9 @@ pub enum Event {
     PlanGenerated {
         /// Which planner produced the plan, and any fallback or usage.
         planner: PlannerInfo,
-        /// The validated DAG of steps to run.
-        plan: Plan,
+        /// The validated DAG of steps to run. Shared: the state of a run holds the same plan
+        /// and is copied at every decision.
+        plan: Arc<Plan>,
     },
     /// A worker claimed an attempt of a step; it holds it until `lease_ms` after `at`.
     StepStarted {

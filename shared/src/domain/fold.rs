@@ -230,8 +230,9 @@ pub struct RunState {
     pub correlation_id: String,
     /// Which planner made the plan; `None` until the plan is generated.
     pub planner: Option<PlannerInfo>,
-    /// The plan; empty until it is generated.
-    pub plan: Plan,
+    /// The plan; empty until it is generated. Shared with the event that made it: a run's
+    /// state is copied at every decision, and its plan never changes once made.
+    pub plan: Arc<Plan>,
     /// One entry per plan step, in plan order; empty until the plan is generated.
     pub steps: Vec<StepState>,
     /// The run's result (the last step's output) once it completed; `None` otherwise.
@@ -316,7 +317,7 @@ impl RunState {
             status: RunStatus::Pending,
             correlation_id: correlation_id.clone(),
             planner: None,
-            plan: Plan::default(),
+            plan: Arc::default(),
             steps: Vec::new(),
             result: None,
             error: None,

@@ -216,7 +216,7 @@ fn every_event() -> Vec<Event> {
                     latency_ms: 3,
                 }),
             },
-            plan: Plan { steps: seed_dag() },
+            plan: Plan { steps: seed_dag() }.into(),
         },
         Event::StepStarted {
             step_id: "s1".into(),

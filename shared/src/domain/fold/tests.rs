@@ -46,7 +46,8 @@ fn planned() -> Event {
                     requires_approval: false,
                 },
             ],
-        },
+        }
+        .into(),
     }
 }
 

@@ -47,7 +47,7 @@ pub(crate) fn history(
         },
         Event::PlanGenerated {
             planner: PlannerInfo::default(),
-            plan,
+            plan: plan.into(),
         },
     ];
     all.extend(events);

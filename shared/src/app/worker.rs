@@ -264,8 +264,11 @@ impl App {
         })?;
         let outputs: Vec<(&str, &Value)> = state.outputs().collect();
         let lookup = |id: &str| outputs.iter().find(|(k, _)| *k == id).map(|(_, v)| *v);
-        let input = refs::substitute(&step.input, &tool.input_schema(), &lookup)
-            .map_err(ToolError::permanent)?;
+        let schema = self
+            .registry
+            .input_schema(&step.tool)
+            .unwrap_or(&Value::Null);
+        let input = refs::substitute(&step.input, schema, &lookup).map_err(ToolError::permanent)?;
         let ctx = ToolContext {
             tenant: state.tenant.clone(),
             run_id: state.run_id.clone(),

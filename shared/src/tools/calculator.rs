@@ -1,10 +1,12 @@
 //! `calculator`: evaluates an arithmetic expression with a real parser (see [`super::expr`]).
 
+use std::sync::LazyLock;
+
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
 use super::expr::{self, MAX_INPUT_LEN};
-use super::{Access, Tool, ToolContext};
+use super::{schema, Access, Tool, ToolContext};
 use crate::domain::ToolError;
 
 /// The `calculator` tool: evaluates one arithmetic expression (`input.expression`) to a number; it
@@ -19,6 +21,23 @@ fn expression(input: &Value) -> Result<&str, ToolError> {
         .ok_or_else(|| ToolError::permanent("calculator input needs an \"expression\" string"))
 }
 
+/// The input schema, built once: plans validate against it and workers read it per step.
+static SCHEMA: LazyLock<Value> = LazyLock::new(|| {
+    json!({
+        "type": "object",
+        "properties": {
+            "expression": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": MAX_INPUT_LEN,
+                "description": "e.g. \"(4 + 6) / 2\" or \"2^8\""
+            }
+        },
+        "required": ["expression"],
+        "additionalProperties": false
+    })
+});
+
 #[async_trait]
 impl Tool for Calculator {
     fn name(&self) -> &'static str {
@@ -30,19 +49,11 @@ impl Tool for Calculator {
     }
 
     fn input_schema(&self) -> Value {
-        json!({
-            "type": "object",
-            "properties": {
-                "expression": {
-                    "type": "string",
-                    "minLength": 1,
-                    "maxLength": MAX_INPUT_LEN,
-                    "description": "e.g. \"(4 + 6) / 2\" or \"2^8\""
-                }
-            },
-            "required": ["expression"],
-            "additionalProperties": false
-        })
+        SCHEMA.clone()
+    }
+
+    fn validate(&self, input: &Value) -> Result<(), String> {
+        schema::validate(&SCHEMA, input)
     }
 
     fn access(&self, _input: &Value) -> Option<Access> {

@@ -110,6 +110,8 @@ pub struct ToolInfo {
 #[derive(Clone)]
 pub struct Registry {
     tools: BTreeMap<&'static str, Arc<dyn Tool>>,
+    /// Each tool's input schema, built once: workers read it for every step they run.
+    schemas: Arc<BTreeMap<&'static str, Value>>,
 }
 
 impl Registry {
@@ -124,8 +126,17 @@ impl Registry {
     /// A registry of exactly these tools, keyed by their names (a later tool replaces an earlier
     /// one of the same name).
     pub fn from_tools(tools: Vec<Arc<dyn Tool>>) -> Self {
+        Self::of(tools.into_iter().map(|t| (t.name(), t)).collect())
+    }
+
+    fn of(tools: BTreeMap<&'static str, Arc<dyn Tool>>) -> Self {
+        let schemas = tools
+            .iter()
+            .map(|(name, tool)| (*name, tool.input_schema()))
+            .collect();
         Self {
-            tools: tools.into_iter().map(|t| (t.name(), t)).collect(),
+            tools,
+            schemas: Arc::new(schemas),
         }
     }
 
@@ -134,18 +145,23 @@ impl Registry {
         if faults.is_empty() {
             return self;
         }
-        Self {
-            tools: self
-                .tools
+        Self::of(
+            self.tools
                 .into_iter()
                 .map(|(name, tool)| (name, faults.wrap(tool)))
                 .collect(),
-        }
+        )
     }
 
     /// The tool with this name; `None` if the runtime does not offer it.
     pub fn get(&self, name: &str) -> Option<&Arc<dyn Tool>> {
         self.tools.get(name)
+    }
+
+    /// The input schema of the tool with this name, as it was when the registry was made;
+    /// `None` if the runtime does not offer it.
+    pub fn input_schema(&self, name: &str) -> Option<&Value> {
+        self.schemas.get(name)
     }
 
     /// The names of every tool, sorted.
@@ -181,6 +197,37 @@ impl crate::engine::ToolFacts for Registry {
     }
 
     fn input_schema(&self, tool: &str) -> Value {
-        self.get(tool).map_or(Value::Null, |t| t.input_schema())
+        Registry::input_schema(self, tool)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::local::memory::MemoryTodos;
+    use crate::engine::ToolFacts;
+
+    #[test]
+    fn given_a_registry_when_asked_for_input_schemas_then_each_is_its_tools_and_unknown_tools_have_none(
+    ) {
+        let plain = Registry::new(Arc::new(MemoryTodos::default()));
+        let faulty = plain
+            .clone()
+            .with_faults(&faults::Faults::parse("calculator=fail_permanent").expect("a rule"));
+        for registry in [plain, faulty] {
+            for name in registry.names() {
+                let tool = registry.get(name).expect("named tool");
+                assert_eq!(registry.input_schema(name), Some(&tool.input_schema()));
+                assert_eq!(
+                    ToolFacts::input_schema(&registry, name),
+                    tool.input_schema()
+                );
+            }
+            assert_eq!(registry.input_schema("nope"), None);
+            assert_eq!(ToolFacts::input_schema(&registry, "nope"), Value::Null);
+            assert_eq!(registry.names(), vec!["calculator", "todo"]);
+        }
     }
 }

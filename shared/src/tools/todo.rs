@@ -4,7 +4,7 @@
 //! todos (default [`TodoQuery::DEFAULT_LIMIT`], at most [`TodoQuery::MAX_LIMIT`]) with the
 //! total, so a step's output stays small however many todos a tenant has.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
@@ -224,6 +224,26 @@ fn normalise(title: &str) -> String {
         .to_lowercase()
 }
 
+/// The input schema, built once: plans validate against it and workers read it per step.
+static SCHEMA: LazyLock<Value> = LazyLock::new(|| {
+    json!({
+        "type": "object",
+        "properties": {
+            "action": {"type": "string", "enum": ["add", "list", "get", "complete", "reopen", "delete"]},
+            "title": {"type": "string", "minLength": 1, "maxLength": MAX_TITLE_LEN},
+            "id": {"type": "integer", "minimum": 1},
+            "limit": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": TodoQuery::MAX_LIMIT,
+                "description": "list only: how many todos to show (default 100)"
+            }
+        },
+        "required": ["action"],
+        "additionalProperties": false
+    })
+});
+
 #[async_trait]
 impl Tool for TodoTool {
     fn name(&self) -> &'static str {
@@ -235,26 +255,11 @@ impl Tool for TodoTool {
     }
 
     fn input_schema(&self) -> Value {
-        json!({
-            "type": "object",
-            "properties": {
-                "action": {"type": "string", "enum": ["add", "list", "get", "complete", "reopen", "delete"]},
-                "title": {"type": "string", "minLength": 1, "maxLength": MAX_TITLE_LEN},
-                "id": {"type": "integer", "minimum": 1},
-                "limit": {
-                    "type": "integer",
-                    "minimum": 1,
-                    "maximum": TodoQuery::MAX_LIMIT,
-                    "description": "list only: how many todos to show (default 100)"
-                }
-            },
-            "required": ["action"],
-            "additionalProperties": false
-        })
+        SCHEMA.clone()
     }
 
     fn validate(&self, input: &Value) -> Result<(), String> {
-        super::schema::validate(&self.input_schema(), input)?;
+        super::schema::validate(&SCHEMA, input)?;
         let action = Action::parse(input).map_err(|e| e.message)?;
         let has = |k: &str| input.get(k).is_some();
         match action {

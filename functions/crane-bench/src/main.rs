@@ -14,7 +14,7 @@ use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
 use clap::Parser;
 use crane::config::Config;
-use serde_json::{json, Value};
+use serde::Deserialize;
 
 /// The same allocator as the `crane-local` binary, set up the same way
 /// ([`crane_local::process::run`]), since the runtime runs in this process.
@@ -62,6 +62,51 @@ struct Submitted {
     sent_at: DateTime<Utc>,
 }
 
+/// The one field of a `201 Created` answer the bench reads. Parsing only what it needs
+/// keeps the client's share of the two cores small (a run's view can hold many KB of
+/// outputs), so that what is measured is the server.
+#[derive(Deserialize)]
+struct Created {
+    run_id: String,
+}
+
+/// The fields of a run's view the bench reads (the rest is skipped unparsed).
+#[derive(Deserialize)]
+struct RunStatus {
+    status: String,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+impl RunStatus {
+    fn is_finished(&self) -> bool {
+        !matches!(self.status.as_str(), "pending" | "running")
+    }
+}
+
+/// The body of every POST, encoded once: `{"prompt": ...}`.
+fn post_body(prompt: &str) -> anyhow::Result<bytes::Bytes> {
+    #[derive(serde::Serialize)]
+    struct Body<'a> {
+        prompt: &'a str,
+    }
+    Ok(serde_json::to_vec(&Body { prompt })?.into())
+}
+
+/// POST one run; its id if the answer is `201 Created`.
+async fn post_run(http: &reqwest::Client, url: &str, body: bytes::Bytes) -> Option<String> {
+    let r = http
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await
+        .ok()?;
+    if r.status() != reqwest::StatusCode::CREATED {
+        return None;
+    }
+    r.json::<Created>().await.ok().map(|c| c.run_id)
+}
+
 fn main() -> anyhow::Result<()> {
     crane_local::process::run(bench())?
 }
@@ -92,34 +137,31 @@ async fn bench() -> anyhow::Result<()> {
     wait_healthy(&http, &base).await?;
 
     // Phase 1: submit every run, `concurrency` POSTs in flight (or on a fixed schedule).
+    let body = post_body(&args.prompt)?;
+    let runs_url = format!("{base}/runs");
     let started = Instant::now();
     let mut submitted: Vec<Submitted> = Vec::with_capacity(args.runs);
     let mut rejected = 0usize;
     let mut in_flight = tokio::task::JoinSet::new();
     let mut next = 0usize;
     if let Some(rate) = args.rate {
-        let (s, r) = submit_at_rate(&http, &base, &args.prompt, rate, args.duration).await;
+        let (s, r) = submit_at_rate(&http, &runs_url, &body, rate, args.duration).await;
         submitted = s;
         rejected = r;
         next = args.runs;
     }
     while next < args.runs || !in_flight.is_empty() {
         while next < args.runs && in_flight.len() < args.concurrency {
-            let (http, base, prompt, closed) =
-                (http.clone(), base.clone(), args.prompt.clone(), args.closed);
+            let (http, base, url, body, closed) = (
+                http.clone(),
+                base.clone(),
+                runs_url.clone(),
+                body.clone(),
+                args.closed,
+            );
             in_flight.spawn(async move {
                 let sent_at = Utc::now();
-                let r = http
-                    .post(format!("{base}/runs"))
-                    .json(&json!({"prompt": prompt}))
-                    .send()
-                    .await
-                    .ok()?;
-                if r.status().as_u16() != 201 {
-                    return None;
-                }
-                let body: Value = r.json().await.ok()?;
-                let run_id = body["run_id"].as_str()?.to_owned();
+                let run_id = post_run(&http, &url, body).await?;
                 if closed {
                     wait_finished(&http, &base, &run_id).await;
                 }
@@ -143,29 +185,27 @@ async fn bench() -> anyhow::Result<()> {
     let first_sent = submitted.iter().map(|s| s.sent_at).min();
     for s in &submitted {
         let run = loop {
-            let run: Value = http
+            let run: RunStatus = http
                 .get(format!("{base}/runs/{}", s.run_id))
                 .send()
                 .await?
                 .json()
                 .await?;
-            let status = run["status"].as_str().unwrap_or_default();
-            if !matches!(status, "pending" | "running") {
+            if run.is_finished() {
                 break run;
             }
             if Instant::now() > deadline {
-                bail!("timed out waiting for run {} ({status})", s.run_id);
+                bail!("timed out waiting for run {} ({})", s.run_id, run.status);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        if run["status"] != "completed" {
+        if run.status != "completed" {
             not_completed += 1;
             continue;
         }
-        let finished: DateTime<Utc> = run["finished_at"]
-            .as_str()
-            .and_then(|t| t.parse().ok())
-            .context("finished_at")?;
+        let finished = run
+            .finished_at
+            .context("a completed run without finished_at")?;
         latencies_ms.push((finished - s.sent_at).num_microseconds().unwrap_or(0) as f64 / 1000.0);
         last_finish = last_finish.max(Some(finished));
     }
@@ -231,8 +271,8 @@ async fn bench() -> anyhow::Result<()> {
 /// (never waiting for earlier answers). Each run's clock starts at its scheduled time.
 async fn submit_at_rate(
     http: &reqwest::Client,
-    base: &str,
-    prompt: &str,
+    url: &str,
+    body: &bytes::Bytes,
     rate: u32,
     duration: u64,
 ) -> (Vec<Submitted>, usize) {
@@ -246,19 +286,9 @@ async fn submit_at_rate(
         tokio::time::sleep_until(start + offset).await;
         let sent_at = wall_start
             + chrono::Duration::from_std(offset).unwrap_or_else(|_| chrono::Duration::zero());
-        let (http, url, prompt) = (http.clone(), format!("{base}/runs"), prompt.to_owned());
+        let (http, url, body) = (http.clone(), url.to_owned(), body.clone());
         posts.spawn(async move {
-            let r = http
-                .post(url)
-                .json(&json!({"prompt": prompt}))
-                .send()
-                .await
-                .ok()?;
-            if r.status().as_u16() != 201 {
-                return None;
-            }
-            let body: Value = r.json().await.ok()?;
-            let run_id = body["run_id"].as_str()?.to_owned();
+            let run_id = post_run(&http, &url, body).await?;
             Some(Submitted { run_id, sent_at })
         });
     }
@@ -277,15 +307,11 @@ async fn submit_at_rate(
 async fn wait_finished(http: &reqwest::Client, base: &str, run_id: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
-        let status = match http.get(format!("{base}/runs/{run_id}")).send().await {
-            Ok(r) => r
-                .json::<Value>()
-                .await
-                .ok()
-                .and_then(|v| v["status"].as_str().map(str::to_owned)),
-            Err(_) => None,
+        let finished = match http.get(format!("{base}/runs/{run_id}")).send().await {
+            Ok(r) => r.json::<RunStatus>().await.is_ok_and(|s| s.is_finished()),
+            Err(_) => false,
         };
-        if status.is_some_and(|s| s != "pending" && s != "running") {
+        if finished {
             return;
         }
         tokio::time::sleep(Duration::from_millis(2)).await;

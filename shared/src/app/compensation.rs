@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, instrument, warn};
 
 use super::{App, AppError, JobResult, Refusal, MAX_CONFLICTS};
-use crate::domain::{Event, RunKey, RunState, RunStatus, StepStatus, ToolError};
+use crate::domain::{Event, Output, RunKey, RunState, RunStatus, StepStatus, ToolError};
 use crate::engine::saga;
 use crate::ports::StoreError;
 use crate::tools::ToolContext;
@@ -120,7 +120,10 @@ impl App {
                 plan.tool
             )))
         })?;
-        let output = step.output.clone().unwrap_or_default();
+        let output = step
+            .output
+            .as_ref()
+            .map_or(serde_json::Value::Null, Output::value);
         let ctx = ToolContext {
             tenant: state.tenant.clone(),
             run_id: state.run_id.clone(),

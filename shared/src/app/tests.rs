@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::adapters::local::memory::{MemoryStore, MemoryTodos};
-use crate::domain::{Plan, PlanStep, StepJob, StepStatus};
+use crate::domain::{Output, Plan, PlanStep, StepJob, StepStatus};
 use crate::planner::FixedPlanner;
 use crate::ports::SystemClock;
 use crate::tools::Faults;
@@ -172,7 +172,8 @@ async fn given_more_than_100_todos_when_a_run_lists_them_then_its_step_stores_10
     }
     let run = h.run(1).await;
     assert_eq!(run.status, RunStatus::Completed);
-    let stored = |output: &Value| {
+    let stored = |output: &Output| {
+        let output = output.value();
         let ids: Vec<u64> = output["todos"]
             .as_array()
             .expect("todos")

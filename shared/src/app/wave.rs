@@ -19,17 +19,15 @@
 //! ([`engine::resume_jobs`]), which is how nothing a crashed worker held is left behind.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rand::Rng;
-use serde_json::Value;
 use tracing::{debug, info, warn};
 
 use super::worker::{contention, Gate};
 use super::{App, AppError, JobResult, MAX_CONFLICTS};
-use crate::domain::{Effect, Event, EventRecord, RunState, StepJob, ToolError};
+use crate::domain::{Effect, Event, EventRecord, Output, RunState, StepJob, ToolError};
 use crate::engine::{self, Claim, Deferral};
 use crate::ports::StoreError;
 
@@ -63,7 +61,7 @@ pub struct JobsReport {
 struct Finished {
     step_id: String,
     attempt: u32,
-    result: Result<Arc<Value>, ToolError>,
+    result: Result<Output, ToolError>,
     duration_ms: u64,
     sample: f64,
 }
@@ -312,7 +310,7 @@ impl App {
                     Finished {
                         step_id,
                         attempt,
-                        result: result.map(Arc::new),
+                        result,
                         duration_ms,
                         sample: rand::rng().random(),
                     }

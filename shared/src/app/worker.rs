@@ -11,7 +11,7 @@ use serde_json::Value;
 use tracing::{debug, info, instrument, warn};
 
 use super::{App, AppError, MAX_CONFLICTS};
-use crate::domain::{refs, ErrorKind, RunKey, RunState, StepJob, ToolError};
+use crate::domain::{refs, ErrorKind, Output, RunKey, RunState, StepJob, ToolError};
 use crate::engine::breaker::{Admission, BreakerState};
 use crate::engine::{self, Claim, Deferral};
 use crate::ports::StoreError;
@@ -179,7 +179,7 @@ impl App {
         key: &RunKey,
         step_id: &str,
         attempt: u32,
-        result: Result<Value, ToolError>,
+        result: Result<Output, ToolError>,
         duration_ms: u64,
     ) -> Result<(), AppError> {
         let sample: f64 = rand::rng().random();
@@ -187,7 +187,7 @@ impl App {
             let Some(state) = self.load_state(key).await? else {
                 return Ok(());
             };
-            let events = match engine::outcome(
+            let events = match engine::outcome_shared(
                 &state,
                 step_id,
                 attempt,
@@ -228,7 +228,7 @@ impl App {
         attempt: u32,
         trial: bool,
         clean: bool,
-    ) -> Result<Value, ToolError> {
+    ) -> Result<Output, ToolError> {
         let tool_name = state
             .step(step_id)
             .map(|s| s.tool.clone())
@@ -254,7 +254,7 @@ impl App {
         state: &RunState,
         step_id: &str,
         attempt: u32,
-    ) -> Result<Value, ToolError> {
+    ) -> Result<Output, ToolError> {
         let step = state
             .plan
             .step(step_id)
@@ -262,8 +262,8 @@ impl App {
         let tool = self.registry.get(&step.tool).ok_or_else(|| {
             ToolError::permanent(format!("tool '{}' is not registered", step.tool))
         })?;
-        let outputs: Vec<(&str, &Value)> = state.outputs().collect();
-        let lookup = |id: &str| outputs.iter().find(|(k, _)| *k == id).map(|(_, v)| *v);
+        let outputs = state.referenced_outputs(&step.input);
+        let lookup = |id: &str| outputs.iter().find(|(k, _)| k == id).map(|(_, v)| v);
         let schema = self
             .registry
             .input_schema(&step.tool)
@@ -277,7 +277,7 @@ impl App {
             now: self.now(),
         };
         let timeout = std::time::Duration::from_millis(self.settings.step_timeout_ms);
-        match tokio::time::timeout(timeout, tool.execute(&ctx, &input)).await {
+        match tokio::time::timeout(timeout, tool.execute_output(&ctx, &input)).await {
             Ok(r) => r,
             Err(_) => Err(ToolError::transient(format!(
                 "{} timed out after {} ms",

@@ -6,16 +6,23 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::de::{self, DeserializeSeed, IgnoredAny, IntoDeserializer, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
+use super::output::Output;
 use super::plan::Plan;
 
 /// Current schema version written for every event type.
 pub const EVENT_VERSION: u32 = 1;
 
 /// One stored event: its position in the run's log, when it happened and what happened.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Written as one JSON object: `seq`, `at`, `version`, then the event's `type` and `data`.
+/// Read by hand rather than through `#[serde(flatten)]`, which would buffer the object
+/// first and so could not hand an [`Output`] its text.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EventRecord {
     /// Position in the run's log: 1 for `RunCreated`, then consecutive with no gaps.
     pub seq: u64,
@@ -52,6 +59,89 @@ impl EventRecord {
             .zip(last_seq + 1..)
             .map(|(event, seq)| EventRecord::new(seq, at, event))
             .collect()
+    }
+}
+
+impl<'de> Deserialize<'de> for EventRecord {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(RecordVisitor)
+    }
+}
+
+struct RecordVisitor;
+
+impl<'de> Visitor<'de> for RecordVisitor {
+    type Value = EventRecord;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an event record: seq, at, version, type and data")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<EventRecord, A::Error> {
+        let (mut seq, mut at, mut version) = (None, None, None);
+        let (mut kind, mut data): (Option<String>, Option<Box<RawValue>>) = (None, None);
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match key.as_ref() {
+                "seq" => seq = Some(map.next_value()?),
+                "at" => at = Some(map.next_value()?),
+                "version" => version = Some(map.next_value()?),
+                "type" => kind = Some(map.next_value()?),
+                "data" => data = Some(map.next_value()?),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        let kind = kind.ok_or_else(|| de::Error::missing_field("type"))?;
+        let event = Event::deserialize(de::value::MapAccessDeserializer::new(Tagged {
+            kind: Some(&kind),
+            data: data.as_deref(),
+        }))
+        .map_err(de::Error::custom)?;
+        Ok(EventRecord {
+            seq: seq.ok_or_else(|| de::Error::missing_field("seq"))?,
+            at: at.ok_or_else(|| de::Error::missing_field("at"))?,
+            version: version.unwrap_or_else(default_version),
+            event,
+        })
+    }
+}
+
+/// An event's `type` and `data` as the map its adjacently tagged form reads, the tag first
+/// (so `data` goes straight to its variant, unbuffered).
+struct Tagged<'a> {
+    kind: Option<&'a str>,
+    data: Option<&'a RawValue>,
+}
+
+impl<'a> MapAccess<'a> for Tagged<'a> {
+    type Error = serde_json::Error;
+
+    fn next_key_seed<K: DeserializeSeed<'a>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Self::Error> {
+        let key = if self.kind.is_some() {
+            "type"
+        } else if self.data.is_some() {
+            "data"
+        } else {
+            return Ok(None);
+        };
+        seed.deserialize(key.into_deserializer()).map(Some)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'a>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, Self::Error> {
+        if let Some(kind) = self.kind.take() {
+            return seed.deserialize(kind.into_deserializer());
+        }
+        match self.data.take() {
+            Some(data) => seed.deserialize(&mut serde_json::Deserializer::from_str(data.get())),
+            None => Err(de::Error::custom("a value without a key")),
+        }
     }
 }
 
@@ -140,9 +230,9 @@ pub enum Event {
         step_id: String,
         /// The attempt that succeeded, from 1.
         attempt: u32,
-        /// The tool's output, which later steps may reference. Shared: a run's state holds
-        /// the same output, and both are copied at every decision.
-        output: Arc<Value>,
+        /// The tool's output, which later steps may reference, as its JSON text. Shared: a
+        /// run's state holds the same output, and both are copied at every decision.
+        output: Output,
         /// How long the tool ran, in milliseconds.
         duration_ms: u64,
     },
@@ -374,6 +464,91 @@ mod tests {
         assert_eq!(json["at"], "2026-01-02T03:04:05Z");
         let back: EventRecord = serde_json::from_value(json).expect("deserialises");
         assert_eq!(back, rec);
+    }
+
+    fn at() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z")
+            .map(|t| t.with_timezone(&Utc))
+            .expect("valid time")
+    }
+
+    #[test]
+    fn given_a_completed_step_when_written_then_its_output_is_embedded_as_its_json_and_reads_back()
+    {
+        let output = Output::from_value(&serde_json::json!({"todos": [{"id": 1}], "total": 1}));
+        let rec = EventRecord::new(
+            4,
+            at(),
+            Event::StepCompleted {
+                step_id: "s1".into(),
+                attempt: 2,
+                output: output.clone(),
+                duration_ms: 7,
+            },
+        );
+        let text = serde_json::to_string(&rec).expect("serialises");
+        assert_eq!(
+            text,
+            r#"{"seq":4,"at":"2026-01-02T03:04:05Z","version":1,"type":"StepCompleted","data":{"step_id":"s1","attempt":2,"output":{"todos":[{"id":1}],"total":1},"duration_ms":7}}"#
+        );
+        let back: EventRecord = serde_json::from_str(&text).expect("reads");
+        assert_eq!(back, rec);
+        // And through a JSON value (how DynamoDB items are read).
+        let back: EventRecord =
+            serde_json::from_value(serde_json::to_value(&rec).expect("value")).expect("reads");
+        assert_eq!(back, rec);
+    }
+
+    #[test]
+    fn given_records_written_in_other_shapes_when_read_then_each_is_its_event_or_a_clear_error() {
+        let run_failed = Event::RunFailed {
+            error: "boom".into(),
+            step_id: None,
+        };
+        // Members in any order, spaces, an unknown member, no version (an old record).
+        for text in [
+            r#"{"data":{"error":"boom"},"type":"RunFailed","at":"2026-01-02T03:04:05Z","seq":3}"#,
+            r#"{ "seq": 3, "extra": [1, {"x": null}], "at": "2026-01-02T03:04:05Z", "type": "RunFailed", "data": { "error": "boom" } }"#,
+        ] {
+            let back: EventRecord = serde_json::from_str(text).expect(text);
+            assert_eq!(
+                back,
+                EventRecord::new(3, at(), run_failed.clone()),
+                "{text}"
+            );
+        }
+        // A unit-like event, its data empty.
+        let back: EventRecord = serde_json::from_str(
+            r#"{"seq":9,"at":"2026-01-02T03:04:05Z","version":1,"type":"RunCancelled","data":{}}"#,
+        )
+        .expect("reads");
+        assert_eq!(back.event, Event::RunCancelled {});
+        for (text, says) in [
+            (r#"{"seq":3,"at":"2026-01-02T03:04:05Z","data":{}}"#, "type"),
+            (
+                r#"{"at":"2026-01-02T03:04:05Z","type":"RunCancelled","data":{}}"#,
+                "seq",
+            ),
+            (r#"{"seq":3,"type":"RunCancelled","data":{}}"#, "at"),
+            (
+                r#"{"seq":3,"at":"2026-01-02T03:04:05Z","type":"RunFailed"}"#,
+                "data",
+            ),
+            (
+                r#"{"seq":3,"at":"2026-01-02T03:04:05Z","type":"Nope","data":{}}"#,
+                "Nope",
+            ),
+            (
+                r#"{"seq":3,"at":"2026-01-02T03:04:05Z","type":"RunFailed","data":{"error":5}}"#,
+                "invalid type",
+            ),
+            (r#"[3]"#, "event record"),
+        ] {
+            let err = serde_json::from_str::<EventRecord>(text)
+                .expect_err(text)
+                .to_string();
+            assert!(err.contains(says), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::event::{Event, EventRecord, PlannerInfo};
+use super::output::Output;
 use super::plan::Plan;
 
 /// Where a run is in its life, as served by the API (`snake_case`) and filtered on in lists.
@@ -158,9 +159,9 @@ pub struct StepState {
     /// Attempts started so far.
     pub attempts: u32,
     /// The tool's output once the step completed, referenced by later steps; `None` before.
-    /// Shared: the state of a run is copied at every decision, and an output can be large
-    /// (a list of todos); a copy of the state shares it instead of copying it.
-    pub output: Option<Arc<Value>>,
+    /// Kept as its JSON text and shared: the state of a run is copied at every decision,
+    /// and an output can be large (a list of todos); a copy of the state shares it.
+    pub output: Option<Output>,
     /// The latest error (a failed or interrupted attempt); cleared when the step completes.
     pub error: Option<String>,
     /// When the first attempt started; `None` if none has.
@@ -639,11 +640,23 @@ impl RunState {
             .collect();
     }
 
-    /// Outputs of completed steps, by id (for reference substitution).
-    pub fn outputs(&self) -> impl Iterator<Item = (&str, &Value)> {
+    /// Outputs of completed steps, by id.
+    pub fn outputs(&self) -> impl Iterator<Item = (&str, &Output)> {
         self.steps
             .iter()
-            .filter_map(|s| s.output.as_deref().map(|o| (s.id.as_str(), o)))
+            .filter_map(|s| s.output.as_ref().map(|o| (s.id.as_str(), o)))
+    }
+
+    /// The outputs `input` references (see [`super::refs`]) as JSON values, by step id: the
+    /// ones reference substitution needs, parsed, and no others.
+    pub fn referenced_outputs(&self, input: &Value) -> Vec<(String, Value)> {
+        super::refs::references(input)
+            .into_iter()
+            .filter_map(|id| {
+                let output = self.step(&id)?.output.as_ref()?.value();
+                Some((id, output))
+            })
+            .collect()
     }
 }
 

@@ -7,6 +7,7 @@ pub mod event;
 pub mod fold;
 pub mod job;
 pub mod number;
+pub mod output;
 pub mod plan;
 pub mod refs;
 pub mod todo;
@@ -17,6 +18,7 @@ pub use fold::{
     StepStatus, Waiting,
 };
 pub use job::{Effect, StepJob};
+pub use output::Output;
 pub use plan::{Plan, PlanStep};
 pub use todo::{Todo, TodoChange};
 

@@ -155,8 +155,8 @@ pub fn requests(
         })
         .map(|p| {
             let schema = tools.input_schema(&p.tool);
-            let outputs: Vec<(&str, &Value)> = state.outputs().collect();
-            let lookup = |id: &str| outputs.iter().find(|(k, _)| *k == id).map(|(_, v)| *v);
+            let outputs = state.referenced_outputs(&p.input);
+            let lookup = |id: &str| outputs.iter().find(|(k, _)| k == id).map(|(_, v)| v);
             let input = refs::substitute(&p.input, &schema, &lookup).unwrap_or(p.input.clone());
             Event::ApprovalRequested {
                 step_id: p.id.clone(),

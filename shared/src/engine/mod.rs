@@ -9,14 +9,12 @@ pub mod dag;
 pub mod retry;
 pub mod saga;
 
-use std::sync::Arc;
-
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::domain::{
-    Effect, ErrorKind, Event, EventRecord, RunKey, RunState, RunStatus, StepJob, StepStatus,
-    ToolError,
+    Effect, ErrorKind, Event, EventRecord, Output, RunKey, RunState, RunStatus, StepJob,
+    StepStatus, ToolError,
 };
 
 pub use retry::RetryPolicy;
@@ -38,46 +36,22 @@ pub const MAX_OUTPUT_BYTES: usize = 64 * 1024;
 /// `output` if its JSON text fits in `max` bytes; otherwise an explicit marker:
 /// `{"truncated": true, "original_bytes": N, "preview": "<the first bytes of the JSON>"}`,
 /// itself within `max`.
-pub fn cap_output(output: Value, max: usize) -> Value {
-    // The only holder of `output`: a kept output comes back without a copy.
-    Arc::unwrap_or_clone(capped(Arc::new(output), max))
-}
-
-/// [`cap_output`] of an output that is shared: kept as it is, or replaced by the marker.
-fn capped(output: Arc<Value>, max: usize) -> Arc<Value> {
-    if json_len(&output) <= max {
+pub fn cap_output(output: Output, max: usize) -> Output {
+    if output.len() <= max {
         return output;
     }
-    let text = output.to_string();
+    let text = output.json();
     // Room for the marker's own keys and the escaping of the preview.
     let budget = max.saturating_sub(256) / 2;
     let mut end = budget.min(text.len());
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    Arc::new(serde_json::json!({
+    Output::from_value(&serde_json::json!({
         "truncated": true,
         "original_bytes": text.len(),
         "preview": &text[..end],
     }))
-}
-
-/// The length of `value`'s JSON text, counted as it is written out, not kept.
-fn json_len(value: &Value) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    // A `Value` always serializes, and this writer never fails.
-    let _ = serde_json::to_writer(&mut count, value);
-    count.0
 }
 
 /// Steps that may start now: pending, never tried, every dependency completed, not held
@@ -412,17 +386,17 @@ pub fn outcome(
     policy: &RetryPolicy,
     sample: f64,
 ) -> Result<Vec<Event>, Stale> {
-    let result = result.map(Arc::new);
+    let result = result.map(Output::from);
     outcome_shared(state, step_id, attempt, result, duration_ms, policy, sample)
 }
 
-/// [`outcome`] of an output that is shared already (a caller that may decide again after
-/// a conflict keeps it, and the event takes it without a copy).
+/// [`outcome`] of an output that is JSON text already (a tool that wrote it so, or a
+/// caller that may decide again after a conflict and keeps it: the event shares it).
 pub fn outcome_shared(
     state: &RunState,
     step_id: &str,
     attempt: u32,
-    result: Result<Arc<Value>, ToolError>,
+    result: Result<Output, ToolError>,
     duration_ms: u64,
     policy: &RetryPolicy,
     sample: f64,
@@ -443,7 +417,7 @@ pub fn outcome_shared(
             let mut events = vec![Event::StepCompleted {
                 step_id: step_id_owned,
                 attempt,
-                output: capped(output, MAX_OUTPUT_BYTES),
+                output: cap_output(output, MAX_OUTPUT_BYTES),
                 duration_ms,
             }];
             events.extend(conclude(&simulate(state, &events)));
@@ -526,8 +500,8 @@ pub fn conclude(state: &RunState) -> Vec<Event> {
             .plan
             .result_step()
             .and_then(|p| state.step(&p.id))
-            .and_then(|s| s.output.as_deref().cloned())
-            .unwrap_or(Value::Null);
+            .and_then(|s| s.output.as_ref())
+            .map_or(Value::Null, Output::value);
         return vec![Event::RunCompleted { result }];
     }
     Vec::new()

@@ -667,46 +667,52 @@ fn given_an_output_over_the_cap_when_recorded_then_a_truncation_marker_within_th
     let Event::StepCompleted { output, .. } = &events[0] else {
         panic!("completed");
     };
-    assert_eq!(output["truncated"], true);
-    assert_eq!(output["original_bytes"], big_len);
-    assert!(output["preview"]
+    let marker = output.value();
+    assert_eq!(marker["truncated"], true);
+    assert_eq!(marker["original_bytes"], big_len);
+    assert!(marker["preview"]
         .as_str()
         .is_some_and(|p| p.starts_with("{\"items\":[\"é")));
-    assert!(output.to_string().len() <= MAX_OUTPUT_BYTES);
+    assert!(output.len() <= MAX_OUTPUT_BYTES);
+    assert_eq!(
+        output.json(),
+        marker.to_string(),
+        "the marker's compact text"
+    );
     // Small outputs are stored as they are.
     assert_eq!(
-        cap_output(json!({"a": 1}), MAX_OUTPUT_BYTES),
+        cap_output(json!({"a": 1}).into(), MAX_OUTPUT_BYTES),
         json!({"a": 1})
     );
     // Even a tiny cap yields a well-formed marker on a char boundary.
-    let tiny = cap_output(json!("ééééé".repeat(1_000)), 300);
-    assert_eq!(tiny["truncated"], true);
-    assert!(tiny.to_string().len() <= 300);
+    let tiny = cap_output(json!("ééééé".repeat(1_000)).into(), 300);
+    assert_eq!(tiny.value()["truncated"], true);
+    assert!(tiny.len() <= 300);
 }
 
 #[test]
 fn given_a_shared_output_when_recorded_then_the_event_holds_it_and_one_over_the_cap_is_marked() {
     let (s, _) = state(vec![started("s1", 1)]);
-    let shared = Arc::new(json!({"items": ["a", "b"]}));
+    let shared = Output::from_value(&json!({"items": ["a", "b"]}));
     let events = outcome_shared(&s, "s1", 1, Ok(shared.clone()), 1, &POLICY, 0.5).expect("current");
     let Event::StepCompleted { output, .. } = &events[0] else {
         panic!("completed");
     };
     assert!(
-        Arc::ptr_eq(output, &shared),
+        std::ptr::eq(output.json(), shared.json()),
         "the output itself, not a copy"
     );
 
     // An output exactly at the cap is kept; a byte over it is marked.
-    let at_cap = |len: usize| Arc::new(json!("x".repeat(len - 2)));
+    let at_cap = |len: usize| Output::from_value(&json!("x".repeat(len - 2)));
     for (len, kept) in [(MAX_OUTPUT_BYTES, true), (MAX_OUTPUT_BYTES + 1, false)] {
         let events =
             outcome_shared(&s, "s1", 1, Ok(at_cap(len)), 1, &POLICY, 0.5).expect("current");
         let Event::StepCompleted { output, .. } = &events[0] else {
             panic!("completed");
         };
-        assert_eq!(output.to_string().len() == len, kept, "{len}");
-        assert_eq!(output["truncated"] == true, !kept, "{len}");
+        assert_eq!(output.len() == len, kept, "{len}");
+        assert_eq!(output.value()["truncated"] == true, !kept, "{len}");
     }
 }
 

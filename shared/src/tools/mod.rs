@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::domain::ToolError;
+use crate::domain::{Output, ToolError};
 use crate::ports::TodoStore;
 
 pub use faults::{FaultRule, Faults};
@@ -85,6 +85,12 @@ pub trait Tool: Send + Sync {
     /// Make the call for `ctx` with the step's input (references filled in) and return its JSON
     /// output; the error's kind decides whether the engine retries.
     async fn execute(&self, ctx: &ToolContext, input: &Value) -> Result<Value, ToolError>;
+
+    /// [`Tool::execute`], its output as JSON text: what workers call. A tool whose output
+    /// can be large writes its text directly, with no tree of JSON values in between.
+    async fn execute_output(&self, ctx: &ToolContext, input: &Value) -> Result<Output, ToolError> {
+        self.execute(ctx, input).await.map(Output::from)
+    }
 
     /// Undo a completed call, given its input and output. Must be idempotent.
     async fn compensate(

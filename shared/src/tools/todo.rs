@@ -7,9 +7,12 @@
 use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::{Access, Tool, ToolContext};
+use crate::domain::Output;
 use crate::domain::ToolError;
 use crate::domain::{ErrorKind, Todo, TodoChange};
 use crate::ports::{StoreError, TodoError, TodoQuery, TodoStore};
@@ -23,7 +26,70 @@ pub struct TodoTool {
     store: Arc<dyn TodoStore>,
 }
 
+/// The first page of a tenant's todos and their number, as `list` answers.
+struct Listing {
+    todos: Vec<Todo>,
+    total: u64,
+    truncated: bool,
+}
+
+impl Listing {
+    fn listed(&self) -> Listed<'_> {
+        Listed {
+            todos: self
+                .todos
+                .iter()
+                .map(|t| ListedTodo {
+                    completed_at: t.completed_at.as_ref(),
+                    created_at: &t.created_at,
+                    done: t.done,
+                    id: t.id,
+                    title: &t.title,
+                })
+                .collect(),
+            total: self.total,
+            truncated: self.truncated,
+        }
+    }
+}
+
+/// `list`'s answer: `{"todos": [...], "total": N, "truncated": bool}`. Members in the
+/// order a JSON object of them sorts (as the answer read when it was built as one).
+#[derive(Serialize)]
+struct Listed<'a> {
+    todos: Vec<ListedTodo<'a>>,
+    total: u64,
+    truncated: bool,
+}
+
+/// A [`Todo`] as `list` writes it, its members sorted like [`Listed`]'s.
+#[derive(Serialize)]
+struct ListedTodo<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    completed_at: Option<&'a DateTime<Utc>>,
+    created_at: &'a DateTime<Utc>,
+    done: bool,
+    id: u64,
+    title: &'a str,
+}
+
 impl TodoTool {
+    /// The first `limit` (from the input) todos of the tenant, and how many there are.
+    async fn list(&self, ctx: &ToolContext, input: &Value) -> Result<Listing, ToolError> {
+        let limit = limit(input)?;
+        let page = self
+            .store
+            .list(&ctx.tenant, &TodoQuery::first(limit))
+            .await
+            .map_err(store_error)?;
+        let total = self.store.count(&ctx.tenant).await.map_err(store_error)?;
+        Ok(Listing {
+            total: total.max(page.items.len() as u64),
+            truncated: page.next_cursor.is_some(),
+            todos: page.items,
+        })
+    }
+
     /// The tool over `store`.
     pub fn new(store: Arc<dyn TodoStore>) -> Self {
         Self { store }
@@ -324,20 +390,8 @@ impl Tool for TodoTool {
                     &self.change(ctx, &key, TodoChange::Add { title }).await?,
                 ))
             }
-            Action::List => {
-                let limit = limit(input)?;
-                let page = self
-                    .store
-                    .list(&ctx.tenant, &TodoQuery::first(limit))
-                    .await
-                    .map_err(store_error)?;
-                let total = self.store.count(&ctx.tenant).await.map_err(store_error)?;
-                Ok(json!({
-                    "todos": page.items,
-                    "total": total.max(page.items.len() as u64),
-                    "truncated": page.next_cursor.is_some(),
-                }))
-            }
+            Action::List => serde_json::to_value(self.list(ctx, input).await?.listed())
+                .map_err(|e| ToolError::permanent(format!("todo list: {e}"))),
             Action::Get => Ok(to_json(
                 &self.resolve(&ctx.tenant, target(input)?, None).await?,
             )),
@@ -368,6 +422,15 @@ impl Tool for TodoTool {
                 ))
             }
         }
+    }
+
+    async fn execute_output(&self, ctx: &ToolContext, input: &Value) -> Result<Output, ToolError> {
+        // A list is the one large output: written straight from the todos.
+        if Action::parse(input)? == Action::List {
+            return Output::to_output(&self.list(ctx, input).await?.listed())
+                .map_err(|e| ToolError::permanent(format!("todo list: {e}")));
+        }
+        self.execute(ctx, input).await.map(Output::from)
     }
 
     async fn compensate(
@@ -456,6 +519,58 @@ mod tests {
             .iter()
             .map(|t| t["id"].as_u64().expect("id"))
             .collect()
+    }
+
+    #[tokio::test]
+    async fn given_todos_when_listed_as_text_then_it_is_the_json_of_the_list_as_a_value_members_sorted(
+    ) {
+        let tool = tool_with(3).await;
+        let done = tool
+            .execute(&ctx("c"), &json!({"action": "complete", "id": 2}))
+            .await
+            .expect("completes");
+        assert_eq!(done["done"], true);
+        for input in [
+            json!({"action": "list"}),
+            json!({"action": "list", "limit": 2}),
+        ] {
+            let value = tool.execute(&ctx("l"), &input).await.expect("lists");
+            let text = tool.execute_output(&ctx("l"), &input).await.expect("lists");
+            // Byte for byte what the value writes: a map of JSON sorts its members.
+            assert_eq!(text.json(), value.to_string(), "{input}");
+            let page = value["todos"].as_array().expect("todos");
+            let expected: Vec<Value> = tool
+                .store
+                .list("t", &TodoQuery::first(page.len()))
+                .await
+                .expect("lists")
+                .items
+                .iter()
+                .map(to_json)
+                .collect();
+            assert_eq!(page, &expected, "{input}");
+            assert!(
+                page[1].get("completed_at").is_some(),
+                "the done todo says when"
+            );
+            assert!(
+                page[0].get("completed_at").is_none(),
+                "an open one does not"
+            );
+        }
+        // Every other action answers the same through either door.
+        let got = json!({"action": "get", "id": 1});
+        assert_eq!(
+            tool.execute_output(&ctx("g"), &got).await.expect("gets"),
+            tool.execute(&ctx("g"), &got).await.expect("gets")
+        );
+        let bad = json!({"action": "list", "limit": 0});
+        assert_eq!(
+            tool.execute_output(&ctx("b"), &bad)
+                .await
+                .expect_err("refused"),
+            tool.execute(&ctx("b"), &bad).await.expect_err("refused")
+        );
     }
 
     #[tokio::test]

@@ -104,7 +104,10 @@ pub(crate) const WAKE_VALUE: &str = "1";
 /// The attributes of `rec` alone: `seq`, `type`, `at`, `version` and `data` (a map, or a
 /// JSON string when DynamoDB could not hold its numbers exactly).
 fn event_attrs(rec: &EventRecord) -> StoreResult<Item> {
-    let mut item: Item = serde_dynamo::aws_sdk_dynamodb_1::to_item(rec).map_err(corrupt)?;
+    // Through a JSON value: a step's output is JSON text (`domain::Output`), which only
+    // `serde_json` writes as the value it holds.
+    let json = serde_json::to_value(rec).map_err(corrupt)?;
+    let mut item: Item = serde_dynamo::aws_sdk_dynamodb_1::to_item(json).map_err(corrupt)?;
     if !stored_exactly(&item, rec) {
         // Keep the event readable and exact: its data as a JSON string.
         let event = serde_json::to_value(&rec.event).map_err(corrupt)?;
@@ -190,8 +193,13 @@ fn value_size(v: &AttributeValue) -> usize {
 
 /// Whether DynamoDB accepts every number of `item` and reading it back gives `rec`.
 fn stored_exactly(item: &Item, rec: &EventRecord) -> bool {
-    item.values().all(numbers_fit)
-        && serde_dynamo::from_item::<_, EventRecord>(item.clone()).is_ok_and(|back| &back == rec)
+    item.values().all(numbers_fit) && record_of(item.clone()).is_ok_and(|back| &back == rec)
+}
+
+/// An event's attributes as its record, through a JSON value (see [`event_attrs`]).
+fn record_of<I: Into<serde_dynamo::Item>>(item: I) -> Result<EventRecord, String> {
+    let json: Value = serde_dynamo::from_item(item).map_err(|e| e.to_string())?;
+    serde_json::from_value(json).map_err(|e| e.to_string())
 }
 
 fn numbers_fit(v: &AttributeValue) -> bool {
@@ -304,7 +312,7 @@ fn decode_event_attrs(mut item: Attrs, run_id: &str) -> StoreResult<EventRecord>
             if let Some(data) = data {
                 item.insert("data".into(), data);
             }
-            serde_dynamo::from_item(item).map_err(|e| corrupt(format!("event {run_id}: {e}")))
+            record_of(item).map_err(|e| corrupt(format!("event {run_id}: {e}")))
         }
     }
 }

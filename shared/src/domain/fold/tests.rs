@@ -116,6 +116,39 @@ fn given_a_failed_compensation_when_a_retry_is_requested_then_the_run_compensate
 }
 
 #[test]
+fn given_a_completed_step_when_an_input_references_outputs_then_only_those_present_are_parsed() {
+    let state = fold(
+        "r1",
+        &log(vec![
+            created(),
+            planned(),
+            Event::StepStarted {
+                step_id: "s1".into(),
+                attempt: 1,
+                lease_ms: 1_000,
+            },
+            Event::StepCompleted {
+                step_id: "s1".into(),
+                attempt: 1,
+                output: json!({"n": [2.5]}).into(),
+                duration_ms: 1,
+            },
+        ]),
+    )
+    .expect("folds");
+    let input = json!({"title": "x {{s1}} {{s2}}", "more": ["{{s9}}", "{{s1}}"]});
+    assert_eq!(
+        state.referenced_outputs(&input),
+        vec![("s1".to_owned(), json!({"n": [2.5]}))],
+        "s2 has no output yet, s9 is no step, s1 once"
+    );
+    assert!(state
+        .referenced_outputs(&json!({"title": "none"}))
+        .is_empty());
+    assert_eq!(state.outputs().count(), 1);
+}
+
+#[test]
 fn given_created_and_planned_when_folded_then_run_is_pending_with_pending_steps() {
     let state = fold("r1", &log(vec![created(), planned()])).expect("folds");
     assert_eq!(state.status, RunStatus::Pending);

@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use serde_json::Value;
 
 use super::shrink_if_sparse;
-use crate::domain::{RunKey, RunState};
+use crate::domain::{Output, RunKey, RunState};
 
 /// Most runs whose state is kept in memory. Beyond it an arbitrary one is dropped (it is
 /// folded from the log when next needed), so memory stays flat however many runs pass.
@@ -100,15 +100,16 @@ impl HotRuns {
 }
 
 /// Roughly the memory a run's state holds: a fixed share for the run and each step, plus
-/// what grows with the run, its prompt, its steps' outputs and its result.
+/// what grows with the run, its prompt, its steps' outputs (their JSON text) and its
+/// result.
 fn approx_bytes(state: &RunState) -> usize {
     const RUN: usize = 1_024;
     const STEP: usize = 512;
     let outputs: usize = state
         .steps
         .iter()
-        .filter_map(|step| step.output.as_deref())
-        .map(value_bytes)
+        .filter_map(|step| step.output.as_ref())
+        .map(Output::len)
         .sum();
     RUN + state.prompt.len()
         + state.steps.len() * STEP

@@ -14,6 +14,7 @@ use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
 use clap::Parser;
 use crane::config::Config;
+use crane::domain::RunStatus;
 use serde::Deserialize;
 
 /// The same allocator as the `crane-local` binary, set up the same way
@@ -72,15 +73,9 @@ struct Created {
 
 /// The fields of a run's view the bench reads (the rest is skipped unparsed).
 #[derive(Deserialize)]
-struct RunStatus {
-    status: String,
+struct RunRead {
+    status: RunStatus,
     finished_at: Option<DateTime<Utc>>,
-}
-
-impl RunStatus {
-    fn is_finished(&self) -> bool {
-        !matches!(self.status.as_str(), "pending" | "running")
-    }
 }
 
 /// The body of every POST, encoded once: `{"prompt": ...}`.
@@ -185,21 +180,25 @@ async fn bench() -> anyhow::Result<()> {
     let first_sent = submitted.iter().map(|s| s.sent_at).min();
     for s in &submitted {
         let run = loop {
-            let run: RunStatus = http
+            let run: RunRead = http
                 .get(format!("{base}/runs/{}", s.run_id))
                 .send()
                 .await?
                 .json()
                 .await?;
-            if run.is_finished() {
+            if run.status.is_finished() {
                 break run;
             }
             if Instant::now() > deadline {
-                bail!("timed out waiting for run {} ({})", s.run_id, run.status);
+                bail!(
+                    "timed out waiting for run {} ({})",
+                    s.run_id,
+                    run.status.as_str()
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        if run.status != "completed" {
+        if run.status != RunStatus::Completed {
             not_completed += 1;
             continue;
         }
@@ -308,7 +307,10 @@ async fn wait_finished(http: &reqwest::Client, base: &str, run_id: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         let finished = match http.get(format!("{base}/runs/{run_id}")).send().await {
-            Ok(r) => r.json::<RunStatus>().await.is_ok_and(|s| s.is_finished()),
+            Ok(r) => r
+                .json::<RunRead>()
+                .await
+                .is_ok_and(|run| run.status.is_finished()),
             Err(_) => false,
         };
         if finished {

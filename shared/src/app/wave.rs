@@ -138,7 +138,7 @@ impl App {
             let mut ahead = engine::Lookahead::new(&state);
             for f in &finished {
                 let sim = ahead.at(&events);
-                match engine::outcome_shared(
+                match engine::outcome(
                     sim,
                     &f.step_id,
                     f.attempt,

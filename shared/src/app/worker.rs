@@ -187,7 +187,7 @@ impl App {
             let Some(state) = self.load_state(key).await? else {
                 return Ok(());
             };
-            let events = match engine::outcome_shared(
+            let events = match engine::outcome(
                 &state,
                 step_id,
                 attempt,

@@ -70,6 +70,19 @@ impl<'de> Deserialize<'de> for EventRecord {
 
 struct RecordVisitor;
 
+/// A member of a record's object, named without allocating (any other is skipped).
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum Member {
+    Seq,
+    At,
+    Version,
+    Type,
+    Data,
+    #[serde(other)]
+    Other,
+}
+
 impl<'de> Visitor<'de> for RecordVisitor {
     type Value = EventRecord;
 
@@ -80,14 +93,14 @@ impl<'de> Visitor<'de> for RecordVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<EventRecord, A::Error> {
         let (mut seq, mut at, mut version) = (None, None, None);
         let (mut kind, mut data): (Option<String>, Option<Box<RawValue>>) = (None, None);
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            match key.as_ref() {
-                "seq" => seq = Some(map.next_value()?),
-                "at" => at = Some(map.next_value()?),
-                "version" => version = Some(map.next_value()?),
-                "type" => kind = Some(map.next_value()?),
-                "data" => data = Some(map.next_value()?),
-                _ => {
+        while let Some(key) = map.next_key::<Member>()? {
+            match key {
+                Member::Seq => seq = Some(map.next_value()?),
+                Member::At => at = Some(map.next_value()?),
+                Member::Version => version = Some(map.next_value()?),
+                Member::Type => kind = Some(map.next_value()?),
+                Member::Data => data = Some(map.next_value()?),
+                Member::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }

@@ -377,22 +377,9 @@ pub struct Stale(pub String);
 /// The events recording the outcome of attempt `attempt` of `step_id`, followed by the
 /// run's conclusion if this outcome ends it. `sample` in `[0, 1)` picks the jitter.
 /// `Err(Stale)` if the attempt is no longer the step's current one (someone took over).
+/// The output is shared with the event, not copied (a caller that may decide again after a
+/// conflict keeps it).
 pub fn outcome(
-    state: &RunState,
-    step_id: &str,
-    attempt: u32,
-    result: Result<Value, ToolError>,
-    duration_ms: u64,
-    policy: &RetryPolicy,
-    sample: f64,
-) -> Result<Vec<Event>, Stale> {
-    let result = result.map(Output::from);
-    outcome_shared(state, step_id, attempt, result, duration_ms, policy, sample)
-}
-
-/// [`outcome`] of an output that is JSON text already (a tool that wrote it so, or a
-/// caller that may decide again after a conflict and keeps it: the event shares it).
-pub fn outcome_shared(
     state: &RunState,
     step_id: &str,
     attempt: u32,

@@ -397,7 +397,8 @@ fn given_a_cancel_while_the_last_steps_run_when_they_complete_then_the_run_is_no
         started("s3", 1),
         Event::CancelRequested { reason: None },
     ]);
-    let events = outcome(&s, "s3", 1, Ok(json!({"id": 2})), 1, &POLICY, 0.5).expect("current");
+    let events =
+        outcome(&s, "s3", 1, Ok(json!({"id": 2}).into()), 1, &POLICY, 0.5).expect("current");
     let names: Vec<&str> = events.iter().map(Event::type_name).collect();
     assert_eq!(
         names,
@@ -466,7 +467,7 @@ fn given_a_retry_not_yet_due_when_claimed_then_later() {
 #[test]
 fn given_outcomes_when_recorded_then_success_transient_and_permanent_map_to_their_events() {
     let (s, _) = state(vec![started("s1", 1)]);
-    let ok = outcome(&s, "s1", 1, Ok(json!(5)), 3, &POLICY, 0.5).expect("current");
+    let ok = outcome(&s, "s1", 1, Ok(json!(5).into()), 3, &POLICY, 0.5).expect("current");
     assert_eq!(
         ok,
         vec![Event::StepCompleted {
@@ -506,7 +507,7 @@ fn given_outcomes_when_recorded_then_success_transient_and_permanent_map_to_thei
     let names: Vec<&str> = permanent.iter().map(Event::type_name).collect();
     assert_eq!(names, vec!["StepAttemptFailed", "StepFailed", "RunFailed"]);
     assert!(
-        outcome(&s, "s1", 2, Ok(json!(1)), 1, &POLICY, 0.5).is_err(),
+        outcome(&s, "s1", 2, Ok(json!(1).into()), 1, &POLICY, 0.5).is_err(),
         "a stale attempt is dropped"
     );
 }
@@ -524,7 +525,7 @@ fn given_the_last_step_completes_when_concluded_then_the_run_completes_with_its_
         &s,
         "s3",
         1,
-        Ok(json!({"id": 2, "title": "5"})),
+        Ok(json!({"id": 2, "title": "5"}).into()),
         1,
         &POLICY,
         0.0,
@@ -663,7 +664,7 @@ fn given_an_output_over_the_cap_when_recorded_then_a_truncation_marker_within_th
     let big = json!({"items": vec!["é".repeat(100); 2_000]});
     let big_len = big.to_string().len();
     assert!(big_len > MAX_OUTPUT_BYTES);
-    let events = outcome(&s, "s1", 1, Ok(big), 1, &POLICY, 0.5).expect("current");
+    let events = outcome(&s, "s1", 1, Ok(big.into()), 1, &POLICY, 0.5).expect("current");
     let Event::StepCompleted { output, .. } = &events[0] else {
         panic!("completed");
     };
@@ -694,7 +695,7 @@ fn given_an_output_over_the_cap_when_recorded_then_a_truncation_marker_within_th
 fn given_a_shared_output_when_recorded_then_the_event_holds_it_and_one_over_the_cap_is_marked() {
     let (s, _) = state(vec![started("s1", 1)]);
     let shared = Output::from_value(&json!({"items": ["a", "b"]}));
-    let events = outcome_shared(&s, "s1", 1, Ok(shared.clone()), 1, &POLICY, 0.5).expect("current");
+    let events = outcome(&s, "s1", 1, Ok(shared.clone()), 1, &POLICY, 0.5).expect("current");
     let Event::StepCompleted { output, .. } = &events[0] else {
         panic!("completed");
     };
@@ -706,8 +707,7 @@ fn given_a_shared_output_when_recorded_then_the_event_holds_it_and_one_over_the_
     // An output exactly at the cap is kept; a byte over it is marked.
     let at_cap = |len: usize| Output::from_value(&json!("x".repeat(len - 2)));
     for (len, kept) in [(MAX_OUTPUT_BYTES, true), (MAX_OUTPUT_BYTES + 1, false)] {
-        let events =
-            outcome_shared(&s, "s1", 1, Ok(at_cap(len)), 1, &POLICY, 0.5).expect("current");
+        let events = outcome(&s, "s1", 1, Ok(at_cap(len)), 1, &POLICY, 0.5).expect("current");
         let Event::StepCompleted { output, .. } = &events[0] else {
             panic!("completed");
         };

@@ -14,6 +14,25 @@ fn log(events: Vec<Event>) -> Vec<EventRecord> {
         .collect()
 }
 
+/// The first attempt of `step` starts.
+fn started(step: &str) -> Event {
+    Event::StepStarted {
+        step_id: step.into(),
+        attempt: 1,
+        lease_ms: 1000,
+    }
+}
+
+/// The first attempt of `step` completes with `output`.
+fn completed(step: &str, output: serde_json::Value) -> Event {
+    Event::StepCompleted {
+        step_id: step.into(),
+        attempt: 1,
+        output: output.into(),
+        duration_ms: 1,
+    }
+}
+
 fn created() -> Event {
     Event::RunCreated {
         tenant: "default".into(),
@@ -57,22 +76,9 @@ fn given_a_failed_compensation_when_a_retry_is_requested_then_the_run_compensate
     let mut events = vec![
         created(),
         planned(),
-        Event::StepStarted {
-            step_id: "s2".into(),
-            attempt: 1,
-            lease_ms: 1000,
-        },
-        Event::StepCompleted {
-            step_id: "s2".into(),
-            attempt: 1,
-            output: json!({"id": 1}).into(),
-            duration_ms: 1,
-        },
-        Event::StepStarted {
-            step_id: "s1".into(),
-            attempt: 1,
-            lease_ms: 1000,
-        },
+        started("s2"),
+        completed("s2", json!({"id": 1})),
+        started("s1"),
         Event::StepFailed {
             step_id: "s1".into(),
             attempt: 1,
@@ -122,17 +128,8 @@ fn given_a_completed_step_when_an_input_references_outputs_then_only_those_prese
         &log(vec![
             created(),
             planned(),
-            Event::StepStarted {
-                step_id: "s1".into(),
-                attempt: 1,
-                lease_ms: 1_000,
-            },
-            Event::StepCompleted {
-                step_id: "s1".into(),
-                attempt: 1,
-                output: json!({"n": [2.5]}).into(),
-                duration_ms: 1,
-            },
+            started("s1"),
+            completed("s1", json!({"n": [2.5]})),
         ]),
     )
     .expect("folds");
@@ -168,28 +165,10 @@ fn given_a_full_successful_log_when_folded_then_run_is_completed_with_result() {
         &log(vec![
             created(),
             planned(),
-            Event::StepStarted {
-                step_id: "s1".into(),
-                attempt: 1,
-                lease_ms: 1000,
-            },
-            Event::StepStarted {
-                step_id: "s2".into(),
-                attempt: 1,
-                lease_ms: 1000,
-            },
-            Event::StepCompleted {
-                step_id: "s2".into(),
-                attempt: 1,
-                output: json!({"id": 1}).into(),
-                duration_ms: 3,
-            },
-            Event::StepCompleted {
-                step_id: "s1".into(),
-                attempt: 1,
-                output: json!(2).into(),
-                duration_ms: 1,
-            },
+            started("s1"),
+            started("s2"),
+            completed("s2", json!({"id": 1})),
+            completed("s1", json!(2)),
             Event::RunCompleted {
                 result: json!({"id": 1}),
             },
@@ -217,11 +196,7 @@ fn given_a_retry_when_folded_then_step_is_pending_until_next_attempt() {
         &log(vec![
             created(),
             planned(),
-            Event::StepStarted {
-                step_id: "s1".into(),
-                attempt: 1,
-                lease_ms: 1000,
-            },
+            started("s1"),
             Event::StepAttemptFailed {
                 step_id: "s1".into(),
                 attempt: 1,
@@ -248,11 +223,7 @@ fn given_a_failed_step_when_run_fails_then_pending_steps_are_skipped() {
         &log(vec![
             created(),
             planned(),
-            Event::StepStarted {
-                step_id: "s1".into(),
-                attempt: 1,
-                lease_ms: 1000,
-            },
+            started("s1"),
             Event::StepFailed {
                 step_id: "s1".into(),
                 attempt: 1,
@@ -291,15 +262,7 @@ fn given_a_cancel_when_compensated_then_run_is_cancelled() {
 
 #[test]
 fn given_a_log_when_folded_until_a_time_then_later_events_are_ignored() {
-    let events = log(vec![
-        created(),
-        planned(),
-        Event::StepStarted {
-            step_id: "s1".into(),
-            attempt: 1,
-            lease_ms: 1000,
-        },
-    ]);
+    let events = log(vec![created(), planned(), started("s1")]);
     let before = fold_until("r1", &events, t(1)).expect("folds");
     assert_eq!(before.status, RunStatus::Pending);
     assert_eq!(before.last_seq, 2);

@@ -1,6 +1,8 @@
 //! `kill -9` of the `crane-local` process under load, then a restart on the same database:
 //! every accepted run completes, no todo is lost and none is doubled; an attempt cut short
-//! by a crash does not use up a retry, so even repeated crashes fail no run.
+//! by a crash does not use up a retry, so even repeated crashes fail no run. And the
+//! process that answers is the one that was started (a start puts the allocator's
+//! load-time settings in place by starting the program again in place).
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -435,5 +437,61 @@ async fn given_steps_waiting_for_approval_when_the_process_is_killed_then_the_wa
     let _ = child.wait();
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+}
+
+/// The environment and arguments `pid` was started with (its last `exec`).
+#[cfg(target_os = "linux")]
+fn exec_strings(pid: u32, what: &str) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/{what}"))
+        .expect("read /proc")
+        .split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_start_when_serving_then_the_same_process_runs_with_the_allocators_load_settings_unless_the_operator_set_them(
+) {
+    let http = reqwest::Client::new();
+    for (operator, expected) in [
+        (None, "MIMALLOC_PAGE_RECLAIM_ON_FREE=-1"),
+        (Some("0"), "MIMALLOC_PAGE_RECLAIM_ON_FREE=0"),
+    ] {
+        let db = std::env::temp_dir().join(format!("crane-start-{}.db", uuid::Uuid::new_v4()));
+        let port = free_port();
+        let mut start = Command::new(env!("CARGO_BIN_EXE_crane-local"));
+        start
+            .args(["--addr", &format!("127.0.0.1:{port}"), "--db"])
+            .arg(&db)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        match operator {
+            Some(value) => start.env("MIMALLOC_PAGE_RECLAIM_ON_FREE", value),
+            None => start.env_remove("MIMALLOC_PAGE_RECLAIM_ON_FREE"),
+        };
+        let mut child = start.spawn().expect("start crane-local");
+        // The child we started is the process that serves: started again in place.
+        wait_healthy(&http, &format!("http://127.0.0.1:{port}")).await;
+        assert!(child.try_wait().expect("wait").is_none(), "still running");
+        let env = exec_strings(child.id(), "environ");
+        let settings: Vec<&String> = env
+            .iter()
+            .filter(|v| v.starts_with("MIMALLOC_PAGE_RECLAIM_ON_FREE="))
+            .collect();
+        assert_eq!(settings, vec![expected], "{operator:?}");
+        let args = exec_strings(child.id(), "cmdline");
+        assert_eq!(
+            args.get(1..3),
+            Some(&["--addr".to_owned(), format!("127.0.0.1:{port}")][..])
+        );
+        child.kill().expect("kill");
+        child.wait().expect("reap");
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+        }
     }
 }

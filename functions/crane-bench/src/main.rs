@@ -78,6 +78,17 @@ struct RunRead {
     finished_at: Option<DateTime<Utc>>,
 }
 
+/// The part of an error answer the bench reports.
+#[derive(Deserialize)]
+struct ErrorAnswer {
+    error: ErrorCode,
+}
+
+#[derive(Deserialize)]
+struct ErrorCode {
+    code: String,
+}
+
 /// The body of every POST, encoded once: `{"prompt": ...}`.
 fn post_body(prompt: &str) -> anyhow::Result<bytes::Bytes> {
     #[derive(serde::Serialize)]
@@ -87,19 +98,85 @@ fn post_body(prompt: &str) -> anyhow::Result<bytes::Bytes> {
     Ok(serde_json::to_vec(&Body { prompt })?.into())
 }
 
-/// POST one run; its id if the answer is `201 Created`.
-async fn post_run(http: &reqwest::Client, url: &str, body: bytes::Bytes) -> Option<String> {
+/// POST one run; its id if the answer is `201 Created`, else why not.
+async fn post_run(
+    http: &reqwest::Client,
+    url: &str,
+    body: bytes::Bytes,
+) -> Result<String, Rejection> {
     let r = http
         .post(url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .body(body)
         .send()
         .await
-        .ok()?;
+        .map_err(|e| Rejection::of(&e))?;
     if r.status() != reqwest::StatusCode::CREATED {
-        return None;
+        let status = r.status().as_u16();
+        // Crane's errors name themselves: `{"error": {"code": ...}}`.
+        let code = r
+            .json::<ErrorAnswer>()
+            .await
+            .map(|a| format!(" {}", a.error.code))
+            .unwrap_or_default();
+        return Err(Rejection(format!("HTTP {status}{code}")));
     }
-    r.json::<Created>().await.ok().map(|c| c.run_id)
+    r.json::<Created>()
+        .await
+        .map(|c| c.run_id)
+        .map_err(|e| Rejection::of(&e))
+}
+
+/// Why a POST did not create a run, in few enough words to count alike ones together.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Rejection(String);
+
+impl Rejection {
+    fn of(e: &reqwest::Error) -> Self {
+        let kind = if e.is_connect() {
+            "could not connect"
+        } else if e.is_timeout() {
+            "timed out"
+        } else if e.is_decode() {
+            "answer not understood"
+        } else if e.is_body() {
+            "answer cut short"
+        } else {
+            // Say what the connection did (reset, closed before the answer...): the
+            // innermost cause.
+            let mut cause: &dyn std::error::Error = e;
+            while let Some(inner) = cause.source() {
+                cause = inner;
+            }
+            return Self(format!("request failed: {cause}"));
+        };
+        Self(kind.to_owned())
+    }
+}
+
+/// The POSTs that created no run, counted by [`Rejection`].
+#[derive(Default)]
+struct Rejections(std::collections::BTreeMap<Rejection, usize>);
+
+impl Rejections {
+    fn add(&mut self, why: Rejection) {
+        *self.0.entry(why).or_default() += 1;
+    }
+
+    fn total(&self) -> usize {
+        self.0.values().sum()
+    }
+}
+
+/// `3 rejected: HTTP 503 1, could not connect 2` (or `0 rejected`).
+impl std::fmt::Display for Rejections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} rejected", self.total())?;
+        for (i, (why, n)) in self.0.iter().enumerate() {
+            write!(f, "{}{} {n}", if i == 0 { ": " } else { ", " }, why.0)?;
+        }
+        Ok(())
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -126,8 +203,12 @@ async fn bench() -> anyhow::Result<()> {
             (format!("http://{addr}"), Some((tx, task)))
         }
     };
+    // Every connection opened is kept for reuse. At a fixed rate the client opens as many
+    // as there are POSTs in flight; closing all but `concurrency` of them after each
+    // answer left ~20,000 sockets in TIME_WAIT after one `--rate 10000` run, and the next
+    // run found no local port to connect from (a fifth of its POSTs failed).
     let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.concurrency)
+        .pool_max_idle_per_host(usize::MAX)
         .build()?;
     wait_healthy(&http, &base).await?;
 
@@ -136,7 +217,7 @@ async fn bench() -> anyhow::Result<()> {
     let runs_url = format!("{base}/runs");
     let started = Instant::now();
     let mut submitted: Vec<Submitted> = Vec::with_capacity(args.runs);
-    let mut rejected = 0usize;
+    let mut rejected = Rejections::default();
     let mut in_flight = tokio::task::JoinSet::new();
     let mut next = 0usize;
     if let Some(rate) = args.rate {
@@ -160,17 +241,21 @@ async fn bench() -> anyhow::Result<()> {
                 if closed {
                     wait_finished(&http, &base, &run_id).await;
                 }
-                Some(Submitted { run_id, sent_at })
+                Ok(Submitted { run_id, sent_at })
             });
             next += 1;
         }
         match in_flight.join_next().await {
-            Some(Ok(Some(s))) => submitted.push(s),
-            Some(_) => rejected += 1,
+            Some(Ok(Ok(s))) => submitted.push(s),
+            Some(Ok(Err(why))) => rejected.add(why),
+            Some(Err(e)) => rejected.add(Rejection(format!("task failed: {e}"))),
             None => {}
         }
     }
     let accept_secs = started.elapsed().as_secs_f64();
+    if submitted.is_empty() {
+        bail!("no run was accepted ({rejected}): nothing to measure");
+    }
 
     // Phase 2: wait for every accepted run to finish; read its finish time.
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
@@ -239,7 +324,7 @@ async fn bench() -> anyhow::Result<()> {
         ),
     }
     println!(
-        "  accepted:   {} ({} rejected) in {:.2} s = {:.1} runs/s",
+        "  accepted:   {} ({}) in {:.2} s = {:.1} runs/s",
         submitted.len(),
         rejected,
         accept_secs,
@@ -274,7 +359,7 @@ async fn submit_at_rate(
     body: &bytes::Bytes,
     rate: u32,
     duration: u64,
-) -> (Vec<Submitted>, usize) {
+) -> (Vec<Submitted>, Rejections) {
     let total = u64::from(rate) * duration;
     let period = Duration::from_secs_f64(1.0 / f64::from(rate));
     let start = tokio::time::Instant::now();
@@ -288,15 +373,16 @@ async fn submit_at_rate(
         let (http, url, body) = (http.clone(), url.to_owned(), body.clone());
         posts.spawn(async move {
             let run_id = post_run(&http, &url, body).await?;
-            Some(Submitted { run_id, sent_at })
+            Ok(Submitted { run_id, sent_at })
         });
     }
     let mut submitted = Vec::with_capacity(total as usize);
-    let mut rejected = 0;
+    let mut rejected = Rejections::default();
     while let Some(done) = posts.join_next().await {
         match done {
-            Ok(Some(s)) => submitted.push(s),
-            _ => rejected += 1,
+            Ok(Ok(s)) => submitted.push(s),
+            Ok(Err(why)) => rejected.add(why),
+            Err(e) => rejected.add(Rejection(format!("task failed: {e}"))),
         }
     }
     (submitted, rejected)
@@ -331,4 +417,34 @@ async fn wait_healthy(http: &reqwest::Client, base: &str) -> anyhow::Result<()> 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     bail!("{base} did not become healthy")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_rejections_when_shown_then_each_reason_is_counted_once_in_order() {
+        let mut r = Rejections::default();
+        assert_eq!(r.to_string(), "0 rejected");
+        r.add(Rejection("could not connect".into()));
+        r.add(Rejection("HTTP 503".into()));
+        r.add(Rejection("could not connect".into()));
+        assert_eq!(r.total(), 3);
+        assert_eq!(r.to_string(), "3 rejected: HTTP 503 1, could not connect 2");
+    }
+
+    #[tokio::test]
+    async fn given_no_server_when_posting_then_the_rejection_says_it_could_not_connect() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let http = reqwest::Client::new();
+        let url = format!("http://127.0.0.1:{port}/runs");
+        let why = post_run(&http, &url, post_body("calculate 1+1").expect("body"))
+            .await
+            .expect_err("nothing listens there");
+        assert_eq!(why, Rejection("could not connect".into()));
+    }
 }

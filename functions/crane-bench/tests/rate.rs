@@ -47,3 +47,14 @@ fn given_a_rate_of_zero_when_run_then_it_is_a_usage_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--rate"), "{stderr}");
 }
+
+#[test]
+fn given_a_prompt_the_server_refuses_when_run_then_it_fails_saying_why() {
+    let out = bench(&["--runs", "3", "--prompt", "sing a song"]);
+    assert!(!out.status.success(), "nothing was measured");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no run was accepted (3 rejected: HTTP 422 prompt_not_understood 3)"),
+        "{stderr}"
+    );
+}

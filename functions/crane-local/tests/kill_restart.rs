@@ -457,8 +457,14 @@ async fn given_a_start_when_serving_then_the_same_process_runs_with_the_allocato
 ) {
     let http = reqwest::Client::new();
     for (operator, expected) in [
-        (None, "MIMALLOC_PAGE_RECLAIM_ON_FREE=-1"),
-        (Some("0"), "MIMALLOC_PAGE_RECLAIM_ON_FREE=0"),
+        (
+            None,
+            ["MALLOC_ARENA_MAX=1", "MIMALLOC_PAGE_RECLAIM_ON_FREE=-1"],
+        ),
+        (
+            Some("0"),
+            ["MALLOC_ARENA_MAX=0", "MIMALLOC_PAGE_RECLAIM_ON_FREE=0"],
+        ),
     ] {
         let db = std::env::temp_dir().join(format!("crane-start-{}.db", uuid::Uuid::new_v4()));
         let port = free_port();
@@ -467,22 +473,29 @@ async fn given_a_start_when_serving_then_the_same_process_runs_with_the_allocato
             .args(["--addr", &format!("127.0.0.1:{port}"), "--db"])
             .arg(&db)
             .env("RUST_LOG", "warn")
+            .env_remove("GLIBC_TUNABLES")
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        match operator {
-            Some(value) => start.env("MIMALLOC_PAGE_RECLAIM_ON_FREE", value),
-            None => start.env_remove("MIMALLOC_PAGE_RECLAIM_ON_FREE"),
-        };
+        for name in ["MALLOC_ARENA_MAX", "MIMALLOC_PAGE_RECLAIM_ON_FREE"] {
+            match operator {
+                Some(value) => start.env(name, value),
+                None => start.env_remove(name),
+            };
+        }
         let mut child = start.spawn().expect("start crane-local");
         // The child we started is the process that serves: started again in place.
         wait_healthy(&http, &format!("http://127.0.0.1:{port}")).await;
         assert!(child.try_wait().expect("wait").is_none(), "still running");
         let env = exec_strings(child.id(), "environ");
-        let settings: Vec<&String> = env
+        let mut settings: Vec<&String> = env
             .iter()
-            .filter(|v| v.starts_with("MIMALLOC_PAGE_RECLAIM_ON_FREE="))
+            .filter(|v| {
+                v.starts_with("MIMALLOC_PAGE_RECLAIM_ON_FREE=")
+                    || v.starts_with("MALLOC_ARENA_MAX=")
+            })
             .collect();
-        assert_eq!(settings, vec![expected], "{operator:?}");
+        settings.sort();
+        assert_eq!(settings, expected, "{operator:?}");
         let args = exec_strings(child.id(), "cmdline");
         assert_eq!(
             args.get(1..3),

@@ -104,10 +104,9 @@ fn unset_at_load(
 }
 
 /// When a setting of [`AT_LOAD`] is unset, start this program again in place (`exec`: the
-/// same process id, arguments and environment, plus those settings), before any thread or
-/// allocation of ours exists. The new image finds them set and goes on. If the program
-/// cannot be started again, this one goes on with the allocators' defaults: it costs
-/// memory, not correctness.
+/// same process id, arguments and environment, plus those settings), before any thread of
+/// ours exists. The new image finds them set and goes on. If the program cannot be started
+/// again, this one goes on with the allocators' defaults: it costs memory, not correctness.
 #[cfg(unix)]
 fn settle_at_load() {
     use std::os::unix::process::CommandExt;
@@ -126,7 +125,7 @@ fn settle_at_load() {
     again.args(args).envs(unset);
     // Returns only if the program could not be started again.
     let error = again.exec();
-    eprintln!("crane: could not restart with the allocator's settings ({error}); going on with its defaults");
+    eprintln!("crane: could not start again with the allocators' settings ({error}); going on with their defaults");
 }
 
 /// Whether the operator set this variable (even empty: mimalloc reads an empty value as on).

@@ -128,29 +128,17 @@ async fn post_run(
 }
 
 /// Why a POST did not create a run, in few enough words to count alike ones together.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Rejection(String);
 
 impl Rejection {
+    /// A transport failure: connecting apart (so that the many of a port shortage count
+    /// as one), by its most specific cause, as the `crane` CLI says it.
     fn of(e: &reqwest::Error) -> Self {
-        let kind = if e.is_connect() {
-            "could not connect"
-        } else if e.is_timeout() {
-            "timed out"
-        } else if e.is_decode() {
-            "answer not understood"
-        } else if e.is_body() {
-            "answer cut short"
-        } else {
-            // Say what the connection did (reset, closed before the answer...): the
-            // innermost cause.
-            let mut cause: &dyn std::error::Error = e;
-            while let Some(inner) = cause.source() {
-                cause = inner;
-            }
-            return Self(format!("request failed: {cause}"));
-        };
-        Self(kind.to_owned())
+        if e.is_connect() {
+            return Self("could not connect".to_owned());
+        }
+        Self(format!("request failed: {}", crane_cli::client::reason(e)))
     }
 }
 
@@ -161,6 +149,19 @@ struct Rejections(std::collections::BTreeMap<Rejection, usize>);
 impl Rejections {
     fn add(&mut self, why: Rejection) {
         *self.0.entry(why).or_default() += 1;
+    }
+
+    /// A finished POST task: its run goes to `submitted`, else its reason is counted here.
+    fn tally(
+        &mut self,
+        done: Result<Result<Submitted, Rejection>, tokio::task::JoinError>,
+        submitted: &mut Vec<Submitted>,
+    ) {
+        match done {
+            Ok(Ok(s)) => submitted.push(s),
+            Ok(Err(why)) => self.add(why),
+            Err(e) => self.add(Rejection(format!("task failed: {e}"))),
+        }
     }
 
     fn total(&self) -> usize {
@@ -245,11 +246,8 @@ async fn bench() -> anyhow::Result<()> {
             });
             next += 1;
         }
-        match in_flight.join_next().await {
-            Some(Ok(Ok(s))) => submitted.push(s),
-            Some(Ok(Err(why))) => rejected.add(why),
-            Some(Err(e)) => rejected.add(Rejection(format!("task failed: {e}"))),
-            None => {}
+        if let Some(done) = in_flight.join_next().await {
+            rejected.tally(done, &mut submitted);
         }
     }
     let accept_secs = started.elapsed().as_secs_f64();
@@ -379,11 +377,7 @@ async fn submit_at_rate(
     let mut submitted = Vec::with_capacity(total as usize);
     let mut rejected = Rejections::default();
     while let Some(done) = posts.join_next().await {
-        match done {
-            Ok(Ok(s)) => submitted.push(s),
-            Ok(Err(why)) => rejected.add(why),
-            Err(e) => rejected.add(Rejection(format!("task failed: {e}"))),
-        }
+        rejected.tally(done, &mut submitted);
     }
     (submitted, rejected)
 }

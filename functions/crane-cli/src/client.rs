@@ -231,8 +231,9 @@ fn origin(url: &Url) -> String {
     base.to_string().trim_end_matches('/').to_owned()
 }
 
-/// The most specific cause of a transport error ("Connection refused (os error 111)").
-fn reason(e: &reqwest::Error) -> String {
+/// The most specific cause of a transport error ("Connection refused (os error 111)"),
+/// or "timed out". Also how `crane-bench` names a failed POST.
+pub fn reason(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         return "timed out".into();
     }

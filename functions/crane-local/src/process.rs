@@ -27,8 +27,9 @@ pub fn run<F: Future>(main: F) -> anyhow::Result<F::Output> {
 /// - **Purge at once.** mimalloc (version 3) gives freed pages back 1 s after they empty,
 ///   and only when the thread that freed them allocates again: after a burst the idle
 ///   workers kept the burst's peak (`crane-local` held 100-140 MiB after draining a 4 s
-///   `wrk` burst, 60-80 with this). mimalloc reads this variable when it first purges,
-///   after `main` starts, so setting it here works.
+///   `wrk` burst, 60-80 with this). mimalloc reads this variable before `main` too: set
+///   from `main` (as it was until `5798996`), it was left at 1 s; `crane-local` held
+///   33.2-34.0 MiB after 10,000-run chunks that way and 30.9-31.8 MiB with it read at load.
 /// - **No reclaim on free** (`MIMALLOC_PAGE_RECLAIM_ON_FREE=-1`). A thread that frees a
 ///   block into a page another thread's heap gave up (mimalloc 3 "abandons" pages) may by
 ///   default take the page into its own heap. The runtime's threads hand memory to each
@@ -37,7 +38,7 @@ pub fn run<F: Future>(main: F) -> anyhow::Result<F::Output> {
 ///   of 10,000, `crane-local`'s RSS moved by 2-19% between chunks on a machine completing
 ///   ~10,000 runs/s (36-43 MiB), and by 1-11% without it (30-34 MiB), at the same speed.
 ///   mimalloc reads this variable before `main`, so [`settle_at_load`] starts the program
-///   again with it.
+///   again with it (and with the purge delay and the arenas below).
 /// - **One glibc arena** (`MALLOC_ARENA_MAX=1`). Only SQLite allocates with glibc's
 ///   `malloc` (the rest is mimalloc's), and it allocates little once its caches are set up,
 ///   so an arena per thread (the writer and four readers) bought nothing: glibc's share of
@@ -50,19 +51,24 @@ pub fn run<F: Future>(main: F) -> anyhow::Result<F::Output> {
 ///   10,000 runs to the next; without them 17-22 MiB. Faulting in whole huge pages was
 ///   also 10% of the CPU of `crane-bench`'s seed prompt (the kernel zeroing them).
 ///   mimalloc reads `MIMALLOC_ALLOW_THP` when the process loads, too early for `main` to
-///   set it, so this asks the kernel directly (the flag is the process's, kept by its
-///   children). A kernel that refuses (before Linux 3.15) costs only memory, so that is
+///   set it, so this asks the kernel directly, before starting the program again: the
+///   flag is the process's, kept across `exec` and by its children, so the new image loads
+///   with it. A kernel that refuses (before Linux 3.15) costs only memory, so that is
 ///   ignored.
 fn settle_allocator() {
-    if !operator_set(std::env::var_os("MIMALLOC_PURGE_DELAY").as_deref()) {
-        std::env::set_var("MIMALLOC_PURGE_DELAY", "0");
-    }
+    // First, so that the program started again loads with it.
     #[cfg(target_os = "linux")]
+    huge_pages_off();
+    #[cfg(unix)]
+    settle_at_load();
+}
+
+/// Transparent huge pages off for the process, unless the operator set `MIMALLOC_ALLOW_THP`.
+#[cfg(target_os = "linux")]
+fn huge_pages_off() {
     if !operator_set(std::env::var_os("MIMALLOC_ALLOW_THP").as_deref()) {
         let _ = rustix::thread::disable_transparent_huge_pages(true);
     }
-    #[cfg(unix)]
-    settle_at_load();
 }
 
 /// An allocator's setting it reads only while the process loads, before `main`.
@@ -74,7 +80,12 @@ struct AtLoad {
     also_in: Option<(&'static str, &'static str)>,
 }
 
-const AT_LOAD: [AtLoad; 2] = [
+const AT_LOAD: [AtLoad; 3] = [
+    AtLoad {
+        name: "MIMALLOC_PURGE_DELAY",
+        value: "0",
+        also_in: None,
+    },
     AtLoad {
         name: "MIMALLOC_PAGE_RECLAIM_ON_FREE",
         value: "-1",
@@ -147,29 +158,37 @@ mod tests {
                     .map(|(_, v)| std::ffi::OsString::from(v))
             }
         };
-        let both = vec![
+        let all = vec![
+            ("MIMALLOC_PURGE_DELAY", "0"),
             ("MIMALLOC_PAGE_RECLAIM_ON_FREE", "-1"),
             ("MALLOC_ARENA_MAX", "1"),
         ];
-        assert_eq!(unset_at_load(env(&[])), both);
+        assert_eq!(unset_at_load(env(&[])), all);
         assert_eq!(
             unset_at_load(env(&[("GLIBC_TUNABLES", "glibc.malloc.tcache_count=0")])),
-            both,
+            all,
             "tunables that do not name the arenas"
         );
         assert_eq!(
-            unset_at_load(env(&[("MIMALLOC_PAGE_RECLAIM_ON_FREE", "0")])),
+            unset_at_load(env(&[
+                ("MIMALLOC_PAGE_RECLAIM_ON_FREE", "0"),
+                ("MIMALLOC_PURGE_DELAY", "10")
+            ])),
             vec![("MALLOC_ARENA_MAX", "1")]
         );
         assert_eq!(
             unset_at_load(env(&[("MALLOC_ARENA_MAX", "")])),
-            vec![("MIMALLOC_PAGE_RECLAIM_ON_FREE", "-1")],
+            vec![
+                ("MIMALLOC_PURGE_DELAY", "0"),
+                ("MIMALLOC_PAGE_RECLAIM_ON_FREE", "-1")
+            ],
             "set, even empty"
         );
         assert_eq!(
             unset_at_load(env(&[
                 ("GLIBC_TUNABLES", "glibc.malloc.arena_max=4"),
                 ("MIMALLOC_PAGE_RECLAIM_ON_FREE", "1"),
+                ("MIMALLOC_PURGE_DELAY", "1000"),
             ])),
             vec![]
         );
@@ -185,24 +204,17 @@ mod tests {
     /// Alone in its process under `cargo nextest` (the flag is the whole process's).
     #[cfg(target_os = "linux")]
     #[test]
-    fn given_no_operator_setting_when_settled_then_huge_pages_are_off_and_purges_immediate() {
-        if std::env::var_os("MIMALLOC_ALLOW_THP").is_some()
-            || std::env::var_os("MIMALLOC_PURGE_DELAY").is_some()
-        {
-            panic!("unset MIMALLOC_ALLOW_THP and MIMALLOC_PURGE_DELAY to run this test");
+    fn given_no_operator_setting_when_settled_then_huge_pages_are_off() {
+        if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {
+            panic!("unset MIMALLOC_ALLOW_THP to run this test");
         }
-        // Set, so that settling does not start the test binary again (what a start does
-        // without them is checked on `crane-local` itself, in `tests/kill_restart.rs`).
-        std::env::set_var("MIMALLOC_PAGE_RECLAIM_ON_FREE", "-1");
-        std::env::set_var("MALLOC_ARENA_MAX", "1");
-        settle_allocator();
+        // Not `settle_allocator`, which would start the test binary again: a start's
+        // load-time settings (the purge delay of 0 among them) are checked on
+        // `crane-local` itself, in `tests/kill_restart.rs`.
+        huge_pages_off();
         assert_eq!(
             rustix::thread::transparent_huge_pages_are_disabled().ok(),
             Some(true)
-        );
-        assert_eq!(
-            std::env::var_os("MIMALLOC_PURGE_DELAY").as_deref(),
-            Some(OsStr::new("0"))
         );
     }
 }

@@ -25,19 +25,33 @@ fn spawn(db: &std::path::Path, port: u16) -> Child {
     spawn_with(db, port, FAULTS)
 }
 
-fn spawn_with(db: &std::path::Path, port: u16, faults: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_crane-local"))
+/// `crane-local` on `db` at `port`, logging warnings (to the test's output with `TEST_LOG`).
+fn crane_local(db: &std::path::Path, port: u16) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_crane-local"));
+    command
         .args(["--addr", &format!("127.0.0.1:{port}"), "--db"])
         .arg(db)
-        .env("CRANE_FAULTS", faults)
-        .env("CRANE_RETRY_BASE_MS", "50")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(if std::env::var_os("TEST_LOG").is_some() {
             Stdio::inherit()
         } else {
             Stdio::null()
-        })
+        });
+    command
+}
+
+/// Remove the database `db` and its WAL files.
+fn remove_db(db: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+}
+
+fn spawn_with(db: &std::path::Path, port: u16, faults: &str) -> Child {
+    crane_local(db, port)
+        .env("CRANE_FAULTS", faults)
+        .env("CRANE_RETRY_BASE_MS", "50")
         .spawn()
         .expect("start crane-local")
 }
@@ -136,9 +150,7 @@ async fn given_runs_in_flight_when_the_process_is_killed_and_restarted_then_ever
 
     let _ = child.kill();
     let _ = child.wait();
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
-    }
+    remove_db(&db);
 }
 
 /// Wait until every run in `ids` is `completed`; panics if one ends otherwise or `within`
@@ -297,26 +309,15 @@ async fn given_repeated_kills_in_quick_succession_when_restarted_then_no_run_fai
 
     let _ = child.kill();
     let _ = child.wait();
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
-    }
+    remove_db(&db);
 }
 
 /// `crane-local` holding todo deletes for approval, approvals expiring after `timeout_ms`.
 fn spawn_holding_deletes(db: &std::path::Path, port: u16, timeout_ms: u64) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_crane-local"))
-        .args(["--addr", &format!("127.0.0.1:{port}"), "--db"])
-        .arg(db)
+    crane_local(db, port)
         .env("CRANE_APPROVAL", "todo.delete")
         .env("CRANE_APPROVAL_TIMEOUT_MS", timeout_ms.to_string())
         .env("CRANE_RETRY_BASE_MS", "50")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(if std::env::var_os("TEST_LOG").is_some() {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        })
         .spawn()
         .expect("start crane-local")
 }
@@ -435,9 +436,7 @@ async fn given_steps_waiting_for_approval_when_the_process_is_killed_then_the_wa
 
     let _ = child.kill();
     let _ = child.wait();
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
-    }
+    remove_db(&db);
 }
 
 /// The environment and arguments `pid` was started with (its last `exec`).
@@ -459,24 +458,30 @@ async fn given_a_start_when_serving_then_the_same_process_runs_with_the_allocato
     for (operator, expected) in [
         (
             None,
-            ["MALLOC_ARENA_MAX=1", "MIMALLOC_PAGE_RECLAIM_ON_FREE=-1"],
+            [
+                "MALLOC_ARENA_MAX=1",
+                "MIMALLOC_PAGE_RECLAIM_ON_FREE=-1",
+                "MIMALLOC_PURGE_DELAY=0",
+            ],
         ),
         (
-            Some("0"),
-            ["MALLOC_ARENA_MAX=0", "MIMALLOC_PAGE_RECLAIM_ON_FREE=0"],
+            Some("2"),
+            [
+                "MALLOC_ARENA_MAX=2",
+                "MIMALLOC_PAGE_RECLAIM_ON_FREE=2",
+                "MIMALLOC_PURGE_DELAY=2",
+            ],
         ),
     ] {
         let db = std::env::temp_dir().join(format!("crane-start-{}.db", uuid::Uuid::new_v4()));
         let port = free_port();
-        let mut start = Command::new(env!("CARGO_BIN_EXE_crane-local"));
-        start
-            .args(["--addr", &format!("127.0.0.1:{port}"), "--db"])
-            .arg(&db)
-            .env("RUST_LOG", "warn")
-            .env_remove("GLIBC_TUNABLES")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        for name in ["MALLOC_ARENA_MAX", "MIMALLOC_PAGE_RECLAIM_ON_FREE"] {
+        let mut start = crane_local(&db, port);
+        start.env_remove("GLIBC_TUNABLES");
+        for name in [
+            "MALLOC_ARENA_MAX",
+            "MIMALLOC_PAGE_RECLAIM_ON_FREE",
+            "MIMALLOC_PURGE_DELAY",
+        ] {
             match operator {
                 Some(value) => start.env(name, value),
                 None => start.env_remove(name),
@@ -490,8 +495,13 @@ async fn given_a_start_when_serving_then_the_same_process_runs_with_the_allocato
         let mut settings: Vec<&String> = env
             .iter()
             .filter(|v| {
-                v.starts_with("MIMALLOC_PAGE_RECLAIM_ON_FREE=")
-                    || v.starts_with("MALLOC_ARENA_MAX=")
+                [
+                    "MIMALLOC_PAGE_RECLAIM_ON_FREE=",
+                    "MALLOC_ARENA_MAX=",
+                    "MIMALLOC_PURGE_DELAY=",
+                ]
+                .iter()
+                .any(|name| v.starts_with(name))
             })
             .collect();
         settings.sort();
@@ -503,8 +513,6 @@ async fn given_a_start_when_serving_then_the_same_process_runs_with_the_allocato
         );
         child.kill().expect("kill");
         child.wait().expect("reap");
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
-        }
+        remove_db(&db);
     }
 }
